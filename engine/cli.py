@@ -1,0 +1,165 @@
+"""`lxcsm`: the command line, shaped like lxc-start and lxc-stop.
+
+Everything the user typed or wrote in a config is checked here, before the
+monitor exists: a bad flag, key or path ends with one line naming the flag or
+the file, line and key, a non-zero exit, and nothing created.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import select
+import signal
+import sys
+
+from lxcsm.engine import commands, config as configmod, log as logmod, monitor, preflight
+from lxcsm.engine.handler import StartRequest
+
+DEFAULT_LXCPATH = "/var/lib/lxc"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        self.exit(2, f"lxcsm: {message} (see {self.prog} --help)\n")
+
+
+def _add_name(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-n", "--name", dest="name_flag", metavar="NAME")
+    parser.add_argument("name", nargs="?", metavar="NAME")
+    parser.add_argument("-P", "--lxcpath", default=DEFAULT_LXCPATH, metavar="LXCPATH")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="lxcsm", description="Start LXC containers through explicit state machines.")
+    sub = parser.add_subparsers(dest="action", required=True, parser_class=_Parser)
+
+    start = sub.add_parser("start", help="start a container (like lxc-start)")
+    _add_name(start)
+    start.add_argument("-f", "--rcfile", metavar="RCFILE", help="config file instead of LXCPATH/NAME/config")
+    start.add_argument("-s", "--define", action="append", default=[], metavar="KEY=VALUE",
+                       help="set a config key after the file is read (repeatable)")
+    mode = start.add_mutually_exclusive_group()
+    mode.add_argument("-F", "--foreground", action="store_true", help="stay in the foreground")
+    mode.add_argument("-d", "--daemon", action="store_true", help="run the monitor in the background (default)")
+    start.add_argument("-l", "--logpriority", metavar="LEVEL", help="TRACE DEBUG INFO NOTICE WARN ERROR (default) ...")
+    start.add_argument("-o", "--logfile", metavar="FILE", help="log to FILE instead of stderr")
+    start.add_argument("--log-format", choices=sorted(logmod.RENDERERS), default="lxc")
+    start.add_argument("-p", "--pidfile", metavar="FILE", help="write the monitor's pid to FILE")
+    start.epilog = "lxcsm start [options] NAME -- COMMAND [ARG...] runs COMMAND instead of lxc.init.cmd."
+
+    stop = sub.add_parser("stop", help="stop a running container (like lxc-stop)")
+    _add_name(stop)
+    stop.add_argument("-k", "--kill", action="store_true", help="kill init at once (lxc.signal.stop)")
+    stop.add_argument("-t", "--timeout", type=int, default=60, metavar="SECS",
+                      help="seconds to wait after lxc.signal.halt before killing (default 60)")
+    return parser
+
+
+def _name(parser, args) -> str:
+    if bool(args.name) == bool(args.name_flag):
+        parser.error("give the container's name once, as NAME or -n NAME")
+    return args.name or args.name_flag
+
+
+def _fail(message: str) -> int:
+    print(f"lxcsm: {message}", file=sys.stderr)
+    return 1
+
+
+def start(parser, args) -> int:
+    name = _name(parser, args)
+    lxcpath = args.lxcpath.rstrip("/") or "/"
+    config_path = args.rcfile or os.path.join(lxcpath, name, "config")
+    try:
+        level = logmod.parse_level(args.logpriority) if args.logpriority else None
+    except ValueError as err:
+        parser.error(f"-l: {err}")
+    try:
+        config = configmod.load(config_path, name, args.define)
+        command = tuple(args.command) or config.init_cmd
+        preflight.check(config, command, command_from_cli=bool(args.command))
+    except configmod.ConfigError as err:
+        return _fail(str(err))
+
+    if commands.get_state(lxcpath, name) != commands.LxcState.STOPPED:
+        print(f"lxcsm: {name}: container is already running", file=sys.stderr)
+        return 0
+
+    logmod.set_threshold(level if level is not None else
+                         logmod.parse_level(config.log_level) if config.log_level else logmod.Level.ERROR)
+    logfile = args.logfile or config.log_file
+    if logfile:
+        try:
+            stream = open(logfile, "a", buffering=1)
+        except OSError as err:
+            return _fail(f"-o {logfile}: {err.strerror}")
+    else:
+        stream = sys.stderr
+
+    def make_log():
+        return logmod.logger(logmod.Sink(stream, args.log_format), name=name, side="monitor", pid=os.getpid())
+
+    request = StartRequest(name=name, lxcpath=lxcpath, config=config, command=command,
+                           foreground=args.foreground, pidfile=args.pidfile)
+    if not args.foreground:
+        return monitor.daemonize(request, make_log)
+    ctx = monitor.run(request, make_log())
+    if ctx.failure is not None:
+        if ctx.failure.already_running:
+            print(f"lxcsm: {name}: container is already running", file=sys.stderr)
+        elif logfile:
+            _fail(f"{name}: {ctx.failure} (log: {logfile})")
+    return monitor.exit_status(ctx)
+
+
+def stop(parser, args) -> int:
+    name = _name(parser, args)
+    lxcpath = args.lxcpath.rstrip("/") or "/"
+    if commands.get_state(lxcpath, name) == commands.LxcState.STOPPED:
+        print(f"lxcsm: {name} is not running", file=sys.stderr)
+        return 2
+    if not args.kill and _shutdown(lxcpath, name, args.timeout):
+        return 0
+    return 0 if commands.stop(lxcpath, name) else _fail(f"{name}: the monitor refused to stop the container")
+
+
+def _shutdown(lxcpath: str, name: str, timeout: int) -> bool:
+    """lxc.signal.halt to init, then wait up to `timeout` seconds for STOPPED."""
+    reply = commands.call(lxcpath, name, commands.Cmd.GET_INIT_PIDFD)
+    if reply is None:
+        return True   # gone meanwhile
+    if not reply.fds:
+        return False
+    pidfd = reply.fds[0]
+    try:
+        halt = commands.call(lxcpath, name, commands.Cmd.GET_CONFIG_ITEM, b"lxc.signal.halt\0")
+        halt_signal = int(halt.data.rstrip(b"\0")) if halt and halt.ret == 0 else signal.SIGPWR
+        waiter = commands.state_waiter(lxcpath, name, commands.LxcState.STOPPED)
+        if waiter is None:
+            return True
+        try:
+            signal.pidfd_send_signal(pidfd, halt_signal)
+        except ProcessLookupError:
+            pass
+        if not select.select([pidfd], [], [], timeout)[0]:
+            waiter.close()
+            return False
+        return commands.wait_closed(waiter, timeout)
+    finally:
+        os.close(pidfd)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # Everything after `--` is init's command line, options and all.
+    command = argv[argv.index("--") + 1:] if "--" in argv else []
+    argv = argv[: argv.index("--")] if "--" in argv else argv
+    parser = _parser()
+    args = parser.parse_args(argv)
+    args.command = command
+    return {"start": start, "stop": stop}[args.action](parser, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

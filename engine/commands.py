@@ -1,0 +1,281 @@
+"""The container's command socket, speaking LXC 5's wire protocol.
+
+LXC's tools (lxc-info, lxc-stop, lxc-wait, ...) talk to a running container's
+monitor over an abstract unix socket named ``@LXCPATH/NAME/command``; so does
+`lxcsm stop`.  This module is both ends of the subset a start needs: binding
+the name (which is also how a second start of the same container learns it is
+already running), the monitor's answers to GET_INIT_PID, GET_INIT_PIDFD,
+GET_STATE, GET_CLONE_FLAGS, GET_CONFIG_ITEM, STOP and ADD_STATE_CLIENT, and
+the client calls `lxcsm stop` makes.  Layouts and numbers follow
+shared/reference/lxc-5.0.2/command-protocol.md; every other command is
+answered -ENOSYS, which LXC's clients handle.
+
+One request per connection; STOP and state-client connections stay open and
+are closed when the container has stopped, which their clients read as
+"stopped".
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import os
+import select
+import selectors
+import signal
+import socket
+import struct
+from dataclasses import dataclass, field
+
+_HEADER = struct.Struct("<iiq")        # cmd or ret, datalen, inline value
+_STATE_MSG = struct.Struct("<i256si")  # struct lxc_msg: type, name, value
+_MAX_PAYLOAD = 8192
+
+
+class Cmd(enum.IntEnum):
+    STOP = 2
+    GET_STATE = 3
+    GET_INIT_PID = 4
+    GET_CLONE_FLAGS = 5
+    GET_CONFIG_ITEM = 7
+    ADD_STATE_CLIENT = 10
+    GET_INIT_PIDFD = 18
+
+
+class LxcState(enum.IntEnum):
+    STOPPED = 0
+    STARTING = 1
+    RUNNING = 2
+    STOPPING = 3
+    ABORTING = 4
+    FREEZING = 5
+    FROZEN = 6
+    THAWED = 7
+
+
+_REGISTERED = 8   # ADD_STATE_CLIENT's "registered, wait for a message" (MAX_STATE)
+
+
+class AlreadyRunning(Exception):
+    def __str__(self) -> str:
+        return "container is already running"
+
+
+def socket_name(lxcpath: str, name: str) -> bytes:
+    """The abstract address, hashed (FNV-1a 64) when too long, exactly as LXC builds it."""
+    lxcpath = lxcpath.rstrip("/") or "/"
+    path = f"{lxcpath}/{name}/command"
+    if len(path.encode()) < 106:
+        return b"\0" + path.encode()
+    digest = 0xCBF29CE484222325
+    for byte in f"{lxcpath}/{name}".encode():
+        digest = ((digest ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return b"\0" + f"lxc/{digest:016x}/command".encode()
+
+
+def bind(lxcpath: str, name: str) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        sock.bind(socket_name(lxcpath, name))
+    except OSError as err:
+        sock.close()
+        if err.errno == errno.EADDRINUSE:
+            raise AlreadyRunning() from None
+        raise
+    sock.listen(100)
+    return sock
+
+
+class CommandServer:
+    """The monitor's side.  Its fileno() is readable whenever a connection needs serving."""
+
+    def __init__(self, sock: socket.socket, name: str, config) -> None:
+        self.sock = sock
+        self.name = name
+        self.config = config
+        self.state = LxcState.STARTING
+        self.init_pid = 0
+        self.init_pidfd = -1
+        self.clone_flags = 0
+        self.stop_signal = config.signal_stop
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(sock, selectors.EVENT_READ, self._accept)
+        self.waiters: dict[socket.socket, list[int] | None] = {}   # kept connections -> states asked for
+
+    def fileno(self) -> int:
+        return self.selector.fileno()
+
+    def serve_ready(self) -> None:
+        for key, _events in self.selector.select(0):
+            key.data(key.fileobj)
+
+    def set_state(self, state: LxcState) -> None:
+        """Enter `state` and tell the clients that asked for it (one message each, then close)."""
+        self.state = state
+        for conn, states in list(self.waiters.items()):
+            if states is not None and states[state]:
+                try:
+                    conn.send(_STATE_MSG.pack(0, self.name.encode(), state))
+                except OSError:
+                    pass
+                self._drop(conn)
+
+    def close(self) -> None:
+        """Stop listening, then close every kept connection: its client reads STOPPED."""
+        self.selector.unregister(self.sock)
+        self.sock.close()
+        for conn in list(self.waiters):
+            self._drop(conn)
+        self.selector.close()
+
+    def _drop(self, conn: socket.socket) -> None:
+        self.waiters.pop(conn, None)
+        self.selector.unregister(conn)
+        conn.close()
+
+    def _keep(self, conn: socket.socket, states: list[int] | None) -> None:
+        self.waiters[conn] = states
+        self.selector.register(conn, selectors.EVENT_READ, self._drop)   # EOF: the client left
+
+    def _accept(self, _sock) -> None:
+        conn, _ = self.sock.accept()
+        conn.settimeout(1.0)   # a client that connects and says nothing must not stall the monitor
+        try:
+            header = conn.recv(_HEADER.size)
+            if len(header) < _HEADER.size:
+                conn.close()
+                return
+            cmd, datalen, inline = _HEADER.unpack(header)
+            payload = conn.recv(datalen) if 0 < datalen <= _MAX_PAYLOAD else b""
+            pid, uid, gid = struct.unpack("iII", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+            if uid != 0 and (uid, gid) != (os.getuid(), os.getgid()):
+                self._reply(conn, -errno.EPERM)
+            else:
+                self._serve(conn, cmd, inline, payload)
+        except OSError:
+            conn.close()
+
+    def _reply(self, conn, ret: int, value: int = 0, payload: bytes = b"", fds=(), keep=False, states=None) -> None:
+        socket.send_fds(conn, [_HEADER.pack(ret, len(payload), value) + payload], list(fds))
+        if keep:
+            self._keep(conn, states)
+        else:
+            conn.close()
+
+    def _serve(self, conn, cmd: int, inline: int, payload: bytes) -> None:
+        if cmd == Cmd.GET_INIT_PID:
+            self._reply(conn, 0, self.init_pid)
+        elif cmd == Cmd.GET_INIT_PIDFD:
+            if self.init_pidfd >= 0:
+                self._reply(conn, 0, fds=[self.init_pidfd])
+            else:
+                self._reply(conn, -errno.EBADF)
+        elif cmd == Cmd.GET_STATE:
+            self._reply(conn, 0, self.state)
+        elif cmd == Cmd.GET_CLONE_FLAGS:
+            self._reply(conn, 0, self.clone_flags)
+        elif cmd == Cmd.GET_CONFIG_ITEM:
+            value = self.config.get_item(payload.rstrip(b"\0").decode(errors="replace"))
+            if value:
+                self._reply(conn, 0, payload=value.encode() + b"\0")
+            else:
+                self._reply(conn, -1)
+        elif cmd == Cmd.STOP:
+            try:
+                signal.pidfd_send_signal(self.init_pidfd, self.stop_signal)
+            except OSError as err:
+                self._reply(conn, -err.errno)
+                return
+            self._keep(conn, None)   # no reply: the client waits for end-of-file
+        elif cmd == Cmd.ADD_STATE_CLIENT:
+            if len(payload) != 32:
+                self._reply(conn, -errno.EINVAL)
+                return
+            states = list(struct.unpack("<8i", payload))
+            if states[self.state] == 1:
+                self._reply(conn, self.state, self.state)
+            else:
+                self._reply(conn, _REGISTERED, _REGISTERED, keep=True, states=states)
+        else:
+            self._reply(conn, -errno.ENOSYS)
+
+
+# --- the client side (lxcsm stop, lxcsm start's "already running" check) ------------
+
+
+def _connect(lxcpath: str, name: str) -> socket.socket | None:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        sock.connect(socket_name(lxcpath, name))
+    except (ConnectionRefusedError, FileNotFoundError):
+        sock.close()
+        return None
+    return sock
+
+
+@dataclass
+class Reply:
+    ret: int | None          # None: the monitor closed the connection without replying
+    value: int = 0
+    data: bytes = b""
+    fds: list[int] = field(default_factory=list)
+    conn: socket.socket | None = None   # kept open when asked to
+
+
+def call(lxcpath: str, name: str, cmd: Cmd, payload: bytes = b"", keep: bool = False) -> Reply | None:
+    """Send one command and read its reply; None when the container is not running."""
+    sock = _connect(lxcpath, name)
+    if sock is None:
+        return None
+    try:
+        sock.sendall(_HEADER.pack(cmd, len(payload), 0) + payload)
+        header, fds, _flags, _addr = socket.recv_fds(sock, _HEADER.size, 1)
+        if len(header) < _HEADER.size:
+            sock.close()
+            return Reply(ret=None)
+        ret, datalen, value = _HEADER.unpack(header)
+        data = sock.recv(datalen) if datalen else b""
+    except (ConnectionResetError, BrokenPipeError):
+        sock.close()
+        return None
+    if not keep:
+        sock.close()
+        sock = None
+    return Reply(ret, value, data, fds, sock)
+
+
+def get_state(lxcpath: str, name: str) -> LxcState:
+    reply = call(lxcpath, name, Cmd.GET_STATE)
+    return LxcState.STOPPED if reply is None or reply.ret is None or reply.ret < 0 else LxcState(reply.value)
+
+
+def wait_closed(sock: socket.socket, timeout: float | None) -> bool:
+    """Wait until the monitor closes a kept connection (or sends its one state message)."""
+    with sock:
+        if not select.select([sock], [], [], timeout)[0]:
+            return False
+        sock.recv(_STATE_MSG.size)
+        return True
+
+
+def state_waiter(lxcpath: str, name: str, state: LxcState) -> socket.socket | None:
+    """ADD_STATE_CLIENT for one state; None if the container is already in it or gone."""
+    wanted = [0] * 8
+    wanted[state] = 1
+    reply = call(lxcpath, name, Cmd.ADD_STATE_CLIENT, struct.pack("<8i", *wanted), keep=True)
+    if reply is None or reply.conn is None:
+        return None
+    if reply.value != _REGISTERED:
+        reply.conn.close()
+        return None
+    return reply.conn
+
+
+def stop(lxcpath: str, name: str) -> bool:
+    """STOP: the monitor sends lxc.signal.stop and closes the connection once STOPPED.
+
+    True when the container is stopped (end-of-file, or nobody listening);
+    any reply at all means the monitor could not signal init.
+    """
+    reply = call(lxcpath, name, Cmd.STOP)
+    return reply is None or reply.ret is None

@@ -1,0 +1,191 @@
+"""The kernel calls Python's standard library does not offer, in one thin module.
+
+Everything here is a direct wrapper of one Linux system call (or prctl
+option), called through ctypes, that raises ``OSError`` with the errno and the
+path or object involved on failure.  No policy lives here: which flags to pass
+and in which order is decided by the states.  Calls the standard library
+already has (``os.mknod``, ``os.pidfd_open``, ``signal.pidfd_send_signal``,
+``socket.sethostname``, ``os.waitpid``...) are used directly by their callers.
+
+Only x86_64 and aarch64 system call numbers are listed; clone3, close_range and
+the pidfd calls share one number on every architecture.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+import signal
+import struct
+
+_libc = ctypes.CDLL(None, use_errno=True)
+# The same symbols through PyDLL keep the GIL held across the call, as
+# os.fork() does: the forking call must not let another thread run meanwhile.
+_libc_gil = ctypes.PyDLL(None, use_errno=True)
+
+_SYSCALLS = {
+    "x86_64": {"pivot_root": 155, "signalfd4": 289},
+    "aarch64": {"pivot_root": 41, "signalfd4": 74},
+}[platform.machine()]
+SYS_CLONE3 = 435
+
+# Namespaces (clone(2) / unshare(2) / setns(2) flags).
+CLONE_NEWTIME = 0x00000080
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+CLONE_PIDFD = 0x00001000
+CLONE_INTO_CGROUP = 0x200000000
+
+# The names LXC uses for namespaces (lxc.namespace.clone, /proc/PID/ns/NAME).
+NAMESPACE_FLAGS = {
+    "mnt": CLONE_NEWNS,
+    "pid": CLONE_NEWPID,
+    "uts": CLONE_NEWUTS,
+    "ipc": CLONE_NEWIPC,
+    "net": CLONE_NEWNET,
+    "cgroup": CLONE_NEWCGROUP,
+    "user": CLONE_NEWUSER,
+    "time": CLONE_NEWTIME,
+}
+
+# mount(2) flags used by the engine itself (option strings map through
+# lxcsm.engine.mount_options).
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_REMOUNT = 32
+MS_BIND = 4096
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
+MS_RELATIME = 1 << 21
+MNT_DETACH = 2
+
+PR_SET_PDEATHSIG = 1
+PR_SET_NAME = 15
+
+SFD_CLOEXEC = os.O_CLOEXEC
+_SIGINFO_SIZE = 128
+
+
+def _check(result: int, *context: object) -> int:
+    if result < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), *(str(c) for c in context[:1]))
+    return result
+
+
+def _path(p: str | bytes | None) -> bytes | None:
+    return os.fsencode(p) if p is not None else None
+
+
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+_libc.unshare.argtypes = [ctypes.c_int]
+_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
+_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+_libc.syscall.restype = ctypes.c_long
+_libc_gil.syscall.restype = ctypes.c_long
+
+
+def mount(source: str | None, target: str, fstype: str | None, flags: int = 0, data: str | None = None) -> None:
+    _check(_libc.mount(_path(source), _path(target), _path(fstype), flags, _path(data)), target)
+
+
+def umount2(target: str, flags: int = 0) -> None:
+    _check(_libc.umount2(_path(target), flags), target)
+
+
+def pivot_root(new_root: str, put_old: str) -> None:
+    _check(_libc.syscall(_SYSCALLS["pivot_root"], _path(new_root), _path(put_old)), new_root)
+
+
+def unshare(flags: int) -> None:
+    _check(_libc.unshare(flags), f"flags {flags:#x}")
+
+
+def setns(fd: int, nstype: int = 0) -> None:
+    _check(_libc.setns(fd, nstype), f"fd {fd}")
+
+
+def set_pdeathsig(sig: int) -> None:
+    """Have the kernel send `sig` to this process when its parent dies."""
+    _check(_libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0))
+
+
+def set_comm(name: str) -> None:
+    """Set this process's `comm` (what ps -o comm and /proc/PID/comm show, 15 bytes)."""
+    _check(_libc.prctl(PR_SET_NAME, ctypes.cast(ctypes.c_char_p(name.encode()[:15]), ctypes.c_void_p).value, 0, 0, 0))
+
+
+def set_cmdline(title: str) -> None:
+    """Make /proc/self/cmdline (what ps shows as args) read `title`.
+
+    The kernel reads a process's command line from its own memory, between
+    the arg_start and arg_end addresses /proc/self/stat publishes.  Moving that
+    range (PR_SET_MM, as LXC's setproctitle() does) needs CAP_SYS_RESOURCE,
+    which a container host may not grant; overwriting the original argument
+    strings in place needs nothing, so the title is written there, cut to the
+    room the original command line had and padded with NULs.
+    """
+    with open("/proc/self/stat", "rb") as stat:
+        fields = stat.read().rsplit(b")", 1)[1].split()
+    # Fields 48 and 49 of stat(5); the split above starts at field 3.
+    arg_start, arg_end = int(fields[45]), int(fields[46])
+    room = arg_end - arg_start
+    text = title.encode()[: room - 1]
+    ctypes.memmove(arg_start, text + b"\0" * (room - len(text)), room)
+
+
+class _CloneArgs(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_uint64) for name in (
+        "flags", "pidfd", "child_tid", "parent_tid", "exit_signal",
+        "stack", "stack_size", "tls", "set_tid", "set_tid_size", "cgroup")]
+
+
+def clone3(flags: int, cgroup_fd: int | None = None) -> tuple[int, int]:
+    """Fork into new namespaces, returning (pid, pidfd) in the parent, (0, -1) in the child.
+
+    One clone3(2) call does what LXC's lxc_clone() does: the child starts in
+    the namespaces of `flags`, directly inside the cgroup2 directory
+    `cgroup_fd` (CLONE_INTO_CGROUP), and the parent gets a pidfd for it at the
+    same moment (CLONE_PIDFD), so no pid can be recycled in between.  With no
+    stack given, the child continues on a copy of the parent's, exactly like
+    fork(); the interpreter's own fork bookkeeping (PyOS_*Fork) runs around
+    the call just as os.fork() runs it.
+    """
+    pidfd = ctypes.c_int(-1)
+    args = _CloneArgs(flags=flags | CLONE_PIDFD, pidfd=ctypes.addressof(pidfd), exit_signal=signal.SIGCHLD)
+    if cgroup_fd is not None:
+        args.flags |= CLONE_INTO_CGROUP
+        args.cgroup = cgroup_fd
+    ctypes.pythonapi.PyOS_BeforeFork()
+    pid = _libc_gil.syscall(SYS_CLONE3, ctypes.byref(args), ctypes.c_size_t(ctypes.sizeof(args)))
+    if pid == 0:
+        ctypes.pythonapi.PyOS_AfterFork_Child()
+        return 0, -1
+    err = ctypes.get_errno()
+    ctypes.pythonapi.PyOS_AfterFork_Parent()
+    if pid < 0:
+        raise OSError(err, os.strerror(err), f"clone3 flags {flags:#x}")
+    return pid, pidfd.value
+
+
+def signalfd(signals: set[int]) -> int:
+    """A file descriptor that reads the (blocked) `signals` as they arrive."""
+    mask = ctypes.c_uint64(sum(1 << (s - 1) for s in signals))
+    return _check(_libc.syscall(_SYSCALLS["signalfd4"], -1, ctypes.byref(mask), 8, SFD_CLOEXEC))
+
+
+def read_signalfd(fd: int) -> tuple[int, int]:
+    """Read one signal from a signalfd: (signal number, sending pid)."""
+    info = os.read(fd, _SIGINFO_SIZE)
+    signo, _errno, _code, pid = struct.unpack_from("IiiI", info)
+    return signo, pid

@@ -1,0 +1,185 @@
+"""The one place log lines are produced.
+
+States and the supervisor emit *events* (a name plus fields) through an
+`EventLogger`; this module decides whether an event is wanted and renders it,
+either as LXC's log line::
+
+    lxcsm NAME 20261122234110.455 TRACE    spawn - states/monitor/spawn.py:enter:42 - state side=monitor pid=812
+
+or as one JSON object a line (``--log-format json``).  The levels are LXC's,
+TRACE (0) to FATAL (8), numbered as lxc.log.level numbers them.
+
+structlog has no TRACE level (its filtering loggers start at DEBUG), so
+`EventLogger` is a small structlog wrapper class with one method per LXC
+level.  Each method first compares its level with the threshold and returns
+at once when nobody asked for it: a start at the default level (ERROR) pays
+one integer comparison per trace event, and never looks at a stack frame or
+formats a string.
+
+The container child has no sink of its own: `forwarding_logger` hands its
+events, still unrendered, to the sync channel, and the monitor passes them to
+`replay`, which renders them here like its own.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+import sys
+import time
+from typing import Any, Callable, TextIO
+
+import structlog
+
+
+class Level(enum.IntEnum):
+    TRACE = 0
+    DEBUG = 1
+    INFO = 2
+    NOTICE = 3
+    WARN = 4
+    ERROR = 5
+    CRIT = 6
+    ALERT = 7
+    FATAL = 8
+
+
+def parse_level(text: str) -> Level:
+    """A level from its LXC name (any case, WARNING accepted) or number."""
+    name = text.strip().upper()
+    if name.isdigit() and int(name) in Level._value2member_map_:
+        return Level(int(name))
+    name = {"WARNING": "WARN"}.get(name, name)
+    if name not in Level.__members__:
+        raise ValueError(f"unknown log level {text!r} (TRACE DEBUG INFO NOTICE WARN ERROR CRIT ALERT FATAL)")
+    return Level[name]
+
+
+_threshold = Level.ERROR
+# Where file names in log lines are relative to: the folder holding engine/ and states/.
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+# Event fields the line format shows in its fixed columns rather than as k=v.
+_COLUMNS = ("event", "level", "time", "where", "category", "name")
+
+
+def set_threshold(level: Level) -> None:
+    global _threshold
+    _threshold = level
+
+
+def enabled(level: Level) -> bool:
+    return level >= _threshold
+
+
+def where(code) -> str:
+    """`file:function:line` of a code object, as LXC's log shows its call sites."""
+    return f"{code.co_filename.removeprefix(_ROOT)}:{code.co_name}:{code.co_firstlineno}"
+
+
+def _caller(frame) -> str:
+    return f"{frame.f_code.co_filename.removeprefix(_ROOT)}:{frame.f_code.co_name}:{frame.f_lineno}"
+
+
+class EventLogger(structlog.BoundLoggerBase):
+    """structlog's bound logger with LXC's nine levels, TRACE included."""
+
+    def _emit(self, level: Level, event: str, fields: dict[str, Any]) -> None:
+        if level < _threshold:
+            return None
+        fields.setdefault("where", _caller(sys._getframe(2)))
+        return self._proxy_to_logger("emit", event, level=level, **fields)
+
+    def trace(self, event: str, **fields: Any) -> None:
+        return self._emit(Level.TRACE, event, fields)
+
+    def debug(self, event: str, **fields: Any) -> None:
+        return self._emit(Level.DEBUG, event, fields)
+
+    def info(self, event: str, **fields: Any) -> None:
+        return self._emit(Level.INFO, event, fields)
+
+    def notice(self, event: str, **fields: Any) -> None:
+        return self._emit(Level.NOTICE, event, fields)
+
+    def warn(self, event: str, **fields: Any) -> None:
+        return self._emit(Level.WARN, event, fields)
+
+    def error(self, event: str, **fields: Any) -> None:
+        return self._emit(Level.ERROR, event, fields)
+
+    def crit(self, event: str, **fields: Any) -> None:
+        return self._emit(Level.CRIT, event, fields)
+
+    def alert(self, event: str, **fields: Any) -> None:
+        return self._emit(Level.ALERT, event, fields)
+
+    def fatal(self, event: str, **fields: Any) -> None:
+        return self._emit(Level.FATAL, event, fields)
+
+
+def _stamp(_logger, _method, event: dict) -> dict:
+    event.setdefault("time", time.time())
+    return event
+
+
+def _field(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+    return json.dumps(text) if (not text or " " in text or '"' in text) else text
+
+
+def render_lxc(event: dict) -> str:
+    seconds = event["time"]
+    stamp = time.strftime("%Y%m%d%H%M%S", time.localtime(seconds)) + f".{int(seconds * 1000) % 1000:03d}"
+    fields = "".join(f" {k}={_field(v)}" for k, v in event.items() if k not in _COLUMNS)
+    return (f"lxcsm {event.get('name', '')} {stamp} {Level(event['level']).name:<8} "
+            f"{event.get('category', 'lxcsm')} - {event.get('where', '')} - {event['event']}{fields}")
+
+
+def render_json(event: dict) -> str:
+    return json.dumps({**event, "level": Level(event["level"]).name}, default=str)
+
+
+RENDERERS: dict[str, Callable[[dict], str]] = {"lxc": render_lxc, "json": render_json}
+
+
+class Sink:
+    """A stream log lines are written to, one write and flush a line."""
+
+    def __init__(self, stream: TextIO, log_format: str = "lxc") -> None:
+        self.stream = stream
+        self.render = RENDERERS[log_format]
+
+    def emit(self, line: str) -> None:
+        self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+def _render(sink: Sink, _method, event: dict) -> str:
+    return sink.render(event)
+
+
+def logger(sink: Sink, **context: Any) -> EventLogger:
+    """The monitor's logger: events are rendered into `sink`."""
+    return structlog.wrap_logger(sink, processors=[_stamp, _render], wrapper_class=EventLogger, **context)
+
+
+class _Forwarder:
+    def __init__(self, send: Callable[[dict], None]) -> None:
+        self.emit = send
+
+
+def _as_kwargs(_logger, _method, event: dict) -> tuple:
+    return (event,), {}
+
+
+def forwarding_logger(send: Callable[[dict], None], **context: Any) -> EventLogger:
+    """The child's logger: wanted events go, unrendered, to `send` (the sync channel)."""
+    return structlog.wrap_logger(_Forwarder(send), processors=[_stamp, _as_kwargs],
+                                 wrapper_class=EventLogger, **context)
+
+
+def replay(log: EventLogger, event: dict) -> None:
+    """Render an event another process recorded (the child's), if it is wanted."""
+    if Level(event["level"]) >= _threshold:
+        log._proxy_to_logger("emit", **event)

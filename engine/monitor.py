@@ -1,0 +1,87 @@
+"""Running the monitor: in the foreground, or as a daemon that reports back to its caller.
+
+`run` is the monitor's whole life: build its context, run the MONITOR machine
+to `stopped`, and turn the outcome into an exit status (init's status, 128+N
+when init was killed by signal N, 0 for a clean halt).
+
+`daemonize` is lxc-start's default mode: the caller forks, the child starts a
+new session and forks the monitor, which is reparented away from the caller
+and titled ``[lxcsm monitor] LXCPATH NAME`` in ps.  The monitor tells the
+caller over a pipe when the container is RUNNING or why its start failed, so
+`lxcsm start` returns 0 only for a container that really runs.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+from lxcsm.engine import kernel
+from lxcsm.engine.handler import Monitor, StartRequest
+from lxcsm.engine.machine import MONITOR
+from lxcsm.engine.supervisor import Supervisor
+
+
+def exit_status(ctx: Monitor) -> int:
+    if ctx.failure is not None:
+        return 0 if ctx.failure.already_running else 1
+    status = ctx.boot.init_status
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        return 0 if sig == signal.SIGINT else 128 + sig   # SIGINT: the container halted
+    return os.WEXITSTATUS(status)
+
+
+def run(request: StartRequest, log, on_running=lambda: None) -> Monitor:
+    ctx = Monitor(request=request, log=log, on_running=on_running)
+    Supervisor(MONITOR, ctx, log).run()
+    return ctx
+
+
+def daemonize(request: StartRequest, make_log) -> int:
+    """Start the monitor in the background; return the caller's exit status."""
+    status_read, status_write = os.pipe()
+    first = os.fork()
+    if first == 0:
+        os.close(status_read)
+        os.setsid()
+        if os.fork():
+            os._exit(0)
+        _monitor_main(request, make_log, status_write)
+    os.close(status_write)
+    os.waitpid(first, 0)
+    with os.fdopen(status_read, "rb") as status:
+        report = status.read().decode(errors="replace")
+    verdict, _, detail = report.partition(" ")
+    if verdict == "RUNNING":
+        return 0
+    if verdict == "ALREADY":
+        print(f"lxcsm: {request.name}: {detail}", file=sys.stderr)
+        return 0
+    print(f"lxcsm: {request.name}: {detail or 'the monitor died before reporting'}", file=sys.stderr)
+    return 1
+
+
+def _monitor_main(request: StartRequest, make_log, status_fd: int) -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        os.close(devnull)
+        kernel.set_comm("lxcsm monitor")
+        kernel.set_cmdline(f"[lxcsm monitor] {request.lxcpath} {request.name}")
+        log = make_log()
+
+        def report(text: str) -> None:
+            nonlocal status_fd
+            if status_fd >= 0:
+                os.write(status_fd, text.encode())
+                os.close(status_fd)
+                status_fd = -1
+
+        ctx = run(request, log, on_running=lambda: report("RUNNING"))
+        if ctx.failure is not None:
+            report(f"ALREADY {ctx.failure.error}" if ctx.failure.already_running else f"FAILED {ctx.failure}")
+    finally:
+        os._exit(0)

@@ -1,0 +1,107 @@
+"""Runs a machine from its table (engine/machine.py): the only code that moves one.
+
+For each state: bind the logger to the state, emit the one `state` trace
+event, call the state module's ``enter(ctx)``, and fire the trigger it
+returns.  An exception from a state becomes the ``failed`` trigger with a
+`Failure` naming the state and side - abort is just another transition, and
+the table decides where it leads.  A trigger the table does not allow from
+the current state is refused by transitions' Machine, in this one place.
+
+`run_child` is the whole life of the container child: it is called in the
+new process right after clone3 and never returns.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import signal
+import socket
+import traceback
+from typing import Callable, NoReturn
+
+from transitions import Machine, MachineError
+
+from lxcsm.engine import kernel, log as logmod
+from lxcsm.engine.commands import AlreadyRunning
+from lxcsm.engine.handler import Child, Failure, StartRequest
+from lxcsm.engine.machine import CHILD, Table
+from lxcsm.engine.sync import ChildEnd, PeerFailed
+
+# transitions logs every callback through stdlib logging; our trace is the record.
+logging.getLogger("transitions").setLevel(logging.WARNING)
+
+
+def describe(err: BaseException) -> str:
+    if isinstance(err, OSError) and err.errno:
+        text = f"{err.strerror} ({errno.errorcode.get(err.errno, err.errno)})"
+        return f"{text}: {err.filename}" if err.filename else text
+    return str(err) or type(err).__name__
+
+
+class Supervisor:
+    def __init__(self, table: Table, ctx, log, on_enter: Callable[[str], None] = lambda state: None) -> None:
+        self.table = table
+        self.ctx = ctx
+        self.log = log
+        self.on_enter = on_enter
+        # Every state's module is imported now: the child cannot import anything
+        # once it has pivoted into the container's rootfs.
+        self.modules = {state: table.module(state) for state in table.states}
+        self.machine = Machine(
+            model=self, states=list(table.states), initial=table.initial,
+            transitions=[{"trigger": trigger, "source": list(source) if isinstance(source, tuple) else source,
+                          "dest": dest} for trigger, source, dest in table.transitions],
+            auto_transitions=False)
+
+    def run(self) -> None:
+        while True:
+            trigger = self._enter(self.state)
+            if trigger is None and self.state in self.table.final:
+                return
+            try:
+                self.trigger(trigger)
+            except (MachineError, AttributeError) as err:
+                # A state module returned a trigger its table does not have from here: a bug, but
+                # one that must still end in a clean abort.
+                self.ctx.failure = Failure(self.state, self.table.side, f"illegal transition: {err}")
+                self.trigger("failed")
+
+    def _enter(self, state: str) -> str | None:
+        module = self.modules[state]
+        self.ctx.log = self.log.bind(category=state)
+        self.ctx.log.trace("state", state=state, where=logmod.where(module.enter.__code__))
+        self.on_enter(state)
+        try:
+            return module.enter(self.ctx)
+        except Exception as err:
+            self.ctx.failure = self._failure(state, err)
+            if not isinstance(err, (OSError, PeerFailed, AlreadyRunning)):
+                self.ctx.log.debug("traceback", text=traceback.format_exc())
+            return "failed"
+
+    def _failure(self, state: str, err: Exception) -> Failure:
+        if isinstance(err, PeerFailed):
+            return Failure(err.state, err.side, err.error)
+        return Failure(state, self.table.side, describe(err), already_running=isinstance(err, AlreadyRunning))
+
+
+def run_child(request: StartRequest, sock: socket.socket, signal_mask: frozenset[int]) -> NoReturn:
+    """The container child, from clone3 to exec (or to its error report)."""
+    try:
+        # If the monitor dies, so does the container: nobody would clean up after it.
+        kernel.set_pdeathsig(signal.SIGKILL)
+        channel = ChildEnd(sock, None, request.sync_timeout)
+        log = logmod.forwarding_logger(channel.send_log, name=request.name, side="child")
+        channel.log = log.bind(category="sync")
+        ctx = Child(request=request, channel=channel, log=log, signal_mask=signal_mask)
+        Supervisor(CHILD, ctx, log, on_enter=lambda state: kernel.set_comm(f"lxcsm:{state}")).run()
+    except Exception as err:   # a bug outside any state: still tell the monitor what happened
+        try:
+            channel.send_error("supervisor", f"{describe(err)}\n{traceback.format_exc()}")
+        except Exception:
+            pass
+    finally:
+        # Reaching here means exec did not happen: never fall back into the monitor's code.
+        os._exit(1)

@@ -1,0 +1,19 @@
+"""aborting (child) - report the failure to the monitor, then exit.
+
+Replaces the ``out_warn_father`` label of LXC's do_start(), which could only
+tell the parent "error" (-1).  Here the monitor receives the failed state
+and the error text over the sync channel, and logs them as its own abort.
+The child changed nothing outside its namespaces, so there is nothing to undo
+here: when it exits, its mount namespace and everything mounted in it go
+with it.
+"""
+
+from lxcsm.engine.sync import SyncError
+
+
+def enter(ctx) -> None:
+    try:
+        ctx.channel.send_error(ctx.failure.state, ctx.failure.error)
+    except SyncError:
+        pass   # the monitor is gone; PR_SET_PDEATHSIG is about to end us too
+    return None

@@ -1,0 +1,49 @@
+"""exec (child) - become init.
+
+Replaces the end of LXC's do_start() and its start() callback (lxc_start.c).
+
+Just before the exec the child becomes a session leader (init has no
+controlling terminal of the host's), takes the working directory
+lxc.init.cwd (default /), restores the signal mask and the dispositions the
+monitor's interpreter changed (Python ignores SIGPIPE and SIGXFSZ, and
+ignored signals would stay ignored across exec), and closes every file
+descriptor but 0, 1, 2 and the sync channel - which is close-on-exec: the
+monitor reads its end-of-file as "init runs".
+
+Init's environment is exactly ``container=lxc`` plus lxc.environment
+(``KEY=VALUE``, or a bare ``KEY`` copying the value lxcsm was started with).
+A command without a slash is looked up in that environment's PATH, or
+/bin:/usr/bin, inside the container.
+
+Afterwards the kernel sees init, the container's pid 1, running the command.
+If exec fails, the error goes to the monitor through the aborting state.
+"""
+
+import os
+import signal
+
+
+def environment(entries) -> dict[str, str]:
+    env = {"container": "lxc"}
+    for entry in entries:
+        key, sep, value = entry.partition("=")
+        if sep:
+            env[key] = value
+        elif key in os.environ:
+            env[key] = os.environ[key]
+    return env
+
+
+def enter(ctx) -> None:
+    request = ctx.request
+    env = environment(request.config.environment)
+    os.chdir(request.config.init_cwd or "/")
+    os.setsid()
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, ctx.signal_mask)
+    channel = ctx.channel.fileno()
+    os.closerange(3, channel)
+    os.closerange(channel + 1, 1 << 20)
+    ctx.log.trace("exec", argv=list(request.command))
+    os.execvpe(request.command[0], list(request.command), env)

@@ -1,0 +1,101 @@
+"""setup_mounts (child) - lxc.mount.auto, then lxc.mount.fstab and lxc.mount.entry.
+
+Replaces LXC's lxc_mount_auto_mounts(), setup_mount() and
+setup_mount_entries() (conf.c).
+
+Afterwards the kernel sees, inside the rootfs and only in the container's
+mount namespace:
+* proc (proc:mixed: /proc/sys read-only but for /proc/sys/net, which belongs
+  to the container's own network namespace, and /proc/sysrq-trigger
+  read-only; proc:rw: all writable);
+* sysfs (sys:ro read-only; sys:mixed read-only but for
+  /sys/devices/virtual/net; sys:rw writable);
+* each mount entry, in LXC's order (the fstab file's lines, then the
+  lxc.mount.entry lines), with its targets created when create=dir|file asks
+  for it, bind mounts remounted to honour ro/nosuid/..., and `optional`
+  entries skipped when they fail.  Targets are resolved inside the rootfs, so
+  a symlink in the rootfs cannot send a mount onto the host.
+
+A failing entry names its file and line.
+"""
+
+import os
+
+from lxcsm.engine import kernel
+from lxcsm.engine.mount_options import parse_mount_options
+from lxcsm.engine.paths import container_path, in_rootfs
+from lxcsm.engine.supervisor import describe
+
+class MountEntryError(Exception):
+    """A mount entry failed; the message names its file and line."""
+
+
+_SAFE = kernel.MS_NOSUID | kernel.MS_NODEV | kernel.MS_NOEXEC
+
+
+def _bind_over(path: str, readonly: bool) -> None:
+    """Bind `path` onto itself and set its own read-only flag (if the kernel has that file)."""
+    if not os.path.exists(path):
+        return   # e.g. /proc/sysrq-trigger on kernels built without magic SysRq
+    kernel.mount(path, path, None, kernel.MS_BIND)
+    kernel.mount(None, path, None, kernel.MS_REMOUNT | kernel.MS_BIND | _SAFE | (kernel.MS_RDONLY if readonly else 0))
+
+
+def mount_proc(rootfs: str, mode: str) -> None:
+    proc = in_rootfs(rootfs, "/proc")
+    os.makedirs(proc, exist_ok=True)
+    kernel.mount("proc", proc, "proc", _SAFE)
+    if mode == "mixed":
+        _bind_over(f"{proc}/sys", readonly=True)
+        _bind_over(f"{proc}/sys/net", readonly=False)
+        _bind_over(f"{proc}/sysrq-trigger", readonly=True)
+
+
+def mount_sys(rootfs: str, mode: str) -> None:
+    sys_dir = in_rootfs(rootfs, "/sys")
+    os.makedirs(sys_dir, exist_ok=True)
+    kernel.mount("sysfs", sys_dir, "sysfs", _SAFE | (0 if mode == "rw" else kernel.MS_RDONLY))
+    if mode == "mixed":
+        _bind_over(f"{sys_dir}/devices/virtual/net", readonly=False)
+
+
+def mount_entry(rootfs: str, rootfs_path: str, entry) -> None:
+    options = parse_mount_options(entry.options)
+    target = in_rootfs(rootfs, container_path(rootfs_path, entry.target))
+    source = in_rootfs(rootfs, entry.source) if options.relative else entry.source
+    if options.create == "dir":
+        os.makedirs(target, exist_ok=True)
+    elif options.create == "file" and not os.path.exists(target):
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        open(target, "a").close()
+    if options.bind:
+        kernel.mount(source, target, None, options.flags & (kernel.MS_BIND | kernel.MS_REC))
+        extra = options.flags & ~(kernel.MS_BIND | kernel.MS_REC)
+        if extra:
+            kernel.mount(None, target, None, kernel.MS_REMOUNT | kernel.MS_BIND | extra)
+    else:
+        kernel.mount(source, target, entry.fstype, options.flags, options.data or None)
+    if options.propagation:
+        kernel.mount(None, target, None, options.propagation)
+
+
+def enter(ctx) -> str:
+    config = ctx.request.config
+    if config.mount_proc:
+        mount_proc(ctx.rootfs, config.mount_proc)
+        ctx.log.trace("mounted", what="proc", mode=config.mount_proc)
+    if config.mount_sys:
+        mount_sys(ctx.rootfs, config.mount_sys)
+        ctx.log.trace("mounted", what="sys", mode=config.mount_sys)
+    for entry in config.mount_entries:
+        try:
+            mount_entry(ctx.rootfs, config.rootfs_path, entry)
+        except OSError as err:
+            where = f"{entry.origin.file}:{entry.origin.line}: {entry.origin.key}"
+            if parse_mount_options(entry.options).optional:
+                ctx.log.info("optional mount skipped", entry=where, error=describe(err))
+                continue
+            raise MountEntryError(f"{where}: mounting {entry.source} on {entry.target}: {describe(err)}") from None
+        ctx.log.trace("mounted", source=entry.source, target=entry.target, fstype=entry.fstype,
+                      options=entry.options)
+    return "mounts_done"

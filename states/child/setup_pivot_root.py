@@ -1,0 +1,34 @@
+"""setup_pivot_root (child) - the rootfs becomes /, and the host's root goes away.
+
+Replaces LXC's lxc_pivot_root() (conf.c).
+
+pivot_root(".", ".") from inside the new root stacks the old root on top of
+the new one at "/"; the old root is then made a slave (so unmounting it
+cannot propagate to the host) and detached lazily (MNT_DETACH), which
+leaves the new root visible.  No directory for the old root is needed.
+
+Afterwards the kernel sees: the container's / is its rootfs, no path leads
+to the host's filesystem, and the working directory is /.
+"""
+
+import os
+
+from lxcsm.engine import kernel
+
+
+def enter(ctx) -> str:
+    old_root = os.open("/", os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
+    new_root = os.open(ctx.rootfs, os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fchdir(new_root)
+        kernel.pivot_root(".", ".")
+        os.fchdir(old_root)
+        kernel.mount(None, ".", None, kernel.MS_SLAVE | kernel.MS_REC)
+        kernel.umount2(".", kernel.MNT_DETACH)
+        os.fchdir(new_root)
+    finally:
+        os.close(old_root)
+        os.close(new_root)
+    os.chdir("/")
+    ctx.log.trace("pivoted", rootfs=ctx.rootfs)
+    return "root_pivoted"

@@ -1,0 +1,34 @@
+"""setup_rootfs (child) - make every mount dependent, then mount the rootfs.
+
+Replaces turn_into_dependent_mounts() and lxc_mount_rootfs() (conf.c), the
+start of LXC's lxc_setup().
+
+Afterwards the kernel sees, in the container's mount namespace only:
+* every mount inherited from the host turned into a slave (MS_SLAVE |
+  MS_REC): mounts made on the host still propagate in, but nothing mounted
+  here can propagate back out - this is what keeps the host's mount table
+  unchanged by everything that follows;
+* the rootfs (lxc.rootfs.path) bind-mounted, recursively, at lxc.rootfs.mount
+  (or onto itself when that is unset), and remounted with
+  lxc.rootfs.options (e.g. ro).  pivot_root needs the new root to be a mount
+  point, which the bind makes it.
+"""
+
+from lxcsm.engine import kernel
+from lxcsm.engine.mount_options import parse_mount_options
+
+
+def enter(ctx) -> str:
+    config = ctx.request.config
+    kernel.mount(None, "/", None, kernel.MS_SLAVE | kernel.MS_REC)
+    target = config.rootfs_mount or config.rootfs_path
+    kernel.mount(config.rootfs_path, target, None, kernel.MS_BIND | kernel.MS_REC)
+    if config.rootfs_options:
+        options = parse_mount_options(config.rootfs_options)
+        extra = options.flags & ~(kernel.MS_BIND | kernel.MS_REC)
+        if extra:
+            kernel.mount(None, target, None, kernel.MS_REMOUNT | kernel.MS_BIND | extra)
+    ctx.rootfs = target
+    ctx.log.trace("rootfs mounted", source=config.rootfs_path, target=target,
+                  options=config.rootfs_options or "")
+    return "rootfs_mounted"

@@ -1,0 +1,17 @@
+"""startup (child) - wait until the monitor has put us where we belong.
+
+Replaces the START_SYNC_STARTUP wait at the top of LXC's do_start().
+
+The process exists, as pid 1 of its new pid namespace, inside the payload
+cgroup of the cgroup2 tree - but until STARTUP it may not yet be in the v1
+hierarchies' payload cgroups, so it does nothing the container should be
+charged for.  The kernel sees no change made by this state; before it, the
+supervisor armed PR_SET_PDEATHSIG so that this process dies with the monitor.
+"""
+
+from lxcsm.engine.sync import SyncMsg
+
+
+def enter(ctx) -> str:
+    ctx.channel.wait_for(SyncMsg.STARTUP)
+    return "started"

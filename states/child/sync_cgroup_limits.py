@@ -1,0 +1,14 @@
+"""sync_cgroup_limits (child) - tell the monitor we are set up.
+
+Replaces LXC's lxc_sync_barrier_parent(START_SYNC_CGROUP_LIMITS) at the end of
+do_start()'s setup.  The child is complete (rootfs pivoted, /dev and mounts
+in place) and blocks until the monitor has applied the limits it must not be
+able to undo, and answers FDS.
+"""
+
+from lxcsm.engine.sync import SyncMsg
+
+
+def enter(ctx) -> str:
+    ctx.channel.barrier(SyncMsg.CGROUP_LIMITS, SyncMsg.FDS)
+    return "limits_applied"

@@ -1,0 +1,69 @@
+"""init_handler (monitor) - a fresh handler for one boot of the container.
+
+Replaces LXC's lxc_init_handler() and lxc_init() (start.c).
+
+Afterwards the kernel sees:
+* the abstract unix socket ``@LXCPATH/NAME/command`` bound and listening.  It
+  is bound on the first boot only and survives reboots.  Binding it is also
+  the "already running" check: the name can be bound once per host network
+  namespace, by us or by LXC itself;
+* the signals the monitor forwards to init blocked, and delivered to a
+  signalfd instead (LXC's setup_signal_fd), so that none is lost between
+  here and `poll`;
+* the pid file (-p), holding the monitor's pid, on the first boot;
+* LXC_NAME, LXC_CONFIG_FILE, LXC_ROOTFS_PATH and LXC_ROOTFS_MOUNT in the
+  monitor's environment, for hooks.
+
+The container's state is STARTING.  Nothing else on the host has changed yet.
+"""
+
+import os
+import signal
+
+from lxcsm.engine import cgroups, commands, kernel
+from lxcsm.engine.commands import CommandServer, LxcState
+from lxcsm.engine.handler import Boot
+
+# Signals init should hear about when they are sent to the monitor (SIGCHLD is
+# read from the same fd: it is how the monitor notices its child's exit).
+FORWARDED = frozenset({
+    signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGUSR1,
+    signal.SIGUSR2, signal.SIGPWR, signal.SIGALRM, signal.SIGWINCH,
+})
+WATCHED = FORWARDED | {signal.SIGCHLD}
+
+
+def enter(ctx) -> str:
+    request, config = ctx.request, ctx.request.config
+    ctx.boot = Boot(number=ctx.boot.number + 1)
+
+    if ctx.commands is None:
+        sock = commands.bind(request.lxcpath, request.name)
+        ctx.commands = CommandServer(sock, request.name, config)
+        ctx.undo.record("command_socket", request.name, handle=ctx.commands)
+        ctx.log.trace("command socket bound", address=commands.socket_name(request.lxcpath, request.name).decode()[1:])
+        if request.pidfile:
+            with open(request.pidfile, "w") as pidfile:
+                pidfile.write(f"{os.getpid()}\n")
+            ctx.undo.record("pidfile", request.pidfile)
+    ctx.commands.set_state(LxcState.STARTING)
+
+    os.environ.update(
+        LXC_NAME=request.name,
+        LXC_CONFIG_FILE=config.path,
+        LXC_ROOTFS_PATH=config.rootfs_path or "",
+        LXC_ROOTFS_MOUNT=config.rootfs_mount or config.rootfs_path or "",
+    )
+
+    if ctx.signal_fd < 0:
+        ctx.signal_mask = frozenset(signal.pthread_sigmask(signal.SIG_BLOCK, WATCHED))
+        ctx.signal_fd = kernel.signalfd(set(WATCHED))
+        ctx.log.trace("signal fd created", fd=ctx.signal_fd)
+
+    if not ctx.hierarchies:
+        ctx.hierarchies = cgroups.hierarchies()
+    if ctx.boot.number == 1:
+        for setting in config.unsupported:
+            ctx.log.warn("not supported yet", key=setting.key, value=setting.value,
+                         file=setting.file, line=setting.line)
+    return "handler_ready"

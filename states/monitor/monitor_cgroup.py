@@ -1,0 +1,29 @@
+"""monitor_cgroup (monitor) - the monitor moves into its own cgroups.
+
+Replaces LXC's cgfsng_monitor_create() and cgfsng_monitor_enter().
+
+Afterwards the kernel sees a directory ``lxc.monitor.NAME`` in every cgroup
+hierarchy (each v1 controller and the cgroup2 tree of a hybrid host), below
+the cgroup the monitor started in, with the monitor process in it.  The
+monitor is kept apart from the container's cgroups so that limits on the
+container never throttle the process that supervises it, and so that LXC's
+tools see the same layout they see under lxc-start.
+
+Each directory, and each move, is recorded: unwinding moves the monitor back
+home first, then removes the directory.
+"""
+
+import os
+
+from lxcsm.engine import cgroups
+
+
+def enter(ctx) -> str:
+    name = f"lxc.monitor.{ctx.request.name}"
+    for hierarchy in ctx.hierarchies:
+        path = cgroups.create(hierarchy, name)
+        ctx.boot.undo.record("cgroup", path)
+        cgroups.attach(path, os.getpid())
+        ctx.boot.undo.record("cgroup_entered", hierarchy.home)
+        ctx.log.trace("cgroup entered", hierarchy=hierarchy.label, path=path)
+    return "monitor_cgroup_entered"

@@ -1,0 +1,16 @@
+"""reboot (monitor) - init asked for a reboot: clean up this boot, start the next.
+
+Replaces the ``reboot:`` label and its ``goto`` in LXC's lxccontainer.c.
+
+Everything this boot recorded is undone (payload and monitor cgroups; init
+has already been reaped), but what belongs to the monitor stays: the command
+socket keeps its name, so clients never see the container vanish, and the
+signal fd keeps collecting signals.  The next state is init_handler, which
+makes a fresh handler for the new boot.
+"""
+
+
+def enter(ctx) -> str:
+    ctx.log.notice("container requested reboot", boot=ctx.boot.number)
+    ctx.boot.undo.unwind(ctx.log)
+    return "boot_cleaned_up"

@@ -1,0 +1,76 @@
+"""spawn (monitor) - the container's first process is created in its namespaces.
+
+Replaces the first half of LXC's lxc_spawn() (start.c) and lxc_clone().
+
+Afterwards the kernel sees:
+* ``lxc.payload.NAME`` in every cgroup hierarchy;
+* a new process, created by one clone3() call in new mount, pid, uts, ipc and
+  network namespaces (less what lxc.namespace.keep keeps and what a
+  ``lxc.net.0.type = none`` shares), started directly inside the cgroup2
+  payload directory (CLONE_INTO_CGROUP), with a pidfd for it held by the
+  monitor (CLONE_PIDFD) so its pid cannot be recycled under us;
+* that process moved into the payload cgroup of every v1 hierarchy, then
+  woken with STARTUP.  It has not changed anything yet: it waited for
+  STARTUP so that everything it creates from now on is accounted to the
+  container's cgroups.
+
+The child unshares its cgroup namespace itself, after STARTUP: only then is
+its cgroup the payload one, which its namespace must take as its root.
+"""
+
+import os
+
+from lxcsm.engine import cgroups, kernel, log, sync
+from lxcsm.engine.supervisor import run_child
+
+
+def clone_flags(config) -> int:
+    names = set(config.namespace_clone) or {"mnt", "pid", "uts", "ipc", "net"}
+    if any(net.type == "none" for net in config.networks):
+        names.discard("net")   # `none` shares the host's network namespace
+    names -= set(config.namespace_keep) | {"cgroup"}   # cgroup: the child's own job, see above
+    flags = 0
+    for name in names:
+        flags |= kernel.NAMESPACE_FLAGS[name]
+    return flags
+
+
+def enter(ctx) -> str:
+    request, boot = ctx.request, ctx.boot
+    name = f"lxc.payload.{request.name}"
+    cgroup2_fd = None
+    for hierarchy in ctx.hierarchies:
+        path = cgroups.create(hierarchy, name)
+        boot.undo.record("cgroup", path)
+        boot.payload_cgroups.append(path)
+        if hierarchy.version == 2:
+            cgroup2_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+    flags = clone_flags(request.config)
+    monitor_sock, child_sock = sync.socketpair()
+    try:
+        pid, pidfd = kernel.clone3(flags, cgroup2_fd)
+    finally:
+        if cgroup2_fd is not None:
+            os.close(cgroup2_fd)
+    if pid == 0:
+        monitor_sock.close()
+        run_child(request, child_sock, ctx.signal_mask)   # never returns
+    child_sock.close()
+    boot.undo.record("child", pid, handle=pidfd)
+    boot.init_pid, boot.init_pidfd = pid, pidfd
+    ctx.commands.clone_flags = flags
+    ctx.log.trace("cloned", child=pid, flags=hex(flags), into_cgroup2=cgroup2_fd is not None)
+
+    for hierarchy, path in zip(ctx.hierarchies, boot.payload_cgroups):
+        if hierarchy.version == 1:
+            cgroups.attach(path, pid)
+
+    def replay_child_event(event: dict) -> None:
+        event["pid"] = pid   # the child only knows itself as pid 1
+        log.replay(ctx.log, event)
+
+    boot.channel = sync.MonitorEnd(monitor_sock, ctx.log.bind(category="sync"), request.sync_timeout,
+                                   on_child_log=replay_child_event)
+    boot.channel.wake(sync.SyncMsg.STARTUP)
+    return "child_spawned"

@@ -1,0 +1,17 @@
+"""stopped (monitor) - the end: release what the monitor held for its whole life.
+
+Replaces the end of LXC's lxc_end().
+
+Afterwards the command socket's name is free (a client now gets
+ECONNREFUSED, which LXC's tools read as STOPPED), every client still
+connected reads end-of-file - also STOPPED - and the pid file is gone.
+"""
+
+from lxcsm.engine.commands import LxcState
+
+
+def enter(ctx) -> None:
+    if ctx.commands is not None:
+        ctx.commands.set_state(LxcState.STOPPED)
+    ctx.undo.unwind(ctx.log)
+    return None

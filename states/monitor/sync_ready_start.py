@@ -1,0 +1,28 @@
+"""sync_ready_start (monitor) - let the child exec init, and learn whether it did.
+
+Replaces LXC's final lxc_sync_barrier_child(START_SYNC_READY_START) in
+lxc_spawn() and the RUNNING step of __lxc_start().
+
+The child's end of the sync channel is close-on-exec, so a successful exec
+closes it: end-of-file here means init is running.  A failed exec sends an
+ERROR frame with the reason instead.
+
+Afterwards the container is RUNNING: the command socket answers with init's
+pid and pidfd, and the daemon's caller is told the start succeeded.
+"""
+
+from lxcsm.engine.commands import LxcState
+from lxcsm.engine.sync import SyncMsg
+
+
+def enter(ctx) -> str:
+    boot = ctx.boot
+    boot.channel.wake(SyncMsg.READY_START)
+    boot.channel.wait_for_exec()
+    boot.channel.close()
+    boot.channel = None
+    ctx.commands.init_pid, ctx.commands.init_pidfd = boot.init_pid, boot.init_pidfd
+    ctx.commands.set_state(LxcState.RUNNING)
+    ctx.log.notice("started", init=" ".join(ctx.request.command), pid=boot.init_pid)
+    ctx.on_running()
+    return "init_started"
