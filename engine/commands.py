@@ -175,7 +175,10 @@ class CommandServer:
         elif cmd == Cmd.GET_CLONE_FLAGS:
             self._reply(conn, 0, self.clone_flags)
         elif cmd == Cmd.GET_CONFIG_ITEM:
-            value = self.config.get_item(payload.rstrip(b"\0").decode(errors="replace"))
+            try:
+                value = self.config.get_item(payload.rstrip(b"\0").decode(errors="replace"))
+            except KeyError:
+                value = None   # not a key LXC knows: LXC answers -1 too
             if value:
                 self._reply(conn, 0, payload=value.encode() + b"\0")
             else:

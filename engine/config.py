@@ -46,7 +46,12 @@ DEFAULT_SIGNAL_STOP = signal.SIGKILL
 
 
 class ConfigError(Exception):
-    """One bad line: names file, line and key."""
+    """One bad line: names file, line and key (line 0 when no line is to blame)."""
+
+    file: str
+    line: int
+    key: str
+    message: str
 
     def __init__(self, file: str, line: int, key: str, message: str) -> None:
         super().__init__(f"{file}:{line}: {key}: {message}")
@@ -370,7 +375,7 @@ RLIMIT_RESOURCES = frozenset({
     "nofile", "nproc", "rss", "rtprio", "rttime", "sigpending", "stack",
 })
 
-# --- network values -------------------------------------------------------------
+# --- network values ----------------------------------------------------------
 
 NET_TYPES = ("empty", "none", "veth", "macvlan", "ipvlan", "vlan", "phys")
 HONOURED_NET_TYPES = frozenset({"empty", "none"})
@@ -393,8 +398,8 @@ def _hwaddr(value: str) -> str:
     return value
 
 
-def _address_parser(family: str, interface: type, address: type) -> tuple[
-        Callable[[str], str], Callable[[str], str], Callable[[str], str]]:
+def _address_parser(family: str, interface: type, address: type
+                    ) -> tuple[Callable[[str], str], ...]:
     """Checks for "ADDR[/PREFIX]" (IPv4 may add " BROADCAST"), a gateway, and a route."""
 
     def check_address(value: str) -> str:
@@ -440,7 +445,7 @@ def _veth_vlan_id(value: str) -> str:
     return value
 
 
-# --- the key table ---------------------------------------------------------------
+# --- the key table -----------------------------------------------------------
 
 class Repeat(enum.Enum):
     REPLACE = "the last value wins"
@@ -694,7 +699,7 @@ class _Slot:
     honoured: bool
 
 
-# --- the result --------------------------------------------------------------------
+# --- the result --------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Config:
@@ -703,27 +708,27 @@ class Config:
     name: str
     path: str
     uts_name: str | None
-    rootfs_path: str | None
+    rootfs_path: str | None  # without "dir:"
     rootfs_mount: str | None
-    rootfs_options: str | None
-    mount_proc: str | None
-    mount_sys: str | None
+    rootfs_options: str | None  # as written, e.g. "ro"
+    mount_proc: str | None  # "mixed" or "rw"
+    mount_sys: str | None  # "ro", "mixed" or "rw"
     mount_cgroup: str | None  # the last cgroup token as written, e.g. "cgroup:mixed"
-    mount_entries: tuple[MountEntry, ...]
+    mount_entries: tuple[MountEntry, ...]  # lxc.mount.fstab's lines, then lxc.mount.entry's
     autodev: bool
     init_cmd: tuple[str, ...]
     init_cwd: str | None
-    environment: tuple[str, ...]
+    environment: tuple[str, ...]  # "KEY=VALUE", or "KEY" to pass on lxc-start's own value
     namespace_clone: frozenset[str]
     namespace_keep: frozenset[str]
-    log_level: str | None
+    log_level: str | None  # one of LOG_LEVELS
     log_file: str | None
     signal_halt: int
     signal_reboot: int
     signal_stop: int
-    networks: tuple[NetDevice, ...]
-    unsupported: tuple[Setting, ...]
-    settings: tuple[Setting, ...]
+    networks: tuple[NetDevice, ...]  # by index
+    unsupported: tuple[Setting, ...]  # valid settings the engine does not act on yet
+    settings: tuple[Setting, ...]  # every line applied, includes in place, -s last
     _slots: tuple[_Slot, ...] = field(default=(), repr=False)
 
     def get_item(self, key: str) -> str | None:
@@ -753,7 +758,7 @@ class Config:
         return _GET_ITEM_RENDERERS.get(canonical, _anything)(values[-1])
 
 
-# --- reading files -------------------------------------------------------------------
+# --- reading files -----------------------------------------------------------
 
 def _read_limited(path: str) -> bytes:
     """The file's bytes; one byte over the limit is enough to know it is too big."""

@@ -1,0 +1,141 @@
+"""Test harness: real containers with unique names, and a leak check after each.
+
+Every integration test gets its own LXCPATH under pytest's tmp_path and a
+container name no other test uses.  Afterwards the `host_leaks` check looks
+for what a start may leave on the host - cgroups named after the container,
+its command socket, its monitor process, host mounts - and fails the test if
+any is there; then it removes them anyway (ending only processes this test's
+container started, by pid), so one broken test does not break the next.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from fixtures import rootfs as rootfs_builders
+
+LXCSM = [sys.executable, "-m", "lxcsm.engine.cli"]
+_counter = itertools.count()
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.geteuid() == 0:
+        return
+    skip = pytest.mark.skip(reason="needs root (real namespaces, cgroups and mounts)")
+    for item in items:
+        if "root" in item.keywords:
+            item.add_marker(skip)
+
+
+def _cgroup_dirs(name: str) -> list[str]:
+    found = []
+    for top, dirs, _files in os.walk("/sys/fs/cgroup"):
+        for d in dirs:
+            if d in (f"lxc.payload.{name}", f"lxc.monitor.{name}"):
+                found.append(os.path.join(top, d))
+        if top.count("/") > 6:
+            dirs[:] = []
+    return found
+
+
+def _monitor_pids(lxcpath: str, name: str) -> list[int]:
+    title = f"[lxcsm monitor] {lxcpath} {name}".encode()
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                    if cmdline.read().startswith(title):
+                        pids.append(int(entry))
+            except OSError:
+                pass
+    return pids
+
+
+def host_mounts() -> list[str]:
+    with open("/proc/self/mountinfo") as mountinfo:
+        return sorted(line.split()[4] for line in mountinfo)
+
+
+def socket_bound(lxcpath: str, name: str) -> bool:
+    with open("/proc/net/unix") as unix:
+        return any(line.rstrip().endswith(f"@{lxcpath}/{name}/command") for line in unix)
+
+
+@dataclass
+class Container:
+    name: str
+    lxcpath: str
+    rootfs: Path
+    config: Path
+
+    def run(self, *args: str, timeout: float = 60, **kwargs) -> subprocess.CompletedProcess:
+        """`lxcsm ARGS...` with -n NAME -P LXCPATH added after the subcommand."""
+        action, *rest = args
+        command = [*LXCSM, action, "-n", self.name, "-P", self.lxcpath, *rest]
+        return subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL, **kwargs)
+
+    def start_fg(self, *command: str, options: tuple[str, ...] = (), timeout: float = 60):
+        return self.run("start", "-F", *options, "--", *command, timeout=timeout)
+
+    def leaks(self) -> list[str]:
+        found = [f"cgroup {d}" for d in _cgroup_dirs(self.name)]
+        found += [f"monitor pid {p}" for p in _monitor_pids(self.lxcpath, self.name)]
+        if socket_bound(self.lxcpath, self.name):
+            found.append("command socket still bound")
+        return found
+
+    def force_cleanup(self) -> None:
+        for pid in _monitor_pids(self.lxcpath, self.name):
+            os.kill(pid, signal.SIGKILL)   # init follows by PR_SET_PDEATHSIG
+        deadline = time.monotonic() + 5
+        while _monitor_pids(self.lxcpath, self.name) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for path in sorted(_cgroup_dirs(self.name), key=len, reverse=True):
+            for _ in range(100):
+                try:
+                    os.rmdir(path)
+                    break
+                except OSError:
+                    time.sleep(0.02)
+
+
+def unique_name(prefix: str = "t") -> str:
+    return f"lxcsm-{prefix}{next(_counter)}-{uuid.uuid4().hex[:6]}"
+
+
+@pytest.fixture
+def make_container(tmp_path):
+    """make_container(kind="hostbind"|"busybox", extra=[config lines]) -> Container."""
+    made: list[Container] = []
+    mounts_before = host_mounts()
+
+    def make(kind: str = "hostbind", extra=(), name: str | None = None) -> Container:
+        name = name or unique_name()
+        lxcpath = tmp_path / "lxc"
+        root = lxcpath / name / "rootfs"
+        build = rootfs_builders.make_busybox_rootfs if kind == "busybox" else rootfs_builders.make_hostbind_rootfs
+        fs = build(root)
+        config = rootfs_builders.write_config(lxcpath, name, fs, extra)
+        container = Container(name, str(lxcpath), root, config)
+        made.append(container)
+        return container
+
+    yield make
+    leaks = {c.name: c.leaks() for c in made}
+    for container in made:
+        container.force_cleanup()
+    mounts_after = host_mounts()
+    assert {k: v for k, v in leaks.items() if v} == {}, "a start left things behind"
+    assert mounts_after == mounts_before, "the host's mount table changed"

@@ -1,0 +1,161 @@
+"""`lxcsm start` on real containers: what init sees, and what the host keeps."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from lxcsm.engine import commands
+from lxcsm.engine.machine import CHILD, MONITOR
+from tests.conftest import LXCSM
+
+pytestmark = pytest.mark.root
+
+
+def test_foreground_init_is_pid_1_with_hostname_and_exit_status(make_container):
+    c = make_container()
+    result = c.start_fg("/bin/sh", "-c", "echo $$; hostname; exit 7")
+    assert result.returncode == 7, result.stderr
+    assert result.stdout.split() == ["1", c.name]
+    assert result.stderr == ""
+
+
+def test_foreground_exit_status_is_128_plus_signal_when_init_is_killed(make_container):
+    c = make_container()
+    command = [*LXCSM, "start", "-n", c.name, "-P", c.lxcpath, "-F", "--", "/bin/sleep", "600"]
+    with subprocess.Popen(command, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE) as lxcsm:
+        deadline = time.monotonic() + 30
+        while commands.get_state(c.lxcpath, c.name) != commands.LxcState.RUNNING:
+            assert time.monotonic() < deadline and lxcsm.poll() is None, lxcsm.stderr.read()
+            time.sleep(0.02)
+        init = commands.call(c.lxcpath, c.name, commands.Cmd.GET_INIT_PID).value
+        os.kill(init, signal.SIGKILL)
+        assert lxcsm.wait(timeout=30) == 128 + signal.SIGKILL
+
+
+def test_daemon_reaches_running_then_stops(make_container):
+    c = make_container()
+    started = c.run("start", "-d", "--", "/bin/sleep", "600")
+    assert started.returncode == 0, started.stderr
+    assert commands.get_state(c.lxcpath, c.name) == commands.LxcState.RUNNING
+    reply = commands.call(c.lxcpath, c.name, commands.Cmd.GET_INIT_PID)
+    with open(f"/proc/{reply.value}/cmdline", "rb") as cmdline:
+        assert cmdline.read().split(b"\0")[:2] == [b"/bin/sleep", b"600"]
+
+    again = c.run("start", "--", "/bin/true")
+    assert again.returncode == 0 and "already running" in again.stderr
+
+    # sleep has no SIGPWR handler, and a pid namespace's init only receives signals it
+    # handles: the halt is ignored, and after the timeout stop falls back to SIGKILL.
+    stopped = c.run("stop", "-t", "1")
+    assert stopped.returncode == 0, stopped.stderr
+    assert commands.get_state(c.lxcpath, c.name) == commands.LxcState.STOPPED
+    assert c.leaks() == []
+
+
+def test_stop_kill_and_halt_signal(make_container):
+    c = make_container(extra=["lxc.signal.halt = SIGUSR1"])
+    assert c.run("start", "--", "/bin/sh", "-c", "trap 'exit 3' USR1; while :; do sleep 0.1; done").returncode == 0
+    assert c.run("stop", "-t", "10").returncode == 0
+    assert c.leaks() == []
+    assert c.run("start", "--", "/bin/sleep", "600").returncode == 0
+    assert c.run("stop", "-k").returncode == 0
+    assert c.run("stop").returncode == 2   # not running, as lxc-stop says
+
+
+def test_inside_view_proc_dev_root_and_mount_entries(make_container):
+    c = make_container(extra=[
+        "lxc.mount.auto = proc:mixed sys:ro",
+        "lxc.mount.entry = tmpfs scratch tmpfs size=64k,mode=700,create=dir 0 0",
+        "lxc.mount.entry = /usr/share usr/share none ro,bind,nosuid 0 0",
+        "lxc.mount.entry = /nonexistent opt none bind,optional 0 0",
+    ])
+    (c.rootfs / "marker").write_text("rootfs\n")
+    script = ("cat /marker; ls /dev | tr '\\n' ' '; echo; ls /proc | grep -c '^[0-9]'; "
+              "cat /proc/1/cmdline | tr '\\0' ' '; echo; cat /proc/self/mountinfo")
+    result = c.start_fg("/bin/sh", "-c", script)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "rootfs"                      # / is the rootfs
+    assert lines[1].split() == sorted(["fd", "full", "null", "ptmx", "pts", "random", "stderr",
+                                       "stdin", "stdout", "tty", "urandom", "zero"])
+    assert int(lines[2]) <= 3                        # pids: sh, ls/grep: the container's /proc
+    assert lines[3].startswith("/bin/sh -c ")
+    mounts = {f.split()[4]: f for f in lines[4:]}
+    scratch = mounts["/scratch"]
+    assert " - tmpfs " in scratch and "size=64k" in scratch and "mode=700" in scratch
+    share = mounts["/usr/share"]
+    assert share.split()[5].split(",")[:2] == ["ro", "nosuid"]
+    assert mounts["/proc/sys"].split()[5].startswith("ro")
+    assert mounts["/sys"].split()[5].startswith("ro")
+    assert "/opt" not in mounts                      # optional, source missing: skipped
+
+
+def test_init_has_only_stdio_and_exactly_its_environment(make_container):
+    c = make_container(extra=["lxc.mount.auto = proc:rw", "lxc.environment = GREETING=hello world",
+                              "lxc.environment = HOME=/root"])
+    result = c.start_fg("/bin/sh", "-c", "ls /proc/$$/fd | tr '\\n' ' '; echo; tr '\\0' '\\n' < /proc/1/environ")
+    assert result.returncode == 0, result.stderr
+    fds, *environ = result.stdout.splitlines()
+    assert fds.split() == ["0", "1", "2"]
+    # The shell adds nothing to its own /proc/1/environ: this is what exec gave it.
+    assert sorted(environ) == ["GREETING=hello world", "HOME=/root", "container=lxc"]
+
+
+def test_json_trace_has_both_machines_states_in_order(make_container, tmp_path):
+    c = make_container()
+    log = tmp_path / "trace.json"
+    result = c.start_fg("/bin/true", options=("-l", "TRACE", "-o", str(log), "--log-format", "json"))
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    states = [(e["side"], e["state"]) for e in events if e["event"] == "state"]
+    monitor = [s for side, s in states if side == "monitor"]
+    child = [s for side, s in states if side == "child"]
+    assert monitor == [*MONITOR.states[: MONITOR.states.index("poll") + 1], "stopping", "stopped"]
+    assert child == list(CHILD.states[: CHILD.states.index("exec") + 1])
+    for event in events:
+        assert {"time", "level", "name", "side", "pid", "event", "where", "category"} <= set(event)
+    child_pids = {e["pid"] for e in events if e["side"] == "child"}
+    assert len(child_pids) == 1 and child_pids != {1}   # host pid, not the namespace's 1
+
+
+def test_default_level_prints_nothing_on_success(make_container):
+    c = make_container()
+    result = c.start_fg("/bin/true")
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+def _boots(log_path) -> list[dict]:
+    events = [json.loads(line) for line in open(log_path)]
+    return [e for e in events if e["event"] == "started"]
+
+
+def test_busybox_reboot_then_poweroff(make_container, tmp_path):
+    c = make_container("busybox")
+    log = tmp_path / "trace.json"
+    script = "if [ -e /booted ]; then poweroff -f; else touch /booted; reboot -f; fi; sleep 5"
+    result = c.start_fg("/bin/sh", "-c", script, options=("-l", "TRACE", "-o", str(log), "--log-format", "json"))
+    assert result.returncode == 0, result.stderr             # a halt is a clean end
+    events = [json.loads(line) for line in open(log)]
+    monitor_states = [e["state"] for e in events if e["event"] == "state" and e["side"] == "monitor"]
+    assert monitor_states.count("reboot") == 1
+    assert monitor_states.count("init_handler") == 2
+    assert monitor_states[-2:] == ["stopping", "stopped"]
+    boots = _boots(log)
+    assert len(boots) == 2 and boots[0]["pid"] != boots[1]["pid"]
+    killed = [e["signal"] for e in events if e["event"] == "init killed"]
+    assert killed == ["SIGHUP", "SIGINT"]
+
+
+def test_busybox_system_boots_and_halts_with_its_halt_signal(make_container):
+    c = make_container("busybox", extra=["lxc.signal.halt = SIGUSR1", "lxc.mount.auto = proc:mixed sys:ro"])
+    assert c.run("start").returncode == 0                    # /sbin/init from the config
+    assert commands.get_state(c.lxcpath, c.name) == commands.LxcState.RUNNING
+    stopped = c.run("stop", "-t", "20")
+    assert stopped.returncode == 0, stopped.stderr
+    assert c.leaks() == []
