@@ -57,8 +57,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _name(parser, args) -> str:
-    if bool(args.name) == bool(args.name_flag):
-        parser.error("give the container's name once, as NAME or -n NAME")
+    if not (args.name or args.name_flag):
+        parser.error("no container name given (NAME or -n NAME)")
+    if args.name and args.name_flag and args.name != args.name_flag:
+        parser.error(f"two container names given: {args.name_flag} and {args.name}")
     return args.name or args.name_flag
 
 

@@ -54,7 +54,8 @@ class ConfigError(Exception):
     message: str
 
     def __init__(self, file: str, line: int, key: str, message: str) -> None:
-        super().__init__(f"{file}:{line}: {key}: {message}")
+        where = f"{file}:{line}" if line else file
+        super().__init__(f"{where}: {message}" if key == FILE_KEY else f"{where}: {key}: {message}")
         self.file = file
         self.line = line
         self.key = key

@@ -93,5 +93,5 @@ def check(config, command: tuple[str, ...], command_from_cli: bool) -> None:
     if _find_command(config, command[0], _binds(config)) is None:
         key = "lxc.init.cmd"
         if command_from_cli:
-            raise ConfigError("command line", 0, "COMMAND", f"{command[0]} not found in rootfs {config.rootfs_path}")
+            raise ConfigError("--", 0, command[0], f"not found in rootfs {config.rootfs_path}")
         raise _fail(config, key, f"{command[0]} not found in rootfs {config.rootfs_path}")
