@@ -8,6 +8,7 @@ the file, line and key, a non-zero exit, and nothing created.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import select
 import signal
@@ -31,7 +32,8 @@ def _add_name(parser: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="lxcsm", description="Start LXC containers through explicit state machines.")
+    parser = _Parser(prog="lxcsm", description="Start LXC containers through explicit state machines.",
+                     epilog="Also: " + ", ".join(f"lxcsm {tool} --help" for tool in TOOLS))
     sub = parser.add_subparsers(dest="action", required=True, parser_class=_Parser)
 
     start = sub.add_parser("start", help="start a container (like lxc-start)")
@@ -152,8 +154,20 @@ def _shutdown(lxcpath: str, name: str, timeout: int) -> bool:
         os.close(pidfd)
 
 
+# Commands for people learning or debugging a start, each in its own module with its
+# own `main(argv)`: imported only when asked for, so `lxcsm start` never pays for them.
+TOOLS = {
+    "graph": "lxcsm.engine.graph",
+    "explain": "lxcsm.engine.explain",
+    "timeline": "lxcsm.engine.timeline",
+    "trace-diff": "lxcsm.engine.trace_diff",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in TOOLS:
+        return importlib.import_module(TOOLS[argv[0]]).main(argv[1:])
     # Everything after `--` is init's command line, options and all.
     command = argv[argv.index("--") + 1:] if "--" in argv else []
     argv = argv[: argv.index("--")] if "--" in argv else argv

@@ -54,18 +54,28 @@ NAMESPACE_FLAGS = {
     "time": CLONE_NEWTIME,
 }
 
-# mount(2) flags used by the engine itself (option strings map through
-# lxcsm.engine.mount_options).
+# mount(2) flags, from <linux/mount.h> (the os module does not export them).
 MS_RDONLY = 1
 MS_NOSUID = 2
 MS_NODEV = 4
 MS_NOEXEC = 8
+MS_SYNCHRONOUS = 16
 MS_REMOUNT = 32
+MS_MANDLOCK = 64
+MS_DIRSYNC = 128
+MS_NOATIME = 1024
+MS_NODIRATIME = 2048
 MS_BIND = 4096
+MS_MOVE = 8192
 MS_REC = 16384
+MS_SILENT = 32768
+MS_UNBINDABLE = 1 << 17
 MS_PRIVATE = 1 << 18
 MS_SLAVE = 1 << 19
+MS_SHARED = 1 << 20
 MS_RELATIME = 1 << 21
+MS_STRICTATIME = 1 << 24
+MS_LAZYTIME = 1 << 25
 MNT_DETACH = 2
 
 PR_SET_PDEATHSIG = 1

@@ -11,28 +11,29 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# Values from <linux/mount.h>; the os module does not export them.
-MS_RDONLY = 1
-MS_NOSUID = 2
-MS_NODEV = 4
-MS_NOEXEC = 8
-MS_SYNCHRONOUS = 16
-MS_REMOUNT = 32
-MS_MANDLOCK = 64
-MS_DIRSYNC = 128
-MS_NOATIME = 1024
-MS_NODIRATIME = 2048
-MS_BIND = 4096
-MS_MOVE = 8192
-MS_REC = 16384
-MS_SILENT = 32768
-MS_UNBINDABLE = 1 << 17
-MS_PRIVATE = 1 << 18
-MS_SLAVE = 1 << 19
-MS_SHARED = 1 << 20
-MS_RELATIME = 1 << 21
-MS_STRICTATIME = 1 << 24
-MS_LAZYTIME = 1 << 25
+from lxcsm.engine.kernel import (
+    MS_RDONLY,
+    MS_NOSUID,
+    MS_NODEV,
+    MS_NOEXEC,
+    MS_SYNCHRONOUS,
+    MS_REMOUNT,
+    MS_MANDLOCK,
+    MS_DIRSYNC,
+    MS_NOATIME,
+    MS_NODIRATIME,
+    MS_BIND,
+    MS_MOVE,
+    MS_REC,
+    MS_SILENT,
+    MS_UNBINDABLE,
+    MS_PRIVATE,
+    MS_SLAVE,
+    MS_SHARED,
+    MS_RELATIME,
+    MS_STRICTATIME,
+    MS_LAZYTIME,
+)
 
 # option -> (flags it raises, flags it lowers). Options are applied left to
 # right, so "ro,rw" ends read-write, as with mount(8).
