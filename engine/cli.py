@@ -104,16 +104,26 @@ def start(parser, args) -> int:
     def make_log():
         return logmod.logger(logmod.Sink(stream, args.log_format), name=name, side="monitor", pid=os.getpid())
 
+    def log_text(text: str) -> None:
+        """Text for the log file itself (the failure report), when there is one."""
+        if logfile:
+            stream.write(text + "\n")
+            stream.flush()
+
     request = StartRequest(name=name, lxcpath=lxcpath, config=config, command=command,
                            foreground=args.foreground, pidfile=args.pidfile)
     if not args.foreground:
-        return monitor.daemonize(request, make_log)
+        return monitor.daemonize(request, make_log, log_text)
     ctx = monitor.run(request, make_log())
     if ctx.failure is not None:
         if ctx.failure.already_running:
             print(f"lxcsm: {name}: container is already running", file=sys.stderr)
-        elif logfile:
-            _fail(f"{name}: {ctx.failure} (log: {logfile})")
+        else:
+            # When the log is stderr, its ERROR line about the failure is already on screen.
+            error_shown = not logfile and logmod.enabled(logmod.Level.ERROR)
+            text = monitor.failure_report(ctx, with_error_line=not error_shown)
+            log_text(text)
+            print(text, file=sys.stderr)
     return monitor.exit_status(ctx)
 
 
@@ -161,13 +171,18 @@ TOOLS = {
     "explain": "lxcsm.engine.explain",
     "timeline": "lxcsm.engine.timeline",
     "trace-diff": "lxcsm.engine.trace_diff",
+    "explain-failure": "lxcsm.engine.postmortem",
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in TOOLS:
-        return importlib.import_module(TOOLS[argv[0]]).main(argv[1:])
+        try:
+            return importlib.import_module(TOOLS[argv[0]]).main(argv[1:])
+        except BrokenPipeError:   # `lxcsm explain | head`: the reader has all it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
     # Everything after `--` is init's command line, options and all.
     command = argv[argv.index("--") + 1:] if "--" in argv else []
     argv = argv[: argv.index("--")] if "--" in argv else argv

@@ -38,6 +38,14 @@ class StartRequest:
         return self.config.path
 
 
+class StateError(Exception):
+    """A state could not do its work, for a reason its message states in full.
+
+    The supervisor reports these as they are; any other exception is a bug,
+    and its traceback is logged at DEBUG as well.
+    """
+
+
 @dataclass(frozen=True)
 class Failure:
     """Why a start ended early: the state that failed, on which side, and the error."""
@@ -73,6 +81,7 @@ class Monitor:
     boot: Boot = field(default_factory=lambda: Boot(number=0))
     failure: Failure | None = None
     on_running: Callable[[], None] = lambda: None   # the daemon tells its caller here
+    saved_events: str | None = None    # where the flight record was kept, once stopped
 
 
 @dataclass

@@ -16,13 +16,19 @@ at once when nobody asked for it: a start at the default level (ERROR) pays
 one integer comparison per trace event, and never looks at a stack frame or
 formats a string.
 
-The container child has no sink of its own: `forwarding_logger` hands its
-events, still unrendered, to the sync channel, and the monitor passes them to
-`replay`, which renders them here like its own.
+Whatever the threshold, every event is also *recorded*, unrendered, by the
+flight recorder: a ring of the last 200 events of this start (a dict append,
+no formatting), which the monitor prints when a start fails and keeps in a
+file next to the container's config (`lxcsm explain-failure NAME`).
+
+The container child has no sink of its own: it records into the sync channel
+instead (`record_to`), so the monitor receives every child event, records it
+in its own ring, and renders it through `replay` like its own.
 """
 
 from __future__ import annotations
 
+import collections
 import enum
 import json
 import os
@@ -56,16 +62,45 @@ def parse_level(text: str) -> Level:
     return Level[name]
 
 
-_threshold = Level.ERROR
+_threshold: int = Level.ERROR
+NOTHING = Level.FATAL + 1   # a threshold no event reaches
+FLIGHT_RECORDER_SIZE = 200
 # Where file names in log lines are relative to: the folder holding engine/ and states/.
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 # Event fields the line format shows in its fixed columns rather than as k=v.
 _COLUMNS = ("event", "level", "time", "where", "category", "name")
 
 
-def set_threshold(level: Level) -> None:
+def set_threshold(level: int) -> None:
+    """Render events at `level` and above (a number above FATAL renders nothing)."""
     global _threshold
     _threshold = level
+
+
+class FlightRecorder:
+    """The last events of a start, whatever the log level, oldest first."""
+
+    def __init__(self, size: int = FLIGHT_RECORDER_SIZE) -> None:
+        self.events: collections.deque[dict] = collections.deque(maxlen=size)
+        self.seen = 0
+
+    def __call__(self, event: dict) -> None:
+        self.events.append(event)
+        self.seen += 1
+
+    def clear(self) -> None:
+        self.events.clear()
+        self.seen = 0
+
+
+flight_recorder = FlightRecorder()
+_record: Callable[[dict], None] = flight_recorder
+
+
+def record_to(record: Callable[[dict], None]) -> None:
+    """Send every event to `record` instead of this process's flight recorder (the child)."""
+    global _record
+    _record = record
 
 
 def enabled(level: Level) -> bool:
@@ -85,10 +120,11 @@ class EventLogger(structlog.BoundLoggerBase):
     """structlog's bound logger with LXC's nine levels, TRACE included."""
 
     def _emit(self, level: Level, event: str, fields: dict[str, Any]) -> None:
-        if level < _threshold:
-            return None
         fields.setdefault("where", _caller(sys._getframe(2)))
-        return self._proxy_to_logger("emit", event, level=level, **fields)
+        record = {**self._context, "event": event, "level": int(level), "time": time.time(), **fields}
+        _record(record)
+        if level >= _threshold:
+            self._proxy_to_logger("emit", **record)
 
     def trace(self, event: str, **fields: Any) -> None:
         return self._emit(Level.TRACE, event, fields)
@@ -116,11 +152,6 @@ class EventLogger(structlog.BoundLoggerBase):
 
     def fatal(self, event: str, **fields: Any) -> None:
         return self._emit(Level.FATAL, event, fields)
-
-
-def _stamp(_logger, _method, event: dict) -> dict:
-    event.setdefault("time", time.time())
-    return event
 
 
 def _field(value: Any) -> str:
@@ -159,27 +190,18 @@ def _render(sink: Sink, _method, event: dict) -> str:
     return sink.render(event)
 
 
-def logger(sink: Sink, **context: Any) -> EventLogger:
-    """The monitor's logger: events are rendered into `sink`."""
-    return structlog.wrap_logger(sink, processors=[_stamp, _render], wrapper_class=EventLogger, **context)
-
-
-class _Forwarder:
-    def __init__(self, send: Callable[[dict], None]) -> None:
-        self.emit = send
-
-
-def _as_kwargs(_logger, _method, event: dict) -> tuple:
-    return (event,), {}
-
-
-def forwarding_logger(send: Callable[[dict], None], **context: Any) -> EventLogger:
-    """The child's logger: wanted events go, unrendered, to `send` (the sync channel)."""
-    return structlog.wrap_logger(_Forwarder(send), processors=[_stamp, _as_kwargs],
-                                 wrapper_class=EventLogger, **context)
+def logger(sink: Sink | None, **context: Any) -> EventLogger:
+    """A logger whose wanted events are rendered into `sink` (None: a process that renders nothing)."""
+    return structlog.wrap_logger(sink, processors=[_render], wrapper_class=EventLogger, **context)
 
 
 def replay(log: EventLogger, event: dict) -> None:
-    """Render an event another process recorded (the child's), if it is wanted."""
-    if Level(event["level"]) >= _threshold:
+    """Record an event another process emitted (the child's), and render it if it is wanted."""
+    _record(event)
+    if event["level"] >= _threshold:
         log._proxy_to_logger("emit", **event)
+
+
+def recorded() -> list[dict]:
+    """The flight recorder's events in the order they happened (child events arrive late)."""
+    return sorted(flight_recorder.events, key=lambda e: e["time"])

@@ -17,7 +17,7 @@ import os
 import signal
 import sys
 
-from lxcsm.engine import kernel
+from lxcsm.engine import kernel, postmortem
 from lxcsm.engine.handler import Monitor, StartRequest
 from lxcsm.engine.machine import MONITOR
 from lxcsm.engine.supervisor import Supervisor
@@ -34,12 +34,22 @@ def exit_status(ctx: Monitor) -> int:
 
 
 def run(request: StartRequest, log, on_running=lambda: None) -> Monitor:
-    ctx = Monitor(request=request, log=log, on_running=on_running)
+    """The monitor's life; afterwards ctx.saved_events is where the flight record was kept."""
+    def running() -> None:
+        postmortem.save(request.config_file)
+        on_running()
+
+    ctx = Monitor(request=request, log=log, on_running=running)
     Supervisor(MONITOR, ctx, log).run()
+    ctx.saved_events = postmortem.save(request.config_file)
     return ctx
 
 
-def daemonize(request: StartRequest, make_log) -> int:
+def failure_report(ctx: Monitor, with_error_line: bool = True) -> str:
+    return postmortem.report(ctx.request.name, ctx.failure, ctx.saved_events, with_error_line)
+
+
+def daemonize(request: StartRequest, make_log, log_text) -> int:
     """Start the monitor in the background; return the caller's exit status."""
     status_read, status_write = os.pipe()
     first = os.fork()
@@ -48,7 +58,7 @@ def daemonize(request: StartRequest, make_log) -> int:
         os.setsid()
         if os.fork():
             os._exit(0)
-        _monitor_main(request, make_log, status_write)
+        _monitor_main(request, make_log, log_text, status_write)
     os.close(status_write)
     os.waitpid(first, 0)
     with os.fdopen(status_read, "rb") as status:
@@ -59,11 +69,11 @@ def daemonize(request: StartRequest, make_log) -> int:
     if verdict == "ALREADY":
         print(f"lxcsm: {request.name}: {detail}", file=sys.stderr)
         return 0
-    print(f"lxcsm: {request.name}: {detail or 'the monitor died before reporting'}", file=sys.stderr)
+    print(detail or f"lxcsm: {request.name}: the monitor died before reporting", file=sys.stderr)
     return 1
 
 
-def _monitor_main(request: StartRequest, make_log, status_fd: int) -> None:
+def _monitor_main(request: StartRequest, make_log, log_text, status_fd: int) -> None:
     try:
         devnull = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
@@ -81,7 +91,11 @@ def _monitor_main(request: StartRequest, make_log, status_fd: int) -> None:
                 status_fd = -1
 
         ctx = run(request, log, on_running=lambda: report("RUNNING"))
-        if ctx.failure is not None:
-            report(f"ALREADY {ctx.failure.error}" if ctx.failure.already_running else f"FAILED {ctx.failure}")
+        if ctx.failure is not None and ctx.failure.already_running:
+            report(f"ALREADY {ctx.failure.error}")
+        elif ctx.failure is not None:
+            text = failure_report(ctx)
+            log_text(text)
+            report(f"FAILED {text}")
     finally:
         os._exit(0)

@@ -25,9 +25,9 @@ from transitions import Machine, MachineError
 
 from lxcsm.engine import kernel, log as logmod
 from lxcsm.engine.commands import AlreadyRunning
-from lxcsm.engine.handler import Child, Failure, StartRequest
+from lxcsm.engine.handler import Child, Failure, StartRequest, StateError
 from lxcsm.engine.machine import CHILD, Table
-from lxcsm.engine.sync import ChildEnd, PeerFailed
+from lxcsm.engine.sync import ChildEnd, PeerFailed, SyncError
 
 # transitions logs every callback through stdlib logging; our trace is the record.
 logging.getLogger("transitions").setLevel(logging.WARNING)
@@ -77,7 +77,7 @@ class Supervisor:
             return module.enter(self.ctx)
         except Exception as err:
             self.ctx.failure = self._failure(state, err)
-            if not isinstance(err, (OSError, PeerFailed, AlreadyRunning)):
+            if not isinstance(err, (OSError, StateError, PeerFailed, AlreadyRunning, SyncError)):
                 self.ctx.log.debug("traceback", text=traceback.format_exc())
             return "failed"
 
@@ -93,7 +93,10 @@ def run_child(request: StartRequest, sock: socket.socket, signal_mask: frozenset
         # If the monitor dies, so does the container: nobody would clean up after it.
         kernel.set_pdeathsig(signal.SIGKILL)
         channel = ChildEnd(sock, None, request.sync_timeout)
-        log = logmod.forwarding_logger(channel.send_log, name=request.name, side="child")
+        # The child renders nothing: every event it emits goes to the monitor.
+        logmod.record_to(channel.send_log)
+        logmod.set_threshold(logmod.NOTHING)
+        log = logmod.logger(None, name=request.name, side="child")
         channel.log = log.bind(category="sync")
         ctx = Child(request=request, channel=channel, log=log, signal_mask=signal_mask)
         Supervisor(CHILD, ctx, log, on_enter=lambda state: kernel.set_comm(f"lxcsm:{state}")).run()

@@ -22,11 +22,12 @@ A failing entry names its file and line.
 import os
 
 from lxcsm.engine import kernel
+from lxcsm.engine.handler import StateError
 from lxcsm.engine.mount_options import parse_mount_options
 from lxcsm.engine.paths import container_path, in_rootfs
 from lxcsm.engine.supervisor import describe
 
-class MountEntryError(Exception):
+class MountEntryError(StateError):
     """A mount entry failed; the message names its file and line."""
 
 

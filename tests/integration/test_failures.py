@@ -9,16 +9,33 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import subprocess
 
 import pytest
+
+from tests.conftest import LXCSM
 
 pytestmark = pytest.mark.root
 
 
 def _one_line(stderr: str) -> str:
+    """Bad input: exactly one line."""
     lines = stderr.strip().splitlines()
     assert len(lines) == 1, stderr
     assert "Traceback" not in stderr
+    return lines[0]
+
+
+def _failure_report(stderr: str) -> str:
+    """A failed start: one error line first, then the flight record that led to it."""
+    lines = stderr.strip().splitlines()
+    assert "Traceback" not in stderr
+    assert lines[1].startswith("lxcsm: the ") and "events that led to it" in lines[1], stderr
+    recorded = [line for line in lines[2:] if line.startswith("  lxcsm ")]
+    assert any(" state side=child " in line for line in recorded)     # both machines, interleaved
+    assert any(" state side=monitor " in line for line in recorded)
+    assert "start failed" in recorded[-1]
+    assert lines[-1].startswith("lxcsm: this start's events are kept in ")
     return lines[0]
 
 
@@ -49,9 +66,9 @@ def test_unknown_key_names_file_line_and_key(make_container):
 
 def test_bad_mount_entry_aborts_in_setup_mounts_naming_the_entry(make_container):
     c = make_container(extra=["lxc.mount.entry = tmpfs scratch tmpfs size=lots,create=dir 0 0"])
-    result = c.start_fg("/bin/true")
+    result = c.start_fg("/bin/true")   # default log level: no -l, no -o
     assert result.returncode == 1
-    line = _one_line(result.stderr)
+    line = _failure_report(result.stderr)
     assert "failed_state=setup_mounts" in line and "failed_side=child" in line, line
     lineno = c.config.read_text().splitlines().index(
         "lxc.mount.entry = tmpfs scratch tmpfs size=lots,create=dir 0 0") + 1
@@ -66,7 +83,7 @@ def test_failing_exec_aborts_in_exec(make_container):
     script.chmod(0o755)
     result = c.start_fg("/start.sh")
     assert result.returncode == 1
-    line = _one_line(result.stderr)
+    line = _failure_report(result.stderr)
     assert "failed_state=exec" in line and "failed_side=child" in line, line
     assert "No such file or directory" in line
 
@@ -78,8 +95,21 @@ def test_failed_daemon_start_reports_to_the_caller(make_container):
     script.chmod(0o644)   # exists, so preflight passes, but it cannot be executed
     result = c.run("start", "-d", "--", "/start.sh")
     assert result.returncode == 1
-    line = _one_line(result.stderr)
+    line = _failure_report(result.stderr)
     assert "child state exec failed" in line and "Permission denied" in line, line
+
+
+def test_explain_failure_reads_the_last_start(make_container):
+    c = make_container()
+    (c.rootfs / "start.sh").write_text("#!/bin/sh\n")   # not executable
+    assert c.run("start", "-d", "--", "/start.sh").returncode == 1
+    explained = subprocess.run([*LXCSM, "explain-failure", c.name, "-P", c.lxcpath],
+                               capture_output=True, text=True, timeout=30)
+    assert explained.returncode == 0, explained.stderr
+    first = explained.stdout.splitlines()[0]
+    assert first.startswith(f"{c.name}: the last start failed in the child state exec:"), first
+    assert "exec (child) - become init." in explained.stdout      # the state's own docstring
+    assert " state side=child " in explained.stdout
 
 
 def test_bad_cli_flag_is_one_line(make_container):

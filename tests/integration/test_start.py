@@ -97,14 +97,17 @@ def test_inside_view_proc_dev_root_and_mount_entries(make_container):
 
 
 def test_init_has_only_stdio_and_exactly_its_environment(make_container):
-    c = make_container(extra=["lxc.mount.auto = proc:rw", "lxc.environment = GREETING=hello world",
-                              "lxc.environment = HOME=/root"])
-    result = c.start_fg("/bin/sh", "-c", "ls /proc/$$/fd | tr '\\n' ' '; echo; tr '\\0' '\\n' < /proc/1/environ")
-    assert result.returncode == 0, result.stderr
-    fds, *environ = result.stdout.splitlines()
-    assert fds.split() == ["0", "1", "2"]
-    # The shell adds nothing to its own /proc/1/environ: this is what exec gave it.
-    assert sorted(environ) == ["GREETING=hello world", "HOME=/root", "container=lxc"]
+    c = make_container(extra=["lxc.environment = GREETING=hello world", "lxc.environment = HOME=/root"])
+    assert c.run("start", "--", "/bin/sleep", "600").returncode == 0
+    try:
+        # Looked at from the host, so no shell inside adds fds of its own to what exec gave init.
+        init = commands.call(c.lxcpath, c.name, commands.Cmd.GET_INIT_PID).value
+        assert sorted(os.listdir(f"/proc/{init}/fd"), key=int) == ["0", "1", "2"]
+        with open(f"/proc/{init}/environ", "rb") as environ:
+            assert sorted(environ.read().rstrip(b"\0").split(b"\0")) == [
+                b"GREETING=hello world", b"HOME=/root", b"container=lxc"]
+    finally:
+        assert c.run("stop", "-k").returncode == 0
 
 
 def test_json_trace_has_both_machines_states_in_order(make_container, tmp_path):
