@@ -48,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     start.add_argument("-o", "--logfile", metavar="FILE", help="log to FILE instead of stderr")
     start.add_argument("--log-format", choices=sorted(logmod.RENDERERS), default="lxc")
     start.add_argument("-p", "--pidfile", metavar="FILE", help="write the monitor's pid to FILE")
+    start.add_argument("--plan", action="store_true",
+                       help="print what the start would do, state by state, and change nothing")
     start.epilog = "lxcsm start [options] NAME -- COMMAND [ARG...] runs COMMAND instead of lxc.init.cmd."
 
     stop = sub.add_parser("stop", help="stop a running container (like lxc-stop)")
@@ -86,6 +88,12 @@ def start(parser, args) -> int:
     except configmod.ConfigError as err:
         return _fail(str(err))
 
+    request = StartRequest(name=name, lxcpath=lxcpath, config=config, command=command,
+                           foreground=args.foreground, pidfile=args.pidfile)
+    if args.plan:
+        from lxcsm.engine import plan
+        print(plan.render(request))
+        return 0
     if commands.get_state(lxcpath, name) != commands.LxcState.STOPPED:
         print(f"lxcsm: {name}: container is already running", file=sys.stderr)
         return 0
@@ -110,8 +118,6 @@ def start(parser, args) -> int:
             stream.write(text + "\n")
             stream.flush()
 
-    request = StartRequest(name=name, lxcpath=lxcpath, config=config, command=command,
-                           foreground=args.foreground, pidfile=args.pidfile)
     if not args.foreground:
         return monitor.daemonize(request, make_log, log_text)
     ctx = monitor.run(request, make_log())
@@ -172,6 +178,7 @@ TOOLS = {
     "timeline": "lxcsm.engine.timeline",
     "trace-diff": "lxcsm.engine.trace_diff",
     "explain-failure": "lxcsm.engine.postmortem",
+    "plan": "lxcsm.engine.plan",
 }
 
 

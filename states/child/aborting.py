@@ -17,3 +17,7 @@ def enter(ctx) -> None:
     except SyncError:
         pass   # the monitor is gone; PR_SET_PDEATHSIG is about to end us too
     return None
+
+
+def plan(request) -> list[str]:
+    return ["(only on failure) send ERROR with the failed state and the error text; exit"]

@@ -20,3 +20,8 @@ def enter(ctx) -> str:
         ctx.log.trace("unshared", namespace="cgroup")
     ctx.channel.barrier(SyncMsg.CONFIGURE, SyncMsg.POST_CONFIGURE)
     return "configured"
+
+
+def plan(request) -> list[str]:
+    steps = [] if "cgroup" in request.config.namespace_keep else ["unshare(CLONE_NEWCGROUP)"]
+    return steps + ["send CONFIGURE", "wait for POST_CONFIGURE"]

@@ -47,3 +47,10 @@ def enter(ctx) -> None:
     os.closerange(channel + 1, 1 << 20)
     ctx.log.trace("exec", argv=list(request.command))
     os.execvpe(request.command[0], list(request.command), env)
+
+
+def plan(request) -> list[str]:
+    env = environment(request.config.environment)
+    return ["setsid(); restore the signal mask; SIGPIPE and SIGXFSZ to default",
+            f"chdir {request.config.init_cwd or '/'}; close every fd but 0, 1, 2",
+            "execve(" + " ".join(request.command) + ") with " + " ".join(f"{k}={v}" for k, v in env.items())]

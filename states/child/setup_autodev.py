@@ -50,3 +50,12 @@ def enter(ctx) -> str:
     kernel.mount(os.path.join(pts, "ptmx"), ptmx, None, kernel.MS_BIND)
     ctx.log.trace("dev populated", path=dev, nodes=" ".join(NODES))
     return "dev_ready"
+
+
+def plan(request) -> list[str]:
+    if not request.config.autodev:
+        return ["keep the rootfs's /dev (lxc.autodev = 0)"]
+    return ["mount tmpfs on /dev (size=500000,mode=755)",
+            "mknod " + " ".join(f"{n} {ma}:{mi}" for n, (ma, mi) in NODES.items()),
+            "symlink " + " ".join(f"{n}->{t}" for n, t in LINKS.items()),
+            "mount devpts on /dev/pts (newinstance,ptmxmode=0666,mode=0620,gid=5); bind /dev/pts/ptmx on /dev/ptmx"]

@@ -16,3 +16,8 @@ def enter(ctx) -> str:
         socket.sethostname(name)
         ctx.log.trace("hostname set", hostname=name)
     return "hostname_set"
+
+
+def plan(request) -> list[str]:
+    name = request.config.uts_name
+    return [f"sethostname({name})"] if name else ["keep the inherited hostname (lxc.uts.name unset)"]

@@ -100,3 +100,16 @@ def enter(ctx) -> str:
         ctx.log.trace("mounted", source=entry.source, target=entry.target, fstype=entry.fstype,
                       options=entry.options)
     return "mounts_done"
+
+
+def plan(request) -> list[str]:
+    config = request.config
+    steps = []
+    if config.mount_proc:
+        steps.append(f"mount proc on /proc ({config.mount_proc})")
+    if config.mount_sys:
+        steps.append(f"mount sysfs on /sys ({config.mount_sys})")
+    for entry in config.mount_entries:
+        steps.append(f"mount {entry.source} on {container_path(config.rootfs_path, entry.target)} "
+                     f"type {entry.fstype} ({entry.options})  [{entry.origin.file}:{entry.origin.line}]")
+    return steps or ["nothing to mount"]

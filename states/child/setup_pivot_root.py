@@ -32,3 +32,7 @@ def enter(ctx) -> str:
     os.chdir("/")
     ctx.log.trace("pivoted", rootfs=ctx.rootfs)
     return "root_pivoted"
+
+
+def plan(request) -> list[str]:
+    return ["pivot_root(\".\", \".\") in the rootfs", "make the old root rslave, umount2(MNT_DETACH) it", "chdir /"]

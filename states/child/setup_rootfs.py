@@ -32,3 +32,12 @@ def enter(ctx) -> str:
     ctx.log.trace("rootfs mounted", source=config.rootfs_path, target=target,
                   options=config.rootfs_options or "")
     return "rootfs_mounted"
+
+
+def plan(request) -> list[str]:
+    config = request.config
+    target = config.rootfs_mount or config.rootfs_path
+    steps = ["mount --make-rslave /", f"mount --rbind {config.rootfs_path} {target}"]
+    if config.rootfs_options:
+        steps.append(f"remount {target} with {config.rootfs_options}")
+    return steps

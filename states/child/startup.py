@@ -15,3 +15,7 @@ from lxcsm.engine.sync import SyncMsg
 def enter(ctx) -> str:
     ctx.channel.wait_for(SyncMsg.STARTUP)
     return "started"
+
+
+def plan(request) -> list[str]:
+    return ["prctl(PR_SET_PDEATHSIG, SIGKILL)", "wait for STARTUP"]

@@ -12,3 +12,7 @@ from lxcsm.engine.sync import SyncMsg
 def enter(ctx) -> str:
     ctx.channel.barrier(SyncMsg.CGROUP_LIMITS, SyncMsg.FDS)
     return "limits_applied"
+
+
+def plan(request) -> list[str]:
+    return ["send CGROUP_LIMITS", "wait for FDS"]

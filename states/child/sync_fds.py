@@ -12,3 +12,7 @@ from lxcsm.engine.sync import SyncMsg
 def enter(ctx) -> str:
     ctx.channel.barrier(SyncMsg.FDS, SyncMsg.READY_START)
     return "ready_to_start"
+
+
+def plan(request) -> list[str]:
+    return ["send FDS (no fds yet)", "wait for READY_START"]

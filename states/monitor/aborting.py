@@ -25,3 +25,8 @@ def enter(ctx) -> str:
         ctx.boot.channel.close()
     ctx.boot.undo.unwind(ctx.log)
     return "cleaned_up"
+
+
+def plan(request) -> list[str]:
+    return ["(only on failure) log the failed state and error; kill the child through its pidfd;"
+            " undo every recorded change, newest first"]

@@ -67,3 +67,15 @@ def enter(ctx) -> str:
             ctx.log.warn("not supported yet", key=setting.key, value=setting.value,
                          file=setting.file, line=setting.line)
     return "handler_ready"
+
+
+def plan(request) -> list[str]:
+    config = request.config
+    steps = [f"bind the abstract socket @{commands.socket_name(request.lxcpath, request.name).decode()[1:]}"
+             " (taken: the container is already running)",
+             "container state STARTING",
+             "block " + " ".join(sorted(signal.Signals(s).name for s in WATCHED)) + " and read them from a signalfd"]
+    if request.pidfile:
+        steps.append(f"write the monitor's pid to {request.pidfile}")
+    steps += [f"warn: {s.key} is not supported yet ({s.file}:{s.line})" for s in config.unsupported]
+    return steps

@@ -27,3 +27,8 @@ def enter(ctx) -> str:
         ctx.boot.undo.record("cgroup_entered", hierarchy.home)
         ctx.log.trace("cgroup entered", hierarchy=hierarchy.label, path=path)
     return "monitor_cgroup_entered"
+
+
+def plan(request) -> list[str]:
+    return [f"in every hierarchy: mkdir lxc.monitor.{request.name} below the monitor's cgroup, "
+            "move the monitor into it (cpuset: copy cpus and mems from the parent first)"]

@@ -54,3 +54,9 @@ def _why_init_ended(ctx, status: int) -> str:
     else:
         ctx.log.info("init exited", status=os.WEXITSTATUS(status))
     return "init_exited"
+
+
+def plan(request) -> list[str]:
+    return ["wait on init's pidfd, the signalfd and the command socket",
+            "forward every watched signal but SIGCHLD to init",
+            "init killed by SIGHUP: reboot; by SIGINT: halt; otherwise: exit"]

@@ -14,3 +14,7 @@ def enter(ctx) -> str:
     ctx.log.notice("container requested reboot", boot=ctx.boot.number)
     ctx.boot.undo.unwind(ctx.log)
     return "boot_cleaned_up"
+
+
+def plan(request) -> list[str]:
+    return ["(only if init asks) undo this boot's changes, keep the command socket, back to init_handler"]

@@ -74,3 +74,13 @@ def enter(ctx) -> str:
                                    on_child_log=replay_child_event)
     boot.channel.wake(sync.SyncMsg.STARTUP)
     return "child_spawned"
+
+
+def plan(request) -> list[str]:
+    flags = clone_flags(request.config)
+    names = "|".join(f"CLONE_NEW{n.upper()}" if n != "mnt" else "CLONE_NEWNS"
+                     for n, bit in kernel.NAMESPACE_FLAGS.items() if flags & bit)
+    return [f"in every hierarchy: mkdir lxc.payload.{request.name}",
+            f"clone3({names}|CLONE_PIDFD|CLONE_INTO_CGROUP) into the cgroup2 lxc.payload.{request.name}",
+            "write the child's pid into cgroup.procs of every v1 lxc.payload directory",
+            "send STARTUP"]

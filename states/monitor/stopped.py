@@ -15,3 +15,10 @@ def enter(ctx) -> None:
         ctx.commands.set_state(LxcState.STOPPED)
     ctx.undo.unwind(ctx.log)
     return None
+
+
+def plan(request) -> list[str]:
+    steps = ["container state STOPPED; close the command socket"]
+    if request.pidfile:
+        steps.append(f"remove {request.pidfile}")
+    return steps

@@ -16,3 +16,8 @@ def enter(ctx) -> str:
     ctx.commands.set_state(LxcState.STOPPING)
     ctx.boot.undo.unwind(ctx.log)
     return "cleaned_up"
+
+
+def plan(request) -> list[str]:
+    return ["container state STOPPING",
+            f"in every hierarchy: rmdir lxc.payload.{request.name}; move the monitor back; rmdir lxc.monitor.{request.name}"]

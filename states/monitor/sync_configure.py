@@ -22,3 +22,15 @@ def enter(ctx) -> str:
     for net in ctx.request.config.networks:
         ctx.log.trace("network", index=net.index, type=net.type)
     return "network_ready"
+
+
+def plan(request) -> list[str]:
+    steps = ["wait for CONFIGURE"]
+    networks = request.config.networks
+    if not networks:
+        steps.append("no network configured: the container keeps its empty network namespace (lo only, down)")
+    for net in networks:
+        what = {"empty": "nothing on the host: an empty namespace, lo only",
+                "none": "nothing: the container shares the host's network namespace"}
+        steps.append(f"net {net.index}: type {net.type}: " + what.get(net.type, "not supported yet, skipped"))
+    return steps

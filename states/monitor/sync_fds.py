@@ -18,3 +18,7 @@ def enter(ctx) -> str:
     for fd in fds:
         os.close(fd)
     return "fds_received"
+
+
+def plan(request) -> list[str]:
+    return ["send FDS", "wait for FDS (no fds are passed yet)"]

@@ -14,3 +14,7 @@ from lxcsm.engine.sync import SyncMsg
 def enter(ctx) -> str:
     ctx.boot.channel.wake(SyncMsg.POST_CONFIGURE)
     return "child_released"
+
+
+def plan(request) -> list[str]:
+    return ["send POST_CONFIGURE"]

@@ -26,3 +26,8 @@ def enter(ctx) -> str:
     ctx.log.notice("started", init=" ".join(ctx.request.command), pid=boot.init_pid)
     ctx.on_running()
     return "init_started"
+
+
+def plan(request) -> list[str]:
+    return ["send READY_START", "wait for end-of-file (init was exec'd) or ERROR",
+            "container state RUNNING; answer the command socket from now on"]

@@ -1,0 +1,64 @@
+"""`lxcsm plan`: the printed sequence, checked against a golden file.
+
+The golden file is fixtures/plans/busybox.plan; when a state's work changes on
+purpose, regenerate it with LXCSM_REGENERATE_GOLDEN=1 and review the diff.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from fixtures import rootfs as builders
+from lxcsm.engine.machine import TABLES
+
+GOLDEN = Path(__file__).parents[2] / "fixtures" / "plans" / "busybox.plan"
+EXTRA = [
+    "lxc.mount.auto = proc:mixed sys:ro",
+    "lxc.signal.halt = SIGUSR1",
+    "lxc.mount.entry = shm dev/shm tmpfs defaults,create=dir 0 0",
+    "lxc.mount.entry = /usr/share usr/share none ro,bind,optional,create=dir 0 0",
+    "lxc.environment = TERM=linux",
+    "lxc.cap.drop = sys_module",
+]
+
+
+def _plan(tmp_path: Path) -> subprocess.CompletedProcess:
+    lxcpath = tmp_path / "lxc"
+    fs = builders.make_busybox_rootfs(lxcpath / "planned" / "rootfs")
+    builders.write_config(lxcpath, "planned", fs, EXTRA)
+    return subprocess.run([sys.executable, "-m", "lxcsm.engine.cli", "plan", "planned", "-P", str(lxcpath)],
+                          capture_output=True, text=True, timeout=30)
+
+
+def _normalise(text: str, tmp_path: Path) -> str:
+    # The cgroup hierarchies are this host's; the paths are this test's.
+    lines = [line for line in text.splitlines() if not line.startswith("cgroup hierarchies here:")]
+    return "\n".join(lines).replace(str(tmp_path), "<TMP>") + "\n"
+
+
+def test_plan_matches_the_golden_file(tmp_path):
+    result = _plan(tmp_path)
+    assert result.returncode == 0, result.stderr
+    text = _normalise(result.stdout, tmp_path)
+    if os.environ.get("LXCSM_REGENERATE_GOLDEN"):
+        GOLDEN.write_text(text)
+    assert text == GOLDEN.read_text()
+
+
+def test_plan_lists_every_state_of_both_tables_in_order(tmp_path):
+    lines = _plan(tmp_path).stdout.splitlines()
+    for side, table in TABLES.items():
+        start = lines.index(f"{side} machine")
+        states = [line.strip() for line in lines[start + 1:] if line.startswith("  ") and not line.startswith("    ")]
+        assert states[: len(table.states)] == list(table.states)
+
+
+def test_plan_changes_nothing(tmp_path):
+    before = sorted(os.listdir("/sys/fs/cgroup/unified"))
+    result = _plan(tmp_path)
+    assert result.returncode == 0
+    assert sorted(os.listdir("/sys/fs/cgroup/unified")) == before
+    assert not (tmp_path / "lxc" / "planned" / "lxcsm-last-start.log").exists()
