@@ -14,7 +14,7 @@ import select
 import signal
 import sys
 
-from lxcsm.engine import commands, config as configmod, log as logmod, monitor, preflight
+from lxcsm.engine import breakpoints, commands, config as configmod, log as logmod, monitor, preflight
 from lxcsm.engine.handler import StartRequest
 
 DEFAULT_LXCPATH = "/var/lib/lxc"
@@ -50,7 +50,14 @@ def _parser() -> argparse.ArgumentParser:
     start.add_argument("-p", "--pidfile", metavar="FILE", help="write the monitor's pid to FILE")
     start.add_argument("--plan", action="store_true",
                        help="print what the start would do, state by state, and change nothing")
+    start.add_argument("--break-at", action="append", default=[], metavar="STATE",
+                       help="pause right before STATE (monitor:STATE, child:STATE, or a prefix like setup)")
+    start.add_argument("--step", action="store_true", help="pause before every state")
     start.epilog = "lxcsm start [options] NAME -- COMMAND [ARG...] runs COMMAND instead of lxc.init.cmd."
+
+    resume = sub.add_parser("continue", help="resume a start paused by --break-at or --step")
+    _add_name(resume)
+    resume.add_argument("--abort", action="store_true", help="abort the paused start instead (cleans up)")
 
     stop = sub.add_parser("stop", help="stop a running container (like lxc-stop)")
     _add_name(stop)
@@ -82,6 +89,10 @@ def start(parser, args) -> int:
     except ValueError as err:
         parser.error(f"-l: {err}")
     try:
+        pauses = breakpoints.parse(args.break_at, args.step)
+    except ValueError as err:
+        parser.error(str(err))
+    try:
         config = configmod.load(config_path, name, args.define)
         command = tuple(args.command) or config.init_cmd
         preflight.check(config, command, command_from_cli=bool(args.command))
@@ -89,7 +100,7 @@ def start(parser, args) -> int:
         return _fail(str(err))
 
     request = StartRequest(name=name, lxcpath=lxcpath, config=config, command=command,
-                           foreground=args.foreground, pidfile=args.pidfile)
+                           foreground=args.foreground, pidfile=args.pidfile, breakpoints=pauses)
     if args.plan:
         from lxcsm.engine import plan
         print(plan.render(request))
@@ -131,6 +142,19 @@ def start(parser, args) -> int:
             log_text(text)
             print(text, file=sys.stderr)
     return monitor.exit_status(ctx)
+
+
+def resume(parser, args) -> int:
+    name = _name(parser, args)
+    lxcpath = args.lxcpath.rstrip("/") or "/"
+    if args.abort:
+        return 0 if commands.stop(lxcpath, name) else _fail(f"{name}: the monitor refused to abort")
+    reply = commands.call(lxcpath, name, commands.Cmd.CONTINUE)
+    if reply is None:
+        return _fail(f"{name} is not running")
+    if reply.ret != 0:
+        return _fail(f"{name} is not paused")
+    return 0
 
 
 def stop(parser, args) -> int:
@@ -196,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     args.command = command
-    return {"start": start, "stop": stop}[args.action](parser, args)
+    return {"start": start, "stop": stop, "continue": resume}[args.action](parser, args)
 
 
 if __name__ == "__main__":

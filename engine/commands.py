@@ -40,6 +40,8 @@ class Cmd(enum.IntEnum):
     GET_CONFIG_ITEM = 7
     ADD_STATE_CLIENT = 10
     GET_INIT_PIDFD = 18
+    # lxcsm's own, far above LXC's numbers (LXC answers -ENOSYS from 27 on):
+    CONTINUE = 1000   # resume a start paused by --break-at or --step
 
 
 class LxcState(enum.IntEnum):
@@ -101,6 +103,8 @@ class CommandServer:
         self.selector = selectors.DefaultSelector()
         self.selector.register(sock, selectors.EVENT_READ, self._accept)
         self.waiters: dict[socket.socket, list[int] | None] = {}   # kept connections -> states asked for
+        self.pausing = False              # a start paused at a breakpoint (engine/breakpoints.py)
+        self.pause_decision: str | None = None   # what the user said: "continue" or "abort"
 
     def fileno(self) -> int:
         return self.selector.fileno()
@@ -183,6 +187,15 @@ class CommandServer:
                 self._reply(conn, 0, payload=value.encode() + b"\0")
             else:
                 self._reply(conn, -1)
+        elif cmd == Cmd.CONTINUE:
+            if self.pausing:
+                self.pause_decision = "continue"
+                self._reply(conn, 0)
+            else:
+                self._reply(conn, -errno.EINVAL)
+        elif cmd == Cmd.STOP and self.pausing:
+            self.pause_decision = "abort"
+            self._keep(conn, None)   # closed once the abort has cleaned up: the client reads success
         elif cmd == Cmd.STOP:
             try:
                 signal.pidfd_send_signal(self.init_pidfd, self.stop_signal)

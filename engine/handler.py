@@ -32,6 +32,7 @@ class StartRequest:
     foreground: bool
     pidfile: str | None = None
     sync_timeout: float = 30.0
+    breakpoints: Any = None            # engine.breakpoints.Breakpoints, or None
 
     @property
     def config_file(self) -> str:
@@ -81,6 +82,7 @@ class Monitor:
     boot: Boot = field(default_factory=lambda: Boot(number=0))
     failure: Failure | None = None
     on_running: Callable[[], None] = lambda: None   # the daemon tells its caller here
+    on_paused: Callable[[str], None] = lambda text: None   # where a breakpoint's report goes
     saved_events: str | None = None    # where the flight record was kept, once stopped
 
 

@@ -17,7 +17,7 @@ import os
 import signal
 import sys
 
-from lxcsm.engine import kernel, postmortem
+from lxcsm.engine import breakpoints, kernel, postmortem
 from lxcsm.engine.handler import Monitor, StartRequest
 from lxcsm.engine.machine import MONITOR
 from lxcsm.engine.supervisor import Supervisor
@@ -33,14 +33,20 @@ def exit_status(ctx: Monitor) -> int:
     return os.WEXITSTATUS(status)
 
 
-def run(request: StartRequest, log, on_running=lambda: None) -> Monitor:
+def run(request: StartRequest, log, on_running=lambda: None,
+        on_paused=lambda text: print(text, file=sys.stderr, flush=True)) -> Monitor:
     """The monitor's life; afterwards ctx.saved_events is where the flight record was kept."""
     def running() -> None:
         postmortem.save(request.config_file)
         on_running()
 
-    ctx = Monitor(request=request, log=log, on_running=running)
-    Supervisor(MONITOR, ctx, log).run()
+    ctx = Monitor(request=request, log=log, on_running=running, on_paused=on_paused)
+
+    def on_enter(state: str) -> None:
+        if request.breakpoints and request.breakpoints.wants("monitor", state):
+            breakpoints.pause(ctx, "monitor", state)
+
+    Supervisor(MONITOR, ctx, log, on_enter=on_enter).run()
     ctx.saved_events = postmortem.save(request.config_file)
     return ctx
 
@@ -61,10 +67,21 @@ def daemonize(request: StartRequest, make_log, log_text) -> int:
         _monitor_main(request, make_log, log_text, status_write)
     os.close(status_write)
     os.waitpid(first, 0)
-    with os.fdopen(status_read, "rb") as status:
-        report = status.read().decode(errors="replace")
+    # One report, ended by a NUL: the container child holds a copy of the pipe until it
+    # execs, so end-of-file may come much later than the report (at a breakpoint, never).
+    report = b""
+    with os.fdopen(status_read, "rb", buffering=0) as status:
+        while not report.endswith(b"\0"):
+            chunk = status.read(4096)
+            if not chunk:
+                break
+            report += chunk
+    report = report.rstrip(b"\0").decode(errors="replace")
     verdict, _, detail = report.partition(" ")
     if verdict == "RUNNING":
+        return 0
+    if verdict == "PAUSED":
+        print(detail, file=sys.stderr)
         return 0
     if verdict == "ALREADY":
         print(f"lxcsm: {request.name}: {detail}", file=sys.stderr)
@@ -86,11 +103,17 @@ def _monitor_main(request: StartRequest, make_log, log_text, status_fd: int) -> 
         def report(text: str) -> None:
             nonlocal status_fd
             if status_fd >= 0:
-                os.write(status_fd, text.encode())
+                os.write(status_fd, text.encode() + b"\0")
                 os.close(status_fd)
                 status_fd = -1
 
-        ctx = run(request, log, on_running=lambda: report("RUNNING"))
+        def paused(text: str) -> None:
+            # The first pause goes to the caller, which prints it and returns; later ones
+            # (--step) are in the log.
+            report(f"PAUSED {text}")
+            log_text(text)
+
+        ctx = run(request, log, on_running=lambda: report("RUNNING"), on_paused=paused)
         if ctx.failure is not None and ctx.failure.already_running:
             report(f"ALREADY {ctx.failure.error}")
         elif ctx.failure is not None:

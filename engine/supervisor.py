@@ -72,8 +72,8 @@ class Supervisor:
         module = self.modules[state]
         self.ctx.log = self.log.bind(category=state)
         self.ctx.log.trace("state", state=state, where=logmod.where(module.enter.__code__))
-        self.on_enter(state)
         try:
+            self.on_enter(state)   # may pause at a breakpoint, and abort from there
             return module.enter(self.ctx)
         except Exception as err:
             self.ctx.failure = self._failure(state, err)
@@ -99,7 +99,13 @@ def run_child(request: StartRequest, sock: socket.socket, signal_mask: frozenset
         log = logmod.logger(None, name=request.name, side="child")
         channel.log = log.bind(category="sync")
         ctx = Child(request=request, channel=channel, log=log, signal_mask=signal_mask)
-        Supervisor(CHILD, ctx, log, on_enter=lambda state: kernel.set_comm(f"lxcsm:{state}")).run()
+
+        def on_enter(state: str) -> None:
+            kernel.set_comm(f"lxcsm:{state}")   # ps shows where the child is
+            if request.breakpoints and request.breakpoints.wants("child", state):
+                channel.pause(state)
+
+        Supervisor(CHILD, ctx, log, on_enter=on_enter).run()
     except Exception as err:   # a bug outside any state: still tell the monitor what happened
         try:
             channel.send_error("supervisor", f"{describe(err)}\n{traceback.format_exc()}")

@@ -13,7 +13,11 @@ kind byte and a payload.  The kinds are a closed vocabulary:
 * ERROR, which carries the failing side's state and error text, so the other
   side can say what went wrong instead of "an error occurred in another
   process" (LXC sends a bare -1);
-* LOG, which carries one of the child's log events for the monitor to render.
+* LOG, which carries one of the child's log events for the monitor to render;
+* PAUSED (child -> monitor: I stopped before this state, for --break-at or
+  --step) and RESUME (monitor -> child: go on), the debugger's pair.  While
+  the child is paused its wait has no deadline, and the monitor's restarts
+  once the child goes on.
 
 Each end is typed by its owner (`MonitorEnd`, `ChildEnd`) with methods named
 for intent; a barrier names both of its messages, there is no ``sequence + 1``.
@@ -47,6 +51,8 @@ class SyncMsg(enum.IntEnum):
     READY_START = 6
     ERROR = 0x80
     LOG = 0x81
+    PAUSED = 0x82
+    RESUME = 0x83
 
     @property
     def label(self) -> str:
@@ -82,6 +88,7 @@ class _End:
         self.sock = sock
         self.log = log
         self.timeout = timeout
+        self._early: list[tuple[SyncMsg | None, bytes, list[int]]] = []   # read ahead while paused
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -95,9 +102,14 @@ class _End:
         except (BrokenPipeError, ConnectionResetError):
             raise SyncError(f"{self.peer} is gone (sending {kind.label})") from None
 
-    def _recv(self, deadline: float, waiting_for: str) -> tuple[SyncMsg | None, bytes, list[int]]:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or not select.select([self.sock], [], [], remaining)[0]:
+    def _recv(self, deadline: float | None, waiting_for: str) -> tuple[SyncMsg | None, bytes, list[int]]:
+        if self._early:
+            return self._early.pop(0)
+        return self._read(deadline, waiting_for)
+
+    def _read(self, deadline: float | None, waiting_for: str) -> tuple[SyncMsg | None, bytes, list[int]]:
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if (remaining is not None and remaining <= 0) or not select.select([self.sock], [], [], remaining)[0]:
             raise SyncError(f"timed out after {self.timeout:g}s waiting for {self.peer} "
                             f"to send {waiting_for}")
         try:
@@ -108,14 +120,22 @@ class _End:
             return None, b"", []
         return SyncMsg(data[0]), data[1:], fds
 
-    def _wait(self, expected: SyncMsg | None, on_log: Callable[[dict], None]) -> tuple[bytes, list[int]]:
+    def _on_paused(self, state: str) -> None:
+        raise SyncError(f"{self.peer} sent paused, which only the child may send")
+
+    def _wait(self, expected: SyncMsg | None, on_log: Callable[[dict], None],
+              deadline: bool = True) -> tuple[bytes, list[int]]:
         """Read frames until `expected` (None: until end-of-file) arrives."""
         waiting_for = expected.label if expected else "end-of-file"
-        deadline = time.monotonic() + self.timeout
+        limit = (lambda: time.monotonic() + self.timeout) if deadline else (lambda: None)
+        until = limit()
         while True:
-            kind, payload, fds = self._recv(deadline, waiting_for)
+            kind, payload, fds = self._recv(until, waiting_for)
             if kind is SyncMsg.LOG:
                 on_log(json.loads(payload))
+            elif kind is SyncMsg.PAUSED:
+                self._on_paused(payload.decode())
+                until = limit()   # the time spent paused does not count
             elif kind is SyncMsg.ERROR:
                 report = json.loads(payload)
                 raise PeerFailed(self.peer, report["state"], report["error"])
@@ -135,9 +155,16 @@ class _End:
 class MonitorEnd(_End):
     me, peer = "monitor", "child"
 
-    def __init__(self, sock: socket.socket, log, timeout: float, on_child_log: Callable[[dict], None]) -> None:
+    def __init__(self, sock: socket.socket, log, timeout: float, on_child_log: Callable[[dict], None],
+                 on_child_paused: Callable[[str], None] = lambda state: None) -> None:
         super().__init__(sock, log, timeout)
         self.on_child_log = on_child_log
+        self.on_child_paused = on_child_paused
+
+    def _on_paused(self, state: str) -> None:
+        """The child waits before `state` until the user lets it go on (or aborts: an exception)."""
+        self.on_child_paused(state)
+        self._send(SyncMsg.RESUME)
 
     def wake(self, msg: SyncMsg, payload: bytes = b"", fds: list[int] = ()) -> None:
         self.log.trace("sync wake", sequence=msg.label)
@@ -168,6 +195,21 @@ class ChildEnd(_End):
         """Wake the monitor with `wake`, then block until it answers `wait_for`."""
         self.wake(wake, payload, fds)
         return self.wait_for(wait_for)
+
+    def pause(self, state: str) -> None:
+        """Tell the monitor we stopped before `state`; wait, without a deadline, to be resumed.
+
+        A sync message the monitor sent before it saw PAUSED (STARTUP, say) is kept for
+        the wait it belongs to.
+        """
+        self._send(SyncMsg.PAUSED, state.encode())
+        while True:
+            frame = self._read(None, SyncMsg.RESUME.label)
+            if frame[0] is SyncMsg.RESUME:
+                return
+            if frame[0] is None:
+                raise SyncError("monitor exited while the child was paused")
+            self._early.append(frame)
 
     def send_log(self, event: dict) -> None:
         self._send(SyncMsg.LOG, json.dumps(event, default=str).encode())

@@ -20,7 +20,7 @@ its cgroup the payload one, which its namespace must take as its root.
 
 import os
 
-from lxcsm.engine import cgroups, kernel, log, sync
+from lxcsm.engine import breakpoints, cgroups, kernel, log, sync
 from lxcsm.engine.supervisor import run_child
 
 
@@ -71,7 +71,8 @@ def enter(ctx) -> str:
         log.replay(ctx.log, event)
 
     boot.channel = sync.MonitorEnd(monitor_sock, ctx.log.bind(category="sync"), request.sync_timeout,
-                                   on_child_log=replay_child_event)
+                                   on_child_log=replay_child_event,
+                                   on_child_paused=lambda state: breakpoints.pause(ctx, "child", state))
     boot.channel.wake(sync.SyncMsg.STARTUP)
     return "child_spawned"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -162,3 +163,68 @@ def test_busybox_system_boots_and_halts_with_its_halt_signal(make_container):
     stopped = c.run("stop", "-t", "20")
     assert stopped.returncode == 0, stopped.stderr
     assert c.leaks() == []
+
+
+def _paused_child(output: str) -> int:
+    match = re.search(r"child pid (\d+)", output)
+    assert match, output
+    return int(match.group(1))
+
+
+def test_break_at_setup_shows_the_unpivoted_child_then_continues(make_container):
+    c = make_container()
+    paused = c.run("start", "--break-at", "setup", "--", "/bin/sleep", "600")
+    assert paused.returncode == 0, paused.stderr
+    assert "paused before the child state setup_rootfs" in paused.stderr
+    child = _paused_child(paused.stderr)
+    assert os.readlink(f"/proc/{child}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
+    with open(f"/proc/{child}/mountinfo") as mountinfo:
+        mounts = [line.split()[4] for line in mountinfo]
+    assert "/" in mounts and str(c.rootfs) not in mounts   # the host's root, rootfs not mounted yet
+    assert commands.get_state(c.lxcpath, c.name) == commands.LxcState.STARTING
+
+    assert c.run("continue").returncode == 0
+    deadline = time.monotonic() + 30
+    while commands.get_state(c.lxcpath, c.name) != commands.LxcState.RUNNING:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert c.run("continue").returncode == 1          # not paused any more
+    assert c.run("stop", "-k").returncode == 0
+
+
+def test_abort_while_paused_cleans_up(make_container):
+    c = make_container()
+    paused = c.run("start", "--break-at", "monitor:sync_post_configure", "--", "/bin/sleep", "600")
+    assert "paused before the monitor state sync_post_configure" in paused.stderr, paused.stderr
+    child = _paused_child(paused.stderr)
+    assert c.run("continue", "--abort").returncode == 0
+    assert not os.path.exists(f"/proc/{child}")
+    assert c.leaks() == []
+
+
+def test_step_pauses_before_every_state_of_a_start(make_container):
+    c = make_container()
+    command = [*LXCSM, "start", "-n", c.name, "-P", c.lxcpath, "-F", "--step", "--", "/bin/true"]
+    pauses = 0
+    with subprocess.Popen(command, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as lxcsm:
+        deadline = time.monotonic() + 60
+        while lxcsm.poll() is None:
+            assert time.monotonic() < deadline
+            if c.run("continue").returncode == 0:
+                pauses += 1
+            else:
+                time.sleep(0.01)
+        err = lxcsm.stderr.read()
+    assert lxcsm.returncode == 0, err
+    normal = [s for s in MONITOR.states if s not in ("init_handler", "reboot", "aborting", "stopped")]
+    child = [s for s in CHILD.states if s != "aborting"]
+    assert pauses == len(normal) + len(child)
+    assert err.count("paused before the ") == pauses
+
+
+def test_unknown_break_state_is_one_line(make_container):
+    c = make_container()
+    result = c.run("start", "--break-at", "no_such_state", "--", "/bin/true")
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and "no such state" in result.stderr
+    assert c.run("start", "--break-at", "init_handler", "--", "/bin/true").returncode == 2

@@ -1,0 +1,176 @@
+"""`lxcsm graph`: the diagrams are drawn from the engine's tables, and nothing else."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import shutil
+import subprocess
+
+import pytest
+from transitions import Machine
+
+from lxcsm.engine import explain, graph
+from lxcsm.engine.machine import CHILD, MONITOR, TABLES, Table
+from lxcsm.engine.sync import SyncMsg
+
+needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="graphviz's dot is not installed")
+
+_STATE = re.compile(r'^\s*state "([^"]+)" as (\w+)$', re.M)
+_ARROW = re.compile(r"^\s*(?:%% )?(\w+) --> (\w+) : (.+)$", re.M)
+
+
+def table_arrows(table: Table) -> set[tuple[str, str, str]]:
+    """Every (source, trigger, dest) the table allows, sources expanded."""
+    return {(src, trigger, dest) for trigger, source, dest in table.transitions
+            for src in (source if isinstance(source, tuple) else (source,))}
+
+
+def drawn_arrows(text: str, table: Table) -> set[tuple[str, str, str]]:
+    """The arrows between the table's states in mermaid text, drawn or written as comments."""
+    declared = {node: name for name, node in _STATE.findall(text)}
+    names = {f"{table.side}_{state}": state for state in table.states}
+    assert all(declared.get(node) == state for node, state in names.items()), "a state is not declared"
+    return {(names[src], trigger, names[dest]) for src, dest, label in _ARROW.findall(text)
+            if src in names and dest in names for trigger in label.split(", ")}
+
+
+def test_mermaid_lists_every_state_and_transition_of_both_machines():
+    text = graph.mermaid(list(TABLES.values()))
+    assert text.startswith("stateDiagram-v2\n")
+    for table in TABLES.values():
+        assert f"state {table.side} {{" in text
+        assert {(name, node) for name, node in _STATE.findall(text)} >= {(s, f"{table.side}_{s}") for s in table.states}
+        assert drawn_arrows(text, table) == table_arrows(table)
+        assert set(table.triggers()) <= {trigger for _s, trigger, _d in drawn_arrows(text, table)}
+        assert f"[*] --> {table.side}_{table.initial}" in text
+        for final in table.final:
+            assert f"{table.side}_{final} --> [*]" in text
+
+
+def test_the_cli_draws_both_machines_by_default(capsys):
+    assert graph.main([]) == 0
+    assert capsys.readouterr().out == graph.mermaid([MONITOR, CHILD])
+
+
+def test_one_machine_has_no_composite_state(capsys):
+    assert graph.main(["--machine", "child"]) == 0
+    text = capsys.readouterr().out
+    assert "state child {" not in text and "monitor_" not in text
+    assert drawn_arrows(text, CHILD) == table_arrows(CHILD)
+
+
+def test_the_drawn_arrows_are_the_ones_transitions_accepts():
+    # The supervisor's Machine, built from the same table: it allows exactly what is drawn.
+    for table in TABLES.values():
+        machine = Machine(states=list(table.states), initial=table.initial, auto_transitions=False,
+                          transitions=[{"trigger": t, "source": list(s) if isinstance(s, tuple) else s, "dest": d}
+                                       for t, s, d in table.transitions])
+        accepted = {(src, name, t.dest) for name, event in machine.events.items()
+                    for src, found in event.transitions.items() for t in found}
+        assert drawn_arrows(graph.mermaid([table]), table) == accepted
+
+
+def test_a_state_added_to_a_table_appears_in_every_diagram():
+    grown = dataclasses.replace(
+        MONITOR, states=MONITOR.states + ("frobnicating",),
+        transitions=MONITOR.transitions + (("init_frobnicated", "poll", "frobnicating"),
+                                           ("unfrobnicated", "frobnicating", "stopping")))
+    text = graph.mermaid([grown, CHILD])
+    assert drawn_arrows(text, grown) == table_arrows(grown)
+    assert ("poll", "init_frobnicated", "frobnicating") in drawn_arrows(text, grown)
+    assert "monitor_frobnicating" not in graph.mermaid([MONITOR, CHILD])   # the real table is untouched
+    assert 'monitor_poll -> monitor_frobnicating [label="init_frobnicated"]' in graph.dot([grown])
+
+
+def test_transitions_from_many_states_are_collapsed_but_all_written():
+    text = graph.mermaid([MONITOR])
+    drawn = [line for line in text.splitlines() if "--> monitor_aborting" in line and "%%" not in line]
+    assert drawn == ["    monitor_failed_from --> monitor_aborting : failed"]
+    assert 'state "any other state but stopping, stopped" as monitor_failed_from' in text
+
+
+def test_dot_is_a_digraph_with_one_cluster_per_machine():
+    text = graph.dot([MONITOR, CHILD])
+    assert text.startswith("digraph lxcsm {") and text.rstrip().endswith("}")
+    assert text.count("{") == text.count("}")
+    assert "subgraph cluster_monitor {" in text and "subgraph cluster_child {" in text
+    for table in TABLES.values():
+        for state in table.states:
+            assert f'{table.side}_{state} [label="{state}"' in text
+        for trigger in table.triggers():
+            assert re.search(rf'label="([^"]*\\n)?{trigger}(\\n[^"]*)?"', text), trigger
+
+
+@needs_dot
+def test_graphviz_accepts_the_dot_text():
+    done = subprocess.run(["dot", "-Tcanon"], input=graph.dot([MONITOR, CHILD]), text=True, capture_output=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("digraph lxcsm {")
+
+
+@needs_dot
+def test_png_and_svg_are_rendered(tmp_path):
+    png, svg = tmp_path / "machines.png", tmp_path / "machines.svg"
+    assert graph.main(["--format", "png", "-o", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert png.stat().st_size > 20_000
+    assert graph.main(["--format", "svg", "--machine", "monitor", "-o", str(svg)]) == 0
+    picture = svg.read_text()
+    assert "<svg" in picture and "sync_post_configure" in picture and "startup" not in picture
+
+
+def test_a_picture_without_dot_is_one_clear_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(graph.shutil, "which", lambda program: None)
+    out = tmp_path / "machines.png"
+    assert graph.main(["--format", "png", "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "graphviz" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("argv", [["--format", "svg"], ["--sequence", "--format", "dot"],
+                                  ["--sequence", "--machine", "child"], ["--format", "jpeg"]])
+def test_bad_options_are_one_line_and_exit_2(argv, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        graph.main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("lxcsm: ")
+
+
+def test_text_goes_to_the_output_file(tmp_path, capsys):
+    out = tmp_path / "machines.dot"
+    assert graph.main(["--format", "dot", "-o", str(out)]) == 0
+    assert out.read_text() == graph.dot([MONITOR, CHILD]) and capsys.readouterr().out == ""
+
+
+# --- the sequence diagram ------------------------------------------------------------------------
+
+def test_sequence_has_every_sync_message_in_protocol_order(capsys):
+    assert graph.main(["--sequence"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("sequenceDiagram\n")
+    messages = re.findall(r"^\s*(monitor|child)(?:->>|--\))(monitor|child): (.+)$", text, re.M)
+    labels = [label for _src, _dest, label in messages]
+    protocol = [msg.name for msg in sorted(SyncMsg) if msg < SyncMsg.ERROR]   # sync.h's order
+    assert list(dict.fromkeys(labels)) == protocol + [explain.END_OF_FILE]
+    assert ("monitor", "child", "FDS") in messages and ("child", "monitor", "FDS") in messages
+    assert labels == ["STARTUP", "CONFIGURE", "POST_CONFIGURE", "CGROUP_LIMITS", "FDS", "FDS",
+                      "READY_START", explain.END_OF_FILE]
+
+
+def test_sequence_shows_each_sides_states_in_start_order():
+    steps = graph.sequence(MONITOR, CHILD)
+    for table in (MONITOR, CHILD):
+        notes = [step[2] for step in steps if step[0] == "state" and step[1] == table.side]
+        assert notes == [s for s in table.states if s in notes]
+        assert {s for s in table.states if s.startswith("sync_")} <= set(notes)
+    assert steps.index(("state", "child", "startup")) > steps.index(("message", "monitor", "child", "STARTUP"))
+
+
+def test_a_broken_protocol_is_reported_not_drawn():
+    # A child that skipped `configure` never sends CONFIGURE: the monitor would wait forever.
+    skipping = dataclasses.replace(CHILD, transitions=(("started", "startup", "setup_rootfs"),) + CHILD.transitions[1:])
+    with pytest.raises(ValueError, match="monitor waits for CONFIGURE"):
+        graph.sequence(MONITOR, skipping)

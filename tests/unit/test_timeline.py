@@ -1,0 +1,269 @@
+"""`lxcsm timeline`: one reader for both log formats, states and sync waits, the table and the picture."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from lxcsm.engine import log as logmod
+from lxcsm.engine import timeline
+from lxcsm.engine.machine import TABLES
+from lxcsm.engine.sync import SyncMsg
+
+TRACES = Path(__file__).resolve().parents[2] / "fixtures" / "traces"
+LXC_FORMAT = TRACES / "busybox-start-stop.trace.log"
+JSON_FORMAT = TRACES / "busybox-start-stop.trace.json"
+LXC_OWN = TRACES / "lxc-5.0.2-busybox-start.trace.log"
+BOTH = pytest.mark.parametrize("path", [LXC_FORMAT, JSON_FORMAT], ids=["lxc-format", "json"])
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def _text(value) -> str:
+    """A field value as the LXC line format shows it: what both formats can agree on."""
+    return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+
+
+def _states(events: list[dict]) -> list[tuple[str, str]]:
+    return [(e["side"], e["state"]) for e in events if e.get("event") == "state"]
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+def test_an_lxc_line_reads_back_as_the_event_it_was_rendered_from():
+    """Every event of the JSON fixture, rendered by engine/log.py as an LXC line and read back."""
+    for line in JSON_FORMAT.read_text().splitlines():
+        event = json.loads(line)
+        rendered = logmod.render_lxc({**event, "level": logmod.Level[event["level"]]})
+        parsed = timeline.parse_line(rendered)
+        assert parsed is not None, rendered
+        assert set(parsed) == set(event), rendered
+        assert 0 <= event["time"] - parsed["time"] < 0.001
+        assert {k: _text(v) for k, v in parsed.items() if k != "time"} == \
+               {k: _text(v) for k, v in event.items() if k != "time"}
+
+
+def test_both_fixture_formats_give_the_same_events_side_by_side():
+    """The two fixtures are two runs of one start: per side, the same events in the same order."""
+    def key(event: dict):
+        return (event["event"], event["category"], event["level"], event["where"],
+                _text(event.get("state")), _text(event.get("sequence")), tuple(sorted(event)))
+    lxc, js = timeline.read_events(str(LXC_FORMAT)), timeline.read_events(str(JSON_FORMAT))
+    assert len(lxc) == len(js) == 93
+    for side in TABLES:
+        assert [key(e) for e in lxc if e["side"] == side] == [key(e) for e in js if e["side"] == side]
+
+
+def test_fields_keep_their_types_and_quoted_values():
+    event = timeline.parse_line('lxcsm bb 20261123081541.553 TRACE    exec - states/child/exec.py:enter:48 - '
+                                'exec side=child pid=9401 argv="[\\"/sbin/init\\"]" empty="" ok=True '
+                                'note="a b=c"')
+    assert event["event"] == "exec"
+    assert event["pid"] == 9401 and event["ok"] is True and event["empty"] == ""
+    assert event["argv"] == '["/sbin/init"]' and event["note"] == "a b=c"
+    assert timeline.parse_line("lxcsm bb 20261123081541.553 TRACE    x -  - sync wait side=child")["where"] == ""
+
+
+def test_lxcsm_lines_are_local_time_and_lxc_lines_utc(monkeypatch):
+    local = timeline.lxc_time("20261123081541", "516")
+    assert local == pytest.approx(__import__("time").mktime((2026, 11, 23, 8, 15, 41, 0, 0, -1)) + 0.516)
+    utc = timeline.lxc_time("20261123081541", "516", utc=True)
+    assert utc == pytest.approx(__import__("calendar").timegm((2026, 11, 23, 8, 15, 41, 0, 0, 0)) + 0.516)
+
+
+def test_events_are_sorted_by_time_though_child_lines_arrive_late():
+    raw = [timeline.parse_line(line) for line in LXC_FORMAT.read_text().splitlines()]
+    assert [e["time"] for e in raw] != sorted(e["time"] for e in raw)     # the fixture is out of order
+    events = timeline.read_events(str(LXC_FORMAT))
+    assert [e["time"] for e in events] == sorted(e["time"] for e in events)
+
+
+def test_one_file_may_mix_both_formats(tmp_path):
+    lxc_lines = LXC_FORMAT.read_text().splitlines()
+    json_lines = JSON_FORMAT.read_text().splitlines()
+    mixed = tmp_path / "mixed.log"
+    mixed.write_text("\n".join(lxc_lines[:20] + [""] + json_lines) + "\n")
+    log = timeline.read_log(str(mixed))
+    assert len(log.events) == 20 + 93 and log.skipped == []
+
+
+# --- states and waits ---------------------------------------------------------------------------
+
+@BOTH
+def test_every_state_of_the_trace_is_listed(path, capsys):
+    assert timeline.main([str(path)]) == 0
+    out = capsys.readouterr().out
+    rows = {tuple(line.split()[:2]) for line in out.splitlines() if line.startswith("  ")}
+    states = _states(timeline.read_events(str(path)))
+    assert len(states) == 21
+    for side, state in states:
+        assert (side, state) in rows, f"{side} {state} missing from:\n{out}"
+
+
+@BOTH
+def test_durations_of_each_side_sum_to_the_wall_time(path):
+    events = timeline.read_events(str(path))
+    start = timeline.analyse(events)
+    first = next(e for e in events if e.get("state") == "init_handler")
+    poll = next(e for e in events if e.get("state") == "poll")
+    assert start.outcome == "running"
+    assert start.wall == pytest.approx(poll["time"] - first["time"])
+    assert start.wall > 0.01
+    for side in TABLES:
+        spans = start.side_spans(side)
+        assert spans and all(s.duration >= 0 for s in spans)
+        assert abs(start.offset(side) + sum(s.duration for s in spans) - start.wall) <= 0.03 * start.wall
+    assert start.offset("monitor") == 0
+    assert start.offset("child") > 0                  # the monitor clones the child first
+    assert [s.state for s in start.side_spans("child")] == list(TABLES["child"].states[:-1])
+    assert [s.state for s in start.side_spans("monitor")] == list(TABLES["monitor"].states[:8])
+    assert [s.state for s in start.spans if s.tail] == ["poll", "stopping", "stopped"]
+
+
+@BOTH
+def test_barrier_waits_are_named_by_sequence_and_never_negative(path):
+    events = timeline.read_events(str(path))
+    start = timeline.analyse(events)
+    known = {m.label for m in SyncMsg} | {"exec"}
+    assert start.waits
+    for wait in start.waits:
+        assert wait.sequence in known
+        assert wait.waited >= 0
+        assert wait.state in TABLES[wait.side].states
+    waits = {(e["side"], e["sequence"]) for e in events if e["event"] == "sync wait"}
+    assert {(w.side, w.sequence) for w in start.waits} == waits
+    configure = next(w for w in start.waits if (w.side, w.sequence) == ("monitor", "configure"))
+    assert configure.ended_by == "child wake" and configure.waited > 0.001
+    exec_wait = next(w for w in start.waits if w.sequence == "exec")
+    assert exec_wait.wake is None and exec_wait.ended_by.startswith("next monitor event")
+
+
+def test_each_start_of_a_log_is_its_own(tmp_path, capsys):
+    """Two runs appended to one file (here in two formats) are two starts; --start picks one."""
+    both = tmp_path / "two-runs.log"
+    both.write_text(LXC_FORMAT.read_text() + JSON_FORMAT.read_text())
+    events = timeline.read_events(str(both))
+    assert len(timeline.split_starts(events)) == 2
+    assert timeline.analyse(events, 1).pids == {"monitor": 9400, "child": 9401}
+    assert timeline.analyse(events, 2).pids == {"monitor": 9409, "child": 9410}
+    assert timeline.main([str(both), "--start", "2"]) == 0
+    assert "start 2 of 2" in capsys.readouterr().out
+    assert timeline.main([str(both), "--start", "3"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "holds 2 starts" in err
+
+
+def test_a_start_that_failed_ends_at_aborting(tmp_path):
+    """The child fails in setup_pivot_root: the start's wall time ends where the monitor aborts."""
+    lines = LXC_FORMAT.read_text().splitlines()
+    cut = next(i for i, line in enumerate(lines) if "state=setup_pivot_root" in line)
+    failed = [lines[cut].replace("setup_pivot_root", "aborting"),
+              "lxcsm bb 20261123081541.560 ERROR    aborting - states/monitor/aborting.py:enter:20 - "
+              "state side=monitor pid=9400 state=aborting",
+              "lxcsm bb 20261123081541.570 TRACE    stopped - states/monitor/stopped.py:enter:13 - "
+              "state side=monitor pid=9400 state=stopped"]
+    log = tmp_path / "failed.log"
+    log.write_text("\n".join(lines[:cut] + failed) + "\n")
+    start = timeline.analyse(timeline.read_events(str(log)))
+    assert start.outcome == "aborted"
+    assert start.side_spans("child")[-1].state == "aborting"
+    assert [s.state for s in start.spans if s.tail] == ["aborting", "stopped"]
+    for side in TABLES:
+        assert start.covered(side) == pytest.approx(start.wall)
+
+
+# --- the picture ----------------------------------------------------------------------------------
+
+@BOTH
+def test_the_svg_is_well_formed_with_one_rect_per_state(path, tmp_path, capsys):
+    picture = tmp_path / "start.svg"
+    assert timeline.main([str(path), "--svg", str(picture)]) == 0
+    root = ET.parse(picture).getroot()
+    rects = root.iter(f"{SVG}rect")
+    drawn = [(r.get("class").split()[1], r.get("data-state")) for r in rects]
+    assert sorted(drawn) == sorted(_states(timeline.read_events(str(path))))
+    assert any(line.get("class") == "sync" for line in root.iter(f"{SVG}line"))
+    assert int(root.get("width")) > 0 and int(root.get("height")) > 0
+
+
+def test_png_needs_a_converter(tmp_path, capsys):
+    if timeline.find_converter() is None:
+        pytest.skip("no SVG renderer here (rsvg-convert, ImageMagick or inkscape)")
+    png = tmp_path / "start.png"
+    assert timeline.main([str(LXC_FORMAT), "--png", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_png_without_a_converter_says_what_to_install(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    png = tmp_path / "start.png"
+    assert timeline.main([str(LXC_FORMAT), "--png", str(png)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1
+    assert "librsvg2-bin" in captured.err and not png.exists()
+
+
+def test_png_goes_through_the_converter_found(tmp_path, monkeypatch, capsys):
+    fake = tmp_path / "rsvg-convert"
+    fake.write_text('#!/bin/sh\n# --format png --output PNG SVG\ngrep -q "<svg" "$5" && '
+                    'printf "\\211PNG\\r\\n\\032\\n" > "$4"\n')
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ.get('PATH', '')}")
+    png = tmp_path / "start.png"
+    assert timeline.main([str(JSON_FORMAT), "--png", str(png)]) == 0
+    assert png.read_bytes() == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_stand_in_convert_is_not_taken_for_imagemagick(tmp_path, monkeypatch):
+    fake = tmp_path / "convert"
+    fake.write_text("#!/bin/sh\necho 'convert: ImageMagick is not installed here' >&2\nexit 1\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert timeline.find_converter() is None
+
+
+# --- bad input ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("content,expected", [
+    (b"\x7fELF\x02\x01\x01\x00\x00\x00\xff\xfe\n\x00\x01", "not an lxcsm log"),
+    (b"hello\nworld\n", "not an lxcsm log"),
+    (b"", "empty"),
+    (LXC_OWN.read_bytes(), "lxcsm trace-diff"),
+    (b"".join(line + b"\n" for line in LXC_FORMAT.read_bytes().splitlines() if b" TRACE " not in line),
+     "TRACE"),
+    (b"".join(line + b"\n" for line in LXC_FORMAT.read_bytes().splitlines()
+              if b"state=init_handler" not in line), "init_handler"),
+], ids=["binary", "text", "empty", "lxc-own-log", "not-at-trace", "no-init-handler"])
+def test_bad_input_is_one_line_and_a_failure(content, expected, tmp_path, capsys):
+    bad = tmp_path / "bad.log"
+    bad.write_bytes(content)
+    assert timeline.main([str(bad)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1 and captured.err.startswith("lxcsm: timeline: ")
+    assert expected in captured.err and "Traceback" not in captured.err
+
+
+def test_a_missing_file_and_bad_options(tmp_path, capsys):
+    assert timeline.main([str(tmp_path / "nope.log")]) == 1
+    assert capsys.readouterr().err.count("\n") == 1
+    for argv in ([], [str(LXC_FORMAT), "--start", "0"], [str(LXC_FORMAT), "--svg", "a", "--png", "b"]):
+        with pytest.raises(SystemExit) as exit_:
+            timeline.main(argv)
+        assert exit_.value.code == 2
+        assert capsys.readouterr().err.count("\n") == 1
+    assert timeline.main([str(LXC_FORMAT), "--svg", str(tmp_path / "no" / "dir.svg")]) == 1
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_lines_that_are_not_log_lines_are_skipped_with_a_warning(tmp_path, capsys):
+    log = tmp_path / "noisy.log"
+    log.write_text("lxcsm: bb: something printed to stderr\n" + LXC_FORMAT.read_text())
+    assert timeline.main([str(log)]) == 0
+    captured = capsys.readouterr()
+    assert "wall time" in captured.out
+    assert captured.err.count("\n") == 1 and "line 1" in captured.err

@@ -1,0 +1,165 @@
+"""`lxcsm trace-diff`: LXC 5.0.2's trace of the busybox container against lxcsm's, phase by phase."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lxcsm.engine import trace_diff
+from lxcsm.engine.machine import TABLES
+
+TRACES = Path(__file__).resolve().parents[2] / "fixtures" / "traces"
+LXC = TRACES / "lxc-5.0.2-busybox-start.trace.log"
+LXCSM = TRACES / "busybox-start-stop.trace.log"
+LXCSM_JSON = TRACES / "busybox-start-stop.trace.json"
+
+# A normal start, init_handler ... exec: every state each machine passes through before RUNNING.
+NORMAL_START = ([f"monitor:{s}" for s in TABLES["monitor"].states[: TABLES["monitor"].states.index("poll")]]
+                + [f"child:{s}" for s in TABLES["child"].states[: TABLES["child"].states.index("exec") + 1]])
+
+
+@pytest.fixture(scope="module")
+def reference() -> trace_diff.Diff:
+    return trace_diff.diff(str(LXC), str(LXCSM))
+
+
+def test_the_mapping_names_only_lxcsm_states_or_explained_lxc_phases():
+    assert trace_diff.check_rules() == []
+    for key in trace_diff.LXC_ONLY:
+        assert not trace_diff.is_lxcsm_state(key), key
+
+
+def test_a_rule_knows_every_line_of_the_reference_trace(reference):
+    assert reference.unmapped == []
+    assert all(line.phase for line in reference.lxc_lines)
+
+
+@pytest.mark.parametrize("number,phase", [
+    (3, "monitor:init_handler"),          # lxc_init_handler
+    (17, "monitor:init_handler"),         # Created signal file descriptor
+    (69, "monitor:monitor_cgroup"),       # cgfsng_monitor_create
+    (89, "monitor:monitor_cgroup"),       # cgfsng_monitor_enter
+    (116, "monitor:spawn"),               # cgfsng_payload_create
+    (118, "monitor:spawn"),               # Cloned child process
+    (135, "child:startup"),               # Child waiting for parent with sequence startup
+    (144, "child:configure"),             # Unshared CLONE_NEWCGROUP
+    (146, "monitor:sync_configure"),      # lxc_spawn: Allocated new network namespace id
+    (150, "monitor:sync_post_configure"),
+    (158, "child:setup_rootfs"),          # lxc_mount_rootfs
+    (155, "child:setup_rootfs"),          # mount_utils, from the line before
+    (160, "child:setup_hostname"),        # setup_utsname
+    (166, "child:setup_autodev"),         # mount_autodev
+    (176, "child:setup_mounts"),          # lxc_mount_auto_mounts
+    (185, "child:setup_mounts"),          # mount_entry
+    (224, "child:setup_autodev"),         # lxc_fill_autodev
+    (241, "child:setup_autodev"),         # lxc_setup_devpts_child
+    (265, "child:setup_pivot_root"),      # lxc_pivot_root
+    (273, "child:sync_cgroup_limits"),    # Child waking parent with cgroup-limits, waiting for fds
+    (274, "monitor:sync_cgroup_limits"),  # legacy device cgroup controller limits
+    (278, "monitor:sync_fds"),            # Preserved cgroup namespace
+    (291, "child:sync_fds"),
+    (298, "monitor:sync_fds"),
+    (302, "child:exec"),                  # Exec'ing "/sbin/init"
+    (317, "monitor:sync_ready_start"),    # Started "/sbin/init"
+    (323, "monitor:poll"),                # Mainloop is ready
+    (484, "monitor:stopped"),
+])
+def test_known_lines_land_in_their_phase(reference, number, phase):
+    line = next(line for line in reference.lxc_lines if line.number == number)
+    assert line.phase == phase, f"{number}: {line.category}:{line.function} - {line.message}"
+
+
+def test_sync_lines_are_read_for_their_sequences(reference):
+    barrier = next(line for line in reference.lxc_lines if line.number == 142)
+    assert [(s, k, q) for s, k, q, _p in barrier.sync] == [("monitor", "wake", "startup"),
+                                                           ("monitor", "wait", "configure")]
+    assert barrier.phase == "monitor:spawn"
+    restart = next(line for line in reference.lxc_lines if line.number == 300)
+    assert restart.sync[1][:3] == ("monitor", "wait", "exec")     # LXC's "restart" is lxcsm's exec
+
+
+@pytest.mark.parametrize("lxcsm_log", [LXCSM, LXCSM_JSON], ids=["lxc-format", "json"])
+def test_every_phase_of_a_normal_start_lines_up(lxcsm_log):
+    d = trace_diff.diff(str(LXC), str(lxcsm_log))
+    in_trace = {f"{s.side}:{s.state}" for s in d.start.spans}
+    assert set(NORMAL_START) <= in_trace
+    for key in NORMAL_START:
+        phase = d.phases[key]
+        assert key in d.rows
+        assert phase.first_line is not None or key in trace_diff.LXCSM_ONLY, f"{key}: no LXC counterpart"
+    # The states of each side come in the same order in both traces.
+    assert d.order_differs == set()
+    # Whatever LXC does that lxcsm has no state for is explained.
+    for key in d.rows:
+        if not d.phases[key].spans:
+            assert key in trace_diff.LXC_ONLY or trace_diff.is_lxcsm_state(key), key
+
+
+def test_the_report_marks_what_differs(reference):
+    text = trace_diff.report(reference)
+    rows = {line.split("|")[0].split()[1]: line for line in text.splitlines()
+            if line.startswith("  ") and line.count("|") >= 3 and len(line.split("|")[0].split()) == 2}
+    assert rows["idmapped-mounts"].rstrip().endswith("LXC only")
+    assert rows["network"].rstrip().endswith("LXC only")
+    assert "split" in rows["setup_autodev"]        # LXC fills /dev after the mounts
+    assert "split" not in rows["setup_rootfs"] and "LXC only" not in rows["exec"]
+    assert "every lxcsm state has an LXC counterpart" in text
+    sync = text[text.index("sync sequences"):]
+    assert [line.split()[0] for line in sync.splitlines()[2:10]] == [
+        "startup", "configure", "post-configure", "idmapped-mounts", "cgroup-limits", "fds", "ready-start", "exec"]
+    assert "LXC only" in next(line for line in sync.splitlines() if line.startswith("  idmapped-mounts"))
+    assert "differs" in next(line for line in sync.splitlines() if line.startswith("  fds"))
+    assert "sent in the same order" in sync
+
+
+def test_the_command_prints_the_table_and_annotates_on_request(capsys):
+    assert trace_diff.main([str(LXC), str(LXCSM), "--annotate"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("LXC:   ")
+    for key in NORMAL_START:
+        side, state = key.split(":")
+        assert any(line.split()[:2] == [side, state] for line in out.splitlines())
+    assert "    302 child:exec" in out
+
+
+def test_an_lxc_log_with_two_starts(tmp_path, capsys):
+    twice = tmp_path / "twice.log"
+    twice.write_text(LXC.read_text() * 2)
+    d = trace_diff.diff(str(twice), str(LXCSM), lxc_index=2)
+    assert (d.lxc_index, d.lxc_count) == (2, 2)
+    assert d.lxc_lines[0].number > 484 and d.unmapped == []
+    assert trace_diff.main([str(LXC), str(LXCSM), "--lxc-start", "2"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "holds 1 start" in err
+
+
+@pytest.mark.parametrize("argv,expected", [
+    ([str(LXCSM), str(LXC)], "give LXC's trace first"),
+    ([str(LXC), str(LXC)], "not an lxcsm log written at TRACE"),
+    ([str(LXC), "/nonexistent/lxcsm.log"], "No such file"),
+    (["/nonexistent/lxc.log", str(LXCSM)], "No such file"),
+    ([str(LXC), str(LXCSM), "--start", "2"], "holds 1 start"),
+], ids=["swapped", "lxc-twice", "no-lxcsm-log", "no-lxc-log", "no-second-start"])
+def test_bad_input_is_one_line_and_a_failure(argv, expected, capsys):
+    assert trace_diff.main(argv) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1
+    assert captured.err.startswith("lxcsm: trace-diff: ") and expected in captured.err
+
+
+@pytest.mark.parametrize("content", [b"", b"hello\n", b"\x00\x01\x02\xff\n"], ids=["empty", "text", "binary"])
+def test_an_lxc_trace_that_is_not_one(content, tmp_path, capsys):
+    bad = tmp_path / "bad.log"
+    bad.write_bytes(content)
+    assert trace_diff.main([str(bad), str(LXCSM)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_an_lxc_log_without_a_start(tmp_path, capsys):
+    only_commands = tmp_path / "commands.log"
+    lines = [line for line in LXC.read_text().splitlines() if "commands.c:lxc_cmd" in line]
+    only_commands.write_text("\n".join(lines) + "\n")
+    assert trace_diff.main([str(only_commands), str(LXCSM)]) == 1
+    assert "no start" in capsys.readouterr().err
