@@ -90,7 +90,8 @@ class UndoLog:
             try:
                 UNDO[change.kind](change)
                 log.trace("undo", kind=change.kind, target=change.target)
-            except OSError as err:
-                log.error("undo failed", kind=change.kind, target=change.target, error=str(err))
-                failures.append(f"undo {change.kind} {change.target}: {err}")
+            except Exception as err:   # an undo that fails must not keep older changes in place
+                text = str(err) if isinstance(err, OSError) else f"{type(err).__name__}: {err}"
+                log.error("undo failed", kind=change.kind, target=change.target, error=text)
+                failures.append(f"undo {change.kind} {change.target}: {text}")
         return failures

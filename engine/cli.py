@@ -20,7 +20,9 @@ from lxcsm.engine.handler import StartRequest
 DEFAULT_LXCPATH = "/var/lib/lxc"
 
 
-class _Parser(argparse.ArgumentParser):
+class Parser(argparse.ArgumentParser):
+    """argparse with lxcsm's one-line errors (exit 2), for every lxcsm command."""
+
     def error(self, message: str):
         self.exit(2, f"lxcsm: {message} (see {self.prog} --help)\n")
 
@@ -32,9 +34,9 @@ def _add_name(parser: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="lxcsm", description="Start LXC containers through explicit state machines.",
+    parser = Parser(prog="lxcsm", description="Start LXC containers through explicit state machines.",
                      epilog="Also: " + ", ".join(f"lxcsm {tool} --help" for tool in TOOLS))
-    sub = parser.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    sub = parser.add_subparsers(dest="action", required=True, parser_class=Parser)
 
     start = sub.add_parser("start", help="start a container (like lxc-start)")
     _add_name(start)

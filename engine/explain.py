@@ -19,7 +19,6 @@ it, and adds what can be read mechanically:
 
 from __future__ import annotations
 
-import argparse
 import ast
 import inspect
 import re
@@ -28,6 +27,7 @@ import textwrap
 from dataclasses import dataclass
 from types import ModuleType
 
+from lxcsm.engine import cli
 from lxcsm.engine.machine import TABLES, Table
 from lxcsm.engine.sync import SyncMsg
 
@@ -206,13 +206,6 @@ def _short(code: str, width: int = 72) -> str:
 
 # --- the command --------------------------------------------------------------------------
 
-class Parser(argparse.ArgumentParser):
-    """argparse with lxcsm's one-line errors (exit 2); lxcsm graph uses it too."""
-
-    def error(self, message: str):
-        self.exit(2, f"lxcsm: {message} (see {self.prog} --help)\n")
-
-
 def lookup(name: str, tables: dict[str, Table] = TABLES) -> list[tuple[Table, str]]:
     """The states NAME or SIDE:NAME stands for: one, both sides' (sync_fds), or none."""
     side, _, state = name.rpartition(":")
@@ -278,7 +271,7 @@ def explanation(table: Table, state: str) -> str:
 
 
 def main(argv: list[str]) -> int:
-    parser = Parser(prog="lxcsm explain",
+    parser = cli.Parser(prog="lxcsm explain",
                     description="What each state of a start does: its docstring, the LXC 5 function it "
                                 "replaces, its system calls, sync messages and transitions.")
     parser.add_argument("state", nargs="?", metavar="STATE",

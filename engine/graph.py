@@ -33,7 +33,7 @@ import subprocess
 import sys
 from collections import deque
 
-from lxcsm.engine import explain
+from lxcsm.engine import cli, explain
 from lxcsm.engine.machine import TABLES, Table
 
 # A transition from this many states or more is drawn collapsed (see above).
@@ -238,7 +238,7 @@ def mermaid_sequence(monitor: Table, child: Table) -> str:
 # --- the command -------------------------------------------------------------------------------
 
 def main(argv: list[str]) -> int:
-    parser = explain.Parser(prog="lxcsm graph",
+    parser = cli.Parser(prog="lxcsm graph",
                             description="Draw the monitor and child state machines from engine/machine.py.")
     parser.add_argument("--machine", choices=("monitor", "child", "both"),
                         help="which machine to draw (default: both)")

@@ -11,10 +11,9 @@ TRACE (0) to FATAL (8), numbered as lxc.log.level numbers them.
 
 structlog has no TRACE level (its filtering loggers start at DEBUG), so
 `EventLogger` is a small structlog wrapper class with one method per LXC
-level.  Each method first compares its level with the threshold and returns
-at once when nobody asked for it: a start at the default level (ERROR) pays
-one integer comparison per trace event, and never looks at a stack frame or
-formats a string.
+level.  An event below the threshold is recorded and nothing more: a dict,
+the caller's file, function and line kept as a tuple - no string is
+formatted and no line rendered until someone reads it.
 
 Whatever the threshold, every event is also *recorded*, unrendered, by the
 flight recorder: a ring of the last 200 events of this start (a dict append,
@@ -112,8 +111,16 @@ def where(code) -> str:
     return f"{code.co_filename.removeprefix(_ROOT)}:{code.co_name}:{code.co_firstlineno}"
 
 
-def _caller(frame) -> str:
-    return f"{frame.f_code.co_filename.removeprefix(_ROOT)}:{frame.f_code.co_name}:{frame.f_lineno}"
+class Where(tuple):
+    """(file, function, line) of an event's origin, formatted only when shown."""
+
+    def __str__(self) -> str:
+        file, function, line = self
+        return f"{file.removeprefix(_ROOT)}:{function}:{line}"
+
+
+def _caller(frame) -> Where:
+    return Where((frame.f_code.co_filename, frame.f_code.co_name, frame.f_lineno))
 
 
 class EventLogger(structlog.BoundLoggerBase):
@@ -156,19 +163,27 @@ class EventLogger(structlog.BoundLoggerBase):
 
 def _field(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value) if isinstance(value, (list, dict)) else str(value)
-    return json.dumps(text) if (not text or " " in text or '"' in text) else text
+    # Quoted (JSON escapes) whenever the raw text could be misread: spaces, quotes, and
+    # anything unprintable - a newline in a value must never start a forged log line.
+    return json.dumps(text) if (not text or not text.isprintable() or " " in text or '"' in text) else text
 
 
 def render_lxc(event: dict) -> str:
     seconds = event["time"]
-    stamp = time.strftime("%Y%m%d%H%M%S", time.localtime(seconds)) + f".{int(seconds * 1000) % 1000:03d}"
+    # UTC, as LXC writes it, so the two logs line up whatever the machine's time zone.
+    stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime(seconds)) + f".{int(seconds * 1000) % 1000:03d}"
     fields = "".join(f" {k}={_field(v)}" for k, v in event.items() if k not in _COLUMNS)
     return (f"lxcsm {event.get('name', '')} {stamp} {Level(event['level']).name:<8} "
             f"{event.get('category', 'lxcsm')} - {event.get('where', '')} - {event['event']}{fields}")
 
 
+def portable(event: dict) -> dict:
+    """The event with its origin as text, for JSON (a `Where` is a tuple JSON would make a list)."""
+    return {**event, "where": str(event.get("where", ""))}
+
+
 def render_json(event: dict) -> str:
-    return json.dumps({**event, "level": Level(event["level"]).name}, default=str)
+    return json.dumps({**portable(event), "level": Level(event["level"]).name}, default=str)
 
 
 RENDERERS: dict[str, Callable[[dict], str]] = {"lxc": render_lxc, "json": render_json}

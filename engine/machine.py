@@ -34,17 +34,19 @@ points, in this order::
 
     monitor                                child
     -------                                -----
-    spawn            --STARTUP-->          startup
-    sync_configure   <--CONFIGURE--        configure   (child has unshared its cgroup ns)
-    sync_post_configure --POST_CONFIGURE-> configure   (network is in place)
-                                           setup_*     (rootfs ... pivot_root)
-    sync_cgroup_limits <--CGROUP_LIMITS--  sync_cgroup_limits
-    sync_fds         --FDS--> <--FDS--     sync_fds
-    sync_ready_start --READY_START-->      exec
-    (end-of-file: init runs)
+    spawn               --STARTUP-->         startup
+    sync_configure      <--CONFIGURE--       configure   (child has unshared its cgroup ns)
+    sync_post_configure --POST_CONFIGURE-->  configure   (network is in place)
+                                             setup_*     (rootfs ... pivot_root)
+    sync_cgroup_limits  <--CGROUP_LIMITS--   sync_cgroup_limits
+    sync_fds            --FDS-->             sync_cgroup_limits (its barrier ends)
+    sync_fds            <--FDS--             sync_fds    (the fds the monitor keeps)
+    sync_ready_start    --READY_START-->     sync_fds    (its barrier ends)
+                                             exec
+    sync_ready_start    <--end-of-file--     (init runs)
 
-A state named sync_* blocks on one of those messages; the name of the
-message is the state's name.  Any state of either side may fail: the
+A state named sync_* sends or waits for the message in its name; a child
+barrier (wake one message, wait for the next) ends in the state after it.  Any state of either side may fail: the
 monitor then enters `aborting`, which kills the child and unwinds what was
 recorded (engine/cleanup.py); the child enters its own `aborting`, which
 sends its error text to the monitor and exits.
@@ -65,6 +67,8 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from types import ModuleType
+
+from transitions import Machine
 
 
 @dataclass(frozen=True)
@@ -161,3 +165,12 @@ CHILD = Table(
 )
 
 TABLES = {"monitor": MONITOR, "child": CHILD}
+
+
+def build(table: Table, model) -> Machine:
+    """A transitions Machine that runs `table` on `model`: the table is its only way to move."""
+    return Machine(
+        model=model, states=list(table.states), initial=table.initial,
+        transitions=[{"trigger": trigger, "source": list(source) if isinstance(source, tuple) else source,
+                      "dest": dest} for trigger, source, dest in table.transitions],
+        auto_transitions=False)

@@ -37,8 +37,8 @@ def run(request: StartRequest, log, on_running=lambda: None,
         on_paused=lambda text: print(text, file=sys.stderr, flush=True)) -> Monitor:
     """The monitor's life; afterwards ctx.saved_events is where the flight record was kept."""
     def running() -> None:
+        on_running()   # the caller first: keeping the record must not delay RUNNING
         postmortem.save(request.config_file)
-        on_running()
 
     ctx = Monitor(request=request, log=log, on_running=running, on_paused=on_paused)
 

@@ -23,7 +23,6 @@ from lxcsm.engine.kernel import (
     MS_NOATIME,
     MS_NODIRATIME,
     MS_BIND,
-    MS_MOVE,
     MS_REC,
     MS_SILENT,
     MS_UNBINDABLE,

@@ -14,12 +14,11 @@ yesterday, and `lxcsm timeline` can draw it.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 
-from lxcsm.engine import log as logmod
+from lxcsm.engine import cli, log as logmod
 
 LAST_START = "lxcsm-last-start.log"
 SHOWN_EVENTS = 50
@@ -35,8 +34,7 @@ def save(config_path: str) -> str | None:
     events = sorted(logmod.flight_recorder.events, key=lambda e: e["time"])
     try:
         with open(path + ".tmp", "w") as out:
-            out.writelines(json.dumps({**e, "level": logmod.Level(e["level"]).name}, default=str) + "\n"
-                           for e in events)
+            out.writelines(logmod.render_json(e) + "\n" for e in events)
         os.replace(path + ".tmp", path)
     except OSError:
         return None
@@ -66,7 +64,7 @@ def report(name: str, failure, saved: str | None, with_error_line: bool = True) 
 
 def main(argv: list[str]) -> int:
     """lxcsm explain-failure NAME [-P LXCPATH]: why did the last start of NAME end?"""
-    parser = argparse.ArgumentParser(prog="lxcsm explain-failure", description=main.__doc__)
+    parser = cli.Parser(prog="lxcsm explain-failure", description=main.__doc__)
     parser.add_argument("name", metavar="NAME")
     parser.add_argument("-P", "--lxcpath", default="/var/lib/lxc")
     parser.add_argument("-f", "--rcfile", help="the config file the start used, if not LXCPATH/NAME/config")

@@ -21,12 +21,12 @@ import socket
 import traceback
 from typing import Callable, NoReturn
 
-from transitions import Machine, MachineError
+from transitions import MachineError
 
 from lxcsm.engine import kernel, log as logmod
 from lxcsm.engine.commands import AlreadyRunning
 from lxcsm.engine.handler import Child, Failure, StartRequest, StateError
-from lxcsm.engine.machine import CHILD, Table
+from lxcsm.engine.machine import CHILD, Table, build
 from lxcsm.engine.sync import ChildEnd, PeerFailed, SyncError
 
 # transitions logs every callback through stdlib logging; our trace is the record.
@@ -49,11 +49,11 @@ class Supervisor:
         # Every state's module is imported now: the child cannot import anything
         # once it has pivoted into the container's rootfs.
         self.modules = {state: table.module(state) for state in table.states}
-        self.machine = Machine(
-            model=self, states=list(table.states), initial=table.initial,
-            transitions=[{"trigger": trigger, "source": list(source) if isinstance(source, tuple) else source,
-                          "dest": dest} for trigger, source, dest in table.transitions],
-            auto_transitions=False)
+        self.machine = build(table, model=self)
+        # The triggers leading out of each state, from the table.
+        self.exits = {state: [trigger for trigger, source, _dest in table.transitions
+                              if state == source or (isinstance(source, tuple) and state in source)]
+                      for state in table.states}
 
     def run(self) -> None:
         while True:
@@ -76,10 +76,17 @@ class Supervisor:
             self.on_enter(state)   # may pause at a breakpoint, and abort from there
             return module.enter(self.ctx)
         except Exception as err:
-            self.ctx.failure = self._failure(state, err)
+            failure = self._failure(state, err)
             if not isinstance(err, (OSError, StateError, PeerFailed, AlreadyRunning, SyncError)):
                 self.ctx.log.debug("traceback", text=traceback.format_exc())
-            return "failed"
+            if "failed" in self.exits[state]:
+                self.ctx.failure = failure
+                return "failed"
+            # A state on the way out (aborting, stopping, stopped) has nowhere to fail to: say
+            # so, keep the first failure as the reason the start ended, and carry on out.
+            self.ctx.log.error("state failed on the way out", failed_state=state, error=failure.error)
+            self.ctx.failure = self.ctx.failure or failure
+            return self.exits[state][0] if self.exits[state] else None
 
     def _failure(self, state: str, err: Exception) -> Failure:
         if isinstance(err, PeerFailed):
@@ -94,7 +101,7 @@ def run_child(request: StartRequest, sock: socket.socket, signal_mask: frozenset
         kernel.set_pdeathsig(signal.SIGKILL)
         channel = ChildEnd(sock, None, request.sync_timeout)
         # The child renders nothing: every event it emits goes to the monitor.
-        logmod.record_to(channel.send_log)
+        logmod.record_to(lambda event: channel.send_log(logmod.portable(event)))
         logmod.set_threshold(logmod.NOTHING)
         log = logmod.logger(None, name=request.name, side="child")
         channel.log = log.bind(category="sync")

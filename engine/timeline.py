@@ -56,6 +56,7 @@ import time
 from dataclasses import dataclass, field
 from xml.sax.saxutils import escape, quoteattr
 
+from lxcsm.engine import cli
 from lxcsm.engine.machine import TABLES
 
 SIDES = ("monitor", "child")
@@ -692,11 +693,6 @@ def write_png(svg_text: str, png_path: str, converter) -> None:
 
 # --- the command --------------------------------------------------------------------------------
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):
-        self.exit(2, f"lxcsm: {message} (see {self.prog} --help)\n")
-
-
 def _positive(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"not a start number (1, 2, ...): {text!r}")
@@ -704,7 +700,7 @@ def _positive(text: str) -> int:
 
 
 def main(argv: list[str]) -> int:
-    parser = _Parser(prog="lxcsm timeline",
+    parser = cli.Parser(prog="lxcsm timeline",
                      description="Each state of both machines with its offset and duration, and the time "
                                  "spent waiting at each sync barrier, from an lxcsm log written at TRACE "
                                  "(LXC line format or JSON).")

@@ -36,7 +36,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 
-from lxcsm.engine import timeline
+from lxcsm.engine import cli, timeline
 from lxcsm.engine.machine import TABLES
 from lxcsm.engine.timeline import LogError
 
@@ -558,7 +558,7 @@ def report(d: Diff, annotate: bool = False) -> str:
     counterpart = [k for k in d.rows if d.phases[k].spans and not d.phases[k].first_line
                    and k not in LXCSM_ONLY]
     lines.append("")
-    lines.append(f"  every lxcsm state has an LXC counterpart" if not counterpart else
+    lines.append("  every lxcsm state has an LXC counterpart" if not counterpart else
                  f"  lxcsm states with no LXC lines: {', '.join(counterpart)}")
     notes = [k for k in d.rows if k in LXC_ONLY or k in LXCSM_ONLY]
     if notes:
@@ -586,7 +586,7 @@ def report(d: Diff, annotate: bool = False) -> str:
 # --- the command ----------------------------------------------------------------------------------
 
 def main(argv: list[str]) -> int:
-    parser = timeline._Parser(
+    parser = cli.Parser(
         prog="lxcsm trace-diff",
         description="Line up an LXC 5 trace (lxc-start -l TRACE -o FILE) with an lxcsm trace of the same "
                     "container, phase by phase: where the order or the work differs.")

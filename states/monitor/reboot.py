@@ -1,6 +1,7 @@
 """reboot (monitor) - init asked for a reboot: clean up this boot, start the next.
 
-Replaces the ``reboot:`` label and its ``goto`` in LXC's lxccontainer.c.
+Replaces the ``reboot:`` label and its ``goto`` in LXC's do_lxcapi_start()
+(lxccontainer.c).
 
 Everything this boot recorded is undone (payload and monitor cgroups; init
 has already been reaped), but what belongs to the monitor stays: the command

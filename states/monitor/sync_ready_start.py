@@ -23,7 +23,7 @@ def enter(ctx) -> str:
     boot.channel = None
     ctx.commands.init_pid, ctx.commands.init_pidfd = boot.init_pid, boot.init_pidfd
     ctx.commands.set_state(LxcState.RUNNING)
-    ctx.log.notice("started", init=" ".join(ctx.request.command), pid=boot.init_pid)
+    ctx.log.notice("started", init=" ".join(ctx.request.command), init_pid=boot.init_pid)
     ctx.on_running()
     return "init_started"
 

@@ -151,7 +151,7 @@ def test_busybox_reboot_then_poweroff(make_container, tmp_path):
     assert monitor_states.count("init_handler") == 2
     assert monitor_states[-2:] == ["stopping", "stopped"]
     boots = _boots(log)
-    assert len(boots) == 2 and boots[0]["pid"] != boots[1]["pid"]
+    assert len(boots) == 2 and boots[0]["init_pid"] != boots[1]["init_pid"]
     killed = [e["signal"] for e in events if e["event"] == "init killed"]
     assert killed == ["SIGHUP", "SIGINT"]
 

@@ -170,10 +170,6 @@ def test_child_undo_kills_and_reaps():
         os.fstat(pidfd)                      # and the pidfd closed
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (doc/code mismatch): cleanup's docstring says 'Unwinding never stops at a failed undo', "
-    "but UndoLog.unwind only catches OSError: any other exception from an undo stops the unwind, "
-    "leaving older changes (cgroups, the child) in place, and escapes the aborting/stopping state"))
 def test_unwinding_does_not_stop_at_a_non_oserror(undone, monkeypatch):
     def buggy(change):
         raise ValueError("invalid literal for int()")

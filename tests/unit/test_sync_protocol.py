@@ -32,7 +32,7 @@ class TraceLog:
 
 def child_logger(send, **context):
     """The child's logger as engine/supervisor.run_child builds it (only ever called in a forked child)."""
-    logmod.record_to(send)
+    logmod.record_to(lambda event: send(logmod.portable(event)))
     logmod.set_threshold(logmod.NOTHING)
     return logmod.logger(None, **context)
 
