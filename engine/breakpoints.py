@@ -111,7 +111,10 @@ def pause(ctx, side: str, state: str) -> None:
     ctx.on_paused(text)
     server = ctx.commands
     server.pausing, server.pause_decision = True, None
-    watched = [server.fileno(), ctx.signal_fd] + ([sys.stdin.fileno()] if _stdin_is_terminal(ctx.request) else [])
+    # Until init runs, the child dying is a failed start; after that, init exiting is poll's news.
+    child = ctx.boot.init_pidfd if ctx.boot.channel is not None else -1
+    watched = [server.fileno(), ctx.signal_fd] + ([child] if child >= 0 else []) \
+        + ([sys.stdin.fileno()] if _stdin_is_terminal(ctx.request) else [])
     try:
         while server.pause_decision is None:
             for fd in select.select(watched, [], [])[0]:
@@ -121,6 +124,8 @@ def pause(ctx, side: str, state: str) -> None:
                     signo, _sender = kernel.read_signalfd(fd)
                     if signo in _ABORTING_SIGNALS:
                         server.pause_decision = "abort"
+                elif fd == child:
+                    raise StateError(f"the child died while paused before the {side} state {state}")
                 else:
                     sys.stdin.readline()
                     server.pause_decision = "continue"

@@ -12,13 +12,23 @@ optional live handle (an fd) that only the recording process can use.
 
 Unwinding never stops at a failed undo: each failure is logged and returned,
 so it is reported beside, never instead of, the error that caused the abort.
+
+The record is also kept on disk as it is made, in a `Journal` next to the
+container's config: one JSON line per change made and per change undone.  A
+monitor that ends normally has undone everything and removes it; one that
+was killed leaves it behind, and `lxcsm cleanup NAME` undoes what it lists
+with `UNDO_AFTER_CRASH` - the same record, read by another process, so each
+kind has an undo that needs no live handle.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import select
 import signal
 import socket
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -72,15 +82,49 @@ UNDO: dict[str, Callable[[Change], None]] = {
 }
 
 
+JOURNAL = "lxcsm-host-changes.log"
+
+
+def journal_path(config_path: str) -> str:
+    return os.path.join(os.path.dirname(os.path.abspath(config_path)), JOURNAL)
+
+
+class Journal:
+    """The host changes of one monitor, appended to a file as they happen."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self.file = None
+        self.outstanding = 0   # changes written and not (yet) undone
+
+    def write(self, entry: dict) -> None:
+        if self.path is None:
+            return
+        if self.file is None:   # created on the first change: a start refused early writes nothing
+            self.file = open(self.path, "a", buffering=1)
+        self.file.write(json.dumps(entry) + "\n")
+        self.outstanding += 1 if "change" in entry else -1
+
+    def finish(self) -> None:
+        """Close; remove the file when nothing is left for `lxcsm cleanup` to do."""
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+            if self.outstanding == 0:
+                os.unlink(self.path)
+
+
 class UndoLog:
     """The changes one scope (a start, or the monitor's lifetime) made, oldest first."""
 
-    def __init__(self) -> None:
+    def __init__(self, journal: Journal | None = None) -> None:
         self.changes: list[Change] = []
+        self.journal = journal or Journal(None)
 
     def record(self, kind: str, target: str | int, handle: Any = None) -> None:
         assert kind in UNDO, kind
         self.changes.append(Change(kind, str(target), handle))
+        self.journal.write({"change": kind, "target": str(target)})
 
     def unwind(self, log) -> list[str]:
         """Undo every change, newest first; return what could not be undone."""
@@ -89,9 +133,90 @@ class UndoLog:
             change = self.changes.pop()
             try:
                 UNDO[change.kind](change)
+                self.journal.write({"undone": change.kind, "target": change.target})
                 log.trace("undo", kind=change.kind, target=change.target)
             except Exception as err:   # an undo that fails must not keep older changes in place
                 text = str(err) if isinstance(err, OSError) else f"{type(err).__name__}: {err}"
                 log.error("undo failed", kind=change.kind, target=change.target, error=text)
                 failures.append(f"undo {change.kind} {change.target}: {text}")
         return failures
+
+
+# --- after a crash: lxcsm cleanup NAME ---------------------------------------------------
+
+
+def _kill_orphan(pid: int, payload: str) -> None:
+    """SIGKILL `pid` if it is still a process of this container (its cgroup says so), and wait."""
+    try:
+        with open(f"/proc/{pid}/cgroup") as cgroup:
+            if payload not in cgroup.read():
+                return   # that pid belongs to someone else now
+        pidfd = os.pidfd_open(pid)
+    except (FileNotFoundError, ProcessLookupError):
+        return
+    try:
+        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        select.select([pidfd], [], [], 5)
+    finally:
+        os.close(pidfd)
+
+
+def _remove_orphan_cgroup(change: Change) -> None:
+    payload = os.path.basename(change.target)
+    if os.path.isdir(change.target):
+        for pid in cgroups.members(change.target):
+            _kill_orphan(pid, payload)
+    cgroups.remove(change.target)
+
+
+UNDO_AFTER_CRASH: dict[str, Callable[[Change], None]] = {
+    "child": lambda change: None,          # its cgroup's undo kills whatever is left in it
+    "cgroup": _remove_orphan_cgroup,
+    "cgroup_entered": lambda change: None,  # the monitor that entered is gone
+    "command_socket": lambda change: None,  # the kernel freed the name with the monitor
+    "pidfile": _unlink,
+}
+
+
+def pending(path: str) -> list[Change]:
+    """The changes a journal lists as made and not undone, oldest first."""
+    made: list[Change] = []
+    with open(path) as journal:
+        for line in journal:
+            entry = json.loads(line)
+            if "change" in entry:
+                made.append(Change(entry["change"], entry["target"]))
+            elif Change(entry["undone"], entry["target"]) in made:
+                made.remove(Change(entry["undone"], entry["target"]))
+    return made
+
+
+def main(argv: list[str]) -> int:
+    """lxcsm cleanup NAME [-P LXCPATH] [-f RCFILE]: undo what a crashed monitor left on the host."""
+    from lxcsm.engine import cli, commands
+    parser = cli.Parser(prog="lxcsm cleanup", description=main.__doc__)
+    parser.add_argument("name", metavar="NAME")
+    parser.add_argument("-P", "--lxcpath", default=cli.DEFAULT_LXCPATH)
+    parser.add_argument("-f", "--rcfile", help="the config file the start used, if not LXCPATH/NAME/config")
+    args = parser.parse_args(argv)
+    lxcpath = args.lxcpath.rstrip("/") or "/"
+    if commands.get_state(lxcpath, args.name) != commands.LxcState.STOPPED:
+        print(f"lxcsm: {args.name} is running: stop it (lxcsm stop) instead of cleaning up", file=sys.stderr)
+        return 1
+    path = journal_path(args.rcfile or os.path.join(lxcpath, args.name, "config"))
+    if not os.path.exists(path):
+        print(f"{args.name}: nothing to clean up (no {path})")
+        return 0
+    failures = 0
+    for change in reversed(pending(path)):
+        try:
+            UNDO_AFTER_CRASH[change.kind](change)
+            print(f"{args.name}: undid {change.kind} {change.target}")
+        except Exception as err:
+            failures += 1
+            print(f"lxcsm: {args.name}: could not undo {change.kind} {change.target}: {err}", file=sys.stderr)
+    if failures:
+        return 1
+    os.unlink(path)
+    return 0
+

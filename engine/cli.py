@@ -101,8 +101,13 @@ def start(parser, args) -> int:
     except configmod.ConfigError as err:
         return _fail(str(err))
 
+    try:
+        sync_timeout = float(os.environ.get("LXCSM_SYNC_TIMEOUT", StartRequest.sync_timeout))
+    except ValueError:
+        return _fail(f"LXCSM_SYNC_TIMEOUT={os.environ['LXCSM_SYNC_TIMEOUT']}: not a number of seconds")
     request = StartRequest(name=name, lxcpath=lxcpath, config=config, command=command,
-                           foreground=args.foreground, pidfile=args.pidfile, breakpoints=pauses)
+                           foreground=args.foreground, pidfile=args.pidfile, breakpoints=pauses,
+                           sync_timeout=sync_timeout)
     if args.plan:
         from lxcsm.engine import plan
         print(plan.render(request))
@@ -205,6 +210,7 @@ TOOLS = {
     "trace-diff": "lxcsm.engine.trace_diff",
     "explain-failure": "lxcsm.engine.postmortem",
     "plan": "lxcsm.engine.plan",
+    "cleanup": "lxcsm.engine.cleanup",
 }
 
 

@@ -31,6 +31,8 @@ class StartRequest:
     command: tuple[str, ...]          # init's argv: `-- COMMAND` or lxc.init.cmd
     foreground: bool
     pidfile: str | None = None
+    # How long either side waits for the other at a sync point before giving up;
+    # LXCSM_SYNC_TIMEOUT overrides it (a test's silent child should not cost 30 s).
     sync_timeout: float = 30.0
     breakpoints: Any = None            # engine.breakpoints.Breakpoints, or None
 

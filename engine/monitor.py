@@ -17,7 +17,7 @@ import os
 import signal
 import sys
 
-from lxcsm.engine import breakpoints, kernel, postmortem
+from lxcsm.engine import breakpoints, cleanup, kernel, postmortem
 from lxcsm.engine.handler import Monitor, StartRequest
 from lxcsm.engine.machine import MONITOR
 from lxcsm.engine.supervisor import Supervisor
@@ -40,14 +40,22 @@ def run(request: StartRequest, log, on_running=lambda: None,
         on_running()   # the caller first: keeping the record must not delay RUNNING
         postmortem.save(request.config_file)
 
-    ctx = Monitor(request=request, log=log, on_running=running, on_paused=on_paused)
+    journal = cleanup.Journal(cleanup.journal_path(request.config_file))
+    ctx = Monitor(request=request, log=log, on_running=running, on_paused=on_paused,
+                  undo=cleanup.UndoLog(journal))
 
     def on_enter(state: str) -> None:
         if request.breakpoints and request.breakpoints.wants("monitor", state):
             breakpoints.pause(ctx, "monitor", state)
 
     Supervisor(MONITOR, ctx, log, on_enter=on_enter).run()
-    ctx.saved_events = postmortem.save(request.config_file)
+    # Normally empty by now; after a way-out state failed (or was made to fail), the monitor's
+    # last act is still to leave nothing behind.  What cannot be undone stays in the journal.
+    ctx.boot.undo.unwind(log)
+    ctx.undo.unwind(log)
+    journal.finish()
+    if not (ctx.failure and ctx.failure.already_running):   # that record is the running monitor's
+        ctx.saved_events = postmortem.save(request.config_file)
     return ctx
 
 

@@ -26,11 +26,24 @@ from transitions import MachineError
 from lxcsm.engine import kernel, log as logmod
 from lxcsm.engine.commands import AlreadyRunning
 from lxcsm.engine.handler import Child, Failure, StartRequest, StateError
-from lxcsm.engine.machine import CHILD, Table, build
+from lxcsm.engine.machine import CHILD, TABLES, Table, build
 from lxcsm.engine.sync import ChildEnd, PeerFailed, SyncError
 
 # transitions logs every callback through stdlib logging; our trace is the record.
 logging.getLogger("transitions").setLevel(logging.WARNING)
+
+
+def failpoints(spec: str) -> frozenset[tuple[str, str]]:
+    """LXCSM_FAILPOINTS=STATE[,STATE...]: the states (either machine's, or SIDE:STATE) that fail
+    on entry, as if their work had failed - to prove every failure path cleans up."""
+    chosen = set()
+    for name in filter(None, (n.strip() for n in spec.split(","))):
+        side, _, state = name.rpartition(":")
+        chosen |= {(s, state) for s, table in TABLES.items() if side in ("", s) and state in table.states}
+    return frozenset(chosen)
+
+
+FAILPOINTS = failpoints(os.environ.get("LXCSM_FAILPOINTS", ""))
 
 
 def describe(err: BaseException) -> str:
@@ -74,6 +87,8 @@ class Supervisor:
         self.ctx.log.trace("state", state=state, where=logmod.where(module.enter.__code__))
         try:
             self.on_enter(state)   # may pause at a breakpoint, and abort from there
+            if (self.table.side, state) in FAILPOINTS:
+                raise StateError(f"failpoint: {self.table.side} state {state} made to fail (LXCSM_FAILPOINTS)")
             return module.enter(self.ctx)
         except Exception as err:
             failure = self._failure(state, err)

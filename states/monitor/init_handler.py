@@ -22,6 +22,7 @@ import signal
 
 from lxcsm.engine import cgroups, commands, kernel
 from lxcsm.engine.commands import CommandServer, LxcState
+from lxcsm.engine.cleanup import UndoLog
 from lxcsm.engine.handler import Boot
 
 # Signals init should hear about when they are sent to the monitor (SIGCHLD is
@@ -35,7 +36,7 @@ WATCHED = FORWARDED | {signal.SIGCHLD}
 
 def enter(ctx) -> str:
     request, config = ctx.request, ctx.request.config
-    ctx.boot = Boot(number=ctx.boot.number + 1)
+    ctx.boot = Boot(number=ctx.boot.number + 1, undo=UndoLog(ctx.undo.journal))
 
     if ctx.commands is None:
         sock = commands.bind(request.lxcpath, request.name)

@@ -13,6 +13,7 @@ from lxcsm.engine.commands import LxcState
 def enter(ctx) -> None:
     if ctx.commands is not None:
         ctx.commands.set_state(LxcState.STOPPED)
+    ctx.boot.undo.unwind(ctx.log)   # empty, unless the way out failed before it was done
     ctx.undo.unwind(ctx.log)
     return None
 
