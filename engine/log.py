@@ -9,11 +9,15 @@ either as LXC's log line::
 or as one JSON object a line (``--log-format json``).  The levels are LXC's,
 TRACE (0) to FATAL (8), numbered as lxc.log.level numbers them.
 
-structlog has no TRACE level (its filtering loggers start at DEBUG), so
-`EventLogger` is a small structlog wrapper class with one method per LXC
-level.  An event below the threshold is recorded and nothing more: a dict,
-the caller's file, function and line kept as a tuple - no string is
-formatted and no line rendered until someone reads it.
+structlog renders the wanted events: each `Sink` drives a structlog logger
+whose processor chain ends in the chosen renderer.  structlog has no TRACE
+level (its filtering loggers start at DEBUG), so the events enter through
+`EventLogger`, with one method per LXC level.  An event below the threshold
+is recorded and nothing more: a dict, the caller's file, function and line
+kept as a tuple - no string formatted, no line rendered.  And since importing
+structlog costs more than a whole container start's own work (asyncio comes
+with it), it is imported when the first line is rendered: a start at the
+default level that succeeds never loads it.
 
 Whatever the threshold, every event is also *recorded*, unrendered, by the
 flight recorder: a ring of the last 200 events of this start (a dict append,
@@ -34,8 +38,6 @@ import os
 import sys
 import time
 from typing import Any, Callable, TextIO
-
-import structlog
 
 
 class Level(enum.IntEnum):
@@ -123,15 +125,24 @@ def _caller(frame) -> Where:
     return Where((frame.f_code.co_filename, frame.f_code.co_name, frame.f_lineno))
 
 
-class EventLogger(structlog.BoundLoggerBase):
-    """structlog's bound logger with LXC's nine levels, TRACE included."""
+class EventLogger:
+    """LXC's nine levels, TRACE included; bound context as in structlog's bind()."""
+
+    __slots__ = ("_sink", "_context")
+
+    def __init__(self, sink: "Sink | None", context: dict[str, Any]) -> None:
+        self._sink = sink
+        self._context = context
+
+    def bind(self, **context: Any) -> "EventLogger":
+        return EventLogger(self._sink, {**self._context, **context})
 
     def _emit(self, level: Level, event: str, fields: dict[str, Any]) -> None:
         fields.setdefault("where", _caller(sys._getframe(2)))
         record = {**self._context, "event": event, "level": int(level), "time": time.time(), **fields}
         _record(record)
         if level >= _threshold:
-            self._proxy_to_logger("emit", **record)
+            self._sink.write(record)
 
     def trace(self, event: str, **fields: Any) -> None:
         return self._emit(Level.TRACE, event, fields)
@@ -190,13 +201,24 @@ RENDERERS: dict[str, Callable[[dict], str]] = {"lxc": render_lxc, "json": render
 
 
 class Sink:
-    """A stream log lines are written to, one write and flush a line."""
+    """A stream log lines are written to, through structlog, one write and flush a line."""
 
     def __init__(self, stream: TextIO, log_format: str = "lxc") -> None:
         self.stream = stream
-        self.render = RENDERERS[log_format]
+        self.renderer = RENDERERS[log_format]
+        self._structlog = None
 
-    def emit(self, line: str) -> None:
+    def render(self, event: dict) -> str:
+        return self.renderer(event)
+
+    def write(self, event: dict) -> None:
+        if self._structlog is None:
+            import structlog   # only now: see the module's docstring
+            self._structlog = structlog.wrap_logger(self, processors=[_render],
+                                                    wrapper_class=structlog.BoundLoggerBase)
+        self._structlog._proxy_to_logger("emit", **event)
+
+    def emit(self, line: str) -> None:   # structlog's last step hands us the rendered line
         self.stream.write(line + "\n")
         self.stream.flush()
 
@@ -207,14 +229,15 @@ def _render(sink: Sink, _method, event: dict) -> str:
 
 def logger(sink: Sink | None, **context: Any) -> EventLogger:
     """A logger whose wanted events are rendered into `sink` (None: a process that renders nothing)."""
-    return structlog.wrap_logger(sink, processors=[_render], wrapper_class=EventLogger, **context)
+    return EventLogger(sink, context)
 
 
 def replay(log: EventLogger, event: dict) -> None:
     """Record an event another process emitted (the child's), and render it if it is wanted."""
+    event = {**log._context, **event}
     _record(event)
     if event["level"] >= _threshold:
-        log._proxy_to_logger("emit", **event)
+        log._sink.write(event)
 
 
 def recorded() -> list[dict]:

@@ -37,8 +37,11 @@ def child_logger(send, **context):
     return logmod.logger(None, **context)
 
 
-class CountingSink:
+class CountingSink(logmod.Sink):
+    """A real Sink (structlog renders through it) that counts and keeps its lines."""
+
     def __init__(self, render=logmod.render_lxc) -> None:
+        super().__init__(io.StringIO())
         self.render_calls = 0
         self.lines: list[str] = []
         self._render = render
@@ -357,3 +360,14 @@ def test_nothing_threshold_renders_nothing():
     log.fatal("even this")
     logmod.replay(log, recorded_child_event(int(Level.FATAL)))
     assert sink.render_calls == 0
+
+
+def test_structlog_is_loaded_only_when_a_line_is_rendered():
+    """A default-level start that succeeds must not pay structlog's import (asyncio and all)."""
+    probe = ("import sys, io; from lxcsm.engine import log; "
+             "l = log.logger(log.Sink(io.StringIO()), name='n'); l.trace('unwanted'); "
+             "print('structlog' in sys.modules); log.set_threshold(log.Level.TRACE); l.trace('wanted'); "
+             "print('structlog' in sys.modules)")
+    import subprocess
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "True"]
