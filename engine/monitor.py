@@ -19,7 +19,7 @@ import sys
 
 from lxcsm.engine import breakpoints, cleanup, kernel, postmortem
 from lxcsm.engine.handler import Monitor, StartRequest
-from lxcsm.engine.machine import MONITOR
+from lxcsm.engine.machine import CHILD, MONITOR
 from lxcsm.engine.supervisor import Supervisor
 
 
@@ -48,6 +48,10 @@ def run(request: StartRequest, log, on_running=lambda: None,
         if request.breakpoints and request.breakpoints.wants("monitor", state):
             breakpoints.pause(ctx, "monitor", state)
 
+    # The child's state modules are imported here, once: every child (one per boot) is
+    # forked with them loaded instead of importing them between clone and STARTUP.
+    for state in CHILD.states:
+        CHILD.module(state)
     Supervisor(MONITOR, ctx, log, on_enter=on_enter).run()
     # Normally empty by now; after a way-out state failed (or was made to fail), the monitor's
     # last act is still to leave nothing behind.  What cannot be undone stays in the journal.
