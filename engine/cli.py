@@ -39,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="action", required=True, parser_class=Parser)
 
     start = sub.add_parser("start", help="start a container (like lxc-start)")
+    start.set_defaults(parser=start)
     _add_name(start)
     start.add_argument("-f", "--rcfile", metavar="RCFILE", help="config file instead of LXCPATH/NAME/config")
     start.add_argument("-s", "--define", action="append", default=[], metavar="KEY=VALUE",
@@ -58,15 +59,23 @@ def _parser() -> argparse.ArgumentParser:
     start.epilog = "lxcsm start [options] NAME -- COMMAND [ARG...] runs COMMAND instead of lxc.init.cmd."
 
     resume = sub.add_parser("continue", help="resume a start paused by --break-at or --step")
+    resume.set_defaults(parser=resume)
     _add_name(resume)
     resume.add_argument("--abort", action="store_true", help="abort the paused start instead (cleans up)")
 
     stop = sub.add_parser("stop", help="stop a running container (like lxc-stop)")
+    stop.set_defaults(parser=stop)
     _add_name(stop)
     stop.add_argument("-k", "--kill", action="store_true", help="kill init at once (lxc.signal.stop)")
-    stop.add_argument("-t", "--timeout", type=int, default=60, metavar="SECS",
+    stop.add_argument("-t", "--timeout", type=_seconds, default=60, metavar="SECS",
                       help="seconds to wait after lxc.signal.halt before killing (default 60)")
     return parser
+
+
+def _seconds(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of seconds")
+    return int(text)
 
 
 def _name(parser, args) -> str:
@@ -228,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     args.command = command
-    return {"start": start, "stop": stop, "continue": resume}[args.action](parser, args)
+    # Errors found after parsing point at the subcommand's own --help.
+    return {"start": start, "stop": stop, "continue": resume}[args.action](args.parser, args)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,9 @@ MAX_UTS_NAME_BYTES = 64
 IFNAMSIZ = 16
 
 OVERRIDE_FILE = "-s"
+# Where errors about the container's name point: the flag that gives it, not a
+# config path built from the bad name.
+NAME_SOURCE = "-n"
 # The key named in errors about a whole file rather than one of its lines.
 FILE_KEY = "(file)"
 INCLUDE_DIR_SUFFIX = ".conf"
@@ -45,8 +48,29 @@ DEFAULT_SIGNAL_REBOOT = signal.SIGINT
 DEFAULT_SIGNAL_STOP = signal.SIGKILL
 
 
+# How much of a key or message an error shows: a megabyte of garbage is not a key.
+MAX_SHOWN_KEY = 100
+MAX_SHOWN_MESSAGE = 1000
+
+
+def shown(text: str, limit: int | None = None) -> str:
+    """`text` fit for one line of a terminal: control characters (newlines,
+    carriage returns, escape sequences) written as Python escapes, and cut
+    to `limit` characters."""
+    text = "".join(char if char.isprintable() else char.encode("unicode_escape").decode("ascii")
+                   for char in text)
+    if limit is not None and len(text) > limit:
+        text = text[:limit] + "..."
+    return text
+
+
 class ConfigError(Exception):
-    """One bad line: names file, line and key (line 0 when no line is to blame)."""
+    """One bad line: names file, line and key (line 0 when no line is to blame).
+
+    str() is always a single printable line: whatever the file, key or
+    message hold, control characters are escaped and overlong parts cut;
+    the attributes keep the text as it was.
+    """
 
     file: str
     line: int
@@ -54,8 +78,10 @@ class ConfigError(Exception):
     message: str
 
     def __init__(self, file: str, line: int, key: str, message: str) -> None:
-        where = f"{file}:{line}" if line else file
-        super().__init__(f"{where}: {message}" if key == FILE_KEY else f"{where}: {key}: {message}")
+        where = shown(f"{file}:{line}" if line else file)
+        text = shown(message, MAX_SHOWN_MESSAGE)
+        super().__init__(f"{where}: {text}" if key == FILE_KEY
+                         else f"{where}: {shown(key, MAX_SHOWN_KEY)}: {text}")
         self.file = file
         self.line = line
         self.key = key
@@ -470,23 +496,56 @@ class KeySpec:
     net_type: str | None = None
 
 
-def _members_named(member: KeySpec, allowed: frozenset[str] | None = None
-                   ) -> Callable[[str], tuple[str, KeySpec]]:
+@dataclass(frozen=True)
+class _MemberForm:
+    """What the names of a family's members must look like, and how to say so.
+
+    A name matching only `group` (lxc.cgroup.memory) selects several members:
+    it takes no value, and an empty one clears them all.
+    """
+
+    pattern: re.Pattern[str]
+    group: re.Pattern[str]
+    expected: str
+
+    def group_value(self, value: str) -> str:
+        raise ValueError(f"{self.expected}; without a file it only takes an empty value, "
+                         f"which clears them all")
+
+
+def _members_named(member: KeySpec, allowed: frozenset[str] | None = None,
+                   form: _MemberForm | None = None) -> Callable[[str], tuple[str, KeySpec]]:
     """Members of a family like lxc.sysctl.NAME, all checked the same way."""
     def resolve(name: str) -> tuple[str, KeySpec]:
         if not name or any(char.isspace() for char in name):
             raise ValueError("missing or malformed name after the prefix")
         if allowed is not None and name not in allowed:
             raise ValueError(f"unknown name {name!r} (known: {', '.join(sorted(allowed))})")
+        if form is not None and not form.pattern.fullmatch(name):
+            if form.group.fullmatch(name):
+                return name, KeySpec(form.group_value, repeat=Repeat.APPEND, family=member.family)
+            raise ValueError(f"malformed name {name!r}: {form.expected}")
         return name, member
     return resolve
 
 
 def _family(name: str, member_check: Callable[[str], object], repeat: Repeat,
-            allowed: frozenset[str] | None = None) -> KeySpec:
+            allowed: frozenset[str] | None = None, form: _MemberForm | None = None) -> KeySpec:
     """A prefix key (lxc.cgroup): the bare key only resets, NAME.* members hold values."""
     member = KeySpec(member_check, repeat=repeat, family=name)
-    return KeySpec(_no_value, repeat=Repeat.RESET_ONLY, members=_members_named(member, allowed))
+    return KeySpec(_no_value, repeat=Repeat.RESET_ONLY,
+                   members=_members_named(member, allowed, form))
+
+
+# A cgroup file is named CONTROLLER.FILE ("memory.limit_in_bytes", "hugetlb.2MB.max"):
+# LXC finds the hierarchy to write to by the part before the first dot.
+_CGROUP_FILE = re.compile(r"[A-Za-z0-9_]+(?:\.[A-Za-z0-9_\-]+)+")
+_CGROUP_CONTROLLER = re.compile(r"[A-Za-z0-9_]+")
+_CGROUP1_FILE = _MemberForm(_CGROUP_FILE, _CGROUP_CONTROLLER,
+                            "the key is lxc.cgroup.<controller>.<file>, "
+                            "e.g. lxc.cgroup.memory.limit_in_bytes")
+_CGROUP2_FILE = _MemberForm(_CGROUP_FILE, _CGROUP_CONTROLLER,
+                            "the key is lxc.cgroup2.<controller>.<file>, e.g. lxc.cgroup2.memory.max")
 
 
 def _net(check: Callable[[str], object], repeat: Repeat = Repeat.REPLACE,
@@ -550,7 +609,8 @@ def _namespace_share_members(name: str) -> tuple[str, KeySpec]:
     return name, KeySpec(_anything)
 
 
-_HOOK = KeySpec(_anything, repeat=Repeat.APPEND, family="lxc.hook")
+# A hook is a command line (LXC runs it through sh -c), its program first.
+_HOOK = KeySpec(parse_command, repeat=Repeat.APPEND, family="lxc.hook")
 _cgroup_path = KeySpec(_relative_cgroup_path)
 
 # Every key of LXC 5.0.2's config parser (config_jump_table in confile.c).
@@ -568,14 +628,14 @@ KEYS: Mapping[str, KeySpec] = MappingProxyType({
     "lxc.autodev.tmpfs.size": KeySpec(_signed),
     "lxc.cap.drop": KeySpec(_capabilities_to_drop, repeat=Repeat.APPEND),
     "lxc.cap.keep": KeySpec(_anything, repeat=Repeat.APPEND),
-    "lxc.cgroup": _family("lxc.cgroup", _anything, Repeat.APPEND),
+    "lxc.cgroup": _family("lxc.cgroup", _anything, Repeat.APPEND, form=_CGROUP1_FILE),
     "lxc.cgroup.dir": _cgroup_path,
     "lxc.cgroup.dir.container": _cgroup_path,
     "lxc.cgroup.dir.container.inner": KeySpec(_cgroup_dir_name),
     "lxc.cgroup.dir.monitor": _cgroup_path,
     "lxc.cgroup.dir.monitor.pivot": _cgroup_path,
     "lxc.cgroup.relative": KeySpec(_boolean),
-    "lxc.cgroup2": _family("lxc.cgroup2", _anything, Repeat.APPEND),
+    "lxc.cgroup2": _family("lxc.cgroup2", _anything, Repeat.APPEND, form=_CGROUP2_FILE),
     "lxc.console.buffer.size": KeySpec(_byte_size_or_auto),
     "lxc.console.logfile": KeySpec(_anything),
     "lxc.console.path": KeySpec(_anything),
@@ -732,6 +792,12 @@ class Config:
     settings: tuple[Setting, ...]  # every line applied, includes in place, -s last
     _slots: tuple[_Slot, ...] = field(default=(), repr=False)
 
+    def in_effect(self, name: str) -> tuple[tuple[str, Setting], ...]:
+        """(canonical key, setting) of each value still in effect for the key `name`
+        or, for a family (lxc.cgroup, lxc.hook, lxc.net), every member's; in order."""
+        return tuple((slot.canonical, slot.setting) for slot in self._slots
+                     if (slot.canonical == name or slot.family == name) and slot.setting.value)
+
     def get_item(self, key: str) -> str | None:
         """What LXC's get_config_item gives for `key`; None when unset or reset.
 
@@ -761,10 +827,26 @@ class Config:
 
 # --- reading files -----------------------------------------------------------
 
-def _read_limited(path: str) -> bytes:
-    """The file's bytes; one byte over the limit is enough to know it is too big."""
-    with open(path, "rb") as file:
-        return file.read(MAX_CONFIG_BYTES + 1)
+def read_limited(path: str, limit: int = MAX_CONFIG_BYTES) -> bytes:
+    """The file's first `limit` + 1 bytes: one byte over is enough to know it is too big.
+
+    Never waits: a FIFO nobody writes to reads as empty (as LXC, which sees its
+    size of 0), a terminal with nothing typed is an OSError (EAGAIN).
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        chunks: list[bytes] = []
+        wanted = limit + 1
+        while wanted > 0:
+            chunk = os.read(fd, wanted)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            wanted -= len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
 
 
 def _decoded_lines(path: str, raw: bytes) -> Iterator[tuple[int, str]]:
@@ -781,10 +863,14 @@ def _decoded_lines(path: str, raw: bytes) -> Iterator[tuple[int, str]]:
         yield number, text
 
 
+_KEYISH = re.compile(rb"[A-Za-z0-9_.\-]{1,%d}" % MAX_SHOWN_KEY)
+
+
 def _bad_bytes(path: str, number: int, raw_line: bytes, problem: str) -> ConfigError:
-    """An error naming the line's key as well as its bytes allow."""
-    key = raw_line.partition(b"=")[0].strip().decode("utf-8", "backslashreplace")
-    return ConfigError(path, number, key.replace("\0", "\\0") or FILE_KEY, problem)
+    """An error naming the line's key, when what is before its "=" looks like one."""
+    key = raw_line.partition(b"=")[0].strip()
+    return ConfigError(path, number, key.decode("ascii") if _KEYISH.fullmatch(key) else FILE_KEY,
+                       problem)
 
 
 def _split_line(text: str) -> tuple[str, str]:
@@ -821,7 +907,7 @@ class _Loader:
         if include is not None and real_path in self.reading:
             raise _error(include, f"include loop: {path} is already being read")
         try:
-            raw = _read_limited(path)
+            raw = read_limited(path)
         except OSError as err:
             if include is not None:
                 raise _error(include, f"cannot read {path}: {err.strerror}") from None
@@ -942,7 +1028,7 @@ class _Loader:
 def _read_fstab(setting: Setting) -> list[MountEntry]:
     path = os.path.join(_base_dir(setting), setting.value)
     try:
-        raw = _read_limited(path)
+        raw = read_limited(path)
     except OSError as err:
         raise _error(setting, f"cannot read fstab {path}: {err.strerror}") from None
     entries = []
@@ -989,23 +1075,26 @@ def _net_device(index: int, subkeys: dict[str, list[Setting]]) -> NetDevice:
     )
 
 
-def _check_container_name(name: str, path: str) -> None:
+def _check_container_name(name: str) -> None:
     if not name:
         problem = "is empty"
     elif "/" in name or "\0" in name:
         problem = "may not contain '/' or NUL"
+    elif not name.isprintable():
+        # It names the command socket and log lines, which are read a line at a time.
+        problem = "may not contain control characters"
     elif name in (".", ".."):
         problem = "may not be '.' or '..'"
     elif len(name.encode()) > MAX_NAME_BYTES:
         problem = f"is longer than {MAX_NAME_BYTES} bytes"
     else:
         return
-    raise ConfigError(path, 0, "name", f"container name {name!r} {problem}")
+    raise ConfigError(NAME_SOURCE, 0, "name", f"container name {name!r} {problem}")
 
 
 def load(path: str, name: str, overrides: Sequence[str] = ()) -> Config:
     """Read the config at `path` for container `name`, then apply `-s KEY=VALUE` overrides."""
-    _check_container_name(name, path)
+    _check_container_name(name)
     loader = _Loader()
     loader.read_file(path)
     for position, text in enumerate(overrides, start=1):

@@ -6,6 +6,12 @@ missing rootfs, an init that is not in it, a bind source that does not
 exist or a filesystem type the kernel does not know fails before the first
 change, with the file, line and key to fix.
 
+The same goes for what the engine does not act on yet but LXC would fail
+on: a hook that is missing or not executable, a seccomp policy file LXC
+cannot parse, a network link that does not exist, a cgroup setting whose
+controller or file this host does not have.  A start with any of those is
+refused here, as LXC would fail it halfway.
+
 What cannot be known beforehand (a mount the kernel refuses, an exec that
 fails) still fails in its state, and is cleaned up by the aborting state.
 """
@@ -13,8 +19,10 @@ fails) still fails in its state, and is cleaned up by the aborting state.
 from __future__ import annotations
 
 import os
+import shutil
 
-from lxcsm.engine.config import ConfigError, Setting
+from lxcsm.engine import cgroups, seccomp
+from lxcsm.engine.config import OVERRIDE_FILE, ConfigError, Setting, parse_command
 from lxcsm.engine.mount_options import parse_mount_options
 from lxcsm.engine.paths import container_path, in_rootfs
 
@@ -56,10 +64,153 @@ def _find_command(config, command: str, binds: dict[str, str]) -> str | None:
         path = dict(e.partition("=")[::2] for e in config.environment if "=" in e).get("PATH")
         candidates = [os.path.join(d, command) for d in (path.split(":") if path else _DEFAULT_PATH)]
     for candidate in candidates:
-        host = in_rootfs(config.rootfs_path, candidate, binds)
+        try:
+            host = in_rootfs(config.rootfs_path, candidate, binds)
+        except OSError:   # a symlink loop in the rootfs: not there, as far as exec goes
+            continue
         if os.path.isfile(host):
             return host
     return None
+
+
+def _error(setting: Setting, message: str) -> ConfigError:
+    return ConfigError(setting.file, setting.line, setting.key, message)
+
+
+def _relative_to(setting: Setting, path: str) -> str:
+    """A path from a config line: relative ones start at the directory of its file."""
+    if setting.file == OVERRIDE_FILE:
+        return path
+    return os.path.join(os.path.dirname(setting.file), path)
+
+
+# --- hooks -------------------------------------------------------------------
+
+# The hooks a start runs, and where their program is looked for: "start" runs
+# inside the container after pivot_root; the others run with the host's root
+# (clone and destroy belong to lxc-copy and lxc-destroy, not to a start).
+HOST_HOOKS = ("pre-start", "pre-mount", "mount", "autodev", "start-host", "stop", "post-stop")
+CONTAINER_HOOKS = ("start",)
+
+
+def _program_problem(path: str) -> str | None:
+    """Why `path` cannot be executed as a hook, or None."""
+    if not os.path.exists(path):
+        return "does not exist"
+    if not os.path.isfile(path):
+        return "is not a file"
+    if not os.access(path, os.X_OK):
+        return f"is not executable (mode {os.stat(path).st_mode & 0o7777:04o})"
+    return None
+
+
+def _check_hooks(config, binds: dict[str, str]) -> None:
+    for canonical, setting in config.in_effect("lxc.hook"):
+        kind = canonical.removeprefix("lxc.hook.")
+        if kind not in HOST_HOOKS + CONTAINER_HOOKS:
+            continue
+        program = parse_command(setting.value)[0]
+        if kind in CONTAINER_HOOKS:
+            found = _find_command(config, program, binds)
+            if found is None:
+                raise _error(setting, f"hook {program} not found in rootfs {config.rootfs_path}")
+            problem = _program_problem(found)
+        elif "/" in program:
+            problem = _program_problem(program)
+        else:
+            problem = None if shutil.which(program) else "is not in PATH"
+        if problem:
+            raise _error(setting, f"hook {program} {problem}")
+
+
+# --- seccomp -----------------------------------------------------------------
+
+def _check_seccomp(config) -> None:
+    for _canonical, setting in config.in_effect("lxc.seccomp.profile"):
+        path = _relative_to(setting, setting.value)
+        try:
+            seccomp.read(path)
+        except OSError as err:
+            raise _error(setting, f"cannot read seccomp policy {path}: {err.strerror}") from None
+        except seccomp.PolicyError as err:
+            raise _error(setting, f"seccomp policy {err}") from None
+
+
+# --- network -----------------------------------------------------------------
+
+SYS_CLASS_NET = "/sys/class/net"
+# Device types whose lxc.net.N.link names a host interface: the bridge a veth
+# is attached to (optional), the lower device of the others (required).
+LINK_OPTIONAL = ("veth",)
+LINK_REQUIRED = ("macvlan", "ipvlan", "vlan", "phys")
+
+
+def _check_networks(config) -> None:
+    for device in config.networks:
+        if device.type not in LINK_OPTIONAL + LINK_REQUIRED:
+            continue
+        prefix = f"lxc.net.{device.index}"
+        if device.link is None:
+            if device.type in LINK_REQUIRED:
+                raise _error(device.origin, f"a {device.type} device needs {prefix}.link "
+                                            f"(the host interface it is made from)")
+            continue
+        if not os.path.exists(os.path.join(SYS_CLASS_NET, device.link)):
+            setting = config.in_effect(f"{prefix}.link")[-1][1]
+            raise _error(setting, f"no network interface {device.link} on the host "
+                                  f"(not in {SYS_CLASS_NET})")
+
+
+# --- cgroups -----------------------------------------------------------------
+
+# On cgroup2, LXC turns devices.allow/devices.deny into a BPF program: no such files.
+CGROUP2_DEVICE_KEYS = ("devices.allow", "devices.deny")
+
+
+def _check_cgroups(config) -> None:
+    v1_settings = config.in_effect("lxc.cgroup")
+    v2_settings = config.in_effect("lxc.cgroup2")
+    if not v1_settings and not v2_settings:
+        return
+    found = cgroups.hierarchies()
+    v1 = {controller: h for h in found if h.version == 1 for controller in h.controllers}
+    v2 = next((h for h in found if h.version == 2), None)
+    # As LXC: limits for the layout the host does not use are ignored (the config warns that
+    # cgroup keys are not supported yet), so one config can carry both kinds.  A hybrid host
+    # keeps its controllers on v1; a cgroup2-only host has no v1 controller at all.
+    if any("=" not in c for c in v1):
+        v2_settings = []
+    else:
+        v1_settings = []
+
+    for canonical, setting in v1_settings:
+        file = canonical.removeprefix("lxc.cgroup.")
+        controller = file.partition(".")[0]
+        hierarchy = v1.get(controller)
+        if hierarchy is None:
+            mounted = ", ".join(sorted(c for c in v1 if "=" not in c)) or "none: use lxc.cgroup2.*"
+            raise _error(setting, f"cgroup v1 controller {controller!r} is not mounted on this host "
+                                  f"(mounted: {mounted})")
+        if not any(os.path.exists(os.path.join(d, file)) for d in (hierarchy.home, hierarchy.mountpoint)):
+            raise _error(setting, f"no file {file} in the {controller} hierarchy ({hierarchy.mountpoint})")
+
+    for canonical, setting in v2_settings:
+        file = canonical.removeprefix("lxc.cgroup2.")
+        if v2 is None:
+            raise _error(setting, "this host has no cgroup2 hierarchy (use lxc.cgroup.*)")
+        if file in CGROUP2_DEVICE_KEYS:
+            continue
+        if any(os.path.exists(os.path.join(d, file)) for d in (v2.home, v2.mountpoint)):
+            continue
+        controller = file.partition(".")[0]
+        try:
+            with open(os.path.join(v2.mountpoint, "cgroup.controllers")) as available:
+                controllers = available.read().split()
+        except OSError:
+            controllers = []
+        if controller not in controllers:
+            raise _error(setting, f"cgroup2 controller {controller!r} is not available on this host "
+                                  f"(in {v2.mountpoint}: {' '.join(controllers) or 'none'})")
 
 
 def check(config, command: tuple[str, ...], command_from_cli: bool) -> None:
@@ -90,7 +241,13 @@ def check(config, command: tuple[str, ...], command_from_cli: bool) -> None:
             raise _fail(config, entry.origin.key, f"filesystem type {entry.fstype!r} is not known to this kernel",
                         entry.origin)
 
-    if _find_command(config, command[0], _binds(config)) is None:
+    binds = _binds(config)
+    _check_hooks(config, binds)
+    _check_seccomp(config)
+    _check_networks(config)
+    _check_cgroups(config)
+
+    if _find_command(config, command[0], binds) is None:
         key = "lxc.init.cmd"
         if command_from_cli:
             raise ConfigError("--", 0, command[0], f"not found in rootfs {config.rootfs_path}")

@@ -3,7 +3,7 @@ import signal
 
 import pytest
 
-from lxcsm.engine import config
+from lxcsm.engine import cgroups, config, preflight, seccomp
 from lxcsm.engine.config import ConfigError, MountEntry, Setting, load, parse_signal
 
 # The config `lxc-create -n bb -t busybox` wrote with LXC 5.0.2 (a copy of
@@ -835,3 +835,340 @@ def test_bad_container_names(tmp_path, name):
 def test_longest_container_name(tmp_path):
     name = "x" * config.MAX_NAME_BYTES
     assert load_text(tmp_path, "", name=name).name == name
+
+
+# --- errors are one printable line -------------------------------------------
+
+def test_error_text_escapes_control_characters():
+    err = ConfigError("/c\nfg", 3, "lxc.uts\x1b[2J\r.name", "bad\tvalue \u2028 here")
+    assert str(err) == "/c\\nfg:3: lxc.uts\\x1b[2J\\r.name: bad\\tvalue \\u2028 here"
+    assert (err.file, err.key, err.message) == ("/c\nfg", "lxc.uts\x1b[2J\r.name", "bad\tvalue \u2028 here")
+
+
+def test_error_text_cuts_overlong_keys_and_messages():
+    err = ConfigError("f", 1, "k" * 5000, "m" * 5000)
+    shown_key, shown_message = str(err).split(": ")[1:]
+    assert shown_key == "k" * config.MAX_SHOWN_KEY + "..."
+    assert shown_message == "m" * config.MAX_SHOWN_MESSAGE + "..."
+    assert len(err.key) == 5000
+
+
+def test_a_line_of_garbage_names_no_key(tmp_path):
+    path = tmp_path / "config"
+    path.write_bytes(b"lxc.uts.name = a\n\x7fELF\x02\x01\x01\x00\xff\xfe = x\n")
+    with pytest.raises(ConfigError) as caught:
+        load(str(path), "bb")
+    assert (caught.value.line, caught.value.key) == (2, config.FILE_KEY)
+    assert str(caught.value) == f"{path}:2: line is not valid UTF-8"
+
+
+def test_an_unknown_key_with_escapes_is_shown_escaped(tmp_path):
+    err = error_of(tmp_path, "lxc.uts\x1b[31m.name = a\n")
+    assert err.key == "lxc.uts\x1b[31m.name"
+    assert str(err).endswith(":1: lxc.uts\\x1b[31m.name: unknown key")
+
+
+@pytest.mark.parametrize("name", ["two\nlines", "tab\there", "esc\x1b[0m"])
+def test_container_names_with_control_characters(tmp_path, name):
+    with pytest.raises(ConfigError) as caught:
+        load_text(tmp_path, "", name=name)
+    assert (caught.value.file, caught.value.line, caught.value.key) == ("-n", 0, "name")
+    assert "control characters" in caught.value.message
+    assert "\n" not in str(caught.value)
+
+
+def test_name_errors_point_at_the_flag_not_at_a_path_made_from_the_name(tmp_path):
+    with pytest.raises(ConfigError) as caught:
+        load(str(tmp_path / "a" / "b" / "config"), "a/b")
+    assert str(caught.value) == "-n: name: container name 'a/b' may not contain '/' or NUL"
+
+
+# --- cgroup keys and hooks ---------------------------------------------------
+
+@pytest.mark.parametrize("line, message", [
+    ("lxc.cgroup.memory = 256M", "lxc.cgroup.<controller>.<file>"),
+    ("lxc.cgroup2.memory = 256M", "lxc.cgroup2.<controller>.<file>"),
+    ("lxc.cgroup2.../../release_agent = /x", "malformed name '../../release_agent'"),
+    ("lxc.cgroup.memory/limit = 1", "malformed name 'memory/limit'"),
+    ("lxc.cgroup.memory..max = 1", "malformed name 'memory..max'"),
+])
+def test_cgroup_keys_name_a_controller_and_a_file(tmp_path, line, message):
+    err = error_of(tmp_path, line + "\n")
+    assert (err.line, err.key) == (1, line.split("=")[0].strip())
+    assert message in err.message
+
+
+@pytest.mark.parametrize("key", [
+    "lxc.cgroup.memory.limit_in_bytes", "lxc.cgroup.hugetlb.2MB.limit_in_bytes",
+    "lxc.cgroup.net_cls.classid", "lxc.cgroup.blkio.throttle.read_bps_device",
+    "lxc.cgroup2.memory.max", "lxc.cgroup2.cpu.weight.nice", "lxc.cgroup2.devices.allow",
+])
+def test_cgroup_file_names_that_exist_in_the_wild(tmp_path, key):
+    cfg = load_text(tmp_path, f"{key} = 1\n")
+    family = "lxc.cgroup2" if key.startswith("lxc.cgroup2.") else "lxc.cgroup"
+    assert [canonical for canonical, _ in cfg.in_effect(family)] == [key]
+
+
+def test_controller_alone_still_clears_its_files(tmp_path):
+    cfg = load_text(tmp_path, "lxc.cgroup2.memory.max = 1G\nlxc.cgroup2.pids.max = 10\nlxc.cgroup2.memory =\n")
+    assert [s.key for _, s in cfg.in_effect("lxc.cgroup2")] == ["lxc.cgroup2.pids.max"]
+
+
+def test_hooks_are_command_lines(tmp_path):
+    cfg = load_text(tmp_path, "lxc.hook.pre-start = /usr/local/bin/prep --name 'my box'\n")
+    assert cfg.in_effect("lxc.hook")[0][1].value == "/usr/local/bin/prep --name 'my box'"
+    err = error_of(tmp_path, "lxc.hook.pre-start = /bin/sh -c 'echo\n")
+    assert (err.line, err.key, err.message) == (1, "lxc.hook.pre-start", "No closing quotation")
+
+
+def test_in_effect_lists_what_was_not_reset(tmp_path):
+    cfg = load_text(tmp_path, (
+        "lxc.hook.pre-start = /a\nlxc.hook.stop = /b\nlxc.hook.pre-start =\n"
+        "lxc.hook.post-stop = /c\nlxc.seccomp.profile = /p\nlxc.seccomp.profile = /q\n"))
+    assert [(k, s.value, s.line) for k, s in cfg.in_effect("lxc.hook")] == [
+        ("lxc.hook.stop", "/b", 2), ("lxc.hook.post-stop", "/c", 4)]
+    assert [(k, s.line) for k, s in cfg.in_effect("lxc.seccomp.profile")] == [("lxc.seccomp.profile", 6)]
+    assert cfg.in_effect("lxc.cgroup") == ()
+
+
+# --- seccomp policy files ----------------------------------------------------
+
+COMMON_SECCOMP = """\
+2
+denylist
+reject_force_umount  # comment this to allow umount -f;  not recommended
+[all]
+kexec_load errno 1
+open_by_handle_at errno 1
+init_module errno 1
+finit_module errno 1
+delete_module errno 1
+"""
+
+
+def test_lxc_common_seccomp_policy_is_valid():
+    policy = seccomp.parse(COMMON_SECCOMP, "common.seccomp")
+    assert (policy.version, policy.denylist, policy.default_action) == (2, True, "allow")
+    assert [(r.syscall, r.action, r.arch, r.line) for r in policy.rules[:2]] == [
+        ("reject_force_umount", "kill", "native", 3), ("kexec_load", "errno 1", "all", 5)]
+
+
+def test_seccomp_policy_with_everything():
+    policy = seccomp.parse(
+        "2\nallowlist errno 38\n# only these\n\n[X86_64]\nread\nwrite allow # logs\n"
+        "ioctl notify\nkill kill [0,1,SCMP_CMP_EQ] [1,0x10,&=,0xf0]\n[x86]\nread trap\n", "p")
+    assert (policy.denylist, policy.default_action, policy.rule_action) == (False, "errno 38", "allow")
+    assert [(r.syscall, r.action, r.arch) for r in policy.rules] == [
+        ("read", "allow", "x86_64"), ("write", "allow", "x86_64"), ("ioctl", "notify", "x86_64"),
+        ("kill", "kill", "x86_64"), ("read", "trap", "x86")]
+    assert policy.rules[3].args == (seccomp.Argument(0, 1, "SCMP_CMP_EQ", None),
+                                    seccomp.Argument(1, 16, "SCMP_CMP_MASKED_EQ", 240))
+
+
+def test_seccomp_version_1_and_old_names():
+    assert [r.syscall for r in seccomp.parse("1\nallowlist\n0\n1\n60\n", "p").rules] == ["0", "1", "60"]
+    assert seccomp.parse("2\nblacklist\nmknod\n", "p").denylist
+    assert not seccomp.parse("2\nwhitelist\nread\n", "p").denylist
+
+
+@pytest.mark.parametrize("text, line, message", [
+    ("", 0, "the first line must be the policy version"),
+    ("3\ndenylist\n", 1, "not '3'"),
+    ("two\ndenylist\n", 1, "not 'two'"),
+    ("2\n", 0, "no policy line"),
+    ("2\nallowlst\nread\n", 2, "must be allowlist or denylist"),
+    ("2\ndenylist # default\n", 2, "unknown default action '#'"),
+    ("2\ndenylist errno\n", 2, "errno needs a number"),
+    ("2\ndenylist debug\n", 2, "'debug' directive"),
+    ("1\ndenylist\n0\n", 2, "version 1 policy must be an allowlist"),
+    ("1\nallowlist\n0\nread\n", 4, "one syscall number a line"),
+    ("1\nallowlist\n0\n\n1\n", 4, "one syscall number a line"),
+    ("2\ndenylist\n[vax]\n", 3, "unknown architecture section '[vax]'"),
+    ("2\ndenylist\n[x86_64\nread\n", 3, "unknown architecture section"),
+    ("2\ndenylist\n[X86_64]\n[Arm64]\n", 4, "unknown architecture section '[Arm64]'"),
+    ("2\ndenylist\nmount kill-everything\n", 3, "unknown action 'kill-everything'"),
+    ("2\ndenylist\nmount errno\n", 3, "errno needs a number"),
+    ("2\ndenylist\nmount errno one\n", 3, "errno needs a number"),
+    ("2\ndenylist\nmount() errno 1\n", 3, "'mount()' is not a syscall name"),
+    ("2\ndenylist\nmount [0,1,==]\n", 3, "arguments need an action"),
+    ("2\ndenylist\nmount errno 1 [0,1]\n", 3, "is not [INDEX,VALUE,OP]"),
+    ("2\ndenylist\nmount errno 1 [6,1,==]\n", 3, "index '6' is not 0..5"),
+    ("2\ndenylist\nmount errno 1 [0,x,==]\n", 3, "value 'x' is not an unsigned 64-bit number"),
+    ("2\ndenylist\nmount errno 1 [0,08,==]\n", 3, "value '08'"),
+    ("2\ndenylist\nmount errno 1 [0,18446744073709551616,==]\n", 3, "not an unsigned 64-bit number"),
+    ("2\ndenylist\nmount errno 1 [0,1,&=,zz]\n", 3, "mask 'zz'"),
+    ("2\ndenylist\nmount errno 1 [0,1,SCMP_CMP_EQUAL]\n", 3, "unknown comparison 'SCMP_CMP_EQUAL'"),
+    ("2\ndenylist\nmount errno 1 [0,1,== ]\n", 3, "unknown comparison '== '"),
+    ("2\ndenylist\nmount errno 1 [0,1,==] junk\n", 3, "cannot read 'junk'"),
+    ("2\ndenylist\nmount errno 1 " + "[0,1,==] " * 7 + "\n", 3, "more than 6 arguments"),
+])
+def test_bad_seccomp_policies(text, line, message):
+    with pytest.raises(seccomp.PolicyError) as caught:
+        seccomp.parse(text, "policy")
+    assert caught.value.line == line
+    assert message in caught.value.message
+    assert str(caught.value).startswith(f"policy:{line}: " if line else "policy: ")
+
+
+def test_seccomp_file_bytes_are_checked(tmp_path):
+    path = tmp_path / "policy"
+    path.write_bytes(b"2\ndenylist\nmkn\xf6d\n")
+    with pytest.raises(seccomp.PolicyError) as caught:
+        seccomp.read(str(path))
+    assert (caught.value.line, caught.value.message) == (3, "line is not valid UTF-8")
+    path.write_bytes(b"2\ndenylist\n" + b"# x\n" * (seccomp.MAX_POLICY_BYTES // 4))
+    with pytest.raises(seccomp.PolicyError, match="larger than"):
+        seccomp.read(str(path))
+
+
+# --- preflight: what LXC would fail on halfway -------------------------------
+
+@pytest.fixture
+def start_checks(tmp_path, monkeypatch):
+    """check(lines) runs preflight on a config with a minimal rootfs (/bin/true in it)
+    and a made-up host: interfaces lo and br0, cgroup v1 memory and cgroup2 with pids."""
+    rootfs = tmp_path / "rootfs"
+    (rootfs / "bin").mkdir(parents=True)
+    (rootfs / "bin" / "true").write_text("")
+    (rootfs / "bin" / "true").chmod(0o755)
+    net = tmp_path / "sys-class-net"
+    for name in ("lo", "br0"):
+        (net / name).mkdir(parents=True)
+    monkeypatch.setattr(preflight, "SYS_CLASS_NET", str(net))
+    memory, unified = tmp_path / "cg" / "memory", tmp_path / "cg" / "unified"
+    memory.mkdir(parents=True)
+    unified.mkdir()
+    (memory / "memory.limit_in_bytes").write_text("")
+    (unified / "cgroup.controllers").write_text("pids\n")
+    (unified / "cgroup.max.depth").write_text("")
+    hierarchies = [cgroups.Hierarchy(str(memory), ("memory",), 1, str(memory)),
+                   cgroups.Hierarchy(str(tmp_path / "cg" / "systemd"), ("name=systemd",), 1, "/x"),
+                   cgroups.Hierarchy(str(unified), (), 2, str(unified))]
+    monkeypatch.setattr(cgroups, "hierarchies", lambda: hierarchies)
+
+    def check(*lines: str) -> None:
+        text = f"lxc.rootfs.path = {rootfs}\n" + "".join(line + "\n" for line in lines)
+        preflight.check(load_text(tmp_path, text), ("/bin/true",), command_from_cli=True)
+
+    check.dir = tmp_path
+    check.rootfs = rootfs
+    return check
+
+
+def preflight_error(check, *lines: str) -> ConfigError:
+    with pytest.raises(ConfigError) as caught:
+        check(*lines)
+    return caught.value
+
+
+def test_preflight_passes_a_config_with_working_extras(start_checks):
+    hook = start_checks.dir / "hook.sh"
+    hook.write_text("#!/bin/sh\n")
+    hook.chmod(0o755)
+    (start_checks.dir / "policy").write_text(COMMON_SECCOMP)
+    start_checks(
+        f"lxc.hook.pre-start = {hook} --flag", "lxc.hook.stop = true",
+        "lxc.hook.start = /bin/true",
+        "lxc.hook.clone = /no/such/clone-hook",   # not run by a start
+        "lxc.seccomp.profile = policy",
+        "lxc.net.0.type = veth", "lxc.net.0.link = br0",
+        "lxc.net.1.type = veth",                  # no bridge: allowed
+        "lxc.net.2.type = empty", "lxc.net.2.link = nosuch0",   # ignored by empty devices
+        "lxc.cgroup.memory.limit_in_bytes = 1G",
+        "lxc.cgroup2.pids.max = 10",              # not in the root, but the controller is there
+        "lxc.cgroup2.cgroup.max.depth = 2",       # in the root
+        "lxc.cgroup2.devices.allow = c 1:3 rwm",  # a BPF program on cgroup2, no file
+    )
+
+
+def test_preflight_hook_problems(start_checks):
+    hook = start_checks.dir / "hook.sh"
+    hook.write_text("#!/bin/sh\n")
+    hook.chmod(0o644)
+    err = preflight_error(start_checks, "lxc.uts.name = a", f"lxc.hook.start-host = {hook}")
+    assert (err.line, err.key) == (3, "lxc.hook.start-host")
+    assert err.message == f"hook {hook} is not executable (mode 0644)"
+    err = preflight_error(start_checks, f"lxc.hook.pre-start = {hook}.missing")
+    assert err.message == f"hook {hook}.missing does not exist"
+    err = preflight_error(start_checks, f"lxc.hook.mount = {start_checks.dir}")
+    assert err.message == f"hook {start_checks.dir} is not a file"
+    err = preflight_error(start_checks, "lxc.hook.post-stop = lxcsm-no-such-program")
+    assert err.message == "hook lxcsm-no-such-program is not in PATH"
+    err = preflight_error(start_checks, "lxc.hook.start = /sbin/hook")
+    assert err.message == f"hook /sbin/hook not found in rootfs {start_checks.rootfs}"
+    (start_checks.rootfs / "bin" / "true").chmod(0o644)
+    err = preflight_error(start_checks, "lxc.hook.start = /bin/true")
+    assert "is not executable" in err.message
+
+
+def test_preflight_seccomp_problems(start_checks):
+    err = preflight_error(start_checks, "lxc.seccomp.profile = absent")
+    assert (err.line, err.key) == (2, "lxc.seccomp.profile")
+    assert err.message == f"cannot read seccomp policy {start_checks.dir / 'absent'}: No such file or directory"
+    (start_checks.dir / "policy").write_text("2\ndenylist\nmount errno\n")
+    err = preflight_error(start_checks, "lxc.seccomp.profile = policy")
+    assert err.message == f"seccomp policy {start_checks.dir / 'policy'}:3: errno needs a number, e.g. 'errno 1'"
+    start_checks("lxc.seccomp.profile = policy", "lxc.seccomp.profile =")   # reset: not checked
+
+
+def test_preflight_network_problems(start_checks):
+    err = preflight_error(start_checks, "lxc.net.0.type = veth", "lxc.net.0.link = nosuchbr")
+    assert (err.line, err.key) == (3, "lxc.net.0.link")
+    assert err.message.startswith("no network interface nosuchbr on the host")
+    err = preflight_error(start_checks, "lxc.net.3.type = phys", "lxc.net.3.link = eth9")
+    assert (err.line, err.key) == (3, "lxc.net.3.link")
+    for kind in ("macvlan", "ipvlan", "vlan", "phys"):
+        err = preflight_error(start_checks, f"lxc.net.0.type = {kind}")
+        assert (err.line, err.key) == (2, "lxc.net.0.type")
+        assert err.message.startswith(f"a {kind} device needs lxc.net.0.link")
+    start_checks("lxc.net.0.type = macvlan", "lxc.net.0.link = lo")
+
+
+def test_preflight_cgroup_problems(start_checks):
+    err = preflight_error(start_checks, "lxc.cgroup.cpu.shares = 100")
+    assert (err.line, err.key) == (2, "lxc.cgroup.cpu.shares")
+    assert err.message == "cgroup v1 controller 'cpu' is not mounted on this host (mounted: memory)"
+    err = preflight_error(start_checks, "lxc.cgroup.memory.limit_in_byte = 1")
+    assert err.message.startswith("no file memory.limit_in_byte in the memory hierarchy")
+    # A hybrid host keeps its controllers on v1: cgroup2 limits are ignored there, as LXC does.
+    start_checks("lxc.cgroup2.memory.max = 1G", "lxc.cgroup2.bogus.file = 1")
+    start_checks("lxc.cgroup.cpu.shares = 100", "lxc.cgroup.cpu =")   # cleared: not checked
+
+
+def test_preflight_cgroups_on_a_cgroup2_only_host(start_checks, monkeypatch, tmp_path):
+    unified = tmp_path / "cg" / "unified"
+    monkeypatch.setattr(cgroups, "hierarchies", lambda: [cgroups.Hierarchy(str(unified), (), 2, str(unified))])
+    start_checks("lxc.cgroup.memory.limit_in_bytes = 1")   # v1 limits are ignored there, as LXC does
+    start_checks("lxc.cgroup2.pids.max = 10")               # a controller cgroup.controllers lists
+    err = preflight_error(start_checks, "lxc.cgroup2.memory.max = 1")
+    assert (err.line, err.key) == (2, "lxc.cgroup2.memory.max")
+    assert err.message.startswith("cgroup2 controller 'memory' is not available on this host")
+    monkeypatch.setattr(cgroups, "hierarchies", lambda: [])
+    err = preflight_error(start_checks, "lxc.cgroup2.memory.max = 1")
+    assert err.message == "this host has no cgroup2 hierarchy (use lxc.cgroup.*)"
+
+
+def test_preflight_symlink_loops_in_the_rootfs_are_not_found(start_checks):
+    (start_checks.rootfs / "bin" / "loop1").symlink_to("loop2")
+    (start_checks.rootfs / "bin" / "loop2").symlink_to("loop1")
+    err = preflight_error(start_checks, "lxc.hook.start = /bin/loop1")
+    assert err.message == f"hook /bin/loop1 not found in rootfs {start_checks.rootfs}"
+    cfg = load_text(start_checks.dir, f"lxc.rootfs.path = {start_checks.rootfs}\n")
+    with pytest.raises(ConfigError, match="not found in rootfs"):
+        preflight.check(cfg, ("/bin/loop2",), command_from_cli=True)
+
+
+def test_a_fifo_is_read_without_waiting_for_a_writer(tmp_path):
+    fifo = tmp_path / "config"
+    os.mkfifo(fifo)
+    assert load(str(fifo), "bb").settings == ()       # empty, as LXC sees a FIFO's size of 0
+    (tmp_path / "policy").unlink(missing_ok=True)
+    os.mkfifo(tmp_path / "policy")
+    with pytest.raises(seccomp.PolicyError, match="an empty file"):
+        seccomp.read(str(tmp_path / "policy"))
+
+
+def test_a_directory_is_not_a_config(tmp_path):
+    with pytest.raises(ConfigError) as caught:
+        load(str(tmp_path), "bb")
+    assert str(caught.value) == f"{tmp_path}: cannot read config: Is a directory"
