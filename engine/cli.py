@@ -14,8 +14,7 @@ import select
 import signal
 import sys
 
-from lxcsm.engine import breakpoints, commands, config as configmod, log as logmod, monitor, preflight
-from lxcsm.engine.handler import StartRequest
+from lxcsm.engine import commands, log as logmod
 
 DEFAULT_LXCPATH = "/var/lib/lxc"
 
@@ -92,6 +91,10 @@ def _fail(message: str) -> int:
 
 
 def start(parser, args) -> int:
+    # Imported here: `lxcsm stop` and `lxcsm continue` need none of it.
+    from lxcsm.engine import breakpoints, config as configmod, monitor, preflight
+    from lxcsm.engine.handler import StartRequest
+
     name = _name(parser, args)
     lxcpath = args.lxcpath.rstrip("/") or "/"
     config_path = args.rcfile or os.path.join(lxcpath, name, "config")
@@ -241,5 +244,18 @@ def main(argv: list[str] | None = None) -> int:
     return {"start": start, "stop": stop, "continue": resume}[args.action](args.parser, args)
 
 
+def run() -> None:
+    """The `lxcsm` command: main(), then exit at once.
+
+    Everything the monitor owned is undone and every log line flushed by the
+    time main() returns; the interpreter's own teardown (tens of ms of freeing
+    objects one by one) would change nothing the user can see.
+    """
+    status = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -14,7 +14,6 @@ every key below it in the same family ("lxc.net.0 =" removes network 0).
 from __future__ import annotations
 
 import enum
-import ipaddress
 import os
 import re
 import shlex
@@ -425,13 +424,18 @@ def _hwaddr(value: str) -> str:
     return value
 
 
-def _address_parser(family: str, interface: type, address: type
-                    ) -> tuple[Callable[[str], str], ...]:
+def _address_parser(family: str) -> tuple[Callable[[str], str], ...]:
     """Checks for "ADDR[/PREFIX]" (IPv4 may add " BROADCAST"), a gateway, and a route."""
+
+    def classes() -> tuple[type, type]:
+        import ipaddress   # only configs with addresses pay for it
+        return ((ipaddress.IPv4Interface, ipaddress.IPv4Address) if family == "IPv4"
+                else (ipaddress.IPv6Interface, ipaddress.IPv6Address))
 
     def check_address(value: str) -> str:
         # Only IPv4 takes a broadcast address, after a space.
         addr, _, broadcast = value.partition(" ") if family == "IPv4" else (value, "", "")
+        interface, address = classes()
         try:
             interface(addr)
             if broadcast:
@@ -444,7 +448,7 @@ def _address_parser(family: str, interface: type, address: type
         if value in ("auto", "dev"):
             return value
         try:
-            address(value)
+            classes()[1](value)
         except ValueError as err:
             raise ValueError(f"invalid {family} gateway {value!r}: {err}") from None
         return value
@@ -457,10 +461,8 @@ def _address_parser(family: str, interface: type, address: type
     return check_address, check_gateway, check_route
 
 
-_ipv4_address, _ipv4_gateway, _ipv4_route = _address_parser(
-    "IPv4", ipaddress.IPv4Interface, ipaddress.IPv4Address)
-_ipv6_address, _ipv6_gateway, _ipv6_route = _address_parser(
-    "IPv6", ipaddress.IPv6Interface, ipaddress.IPv6Address)
+_ipv4_address, _ipv4_gateway, _ipv4_route = _address_parser("IPv4")
+_ipv6_address, _ipv6_gateway, _ipv6_route = _address_parser("IPv6")
 
 _mtu = _integer_in(68, 65535)
 _bridge_vlan_id = _integer_in(0, 4094)

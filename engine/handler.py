@@ -15,12 +15,14 @@ monitor's is split again by how long things live:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from lxcsm.engine.cgroups import Hierarchy
 from lxcsm.engine.cleanup import UndoLog
-from lxcsm.engine.config import Config
-from lxcsm.engine.sync import ChildEnd, MonitorEnd
+
+if TYPE_CHECKING:
+    from lxcsm.engine.cgroups import Hierarchy
+    from lxcsm.engine.config import Config
+    from lxcsm.engine.sync import ChildEnd, MonitorEnd
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import platform
 import signal
 import struct
 
@@ -27,7 +26,7 @@ _libc_gil = ctypes.PyDLL(None, use_errno=True)
 _SYSCALLS = {
     "x86_64": {"pivot_root": 155, "signalfd4": 289},
     "aarch64": {"pivot_root": 41, "signalfd4": 74},
-}[platform.machine()]
+}[os.uname().machine]
 SYS_CLONE3 = 435
 
 # Namespaces (clone(2) / unshare(2) / setns(2) flags).

@@ -19,9 +19,8 @@ fails) still fails in its state, and is cleaned up by the aborting state.
 from __future__ import annotations
 
 import os
-import shutil
 
-from lxcsm.engine import cgroups, seccomp
+from lxcsm.engine import cgroups
 from lxcsm.engine.config import OVERRIDE_FILE, ConfigError, Setting, parse_command
 from lxcsm.engine.mount_options import parse_mount_options
 from lxcsm.engine.paths import container_path, in_rootfs
@@ -118,6 +117,7 @@ def _check_hooks(config, binds: dict[str, str]) -> None:
         elif "/" in program:
             problem = _program_problem(program)
         else:
+            import shutil   # only hooks named without a path need it
             problem = None if shutil.which(program) else "is not in PATH"
         if problem:
             raise _error(setting, f"hook {program} {problem}")
@@ -126,7 +126,11 @@ def _check_hooks(config, binds: dict[str, str]) -> None:
 # --- seccomp -----------------------------------------------------------------
 
 def _check_seccomp(config) -> None:
-    for _canonical, setting in config.in_effect("lxc.seccomp.profile"):
+    policies = config.in_effect("lxc.seccomp.profile")
+    if not policies:
+        return
+    from lxcsm.engine import seccomp   # only configs with a policy pay for its parser
+    for _canonical, setting in policies:
         path = _relative_to(setting, setting.value)
         try:
             seccomp.read(path)

@@ -18,7 +18,6 @@ import logging
 import os
 import signal
 import socket
-import traceback
 from typing import Callable, NoReturn
 
 from transitions import MachineError
@@ -93,6 +92,7 @@ class Supervisor:
         except Exception as err:
             failure = self._failure(state, err)
             if not isinstance(err, (OSError, StateError, PeerFailed, AlreadyRunning, SyncError)):
+                import traceback   # only bugs get here
                 self.ctx.log.debug("traceback", text=traceback.format_exc())
             if "failed" in self.exits[state]:
                 self.ctx.failure = failure
@@ -130,6 +130,7 @@ def run_child(request: StartRequest, sock: socket.socket, signal_mask: frozenset
         Supervisor(CHILD, ctx, log, on_enter=on_enter).run()
     except Exception as err:   # a bug outside any state: still tell the monitor what happened
         try:
+            import traceback
             channel.send_error("supervisor", f"{describe(err)}\n{traceback.format_exc()}")
         except Exception:
             pass
