@@ -228,3 +228,58 @@ def test_unknown_break_state_is_one_line(make_container):
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1 and "no such state" in result.stderr
     assert c.run("start", "--break-at", "init_handler", "--", "/bin/true").returncode == 2
+
+
+def test_config_keys_rootfs_options_cwd_fstab_and_entry_options(make_container, tmp_path):
+    fstab = tmp_path / "fstab"
+    fstab.write_text("# a comment\ntmpfs scratch tmpfs size=32k 0 0\n")
+    c = make_container(extra=[
+        "lxc.rootfs.options = ro",
+        "lxc.init.cwd = /etc",
+        f"lxc.mount.fstab = {fstab}",
+        "lxc.mount.auto = proc:rw",
+        "lxc.mount.entry = /etc/hostname srv/host-hostname none bind,ro,create=file 0 0",
+        "lxc.mount.entry = etc mnt none bind,relative 0 0",
+    ])
+    # The rootfs is read-only inside: every mount point must exist beforehand (create= would fail).
+    for directory in ("mnt", "srv", "scratch"):
+        (c.rootfs / directory).mkdir(exist_ok=True)
+    (c.rootfs / "srv" / "host-hostname").touch()
+    result = c.start_fg("/bin/sh", "-c", "pwd; touch /x 2>/dev/null && echo writable || echo read-only; "
+                                         "cat /srv/host-hostname; ls /mnt/hostname; cat /proc/self/mountinfo")
+    assert result.returncode == 0, result.stderr
+    pwd, root, host_hostname, relative, *mountinfo = result.stdout.splitlines()
+    assert (pwd, root) == ("/etc", "read-only")
+    assert host_hostname == open("/etc/hostname").read().strip()
+    assert relative == "/mnt/hostname"                          # the rootfs's own etc, bound on /mnt
+    mounts = {line.split()[4]: line for line in mountinfo}
+    assert " - tmpfs " in mounts["/scratch"] and "size=32k" in mounts["/scratch"]
+    assert mounts["/srv/host-hostname"].split()[5].startswith("ro")
+
+
+@pytest.mark.parametrize("setting,shared", [
+    ("lxc.namespace.keep = net", {"net"}),
+    ("lxc.net.0.type = none", {"net"}),
+    ("lxc.namespace.keep = ipc uts", {"ipc", "uts"}),
+])
+def test_namespaces_kept_or_shared(make_container, setting, shared):
+    c = make_container(extra=[setting])
+    assert c.run("start", "--", "/bin/sleep", "600").returncode == 0
+    try:
+        init = commands.call(c.lxcpath, c.name, commands.Cmd.GET_INIT_PID).value
+        same = {ns for ns in ("mnt", "pid", "uts", "ipc", "net", "cgroup")
+                if os.readlink(f"/proc/{init}/ns/{ns}") == os.readlink(f"/proc/self/ns/{ns}")}
+        assert same == shared
+    finally:
+        assert c.run("stop", "-k").returncode == 0
+
+
+def test_signals_to_the_monitor_reach_init(make_container):
+    c = make_container()
+    command = [*LXCSM, "start", "-n", c.name, "-P", c.lxcpath, "-F", "--", "/bin/sh", "-c",
+               "trap 'echo got USR1; exit 5' USR1; echo ready; while :; do sleep 0.05; done"]
+    with subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True) as lxcsm:
+        assert lxcsm.stdout.readline() == "ready\n"
+        lxcsm.send_signal(signal.SIGUSR1)
+        assert lxcsm.wait(timeout=30) == 5
+        assert lxcsm.stdout.read() == "got USR1\n"
