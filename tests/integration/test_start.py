@@ -178,9 +178,12 @@ def test_break_at_setup_shows_the_unpivoted_child_then_continues(make_container)
     assert "paused before the child state setup_rootfs" in paused.stderr
     child = _paused_child(paused.stderr)
     assert os.readlink(f"/proc/{child}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
-    with open(f"/proc/{child}/mountinfo") as mountinfo:
-        mounts = [line.split()[4] for line in mountinfo]
+    # What the printed nsenter line shows: the child's own mount namespace, not pivoted yet.
+    inside = subprocess.run(["nsenter", "-t", str(child), "-m", "--", "cat", "/proc/self/mountinfo"],
+                            capture_output=True, text=True, check=True).stdout
+    mounts = [line.split()[4] for line in inside.splitlines()]
     assert "/" in mounts and str(c.rootfs) not in mounts   # the host's root, rootfs not mounted yet
+    assert f"nsenter -t {child} -m" in paused.stderr
     assert commands.get_state(c.lxcpath, c.name) == commands.LxcState.STARTING
 
     assert c.run("continue").returncode == 0
