@@ -128,9 +128,14 @@ def start(parser, args) -> int:
         print(f"lxcsm: {name}: container is already running", file=sys.stderr)
         return 0
 
-    logmod.set_threshold(level if level is not None else
-                         logmod.parse_level(config.log_level) if config.log_level else logmod.Level.ERROR)
     logfile = args.logfile or config.log_file
+    if not args.foreground and not logfile:
+        # A daemon without a log file has nowhere to write lines (its stderr is /dev/null);
+        # a failure still reaches the caller, from the flight recorder.
+        logmod.set_threshold(logmod.NOTHING)
+    else:
+        logmod.set_threshold(level if level is not None else
+                             logmod.parse_level(config.log_level) if config.log_level else logmod.Level.ERROR)
     if logfile:
         try:
             stream = open(logfile, "a", buffering=1)
