@@ -154,7 +154,7 @@ def render(dot_text: str, fmt: str, path: str) -> None:
     program = shutil.which("dot")
     if program is None:
         raise RuntimeError(f"--format {fmt} needs graphviz's `dot` program, which is not installed "
-                           f"(apt-get install graphviz, or LXCSM_SETUP_EXTRAS=1 tools/setup)")
+                           f"(apt-get install graphviz, or tools/setup)")
     resolution = ["-Gdpi=144"] if fmt == "png" else []
     done = subprocess.run([program, f"-T{fmt}", *resolution, "-o", path], input=dot_text.encode(),
                           capture_output=True, timeout=60)

@@ -89,6 +89,15 @@ class Container:
     def start_fg(self, *command: str, options: tuple[str, ...] = (), timeout: float = 60):
         return self.run("start", "-F", *options, "--", *command, timeout=timeout)
 
+    def monitor_exited(self, timeout: float = 10) -> bool:
+        """Wait for the monitor to finish: LXC's clients see STOPPED a moment before it exits."""
+        deadline = time.monotonic() + timeout
+        while _monitor_pids(self.lxcpath, self.name):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
     def leaks(self) -> list[str]:
         found = [f"cgroup {d}" for d in _cgroup_dirs(self.name)]
         found += [f"monitor pid {p}" for p in _monitor_pids(self.lxcpath, self.name)]
@@ -133,6 +142,8 @@ def make_container(tmp_path):
         return container
 
     yield make
+    for c in made:   # a monitor whose clients already saw STOPPED may take a moment to exit
+        c.monitor_exited(timeout=5)
     leaks = {c.name: c.leaks() for c in made}
     for container in made:
         container.force_cleanup()
