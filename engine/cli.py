@@ -211,7 +211,8 @@ def _shutdown(lxcpath: str, name: str, timeout: int) -> bool:
         except ProcessLookupError:
             pass
         if not select.select([pidfd], [], [], timeout)[0]:
-            waiter.close()
+            waiter.conn.close()
+            commands.monitor_exited(waiter, timeout=0)
             return False
         return commands.wait_closed(waiter, timeout)
     finally:

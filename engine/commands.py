@@ -236,6 +236,32 @@ class Reply:
     data: bytes = b""
     fds: list[int] = field(default_factory=list)
     conn: socket.socket | None = None   # kept open when asked to
+    monitor: int = -1        # with a kept connection: a pidfd for the monitor process
+
+
+def _monitor_pidfd(sock: socket.socket) -> int:
+    """A pidfd for the process at the other end, taken while it is surely alive (connected)."""
+    pid, _uid, _gid = struct.unpack("iII", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+    if pid == os.getpid():
+        return -1   # a server in this very process (the unit tests): nothing to wait for
+    try:
+        return os.pidfd_open(pid)
+    except ProcessLookupError:
+        return -1
+
+
+def monitor_exited(reply: Reply, timeout: float = 10.0) -> None:
+    """Wait for the monitor behind a kept connection to exit.
+
+    LXC's protocol says STOPPED by closing the connection once everything is
+    undone; the monitor still writes its record and exits a moment later.
+    `lxcsm stop` returns only after that, so a start right after it never
+    races the old monitor's last write.
+    """
+    if reply.monitor >= 0:
+        select.select([reply.monitor], [], [], timeout)
+        os.close(reply.monitor)
+        reply.monitor = -1
 
 
 def call(lxcpath: str, name: str, cmd: Cmd, payload: bytes = b"", keep: bool = False) -> Reply | None:
@@ -243,12 +269,13 @@ def call(lxcpath: str, name: str, cmd: Cmd, payload: bytes = b"", keep: bool = F
     sock = _connect(lxcpath, name)
     if sock is None:
         return None
+    monitor = _monitor_pidfd(sock) if keep else -1
     try:
         sock.sendall(_HEADER.pack(cmd, len(payload), 0) + payload)
         header, fds, _flags, _addr = socket.recv_fds(sock, _HEADER.size, 1)
         if len(header) < _HEADER.size:
             sock.close()
-            return Reply(ret=None)
+            return Reply(ret=None, monitor=monitor)
         ret, datalen, value = _HEADER.unpack(header)
         data = sock.recv(datalen) if datalen else b""
     except (ConnectionResetError, BrokenPipeError):
@@ -257,7 +284,7 @@ def call(lxcpath: str, name: str, cmd: Cmd, payload: bytes = b"", keep: bool = F
     if not keep:
         sock.close()
         sock = None
-    return Reply(ret, value, data, fds, sock)
+    return Reply(ret, value, data, fds, sock, monitor)
 
 
 def get_state(lxcpath: str, name: str) -> LxcState:
@@ -265,16 +292,17 @@ def get_state(lxcpath: str, name: str) -> LxcState:
     return LxcState.STOPPED if reply is None or reply.ret is None or reply.ret < 0 else LxcState(reply.value)
 
 
-def wait_closed(sock: socket.socket, timeout: float | None) -> bool:
+def wait_closed(waiter: Reply, timeout: float | None) -> bool:
     """Wait until the monitor closes a kept connection (or sends its one state message)."""
-    with sock:
-        if not select.select([sock], [], [], timeout)[0]:
+    with waiter.conn:
+        if not select.select([waiter.conn], [], [], timeout)[0]:
             return False
-        sock.recv(_STATE_MSG.size)
-        return True
+        waiter.conn.recv(_STATE_MSG.size)
+    monitor_exited(waiter)
+    return True
 
 
-def state_waiter(lxcpath: str, name: str, state: LxcState) -> socket.socket | None:
+def state_waiter(lxcpath: str, name: str, state: LxcState) -> Reply | None:
     """ADD_STATE_CLIENT for one state; None if the container is already in it or gone."""
     wanted = [0] * 8
     wanted[state] = 1
@@ -283,15 +311,25 @@ def state_waiter(lxcpath: str, name: str, state: LxcState) -> socket.socket | No
         return None
     if reply.value != _REGISTERED:
         reply.conn.close()
+        monitor_exited(reply, timeout=0)
         return None
-    return reply.conn
+    return reply
 
 
 def stop(lxcpath: str, name: str) -> bool:
     """STOP: the monitor sends lxc.signal.stop and closes the connection once STOPPED.
 
-    True when the container is stopped (end-of-file, or nobody listening);
-    any reply at all means the monitor could not signal init.
+    True when the container is stopped (end-of-file, or nobody listening) and
+    its monitor has exited; any reply at all means the monitor could not
+    signal init.
     """
-    reply = call(lxcpath, name, Cmd.STOP)
-    return reply is None or reply.ret is None
+    reply = call(lxcpath, name, Cmd.STOP, keep=True)
+    if reply is None:
+        return True
+    if reply.conn is not None:
+        reply.conn.close()
+    if reply.ret is not None:
+        monitor_exited(reply, timeout=0)
+        return False
+    monitor_exited(reply)
+    return True

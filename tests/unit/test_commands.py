@@ -245,8 +245,9 @@ def test_add_state_client_bad_payload_is_einval(server):
 
 
 def test_registered_state_client_hears_the_state_once_then_eof(server):
-    conn = serve_while(server, lambda: commands.state_waiter(server.lxcpath, server.name, LxcState.RUNNING))
-    assert conn is not None
+    waiter = serve_while(server, lambda: commands.state_waiter(server.lxcpath, server.name, LxcState.RUNNING))
+    assert waiter is not None
+    conn = waiter.conn
     try:
         assert len(server.waiters) == 1
         server.set_state(LxcState.STOPPING)          # not what it asked for: nothing sent
@@ -270,9 +271,9 @@ def test_registered_state_client_hears_the_state_once_then_eof(server):
 
 
 def test_client_leaving_is_forgotten(server):
-    conn = serve_while(server, lambda: commands.state_waiter(server.lxcpath, server.name, LxcState.STOPPED))
+    waiter = serve_while(server, lambda: commands.state_waiter(server.lxcpath, server.name, LxcState.STOPPED))
     assert len(server.waiters) == 1
-    conn.close()
+    waiter.conn.close()
     deadline = time.monotonic() + 2
     while server.waiters and time.monotonic() < deadline:
         if select.select([server], [], [], 0.05)[0]:
@@ -281,12 +282,12 @@ def test_client_leaving_is_forgotten(server):
 
 
 def test_close_gives_kept_clients_eof_and_new_clients_refusal(server):
-    conn = serve_while(server, lambda: commands.state_waiter(server.lxcpath, server.name, LxcState.STOPPED))
+    waiter = serve_while(server, lambda: commands.state_waiter(server.lxcpath, server.name, LxcState.STOPPED))
     try:
         server.close()
-        assert commands.wait_closed(conn, 2) is True     # EOF read as "stopped"
+        assert commands.wait_closed(waiter, 2) is True     # EOF read as "stopped"
     finally:
-        conn.close()
+        waiter.conn.close()
     address = commands.socket_name(server.lxcpath, server.name)
     assert not abstract_bound(address)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock, pytest.raises(ConnectionRefusedError):
