@@ -6,6 +6,7 @@ import dataclasses
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 from transitions import Machine
@@ -174,3 +175,12 @@ def test_a_broken_protocol_is_reported_not_drawn():
     skipping = dataclasses.replace(CHILD, transitions=(("started", "startup", "setup_rootfs"),) + CHILD.transitions[1:])
     with pytest.raises(ValueError, match="monitor waits for CONFIGURE"):
         graph.sequence(MONITOR, skipping)
+
+
+def test_the_readme_carries_the_current_sequence_diagram():
+    """The README's diagram is generated, never edited: regenerate it with `lxcsm graph --sequence`."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    opening = "<!-- lxcsm graph --sequence -->\n```mermaid\n"
+    start = readme.index(opening) + len(opening)
+    shown = readme[start: readme.index("```\n<!-- end -->", start)]
+    assert shown == graph.mermaid_sequence(MONITOR, CHILD)
