@@ -25,7 +25,6 @@ import selectors
 import signal
 import socket
 import struct
-from dataclasses import dataclass, field
 
 _HEADER = struct.Struct("<iiq")        # cmd or ret, datalen, inline value
 _STATE_MSG = struct.Struct("<i256si")  # struct lxc_msg: type, name, value
@@ -229,14 +228,20 @@ def _connect(lxcpath: str, name: str) -> socket.socket | None:
     return sock
 
 
-@dataclass
 class Reply:
-    ret: int | None          # None: the monitor closed the connection without replying
-    value: int = 0
-    data: bytes = b""
-    fds: list[int] = field(default_factory=list)
-    conn: socket.socket | None = None   # kept open when asked to
-    monitor: int = -1        # with a kept connection: a pidfd for the monitor process
+    """A command's answer.  A plain class, not a dataclass: `lxcsm stop` imports this module
+    and nothing heavier, and dataclasses costs ~15 ms to import (it brings inspect)."""
+
+    __slots__ = ("ret", "value", "data", "fds", "conn", "monitor")
+
+    def __init__(self, ret: int | None, value: int = 0, data: bytes = b"", fds: list[int] | None = None,
+                 conn: socket.socket | None = None, monitor: int = -1) -> None:
+        self.ret = ret            # None: the monitor closed the connection without replying
+        self.value = value        # the inline value (a pid, a state)
+        self.data = data
+        self.fds = fds or []
+        self.conn = conn          # kept open when asked to
+        self.monitor = monitor    # with a kept connection: a pidfd for the monitor process
 
 
 def _monitor_pidfd(sock: socket.socket) -> int:
