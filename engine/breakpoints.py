@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from lxcsm.engine import kernel
 from lxcsm.engine.handler import StateError
-from lxcsm.engine.machine import TABLES
+from lxcsm.engine.machine import TABLES, states_named
 
 _ABORTING_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT}
 # Where no pause is possible: before init_handler the command socket `lxcsm continue`
@@ -50,15 +50,7 @@ def parse(names: list[str], step: bool) -> Breakpoints:
     """`--break-at` names to (side, state) pairs; ValueError names the valid ones."""
     chosen = set()
     for name in names:
-        side, _, state = name.rpartition(":")
-        sides = [side] if side else list(TABLES)
-        found = [(s, state) for s in sides if s in TABLES and state in TABLES[s].states]
-        if not found:   # a prefix: the first state of each machine that starts with it
-            for s in sides:
-                group = [st for st in TABLES.get(s, ()).states if st.startswith(state + "_")] if s in TABLES else []
-                if group:
-                    found.append((s, group[0]))
-        found = [f for f in found if f not in UNPAUSABLE]
+        found = [f for f in states_named(name) if f not in UNPAUSABLE]
         if not found:
             valid = ", ".join(f"{s}:{st}" for s, t in TABLES.items() for st in t.states if (s, st) not in UNPAUSABLE)
             raise ValueError(f"--break-at {name}: no such state to pause at (states: {valid})")

@@ -92,7 +92,7 @@ def _fail(message: str) -> int:
 
 def start(parser, args) -> int:
     # Imported here: `lxcsm stop` and `lxcsm continue` need none of it.
-    from lxcsm.engine import breakpoints, config as configmod, monitor, preflight
+    from lxcsm.engine import breakpoints, config as configmod, monitor, preflight, supervisor
     from lxcsm.engine.handler import StartRequest
 
     name = _name(parser, args)
@@ -117,6 +117,10 @@ def start(parser, args) -> int:
         sync_timeout = float(os.environ.get("LXCSM_SYNC_TIMEOUT", StartRequest.sync_timeout))
     except ValueError:
         return _fail(f"LXCSM_SYNC_TIMEOUT={os.environ['LXCSM_SYNC_TIMEOUT']}: not a number of seconds")
+    try:
+        supervisor.failpoints(os.environ.get("LXCSM_FAILPOINTS", ""))
+    except ValueError as err:
+        return _fail(str(err))
     request = StartRequest(name=name, lxcpath=lxcpath, config=config, command=command,
                            foreground=args.foreground, pidfile=args.pidfile, breakpoints=pauses,
                            sync_timeout=sync_timeout)

@@ -174,3 +174,16 @@ def build(table: Table, model) -> Machine:
         transitions=[{"trigger": trigger, "source": list(source) if isinstance(source, tuple) else source,
                       "dest": dest} for trigger, source, dest in table.transitions],
         auto_transitions=False)
+
+
+def states_named(name: str) -> list[tuple[str, str]]:
+    """The (side, state) pairs a user's NAME means: STATE (in either machine), SIDE:STATE,
+    or a prefix such as ``setup`` for the first ``setup_*`` state of each machine."""
+    side, _, state = name.rpartition(":")
+    tables = {s: t for s, t in TABLES.items() if side in ("", s)}
+    found = [(s, state) for s, t in tables.items() if state in t.states]
+    if not found:
+        found = [(s, group[0]) for s, t in tables.items()
+                 if (group := [st for st in t.states if st.startswith(state + "_")])]
+    return found
+

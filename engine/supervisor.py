@@ -25,7 +25,7 @@ from transitions import MachineError
 from lxcsm.engine import kernel, log as logmod
 from lxcsm.engine.commands import AlreadyRunning
 from lxcsm.engine.handler import Child, Failure, StartRequest, StateError
-from lxcsm.engine.machine import CHILD, TABLES, Table, build
+from lxcsm.engine.machine import CHILD, Table, build, states_named
 from lxcsm.engine.sync import ChildEnd, PeerFailed, SyncError
 
 # transitions logs every callback through stdlib logging; our trace is the record.
@@ -33,16 +33,17 @@ logging.getLogger("transitions").setLevel(logging.WARNING)
 
 
 def failpoints(spec: str) -> frozenset[tuple[str, str]]:
-    """LXCSM_FAILPOINTS=STATE[,STATE...]: the states (either machine's, or SIDE:STATE) that fail
-    on entry, as if their work had failed - to prove every failure path cleans up."""
+    """LXCSM_FAILPOINTS=STATE[,STATE...]: the states (named as for --break-at) that fail on
+    entry, as if their work had failed - to prove every failure path cleans up.  A name that
+    means no state is a ValueError: a mistyped failpoint must not pass silently."""
     chosen = set()
     for name in filter(None, (n.strip() for n in spec.split(","))):
-        side, _, state = name.rpartition(":")
-        chosen |= {(s, state) for s, table in TABLES.items() if side in ("", s) and state in table.states}
+        found = states_named(name)
+        if not found:
+            raise ValueError(f"LXCSM_FAILPOINTS: {name}: no such state")
+        chosen.update(found)
     return frozenset(chosen)
 
-
-FAILPOINTS = failpoints(os.environ.get("LXCSM_FAILPOINTS", ""))
 
 
 def describe(err: BaseException) -> str:
@@ -58,6 +59,7 @@ class Supervisor:
         self.ctx = ctx
         self.log = log
         self.on_enter = on_enter
+        self.failpoints = failpoints(os.environ.get("LXCSM_FAILPOINTS", ""))
         # Every state's module is imported now: the child cannot import anything
         # once it has pivoted into the container's rootfs.
         self.modules = {state: table.module(state) for state in table.states}
@@ -86,7 +88,7 @@ class Supervisor:
         self.ctx.log.trace("state", state=state, where=logmod.where(module.enter.__code__))
         try:
             self.on_enter(state)   # may pause at a breakpoint, and abort from there
-            if (self.table.side, state) in FAILPOINTS:
+            if (self.table.side, state) in self.failpoints:
                 raise StateError(f"failpoint: {self.table.side} state {state} made to fail (LXCSM_FAILPOINTS)")
             return module.enter(self.ctx)
         except Exception as err:
