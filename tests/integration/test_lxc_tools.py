@@ -7,8 +7,11 @@ tools/setup installs Debian's lxc package for these tests.
 
 from __future__ import annotations
 
+import glob
+import os
 import shutil
 import subprocess
+import time
 
 import pytest
 
@@ -50,3 +53,36 @@ def test_lxc_attach_runs_a_command_inside(make_container):
     attached = _lxc("lxc-attach", c, "--", "/bin/hostname")
     assert (attached.returncode, attached.stdout.strip()) == (0, c.name), attached.stderr
     assert c.run("stop", "-k").returncode == 0
+
+
+@pytest.fixture
+def lxc_pivot_removed():
+    """LXC's monitor leaves an lxc.pivot cgroup in every hierarchy for later monitors; one
+    that appeared during the test is removed again (rmdir only: never one in use)."""
+    before = set(glob.glob("/sys/fs/cgroup/*/lxc.pivot"))
+    yield
+    for path in set(glob.glob("/sys/fs/cgroup/*/lxc.pivot")) - before:
+        try:
+            os.rmdir(path)
+        except OSError:
+            pass
+
+
+def test_lxc_start_and_lxcsm_never_run_one_container_twice(make_container, lxc_pivot_removed):
+    c = make_container("busybox")
+    assert c.run("start", "--", "/bin/sleep", "600").returncode == 0
+    refused = _lxc("lxc-start", c, "--", "/bin/sleep", "600")
+    assert refused.returncode == 0 and "already running" in refused.stderr
+    assert c.run("stop", "-k").returncode == 0
+
+    assert _lxc("lxc-start", c, "--", "/bin/sleep", "600").returncode == 0   # now LXC's monitor has it
+    try:
+        again = c.run("start", "--", "/bin/true")
+        assert again.returncode == 0 and "already running" in again.stderr
+    finally:
+        assert _lxc("lxc-stop", c, "-k").returncode == 0
+    # lxc-stop returns before LXC's monitor has removed its cgroups: give it a moment.
+    deadline = time.monotonic() + 10
+    while c.leaks() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert c.leaks() == []
