@@ -22,7 +22,7 @@ import os
 import select
 import signal
 import sys
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from lxcsm.engine import kernel
 from lxcsm.engine.handler import StateError
@@ -34,8 +34,7 @@ _ABORTING_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUI
 UNPAUSABLE = {("monitor", "init_handler"), ("monitor", "aborting"), ("monitor", "stopped"), ("child", "aborting")}
 
 
-@dataclass(frozen=True)
-class Breakpoints:
+class Breakpoints(NamedTuple):
     states: frozenset[tuple[str, str]] = frozenset()   # (side, state) pairs
     step: bool = False
 

@@ -14,11 +14,10 @@ from __future__ import annotations
 import errno
 import os
 import time
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class Hierarchy:
+class Hierarchy(NamedTuple):
     mountpoint: str
     controllers: tuple[str, ...]   # ("memory",), ("name=systemd",); () for cgroup2
     version: int                   # 1 or 2

@@ -29,17 +29,22 @@ import select
 import signal
 import socket
 import sys
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from lxcsm.engine import cgroups
 
 
-@dataclass(frozen=True)
-class Change:
+class Change(NamedTuple):
     kind: str
     target: str
-    handle: Any = field(default=None, compare=False)
+    handle: Any = None   # a live fd, only meaningful in the recording process
+
+    # A change is its kind and target: the same change read back from the journal has no handle.
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Change) and self[:2] == other[:2]
+
+    def __hash__(self) -> int:
+        return hash(self[:2])
 
 
 def _reap_child(change: Change) -> None:

@@ -114,7 +114,7 @@ def start(parser, args) -> int:
         return _fail(str(err))
 
     try:
-        sync_timeout = float(os.environ.get("LXCSM_SYNC_TIMEOUT", StartRequest.sync_timeout))
+        sync_timeout = float(os.environ.get("LXCSM_SYNC_TIMEOUT", StartRequest._field_defaults["sync_timeout"]))
     except ValueError:
         return _fail(f"LXCSM_SYNC_TIMEOUT={os.environ['LXCSM_SYNC_TIMEOUT']}: not a number of seconds")
     try:

@@ -21,6 +21,7 @@ import signal
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import NamedTuple
 
 from lxcsm.engine.mount_options import parse_mount_options
 
@@ -87,8 +88,7 @@ class ConfigError(Exception):
         self.message = message
 
 
-@dataclass(frozen=True)
-class Setting:
+class Setting(NamedTuple):
     """One `key = value` as written, with where it came from."""
 
     file: str
@@ -97,8 +97,7 @@ class Setting:
     value: str
 
 
-@dataclass(frozen=True)
-class MountEntry:
+class MountEntry(NamedTuple):
     """One fstab-style line from lxc.mount.entry or lxc.mount.fstab."""
 
     source: str
@@ -482,8 +481,7 @@ class Repeat(enum.Enum):
     RESET_ONLY = "only an empty value, which resets everything below the key, is allowed"
 
 
-@dataclass(frozen=True)
-class KeySpec:
+class KeySpec(NamedTuple):
     """How one key's values are checked and stored."""
 
     check: Callable[[str], object]
@@ -498,8 +496,7 @@ class KeySpec:
     net_type: str | None = None
 
 
-@dataclass(frozen=True)
-class _MemberForm:
+class _MemberForm(NamedTuple):
     """What the names of a family's members must look like, and how to say so.
 
     A name matching only `group` (lxc.cgroup.memory) selects several members:
@@ -752,8 +749,7 @@ _GET_ITEM_RENDERERS: Mapping[str, Callable[[str], str]] = MappingProxyType({
 })
 
 
-@dataclass(frozen=True)
-class _Slot:
+class _Slot(NamedTuple):
     """A setting still in effect: not replaced by a later value or cleared by an empty one."""
 
     canonical: str

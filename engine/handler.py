@@ -15,7 +15,7 @@ monitor's is split again by how long things live:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 from lxcsm.engine.cleanup import UndoLog
 
@@ -25,8 +25,7 @@ if TYPE_CHECKING:
     from lxcsm.engine.sync import ChildEnd, MonitorEnd
 
 
-@dataclass(frozen=True)
-class StartRequest:
+class StartRequest(NamedTuple):
     name: str
     lxcpath: str
     config: Config
@@ -51,8 +50,7 @@ class StateError(Exception):
     """
 
 
-@dataclass(frozen=True)
-class Failure:
+class Failure(NamedTuple):
     """Why a start ended early: the state that failed, on which side, and the error."""
     state: str
     side: str

@@ -65,14 +65,13 @@ reboot`` in lxccontainer.c; here it is one more arrow.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
 from types import ModuleType
+from typing import NamedTuple
 
 from transitions import Machine
 
 
-@dataclass(frozen=True)
-class Table:
+class Table(NamedTuple):
     side: str                           # "monitor" or "child": also the package under states/
     states: tuple[str, ...]             # in the order of a normal start
     transitions: tuple[tuple[str, str | tuple[str, ...], str], ...]   # (trigger, source(s), dest)

@@ -9,7 +9,7 @@ the kernel.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from lxcsm.engine.kernel import (
     MS_RDONLY,
@@ -87,8 +87,7 @@ OPTIONAL = "optional"
 RELATIVE = "relative"
 
 
-@dataclass(frozen=True)
-class MountOptions:
+class MountOptions(NamedTuple):
     """An option string split into what each part of the mount code needs."""
 
     flags: int

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import shutil
 import subprocess
@@ -73,8 +72,8 @@ def test_the_drawn_arrows_are_the_ones_transitions_accepts():
 
 
 def test_a_state_added_to_a_table_appears_in_every_diagram():
-    grown = dataclasses.replace(
-        MONITOR, states=MONITOR.states + ("frobnicating",),
+    grown = MONITOR._replace(
+        states=MONITOR.states + ("frobnicating",),
         transitions=MONITOR.transitions + (("init_frobnicated", "poll", "frobnicating"),
                                            ("unfrobnicated", "frobnicating", "stopping")))
     text = graph.mermaid([grown, CHILD])
@@ -172,7 +171,7 @@ def test_sequence_shows_each_sides_states_in_start_order():
 
 def test_a_broken_protocol_is_reported_not_drawn():
     # A child that skipped `configure` never sends CONFIGURE: the monitor would wait forever.
-    skipping = dataclasses.replace(CHILD, transitions=(("started", "startup", "setup_rootfs"),) + CHILD.transitions[1:])
+    skipping = CHILD._replace(transitions=(("started", "startup", "setup_rootfs"),) + CHILD.transitions[1:])
     with pytest.raises(ValueError, match="monitor waits for CONFIGURE"):
         graph.sequence(MONITOR, skipping)
 

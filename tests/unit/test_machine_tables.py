@@ -16,7 +16,6 @@ import pkgutil
 import re
 import types
 from collections import deque
-from dataclasses import dataclass
 
 import pytest
 from transitions import MachineError
@@ -281,8 +280,9 @@ def test_every_state_trigger_pair_moves_as_declared_or_is_refused(table, state, 
 FAKE_MODULES: dict[str, dict[str, types.ModuleType]] = {}
 
 
-@dataclass(frozen=True)
 class FakeTable(Table):
+    __slots__ = ()
+
     def module(self, state: str) -> types.ModuleType:
         return FAKE_MODULES[self.side][state]
 
