@@ -116,6 +116,8 @@ def run_child(request: StartRequest, sock: socket.socket, signal_mask: frozenset
     try:
         # If the monitor dies, so does the container: nobody would clean up after it.
         kernel.set_pdeathsig(signal.SIGKILL)
+        # The fork inherited the monitor's command line (its ps title): say what this is instead.
+        kernel.set_cmdline(f"[lxcsm child] {request.lxcpath} {request.name}")
         channel = ChildEnd(sock, None, request.sync_timeout)
         # The child renders nothing: every event it emits goes to the monitor.
         logmod.record_to(lambda event: channel.send_log(logmod.portable(event)))

@@ -16,7 +16,7 @@ import pytest
 
 from lxcsm.engine import commands
 from lxcsm.engine.machine import TABLES
-from tests.conftest import LXCSM
+from tests.conftest import LXCSM, _monitor_pids
 
 pytestmark = pytest.mark.root
 
@@ -55,16 +55,9 @@ def _running(c, timeout: float = 30) -> int:
 
 
 def _monitor_pid(c) -> int:
-    title = f"[lxcsm monitor] {c.lxcpath} {c.name}".encode()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
-                    if cmdline.read().startswith(title):
-                        return int(entry)
-            except OSError:
-                pass
-    raise AssertionError("no monitor process")
+    pids = _monitor_pids(c.lxcpath, c.name)
+    assert len(pids) == 1, pids
+    return pids[0]
 
 
 def _gone(pid: int, timeout: float = 10) -> bool:

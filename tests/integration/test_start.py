@@ -287,3 +287,12 @@ def test_signals_to_the_monitor_reach_init(make_container):
         lxcsm.send_signal(signal.SIGUSR1)
         assert lxcsm.wait(timeout=30) == 5
         assert lxcsm.stdout.read() == "got USR1\n"
+
+
+def test_a_paused_child_is_titled_as_the_child_in_ps(make_container):
+    c = make_container()
+    paused = c.run("start", "--break-at", "child:setup_mounts", "--", "/bin/true")
+    child = _paused_child(paused.stderr)
+    with open(f"/proc/{child}/cmdline", "rb") as cmdline:
+        assert cmdline.read().startswith(f"[lxcsm child] {c.lxcpath} {c.name}".encode())
+    assert c.run("continue", "--abort").returncode == 0
