@@ -19,7 +19,6 @@ import re
 import shlex
 import signal
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import NamedTuple
 
@@ -107,8 +106,7 @@ class MountEntry(NamedTuple):
     origin: Setting
 
 
-@dataclass(frozen=True)
-class NetDevice:
+class NetDevice(NamedTuple):
     """One lxc.net.N.* device; sub-keys without a field of their own are in `extra`."""
 
     index: int
@@ -125,7 +123,7 @@ class NetDevice:
     veth_pair: str | None
     origin: Setting  # the lxc.net.N.type line (the device's first line if it has none)
     # sub-key -> value; sub-keys given several times have their values joined by "\n".
-    extra: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False)
+    extra: Mapping[str, str] = MappingProxyType({})
 
 
 # --- value parsers -----------------------------------------------------------
@@ -760,8 +758,7 @@ class _Slot(NamedTuple):
 
 # --- the result --------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Config:
+class Config(NamedTuple):
     """A container's configuration, as lxc-start would use it."""
 
     name: str
@@ -788,12 +785,12 @@ class Config:
     networks: tuple[NetDevice, ...]  # by index
     unsupported: tuple[Setting, ...]  # valid settings the engine does not act on yet
     settings: tuple[Setting, ...]  # every line applied, includes in place, -s last
-    _slots: tuple[_Slot, ...] = field(default=(), repr=False)
+    effective: tuple[_Slot, ...] = ()   # the settings still in effect, for in_effect/get_item
 
     def in_effect(self, name: str) -> tuple[tuple[str, Setting], ...]:
         """(canonical key, setting) of each value still in effect for the key `name`
         or, for a family (lxc.cgroup, lxc.hook, lxc.net), every member's; in order."""
-        return tuple((slot.canonical, slot.setting) for slot in self._slots
+        return tuple((slot.canonical, slot.setting) for slot in self.effective
                      if (slot.canonical == name or slot.family == name) and slot.setting.value)
 
     def get_item(self, key: str) -> str | None:
@@ -811,11 +808,11 @@ class Config:
             raise KeyError(key) from None
         if spec.repeat is Repeat.RESET_ONLY:
             family = spec.family or canonical
-            below = [slot.setting for slot in self._slots
+            below = [slot.setting for slot in self.effective
                      if slot.family == family and slot.canonical.startswith(canonical + ".")
                      and slot.setting.value]
             return "".join(f"{s.key} = {s.value}\n" for s in below) or None
-        values = [slot.setting.value for slot in self._slots if slot.canonical == canonical]
+        values = [slot.setting.value for slot in self.effective if slot.canonical == canonical]
         if spec.repeat is Repeat.APPEND:
             return "".join(f"{value}\n" for value in values if value) or None
         if not values or not values[-1]:
@@ -1143,5 +1140,5 @@ def load(path: str, name: str, overrides: Sequence[str] = ()) -> Config:
         networks=tuple(loader.networks()),
         unsupported=tuple(loader.unsupported()),
         settings=tuple(loader.settings),
-        _slots=tuple(loader.slots),
+        effective=tuple(loader.slots),
     )

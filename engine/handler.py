@@ -14,13 +14,13 @@ monitor's is split again by how long things live:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 from lxcsm.engine.cleanup import UndoLog
 
 if TYPE_CHECKING:
     from lxcsm.engine.cgroups import Hierarchy
+    from lxcsm.engine.commands import CommandServer
     from lxcsm.engine.config import Config
     from lxcsm.engine.sync import ChildEnd, MonitorEnd
 
@@ -61,38 +61,55 @@ class Failure(NamedTuple):
         return f"{self.side} state {self.state} failed: {self.error}"
 
 
-@dataclass
 class Boot:
-    number: int
-    undo: UndoLog = field(default_factory=UndoLog)
-    payload_cgroups: list[str] = field(default_factory=list)
-    channel: MonitorEnd | None = None
-    init_pid: int = 0
-    init_pidfd: int = -1
-    init_status: int | None = None     # os.waitpid status once init has exited
+    """One boot of the container: what init_handler starts afresh on a reboot."""
+
+    __slots__ = ("number", "undo", "payload_cgroups", "channel", "init_pid", "init_pidfd",
+                 "init_status")
+
+    def __init__(self, number: int, undo: UndoLog | None = None) -> None:
+        self.number = number
+        self.undo = UndoLog() if undo is None else undo
+        self.payload_cgroups: list[str] = []
+        self.channel: MonitorEnd | None = None
+        self.init_pid = 0
+        self.init_pidfd = -1
+        self.init_status: int | None = None     # os.waitpid status once init has exited
 
 
-@dataclass
 class Monitor:
-    request: StartRequest
-    log: Any                           # the current state's EventLogger
-    hierarchies: list[Hierarchy] = field(default_factory=list)
-    undo: UndoLog = field(default_factory=UndoLog)
-    commands: Any = None               # engine.commands.CommandServer, once bound
-    signal_fd: int = -1
-    signal_mask: frozenset[int] = frozenset()   # what was blocked before us, for the child
-    boot: Boot = field(default_factory=lambda: Boot(number=0))
-    failure: Failure | None = None
-    on_running: Callable[[], None] = lambda: None   # the daemon tells its caller here
-    on_paused: Callable[[str], None] = lambda text: None   # where a breakpoint's report goes
-    saved_events: str | None = None    # where the flight record was kept, once stopped
+    """The monitor process's context, for as long as it lives."""
+
+    __slots__ = ("request", "log", "hierarchies", "undo", "commands", "signal_fd", "signal_mask",
+                 "boot", "failure", "on_running", "on_paused", "saved_events")
+
+    def __init__(self, request: StartRequest, log: Any, undo: UndoLog,
+                 on_running: Callable[[], None] = lambda: None,
+                 on_paused: Callable[[str], None] = lambda text: None) -> None:
+        self.request = request
+        self.log = log                             # the current state's EventLogger
+        self.hierarchies: list[Hierarchy] = []
+        self.undo = undo
+        self.commands: CommandServer | None = None     # once bound
+        self.signal_fd = -1
+        self.signal_mask: frozenset[int] = frozenset()  # what was blocked before us, for the child
+        self.boot = Boot(number=0)
+        self.failure: Failure | None = None
+        self.on_running = on_running               # the daemon tells its caller here
+        self.on_paused = on_paused                 # where a breakpoint's report goes
+        self.saved_events: str | None = None       # where the flight record was kept, once stopped
 
 
-@dataclass
 class Child:
-    request: StartRequest
-    channel: ChildEnd
-    log: Any
-    signal_mask: frozenset[int]
-    rootfs: str = ""                   # where the container's / is mounted before pivot_root
-    failure: Failure | None = None
+    """The container child's context, from clone3 to exec."""
+
+    __slots__ = ("request", "channel", "log", "signal_mask", "rootfs", "failure")
+
+    def __init__(self, request: StartRequest, channel: ChildEnd, log: Any,
+                 signal_mask: frozenset[int]) -> None:
+        self.request = request
+        self.channel = channel
+        self.log = log
+        self.signal_mask = signal_mask
+        self.rootfs = ""              # where the container's / is mounted before pivot_root
+        self.failure: Failure | None = None

@@ -35,7 +35,6 @@ import os
 import select
 import socket
 import time
-from dataclasses import dataclass
 from typing import Callable
 
 _MAX_FRAME = 64 * 1024
@@ -64,12 +63,14 @@ class SyncError(Exception):
     """The sync channel broke: the peer died, timed out or said something unexpected."""
 
 
-@dataclass
 class PeerFailed(Exception):
     """The other side reported an error in one of its states."""
-    side: str
-    state: str
-    error: str
+
+    def __init__(self, side: str, state: str, error: str) -> None:
+        super().__init__(side, state, error)
+        self.side = side
+        self.state = state
+        self.error = error
 
     def __str__(self) -> str:
         return self.error
