@@ -19,8 +19,32 @@ from lxcsm.engine import commands, log as logmod
 DEFAULT_LXCPATH = "/var/lib/lxc"
 
 
+class _Formatter(argparse.HelpFormatter):
+    """argparse's help layout, at the terminal's width.
+
+    argparse itself asks shutil for the width each time it makes a formatter, which is
+    once per add_argument (to check the metavar): importing shutil alone is ~4 ms of
+    every start on a small VM.  os.get_terminal_size is the same question, asked once.
+    """
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, width=_columns() - 2)
+
+
+def _columns() -> int:
+    if os.environ.get("COLUMNS", "").isdigit():
+        return int(os.environ["COLUMNS"])
+    try:
+        return os.get_terminal_size(sys.stdout.fileno()).columns
+    except (AttributeError, ValueError, OSError):
+        return 80
+
+
 class Parser(argparse.ArgumentParser):
     """argparse with lxcsm's one-line errors (exit 2), for every lxcsm command."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(formatter_class=_Formatter, **kwargs)
 
     def error(self, message: str):
         self.exit(2, f"lxcsm: {message} (see {self.prog} --help)\n")
@@ -32,43 +56,36 @@ def _add_name(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-P", "--lxcpath", default=DEFAULT_LXCPATH, metavar="LXCPATH")
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="lxcsm", description="Start LXC containers through explicit state machines.",
-                     epilog="Also: " + ", ".join(f"lxcsm {tool} --help" for tool in TOOLS))
-    sub = parser.add_subparsers(dest="action", required=True, parser_class=Parser)
-
-    start = sub.add_parser("start", help="start a container (like lxc-start)")
-    start.set_defaults(parser=start)
-    _add_name(start)
-    start.add_argument("-f", "--rcfile", metavar="RCFILE", help="config file instead of LXCPATH/NAME/config")
-    start.add_argument("-s", "--define", action="append", default=[], metavar="KEY=VALUE",
-                       help="set a config key after the file is read (repeatable)")
-    mode = start.add_mutually_exclusive_group()
+def _start_parser(parser: Parser) -> None:
+    _add_name(parser)
+    parser.add_argument("-f", "--rcfile", metavar="RCFILE", help="config file instead of LXCPATH/NAME/config")
+    parser.add_argument("-s", "--define", action="append", default=[], metavar="KEY=VALUE",
+                        help="set a config key after the file is read (repeatable)")
+    mode = parser.add_mutually_exclusive_group()
     mode.add_argument("-F", "--foreground", action="store_true", help="stay in the foreground")
     mode.add_argument("-d", "--daemon", action="store_true", help="run the monitor in the background (default)")
-    start.add_argument("-l", "--logpriority", metavar="LEVEL", help="TRACE DEBUG INFO NOTICE WARN ERROR (default) ...")
-    start.add_argument("-o", "--logfile", metavar="FILE", help="log to FILE instead of stderr")
-    start.add_argument("--log-format", choices=sorted(logmod.RENDERERS), default="lxc")
-    start.add_argument("-p", "--pidfile", metavar="FILE", help="write the monitor's pid to FILE")
-    start.add_argument("--plan", action="store_true",
-                       help="print what the start would do, state by state, and change nothing")
-    start.add_argument("--break-at", action="append", default=[], metavar="STATE",
-                       help="pause right before STATE (monitor:STATE, child:STATE, or a prefix like setup)")
-    start.add_argument("--step", action="store_true", help="pause before every state")
-    start.epilog = "lxcsm start [options] NAME -- COMMAND [ARG...] runs COMMAND instead of lxc.init.cmd."
+    parser.add_argument("-l", "--logpriority", metavar="LEVEL", help="TRACE DEBUG INFO NOTICE WARN ERROR (default) ...")
+    parser.add_argument("-o", "--logfile", metavar="FILE", help="log to FILE instead of stderr")
+    parser.add_argument("--log-format", choices=sorted(logmod.RENDERERS), default="lxc")
+    parser.add_argument("-p", "--pidfile", metavar="FILE", help="write the monitor's pid to FILE")
+    parser.add_argument("--plan", action="store_true",
+                        help="print what the start would do, state by state, and change nothing")
+    parser.add_argument("--break-at", action="append", default=[], metavar="STATE",
+                        help="pause right before STATE (monitor:STATE, child:STATE, or a prefix like setup)")
+    parser.add_argument("--step", action="store_true", help="pause before every state")
+    parser.epilog = "lxcsm start [options] NAME -- COMMAND [ARG...] runs COMMAND instead of lxc.init.cmd."
 
-    resume = sub.add_parser("continue", help="resume a start paused by --break-at or --step")
-    resume.set_defaults(parser=resume)
-    _add_name(resume)
-    resume.add_argument("--abort", action="store_true", help="abort the paused start instead (cleans up)")
 
-    stop = sub.add_parser("stop", help="stop a running container (like lxc-stop)")
-    stop.set_defaults(parser=stop)
-    _add_name(stop)
-    stop.add_argument("-k", "--kill", action="store_true", help="kill init at once (lxc.signal.stop)")
-    stop.add_argument("-t", "--timeout", type=_seconds, default=60, metavar="SECS",
-                      help="seconds to wait after lxc.signal.halt before killing (default 60)")
-    return parser
+def _continue_parser(parser: Parser) -> None:
+    _add_name(parser)
+    parser.add_argument("--abort", action="store_true", help="abort the paused start instead (cleans up)")
+
+
+def _stop_parser(parser: Parser) -> None:
+    _add_name(parser)
+    parser.add_argument("-k", "--kill", action="store_true", help="kill init at once (lxc.signal.stop)")
+    parser.add_argument("-t", "--timeout", type=_seconds, default=60, metavar="SECS",
+                        help="seconds to wait after lxc.signal.halt before killing (default 60)")
 
 
 def _seconds(text: str) -> int:
@@ -223,6 +240,12 @@ def _shutdown(lxcpath: str, name: str, timeout: int) -> bool:
         os.close(pidfd)
 
 
+COMMANDS = {
+    "start": (_start_parser, "start a container (like lxc-start)", start),
+    "continue": (_continue_parser, "resume a start paused by --break-at or --step", resume),
+    "stop": (_stop_parser, "stop a running container (like lxc-stop)", stop),
+}
+
 # Commands for people learning or debugging a start, each in its own module with its
 # own `main(argv)`: imported only when asked for, so `lxcsm start` never pays for them.
 TOOLS = {
@@ -247,11 +270,31 @@ def main(argv: list[str] | None = None) -> int:
     # Everything after `--` is init's command line, options and all.
     command = argv[argv.index("--") + 1:] if "--" in argv else []
     argv = argv[: argv.index("--")] if "--" in argv else argv
-    parser = _parser()
-    args = parser.parse_args(argv)
+    if argv and argv[0] in COMMANDS:
+        # Only the parser of the command asked for: the others would cost every start.
+        action, (add_options, help_text, run_command) = argv[0], COMMANDS[argv[0]]
+        parser = Parser(prog=f"lxcsm {action}", description=help_text)
+        add_options(parser)
+        args = parser.parse_args(argv[1:])
+    else:
+        parser = _usage()
+        if argv and not argv[0].startswith("-"):
+            parser.error(f"{argv[0]!r} is not a command (commands: {', '.join([*COMMANDS, *TOOLS])})")
+        parser.parse_args(argv)   # --help, or the one-line error for a missing command
+        return 2
     args.command = command
-    # Errors found after parsing point at the subcommand's own --help.
-    return {"start": start, "stop": stop, "continue": resume}[args.action](args.parser, args)
+    # Errors found after parsing point at the command's own --help.
+    return run_command(parser, args)
+
+
+def _usage() -> Parser:
+    """The top-level parser: it only says which commands there are."""
+    parser = Parser(prog="lxcsm", description="Start LXC containers through explicit state machines.",
+                    epilog="Also: " + ", ".join(f"lxcsm {tool} --help" for tool in TOOLS))
+    sub = parser.add_subparsers(dest="action", required=True, metavar="{" + ",".join(COMMANDS) + "}")
+    for action, (_add_options, help_text, _run) in COMMANDS.items():
+        sub.add_parser(action, help=help_text)
+    return parser
 
 
 def run() -> None:
