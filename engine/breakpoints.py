@@ -22,7 +22,7 @@ import os
 import select
 import signal
 import sys
-from typing import NamedTuple
+from collections import namedtuple
 
 from lxcsm.engine import kernel
 from lxcsm.engine.handler import StateError
@@ -34,9 +34,11 @@ _ABORTING_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUI
 UNPAUSABLE = {("monitor", "init_handler"), ("monitor", "aborting"), ("monitor", "stopped"), ("child", "aborting")}
 
 
-class Breakpoints(NamedTuple):
-    states: frozenset[tuple[str, str]] = frozenset()   # (side, state) pairs
-    step: bool = False
+class Breakpoints(namedtuple("Breakpoints", (
+        "states",  # frozenset[tuple[str, str]]: (side, state) pairs
+        "step",    # bool
+    ), defaults=(frozenset(), False))):
+    __slots__ = ()
 
     def wants(self, side: str, state: str) -> bool:
         return (self.step and (side, state) not in UNPAUSABLE) or (side, state) in self.states

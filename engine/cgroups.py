@@ -14,14 +14,16 @@ from __future__ import annotations
 import errno
 import os
 import time
-from typing import NamedTuple
+from collections import namedtuple
 
 
-class Hierarchy(NamedTuple):
-    mountpoint: str
-    controllers: tuple[str, ...]   # ("memory",), ("name=systemd",); () for cgroup2
-    version: int                   # 1 or 2
-    home: str                      # the directory of the cgroup we started in
+class Hierarchy(namedtuple("Hierarchy", (
+        "mountpoint",   # str
+        "controllers",  # tuple[str, ...]: ("memory",), ("name=systemd",); () for cgroup2
+        "version",      # int: 1 or 2
+        "home",         # str: the directory of the cgroup we started in
+    ))):
+    __slots__ = ()
 
     @property
     def label(self) -> str:

@@ -29,15 +29,18 @@ import select
 import signal
 import socket
 import sys
-from typing import Any, Callable, NamedTuple
+from collections import namedtuple
+from collections.abc import Callable
 
 from lxcsm.engine import cgroups
 
 
-class Change(NamedTuple):
-    kind: str
-    target: str
-    handle: Any = None   # a live fd, only meaningful in the recording process
+class Change(namedtuple("Change", (
+        "kind",    # str
+        "target",  # str
+        "handle",  # object: a live fd, only meaningful in the recording process
+    ), defaults=(None,))):
+    __slots__ = ()
 
     # A change is its kind and target: the same change read back from the journal has no handle.
     def __eq__(self, other: object) -> bool:
@@ -126,7 +129,7 @@ class UndoLog:
         self.changes: list[Change] = []
         self.journal = journal or Journal(None)
 
-    def record(self, kind: str, target: str | int, handle: Any = None) -> None:
+    def record(self, kind: str, target: str | int, handle: object = None) -> None:
         assert kind in UNDO, kind
         self.changes.append(Change(kind, str(target), handle))
         self.journal.write({"change": kind, "target": str(target)})

@@ -18,9 +18,9 @@ import os
 import re
 import shlex
 import signal
+from collections import namedtuple
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import MappingProxyType
-from typing import NamedTuple
 
 from lxcsm.engine.mount_options import parse_mount_options
 
@@ -87,43 +87,49 @@ class ConfigError(Exception):
         self.message = message
 
 
-class Setting(NamedTuple):
+class Setting(namedtuple("Setting", (
+        "file",   # str
+        "line",   # int
+        "key",    # str
+        "value",  # str
+    ))):
     """One `key = value` as written, with where it came from."""
 
-    file: str
-    line: int
-    key: str
-    value: str
+    __slots__ = ()
 
 
-class MountEntry(NamedTuple):
+class MountEntry(namedtuple("MountEntry", (
+        "source",   # str
+        "target",   # str
+        "fstype",   # str
+        "options",  # str
+        "origin",   # Setting
+    ))):
     """One fstab-style line from lxc.mount.entry or lxc.mount.fstab."""
 
-    source: str
-    target: str
-    fstype: str
-    options: str
-    origin: Setting
+    __slots__ = ()
 
 
-class NetDevice(NamedTuple):
+class NetDevice(namedtuple("NetDevice", (
+        "index",         # int
+        "type",          # str
+        "link",          # str | None
+        "flags",         # str | None
+        "name",          # str | None
+        "hwaddr",        # str | None: as written: an "x" digit is to be filled in at random
+        "mtu",           # int | None
+        "ipv4",          # tuple[str, ...]
+        "ipv4_gateway",  # str | None
+        "ipv6",          # tuple[str, ...]
+        "ipv6_gateway",  # str | None
+        "veth_pair",     # str | None
+        "origin",        # Setting: the lxc.net.N.type line (the device's first line if it has none)
+        # sub-key -> value; sub-keys given several times have their values joined by "\n".
+        "extra",         # Mapping[str, str]
+    ), defaults=(MappingProxyType({}),))):
     """One lxc.net.N.* device; sub-keys without a field of their own are in `extra`."""
 
-    index: int
-    type: str
-    link: str | None
-    flags: str | None
-    name: str | None
-    hwaddr: str | None  # as written: an "x" digit is to be filled in at random
-    mtu: int | None
-    ipv4: tuple[str, ...]
-    ipv4_gateway: str | None
-    ipv6: tuple[str, ...]
-    ipv6_gateway: str | None
-    veth_pair: str | None
-    origin: Setting  # the lxc.net.N.type line (the device's first line if it has none)
-    # sub-key -> value; sub-keys given several times have their values joined by "\n".
-    extra: Mapping[str, str] = MappingProxyType({})
+    __slots__ = ()
 
 
 # --- value parsers -----------------------------------------------------------
@@ -479,31 +485,35 @@ class Repeat(enum.Enum):
     RESET_ONLY = "only an empty value, which resets everything below the key, is allowed"
 
 
-class KeySpec(NamedTuple):
+class KeySpec(namedtuple("KeySpec", (
+        "check",     # Callable[[str], object]
+        # Whether the engine acts on the key; a callable decides from the value.
+        "honoured",  # bool | Callable[[str], bool]
+        "repeat",    # Repeat
+        # The key whose empty value also clears this one (default: the key itself).
+        "family",    # str | None
+        # Prefix entries: maps the text after the prefix to (canonical text, spec).
+        "members",   # Callable[[str], tuple[str, KeySpec]] | None
+        # Network sub-keys that LXC only accepts on one device type.
+        "net_type",  # str | None
+    ), defaults=(False, Repeat.REPLACE, None, None, None))):
     """How one key's values are checked and stored."""
 
-    check: Callable[[str], object]
-    # Whether the engine acts on the key; a callable decides from the value.
-    honoured: bool | Callable[[str], bool] = False
-    repeat: Repeat = Repeat.REPLACE
-    # The key whose empty value also clears this one (default: the key itself).
-    family: str | None = None
-    # Prefix entries: maps the text after the prefix to (canonical text, spec).
-    members: Callable[[str], tuple[str, KeySpec]] | None = None
-    # Network sub-keys that LXC only accepts on one device type.
-    net_type: str | None = None
+    __slots__ = ()
 
 
-class _MemberForm(NamedTuple):
+class _MemberForm(namedtuple("_MemberForm", (
+        "pattern",   # re.Pattern[str]
+        "group",     # re.Pattern[str]
+        "expected",  # str
+    ))):
     """What the names of a family's members must look like, and how to say so.
 
     A name matching only `group` (lxc.cgroup.memory) selects several members:
     it takes no value, and an empty one clears them all.
     """
 
-    pattern: re.Pattern[str]
-    group: re.Pattern[str]
-    expected: str
+    __slots__ = ()
 
     def group_value(self, value: str) -> str:
         raise ValueError(f"{self.expected}; without a file it only takes an empty value, "
@@ -747,45 +757,49 @@ _GET_ITEM_RENDERERS: Mapping[str, Callable[[str], str]] = MappingProxyType({
 })
 
 
-class _Slot(NamedTuple):
+class _Slot(namedtuple("_Slot", (
+        "canonical",  # str
+        "family",     # str
+        "setting",    # Setting
+        "honoured",   # bool
+    ))):
     """A setting still in effect: not replaced by a later value or cleared by an empty one."""
 
-    canonical: str
-    family: str
-    setting: Setting
-    honoured: bool
+    __slots__ = ()
 
 
 # --- the result --------------------------------------------------------------
 
-class Config(NamedTuple):
+class Config(namedtuple("Config", (
+        "name",             # str
+        "path",             # str
+        "uts_name",         # str | None
+        "rootfs_path",      # str | None: without "dir:"
+        "rootfs_mount",     # str | None
+        "rootfs_options",   # str | None: as written, e.g. "ro"
+        "mount_proc",       # str | None: "mixed" or "rw"
+        "mount_sys",        # str | None: "ro", "mixed" or "rw"
+        "mount_cgroup",     # str | None: the last cgroup token as written, e.g. "cgroup:mixed"
+        "mount_entries",    # tuple[MountEntry, ...]: lxc.mount.fstab's lines, then lxc.mount.entry's
+        "autodev",          # bool
+        "init_cmd",         # tuple[str, ...]
+        "init_cwd",         # str | None
+        "environment",      # tuple[str, ...]: "KEY=VALUE", or "KEY" to pass on lxc-start's own value
+        "namespace_clone",  # frozenset[str]
+        "namespace_keep",   # frozenset[str]
+        "log_level",        # str | None: one of LOG_LEVELS
+        "log_file",         # str | None
+        "signal_halt",      # int
+        "signal_reboot",    # int
+        "signal_stop",      # int
+        "networks",         # tuple[NetDevice, ...]: by index
+        "unsupported",      # tuple[Setting, ...]: valid settings the engine does not act on yet
+        "settings",         # tuple[Setting, ...]: every line applied, includes in place, -s last
+        "effective",        # tuple[_Slot, ...]: the settings still in effect, for in_effect/get_item
+    ), defaults=((),))):
     """A container's configuration, as lxc-start would use it."""
 
-    name: str
-    path: str
-    uts_name: str | None
-    rootfs_path: str | None  # without "dir:"
-    rootfs_mount: str | None
-    rootfs_options: str | None  # as written, e.g. "ro"
-    mount_proc: str | None  # "mixed" or "rw"
-    mount_sys: str | None  # "ro", "mixed" or "rw"
-    mount_cgroup: str | None  # the last cgroup token as written, e.g. "cgroup:mixed"
-    mount_entries: tuple[MountEntry, ...]  # lxc.mount.fstab's lines, then lxc.mount.entry's
-    autodev: bool
-    init_cmd: tuple[str, ...]
-    init_cwd: str | None
-    environment: tuple[str, ...]  # "KEY=VALUE", or "KEY" to pass on lxc-start's own value
-    namespace_clone: frozenset[str]
-    namespace_keep: frozenset[str]
-    log_level: str | None  # one of LOG_LEVELS
-    log_file: str | None
-    signal_halt: int
-    signal_reboot: int
-    signal_stop: int
-    networks: tuple[NetDevice, ...]  # by index
-    unsupported: tuple[Setting, ...]  # valid settings the engine does not act on yet
-    settings: tuple[Setting, ...]  # every line applied, includes in place, -s last
-    effective: tuple[_Slot, ...] = ()   # the settings still in effect, for in_effect/get_item
+    __slots__ = ()
 
     def in_effect(self, name: str) -> tuple[tuple[str, Setting], ...]:
         """(canonical key, setting) of each value still in effect for the key `name`

@@ -14,28 +14,34 @@ monitor's is split again by how long things live:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, NamedTuple
+from collections import namedtuple
+from collections.abc import Callable
 
 from lxcsm.engine.cleanup import UndoLog
 
+TYPE_CHECKING = False   # typing itself costs every start ~5 ms to import
 if TYPE_CHECKING:
+    from typing import Any
+
     from lxcsm.engine.cgroups import Hierarchy
     from lxcsm.engine.commands import CommandServer
     from lxcsm.engine.config import Config
     from lxcsm.engine.sync import ChildEnd, MonitorEnd
 
 
-class StartRequest(NamedTuple):
-    name: str
-    lxcpath: str
-    config: Config
-    command: tuple[str, ...]          # init's argv: `-- COMMAND` or lxc.init.cmd
-    foreground: bool
-    pidfile: str | None = None
-    # How long either side waits for the other at a sync point before giving up;
-    # LXCSM_SYNC_TIMEOUT overrides it (a test's silent child should not cost 30 s).
-    sync_timeout: float = 30.0
-    breakpoints: Any = None            # engine.breakpoints.Breakpoints, or None
+class StartRequest(namedtuple("StartRequest", (
+        "name",          # str
+        "lxcpath",       # str
+        "config",        # Config
+        "command",       # tuple[str, ...]: init's argv: `-- COMMAND` or lxc.init.cmd
+        "foreground",    # bool
+        "pidfile",       # str | None
+        # How long either side waits for the other at a sync point before giving up;
+        # LXCSM_SYNC_TIMEOUT overrides it (a test's silent child should not cost 30 s).
+        "sync_timeout",  # float
+        "breakpoints",   # engine.breakpoints.Breakpoints, or None
+    ), defaults=(None, 30.0, None))):
+    __slots__ = ()
 
     @property
     def config_file(self) -> str:
@@ -50,12 +56,15 @@ class StateError(Exception):
     """
 
 
-class Failure(NamedTuple):
+class Failure(namedtuple("Failure", (
+        "state",            # str
+        "side",             # str
+        "error",            # str
+        "already_running",  # bool
+    ), defaults=(False,))):
     """Why a start ended early: the state that failed, on which side, and the error."""
-    state: str
-    side: str
-    error: str
-    already_running: bool = False
+
+    __slots__ = ()
 
     def __str__(self) -> str:
         return f"{self.side} state {self.state} failed: {self.error}"

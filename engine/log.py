@@ -37,7 +37,11 @@ import json
 import os
 import sys
 import time
-from typing import Any, Callable, TextIO
+from collections.abc import Callable
+
+TYPE_CHECKING = False   # typing itself costs every start ~5 ms to import
+if TYPE_CHECKING:
+    from typing import Any, TextIO
 
 
 class Level(enum.IntEnum):

@@ -65,18 +65,20 @@ reboot`` in lxccontainer.c; here it is one more arrow.
 from __future__ import annotations
 
 import importlib
+from collections import namedtuple
 from types import ModuleType
-from typing import NamedTuple
 
 from transitions import Machine
 
 
-class Table(NamedTuple):
-    side: str                           # "monitor" or "child": also the package under states/
-    states: tuple[str, ...]             # in the order of a normal start
-    transitions: tuple[tuple[str, str | tuple[str, ...], str], ...]   # (trigger, source(s), dest)
-    initial: str
-    final: tuple[str, ...]
+class Table(namedtuple("Table", (
+        "side",         # str: "monitor" or "child": also the package under states/
+        "states",       # tuple[str, ...]: in the order of a normal start
+        "transitions",  # tuple[tuple[str, str | tuple[str, ...], str], ...]: (trigger, source(s), dest)
+        "initial",      # str
+        "final",        # tuple[str, ...]
+    ))):
+    __slots__ = ()
 
     def module(self, state: str) -> ModuleType:
         return importlib.import_module(f"lxcsm.states.{self.side}.{state}")

@@ -9,7 +9,7 @@ the kernel.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections import namedtuple
 
 from lxcsm.engine.kernel import (
     MS_RDONLY,
@@ -87,15 +87,17 @@ OPTIONAL = "optional"
 RELATIVE = "relative"
 
 
-class MountOptions(NamedTuple):
+class MountOptions(namedtuple("MountOptions", (
+        "flags",        # int
+        "propagation",  # int
+        "data",         # str
+        "create",       # str | None
+        "optional",     # bool
+        "relative",     # bool
+    ))):
     """An option string split into what each part of the mount code needs."""
 
-    flags: int
-    propagation: int
-    data: str
-    create: str | None
-    optional: bool
-    relative: bool
+    __slots__ = ()
 
     @property
     def bind(self) -> bool:

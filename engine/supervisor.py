@@ -18,7 +18,11 @@ import logging
 import os
 import signal
 import socket
-from typing import Callable, NoReturn
+from collections.abc import Callable
+
+TYPE_CHECKING = False   # typing itself costs every start ~5 ms to import
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 from transitions import MachineError
 

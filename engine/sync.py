@@ -35,7 +35,7 @@ import os
 import select
 import socket
 import time
-from typing import Callable
+from collections.abc import Callable
 
 _MAX_FRAME = 64 * 1024
 _MAX_FDS = 64
