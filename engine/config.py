@@ -181,7 +181,10 @@ SIGNALS: Mapping[str, int] = MappingProxyType({
     for name in SIGNAL_NAMES
     if hasattr(signal, "SIG" + name)
 })
-_REALTIME_SIGNAL = re.compile(r"RT(MIN\+|MAX-)([0-9]+)")
+# Regular expressions are kept as text here: re compiles (and caches) each one the first
+# time it is used, so a start pays only for those its config needs (compiling them all
+# up front was ~2 ms of every start).
+_REALTIME_SIGNAL = r"RT(MIN\+|MAX-)([0-9]+)"
 
 
 def parse_signal(text: str) -> int:
@@ -191,7 +194,7 @@ def parse_signal(text: str) -> int:
             raise ValueError(f"signal number {text} is out of range 1..{int(signal.SIGRTMAX)}")
         return int(text)
     name = text.upper().removeprefix("SIG")
-    realtime = _REALTIME_SIGNAL.fullmatch(name)
+    realtime = re.fullmatch(_REALTIME_SIGNAL, name)
     if realtime:
         offset = int(realtime[2])
         if offset > signal.SIGRTMAX - signal.SIGRTMIN:
@@ -298,7 +301,7 @@ def parse_command(value: str) -> tuple[str, ...]:
 # getmntent(3)'s escapes: fstab fields are whitespace-separated, so a space
 # in a path is written \040.
 _FSTAB_ESCAPES = {"\\040": " ", "\\011": "\t", "\\012": "\n", "\\134": "\\", "\\\\": "\\"}
-_FSTAB_ESCAPE = re.compile(r"\\(?:040|011|012|134|\\)")
+_FSTAB_ESCAPE = r"\\(?:040|011|012|134|\\)"
 
 
 def parse_mount_fields(text: str) -> tuple[str, str, str, str]:
@@ -309,7 +312,7 @@ def parse_mount_fields(text: str) -> tuple[str, str, str, str]:
     if len(fields) > 6:
         raise ValueError("a mount has at most 6 fields (write a space in a path as \\040)")
     source, target, fstype, options = (
-        _FSTAB_ESCAPE.sub(lambda m: _FSTAB_ESCAPES[m[0]], part) for part in fields[:4])
+        re.sub(_FSTAB_ESCAPE, lambda m: _FSTAB_ESCAPES[m[0]], part) for part in fields[:4])
     parse_mount_options(options)
     return source, target, fstype, options
 
@@ -365,11 +368,11 @@ def _cgroup_dir_name(value: str) -> str:
     return value
 
 
-_byte_size_pattern = re.compile(r"[0-9]+\s*(?:[kmg]?b)?", re.IGNORECASE)
+_BYTE_SIZE = r"(?i)[0-9]+\s*(?:[kmg]?b)?"
 
 
 def _byte_size_or_auto(value: str) -> str:
-    if value != "auto" and not _byte_size_pattern.fullmatch(value):
+    if value != "auto" and not re.fullmatch(_BYTE_SIZE, value):
         raise ValueError(f"{value!r} is not a size (e.g. 128kB, 1MB) or 'auto'")
     return value
 
@@ -410,7 +413,7 @@ NET_TYPES = ("empty", "none", "veth", "macvlan", "ipvlan", "vlan", "phys")
 HONOURED_NET_TYPES = frozenset({"empty", "none"})
 # LXC's default when a device has no type line (the zero of its enum).
 DEFAULT_NET_TYPE = "empty"
-_HWADDR = re.compile(r"(?:[0-9a-fA-FxX]{2}:){5}[0-9a-fA-FxX]{2}")
+_HWADDR = r"(?:[0-9a-fA-FxX]{2}:){5}[0-9a-fA-FxX]{2}"
 
 
 def _interface_name(value: str) -> str:
@@ -422,7 +425,7 @@ def _interface_name(value: str) -> str:
 
 
 def _hwaddr(value: str) -> str:
-    if not _HWADDR.fullmatch(value):
+    if not re.fullmatch(_HWADDR, value):
         raise ValueError("a MAC address is xx:xx:xx:xx:xx:xx (hex digits, x for random)")
     return value
 
@@ -503,8 +506,8 @@ class KeySpec(namedtuple("KeySpec", (
 
 
 class _MemberForm(namedtuple("_MemberForm", (
-        "pattern",   # re.Pattern[str]
-        "group",     # re.Pattern[str]
+        "pattern",   # str: a regular expression the whole name must match
+        "group",     # str: the same, for a name that selects several members
         "expected",  # str
     ))):
     """What the names of a family's members must look like, and how to say so.
@@ -528,8 +531,8 @@ def _members_named(member: KeySpec, allowed: frozenset[str] | None = None,
             raise ValueError("missing or malformed name after the prefix")
         if allowed is not None and name not in allowed:
             raise ValueError(f"unknown name {name!r} (known: {', '.join(sorted(allowed))})")
-        if form is not None and not form.pattern.fullmatch(name):
-            if form.group.fullmatch(name):
+        if form is not None and not re.fullmatch(form.pattern, name):
+            if re.fullmatch(form.group, name):
                 return name, KeySpec(form.group_value, repeat=Repeat.APPEND, family=member.family)
             raise ValueError(f"malformed name {name!r}: {form.expected}")
         return name, member
@@ -546,8 +549,8 @@ def _family(name: str, member_check: Callable[[str], object], repeat: Repeat,
 
 # A cgroup file is named CONTROLLER.FILE ("memory.limit_in_bytes", "hugetlb.2MB.max"):
 # LXC finds the hierarchy to write to by the part before the first dot.
-_CGROUP_FILE = re.compile(r"[A-Za-z0-9_]+(?:\.[A-Za-z0-9_\-]+)+")
-_CGROUP_CONTROLLER = re.compile(r"[A-Za-z0-9_]+")
+_CGROUP_FILE = r"[A-Za-z0-9_]+(?:\.[A-Za-z0-9_\-]+)+"
+_CGROUP_CONTROLLER = r"[A-Za-z0-9_]+"
 _CGROUP1_FILE = _MemberForm(_CGROUP_FILE, _CGROUP_CONTROLLER,
                             "the key is lxc.cgroup.<controller>.<file>, "
                             "e.g. lxc.cgroup.memory.limit_in_bytes")
@@ -592,12 +595,12 @@ NET_SUBKEYS: Mapping[str, KeySpec] = MappingProxyType({
 })
 # lxc.net.N on its own: an empty value removes device N.
 _NET_DEVICE = KeySpec(_no_value, honoured=True, repeat=Repeat.RESET_ONLY, family="lxc.net")
-_NET_MEMBER = re.compile(r"([0-9]+)(?:\.(.+))?")
+_NET_MEMBER = r"([0-9]+)(?:\.(.+))?"
 
 
 def _net_members(rest: str) -> tuple[str, KeySpec]:
     """"N.SUBKEY" -> ("N.SUBKEY" with N normalised, spec); "N" alone -> the device."""
-    match = _NET_MEMBER.fullmatch(rest)
+    match = re.fullmatch(_NET_MEMBER, rest)
     if not match:
         raise ValueError("network keys are lxc.net.<index>.<sub-key>")
     index, subkey = int(match[1]), match[2]
@@ -872,13 +875,13 @@ def _decoded_lines(path: str, raw: bytes) -> Iterator[tuple[int, str]]:
         yield number, text
 
 
-_KEYISH = re.compile(rb"[A-Za-z0-9_.\-]{1,%d}" % MAX_SHOWN_KEY)
+_KEYISH = rb"[A-Za-z0-9_.\-]{1,%d}" % MAX_SHOWN_KEY
 
 
 def _bad_bytes(path: str, number: int, raw_line: bytes, problem: str) -> ConfigError:
     """An error naming the line's key, when what is before its "=" looks like one."""
     key = raw_line.partition(b"=")[0].strip()
-    return ConfigError(path, number, key.decode("ascii") if _KEYISH.fullmatch(key) else FILE_KEY,
+    return ConfigError(path, number, key.decode("ascii") if re.fullmatch(_KEYISH, key) else FILE_KEY,
                        problem)
 
 
