@@ -217,3 +217,18 @@ def test_container_names_carry_the_prefix():
 def test_fmt_seconds_rounds_across_unit_boundaries():
     assert bench.fmt_seconds(0.00996) == "10 ms"
     assert bench.fmt_seconds(0.9996) == "1.00 s"
+
+
+# --- waiting for a command ------------------------------------------------------------------------
+
+def test_wait_for_gives_the_exit_status_or_none_while_running():
+    import subprocess
+    done = subprocess.Popen(["sh", "-c", "exit 3"])
+    assert bench.wait_for(done, 10) == 3
+    assert bench.wait_for(done, 10) == 3          # already reaped: still the status
+    running = subprocess.Popen(["sleep", "30"])
+    try:
+        assert bench.wait_for(running, 0.05) is None
+    finally:
+        running.kill()
+        running.wait()
