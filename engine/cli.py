@@ -14,7 +14,7 @@ import select
 import signal
 import sys
 
-from lxcsm.engine import commands, log as logmod
+from lxcsm.engine import commands
 
 DEFAULT_LXCPATH = "/var/lib/lxc"
 
@@ -57,6 +57,7 @@ def _add_name(parser: argparse.ArgumentParser) -> None:
 
 
 def _start_parser(parser: Parser) -> None:
+    from lxcsm.engine.log import RENDERERS
     _add_name(parser)
     parser.add_argument("-f", "--rcfile", metavar="RCFILE", help="config file instead of LXCPATH/NAME/config")
     parser.add_argument("-s", "--define", action="append", default=[], metavar="KEY=VALUE",
@@ -66,7 +67,7 @@ def _start_parser(parser: Parser) -> None:
     mode.add_argument("-d", "--daemon", action="store_true", help="run the monitor in the background (default)")
     parser.add_argument("-l", "--logpriority", metavar="LEVEL", help="TRACE DEBUG INFO NOTICE WARN ERROR (default) ...")
     parser.add_argument("-o", "--logfile", metavar="FILE", help="log to FILE instead of stderr")
-    parser.add_argument("--log-format", choices=sorted(logmod.RENDERERS), default="lxc")
+    parser.add_argument("--log-format", choices=sorted(RENDERERS), default="lxc")
     parser.add_argument("-p", "--pidfile", metavar="FILE", help="write the monitor's pid to FILE")
     parser.add_argument("--plan", action="store_true",
                         help="print what the start would do, state by state, and change nothing")
@@ -109,7 +110,7 @@ def _fail(message: str) -> int:
 
 def start(parser, args) -> int:
     # Imported here: `lxcsm stop` and `lxcsm continue` need none of it.
-    from lxcsm.engine import breakpoints, config as configmod, monitor, preflight, supervisor
+    from lxcsm.engine import breakpoints, config as configmod, log as logmod, monitor, preflight, supervisor
     from lxcsm.engine.handler import StartRequest
 
     name = _name(parser, args)
