@@ -8,6 +8,7 @@ the file, line and key, a non-zero exit, and nothing created.
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import os
 import select
@@ -305,6 +306,10 @@ def run() -> None:
     time main() returns; the interpreter's own teardown (tens of ms of freeing
     objects one by one) would change nothing the user can see.
     """
+    # Until a container runs, nothing lxcsm makes is garbage: the collector would only walk
+    # the tens of thousands of objects the imports and the machines create, several times
+    # over (~10 ms of a start).  The monitor turns it back on once the container is RUNNING.
+    gc.disable()
     status = main()
     sys.stdout.flush()
     sys.stderr.flush()

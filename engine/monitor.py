@@ -13,6 +13,7 @@ caller over a pipe when the container is RUNNING or why its start failed, so
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import sys
@@ -38,6 +39,11 @@ def run(request: StartRequest, log, on_running=lambda: None,
     """The monitor's life; afterwards ctx.saved_events is where the flight record was kept."""
     def running() -> None:
         on_running()   # the caller first: keeping the record must not delay RUNNING
+        # The collector was off for the start (cli.run).  What exists now lives as long as
+        # the monitor: frozen, later collections skip it and leave its pages shared with
+        # the next boot's child.
+        gc.freeze()
+        gc.enable()
         postmortem.save(request.config_file)
 
     journal = cleanup.Journal(cleanup.journal_path(request.config_file))
