@@ -23,7 +23,7 @@ import signal
 from lxcsm.engine import cgroups, commands, kernel
 from lxcsm.engine.commands import CommandServer, LxcState
 from lxcsm.engine.cleanup import UndoLog
-from lxcsm.engine.handler import Boot
+from lxcsm.engine.handler import Boot, StateError
 
 # Signals init should hear about when they are sent to the monitor (SIGCHLD is
 # read from the same fd: it is how the monitor notices its child's exit).
@@ -64,6 +64,10 @@ def enter(ctx) -> str:
 
     if not ctx.hierarchies:
         ctx.hierarchies = cgroups.hierarchies()
+        if not ctx.hierarchies:
+            # LXC refuses too: a container outside any cgroup could be neither limited nor
+            # found by LXC's tools, and a stop could not be sure it killed everything.
+            raise StateError("no cgroup hierarchy is mounted here (none in /proc/self/mountinfo)")
     if ctx.boot.number == 1:
         for setting in config.unsupported:
             ctx.log.warn("not supported yet", key=setting.key, value=setting.value,
