@@ -81,11 +81,17 @@ def _unlink(change: Change) -> None:
         pass
 
 
+def _delete_netdev(change: Change) -> None:
+    from lxcsm.engine import netlink   # only starts that made a device have one to delete
+    netlink.delete(change.target)
+
+
 UNDO: dict[str, Callable[[Change], None]] = {
     "child": _reap_child,
     "cgroup": lambda change: cgroups.remove(change.target),
     "cgroup_entered": _leave_cgroup,
     "command_socket": _close_socket,
+    "netdev": _delete_netdev,
     "pidfile": _unlink,
 }
 
@@ -182,6 +188,7 @@ UNDO_AFTER_CRASH: dict[str, Callable[[Change], None]] = {
     "cgroup": _remove_orphan_cgroup,
     "cgroup_entered": lambda change: None,  # the monitor that entered is gone
     "command_socket": lambda change: None,  # the kernel freed the name with the monitor
+    "netdev": _delete_netdev,               # a veth whose container end is gone is gone too
     "pidfile": _unlink,
 }
 
@@ -200,13 +207,13 @@ def pending(path: str) -> list[Change]:
 
 
 def main(argv: list[str]) -> int:
-    """lxcsm cleanup NAME [-P LXCPATH] [-f RCFILE]: undo what a crashed monitor left on the host."""
+    """lxcsm cleanup [-n] NAME [-P LXCPATH] [-f RCFILE]: undo what a crashed monitor left on the host."""
     from lxcsm.engine import cli, commands
     parser = cli.Parser(prog="lxcsm cleanup", description=main.__doc__)
-    parser.add_argument("name", metavar="NAME")
-    parser.add_argument("-P", "--lxcpath", default=cli.DEFAULT_LXCPATH)
+    cli.add_name(parser)
     parser.add_argument("-f", "--rcfile", help="the config file the start used, if not LXCPATH/NAME/config")
     args = parser.parse_args(argv)
+    args.name = cli.container_name(parser, args)
     lxcpath = args.lxcpath.rstrip("/") or "/"
     if commands.get_state(lxcpath, args.name) != commands.LxcState.STOPPED:
         print(f"lxcsm: {args.name} is running: stop it (lxcsm stop) instead of cleaning up", file=sys.stderr)

@@ -51,7 +51,8 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"lxcsm: {message} (see {self.prog} --help)\n")
 
 
-def _add_name(parser: argparse.ArgumentParser) -> None:
+def add_name(parser: argparse.ArgumentParser) -> None:
+    """NAME or -n NAME, and -P LXCPATH: how every lxcsm command names its container."""
     parser.add_argument("-n", "--name", dest="name_flag", metavar="NAME")
     parser.add_argument("name", nargs="?", metavar="NAME")
     parser.add_argument("-P", "--lxcpath", default=DEFAULT_LXCPATH, metavar="LXCPATH")
@@ -59,7 +60,7 @@ def _add_name(parser: argparse.ArgumentParser) -> None:
 
 def _start_parser(parser: Parser) -> None:
     from lxcsm.engine.log import RENDERERS
-    _add_name(parser)
+    add_name(parser)
     parser.add_argument("-f", "--rcfile", metavar="RCFILE", help="config file instead of LXCPATH/NAME/config")
     parser.add_argument("-s", "--define", action="append", default=[], metavar="KEY=VALUE",
                         help="set a config key after the file is read (repeatable)")
@@ -79,12 +80,12 @@ def _start_parser(parser: Parser) -> None:
 
 
 def _continue_parser(parser: Parser) -> None:
-    _add_name(parser)
+    add_name(parser)
     parser.add_argument("--abort", action="store_true", help="abort the paused start instead (cleans up)")
 
 
 def _stop_parser(parser: Parser) -> None:
-    _add_name(parser)
+    add_name(parser)
     parser.add_argument("-k", "--kill", action="store_true", help="kill init at once (lxc.signal.stop)")
     parser.add_argument("-t", "--timeout", type=_seconds, default=60, metavar="SECS",
                         help="seconds to wait after lxc.signal.halt before killing (default 60)")
@@ -96,7 +97,7 @@ def _seconds(text: str) -> int:
     return int(text)
 
 
-def _name(parser, args) -> str:
+def container_name(parser, args) -> str:
     if not (args.name or args.name_flag):
         parser.error("no container name given (NAME or -n NAME)")
     if args.name and args.name_flag and args.name != args.name_flag:
@@ -114,7 +115,7 @@ def start(parser, args) -> int:
     from lxcsm.engine import breakpoints, config as configmod, log as logmod, monitor, preflight, supervisor
     from lxcsm.engine.handler import StartRequest
 
-    name = _name(parser, args)
+    name = container_name(parser, args)
     lxcpath = args.lxcpath.rstrip("/") or "/"
     config_path = args.rcfile or os.path.join(lxcpath, name, "config")
     try:
@@ -192,7 +193,7 @@ def start(parser, args) -> int:
 
 
 def resume(parser, args) -> int:
-    name = _name(parser, args)
+    name = container_name(parser, args)
     lxcpath = args.lxcpath.rstrip("/") or "/"
     if args.abort:
         return 0 if commands.stop(lxcpath, name) else _fail(f"{name}: the monitor refused to abort")
@@ -205,7 +206,7 @@ def resume(parser, args) -> int:
 
 
 def stop(parser, args) -> int:
-    name = _name(parser, args)
+    name = container_name(parser, args)
     lxcpath = args.lxcpath.rstrip("/") or "/"
     if commands.get_state(lxcpath, name) == commands.LxcState.STOPPED:
         print(f"lxcsm: {name} is not running", file=sys.stderr)
