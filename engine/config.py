@@ -410,7 +410,7 @@ RLIMIT_RESOURCES = frozenset({
 # --- network values ----------------------------------------------------------
 
 NET_TYPES = ("empty", "none", "veth", "macvlan", "ipvlan", "vlan", "phys")
-HONOURED_NET_TYPES = frozenset({"empty", "none"})
+HONOURED_NET_TYPES = frozenset({"empty", "none", "veth"})
 # LXC's default when a device has no type line (the zero of its enum).
 DEFAULT_NET_TYPE = "empty"
 _HWADDR = r"(?:[0-9a-fA-FxX]{2}:){5}[0-9a-fA-FxX]{2}"
@@ -558,6 +558,10 @@ _CGROUP2_FILE = _MemberForm(_CGROUP_FILE, _CGROUP_CONTROLLER,
                             "the key is lxc.cgroup2.<controller>.<file>, e.g. lxc.cgroup2.memory.max")
 
 
+def _gateway_honoured(value: str) -> bool:
+    return value != "auto"   # LXC's "auto" means the bridge's address, which lxcsm does not look up
+
+
 def _net(check: Callable[[str], object], repeat: Repeat = Repeat.REPLACE,
          net_type: str | None = None,
          honoured: bool | Callable[[str], bool] = True) -> KeySpec:
@@ -574,20 +578,21 @@ NET_SUBKEYS: Mapping[str, KeySpec] = MappingProxyType({
     "hwaddr": _net(_hwaddr),
     "mtu": _net(_mtu),
     "ipv4.address": _net(_ipv4_address, Repeat.APPEND),
-    "ipv4.gateway": _net(_ipv4_gateway),
+    "ipv4.gateway": _net(_ipv4_gateway, honoured=_gateway_honoured),
     "ipv6.address": _net(_ipv6_address, Repeat.APPEND),
-    "ipv6.gateway": _net(_ipv6_gateway),
-    "l2proxy": _net(_boolean),
-    "script.up": _net(_anything),
-    "script.down": _net(_anything),
+    "ipv6.gateway": _net(_ipv6_gateway, honoured=_gateway_honoured),
+    "l2proxy": _net(_boolean, honoured=False),
+    "script.up": _net(_anything, honoured=False),
+    "script.down": _net(_anything, honoured=False),
     "veth.pair": _net(_interface_name, net_type="veth"),
-    "veth.mode": _net(_one_of("bridge", "router"), net_type="veth"),
-    "veth.vlan.id": _net(_veth_vlan_id, net_type="veth"),
-    "veth.vlan.tagged.id": _net(_bridge_vlan_id, Repeat.APPEND, net_type="veth"),
-    "veth.n_rxqueues": _net(_integer_in(1, 2**31 - 1), net_type="veth"),
-    "veth.n_txqueues": _net(_integer_in(1, 2**31 - 1), net_type="veth"),
-    "veth.ipv4.route": _net(_ipv4_route, Repeat.APPEND, net_type="veth"),
-    "veth.ipv6.route": _net(_ipv6_route, Repeat.APPEND, net_type="veth"),
+    "veth.mode": _net(_one_of("bridge", "router"), net_type="veth",
+                      honoured=lambda value: value == "bridge"),
+    "veth.vlan.id": _net(_veth_vlan_id, net_type="veth", honoured=False),
+    "veth.vlan.tagged.id": _net(_bridge_vlan_id, Repeat.APPEND, net_type="veth", honoured=False),
+    "veth.n_rxqueues": _net(_integer_in(1, 2**31 - 1), net_type="veth", honoured=False),
+    "veth.n_txqueues": _net(_integer_in(1, 2**31 - 1), net_type="veth", honoured=False),
+    "veth.ipv4.route": _net(_ipv4_route, Repeat.APPEND, net_type="veth", honoured=False),
+    "veth.ipv6.route": _net(_ipv6_route, Repeat.APPEND, net_type="veth", honoured=False),
     "macvlan.mode": _net(_one_of("private", "vepa", "bridge", "passthru"), net_type="macvlan"),
     "ipvlan.mode": _net(_one_of("l3", "l3s", "l2"), net_type="ipvlan"),
     "ipvlan.isolation": _net(_one_of("bridge", "private", "vepa"), net_type="ipvlan"),
@@ -803,6 +808,10 @@ class Config(namedtuple("Config", (
     """A container's configuration, as lxc-start would use it."""
 
     __slots__ = ()
+
+    def devices(self, type_: str) -> tuple[NetDevice, ...]:
+        """The network devices of one type, in index order."""
+        return tuple(device for device in self.networks if device.type == type_)
 
     def in_effect(self, name: str) -> tuple[tuple[str, Setting], ...]:
         """(canonical key, setting) of each value still in effect for the key `name`

@@ -136,6 +136,7 @@ CHILD_STATES = (
     "configure",           # own cgroup namespace; the monitor configures us
     "setup_rootfs",        # mounts made dependent; the rootfs bind-mounted
     "setup_hostname",      # uts name
+    "setup_network",       # our ends of the veths: named, addressed, up
     "setup_autodev",       # a tmpfs /dev with the basic nodes and devpts
     "setup_mounts",        # lxc.mount.auto, lxc.mount.fstab, lxc.mount.entry
     "setup_pivot_root",    # the rootfs becomes /, the host's root is detached
@@ -152,7 +153,8 @@ CHILD = Table(
         ("started", "startup", "configure"),
         ("configured", "configure", "setup_rootfs"),
         ("rootfs_mounted", "setup_rootfs", "setup_hostname"),
-        ("hostname_set", "setup_hostname", "setup_autodev"),
+        ("hostname_set", "setup_hostname", "setup_network"),
+        ("network_configured", "setup_network", "setup_autodev"),
         ("dev_ready", "setup_autodev", "setup_mounts"),
         ("mounts_done", "setup_mounts", "setup_pivot_root"),
         ("root_pivoted", "setup_pivot_root", "sync_cgroup_limits"),

@@ -19,6 +19,7 @@ fails) still fails in its state, and is cleaned up by the aborting state.
 from __future__ import annotations
 
 import os
+import socket
 
 from lxcsm.engine import cgroups
 from lxcsm.engine.config import OVERRIDE_FILE, ConfigError, Setting, parse_command
@@ -142,7 +143,6 @@ def _check_seccomp(config) -> None:
 
 # --- network -----------------------------------------------------------------
 
-SYS_CLASS_NET = "/sys/class/net"
 # Device types whose lxc.net.N.link names a host interface: the bridge a veth
 # is attached to (optional), the lower device of the others (required).
 LINK_OPTIONAL = ("veth",)
@@ -151,6 +151,8 @@ LINK_REQUIRED = ("macvlan", "ipvlan", "vlan", "phys")
 
 def _check_networks(config) -> None:
     for device in config.networks:
+        if device.type == "veth":
+            _check_veth(config, device)
         if device.type not in LINK_OPTIONAL + LINK_REQUIRED:
             continue
         prefix = f"lxc.net.{device.index}"
@@ -159,10 +161,46 @@ def _check_networks(config) -> None:
                 raise _error(device.origin, f"a {device.type} device needs {prefix}.link "
                                             f"(the host interface it is made from)")
             continue
-        if not os.path.exists(os.path.join(SYS_CLASS_NET, device.link)):
-            setting = config.in_effect(f"{prefix}.link")[-1][1]
-            raise _error(setting, f"no network interface {device.link} on the host "
-                                  f"(not in {SYS_CLASS_NET})")
+        setting = config.in_effect(f"{prefix}.link")[-1][1]
+        if not _interface_exists(device.link):
+            raise _error(setting, f"no network interface {device.link} on the host")
+        if device.type == "veth" and not _is_bridge(device.link):
+            raise _error(setting, f"{device.link} is not a bridge: a veth's link is the bridge its "
+                                  f"host end joins (Open vSwitch is not supported)")
+
+
+def _interface_exists(name: str) -> bool:
+    """Whether this network namespace has an interface `name` (asked of the kernel through a
+    socket: /sys/class/net shows the namespace sysfs was mounted in, maybe another)."""
+    try:
+        socket.if_nametoindex(name)
+    except OSError:
+        return False
+    return True
+
+
+def _is_bridge(name: str) -> bool:
+    from lxcsm.engine import netlink   # veth configs only, which load it for the start anyway
+    return netlink.link_kind(name) == "bridge"
+
+
+def _check_veth(config, device) -> None:
+    """What LXC would only find out half-way through a start."""
+    prefix = f"lxc.net.{device.index}"
+    if "net" in config.namespace_keep or any(d.type == "none" for d in config.networks):
+        raise _error(device.origin, "a veth needs the container's own network namespace "
+                                    "(lxc.namespace.keep or a 'none' network shares the host's)")
+    if device.veth_pair and _interface_exists(device.veth_pair):
+        setting = config.in_effect(f"{prefix}.veth.pair")[-1][1]
+        raise _error(setting, f"a network interface {device.veth_pair} already exists on the host")
+    for family, addresses, gateway in (("ipv4", device.ipv4, device.ipv4_gateway),
+                                       ("ipv6", device.ipv6, device.ipv6_gateway)):
+        if gateway and gateway != "auto":
+            setting = config.in_effect(f"{prefix}.{family}.gateway")[-1][1]
+            if not device.flags:
+                raise _error(setting, f"a gateway needs the device up ({prefix}.flags = up)")
+            if not addresses and gateway != "dev":
+                raise _error(setting, f"a gateway needs an address ({prefix}.{family}.address)")
 
 
 # --- cgroups -----------------------------------------------------------------

@@ -104,7 +104,7 @@ RULES: tuple[Rule, ...] = (
     R("conf", "setup_utsname", "child:setup_hostname"),
     R("network", r"lxc_network_recv_from_parent|lxc_setup_network_in_child_namespaces\w*"
                  r"|__netdev_configure_container_common|lxc_network_setup_in_child_namespaces_common",
-      "child:network"),
+      "child:setup_network"),
     R("conf", "mount_autodev", "child:setup_autodev"),
     R("conf", "lxc_mount_auto_mounts|mount_entry|setup_mount\\w*", "child:setup_mounts"),
     R("cgfsng", "cgfsng_mount", "child:setup_mounts"),                   # lxc.mount.auto cgroup:...
@@ -155,8 +155,6 @@ LXC_ONLY: dict[str, str] = {
     "monitor:idmapped-mounts": "LXC's idmapped-mounts sync point (fds of idmapped lxc.mount.entry); lxcsm "
                                "supports no idmapped mounts and has no such sync",
     "child:idmapped-mounts": "the child's side of idmapped-mounts (see monitor:idmapped-mounts)",
-    "child:network": "the child renames and configures its network devices; lxcsm has only empty and "
-                     "none networks, which need nothing inside",
     "child:console-ttys": "/dev/console and the lxc.tty.max ttys; not in lxcsm yet (the terminal issue)",
     "child:capabilities": "personality and lxc.cap.drop/keep; lxcsm has no state for them",
     "monitor:console": "the monitor's side of the console (lxc_terminal_*); not in lxcsm yet",

@@ -67,9 +67,15 @@ def host_mounts() -> list[str]:
         return sorted(line.split()[4] for line in mountinfo)
 
 
-def socket_bound(lxcpath: str, name: str) -> bool:
-    with open("/proc/net/unix") as unix:
-        return any(line.rstrip().endswith(f"@{lxcpath}/{name}/command") for line in unix)
+def socket_bound(lxcpath: str, name: str, netns: str | None = None) -> bool:
+    """Abstract unix sockets belong to a network namespace: look in the monitor's."""
+    if netns is None:
+        with open("/proc/net/unix") as unix:
+            table = unix.read()
+    else:
+        table = subprocess.run(["nsenter", f"--net=/run/netns/{netns}", "cat", "/proc/net/unix"],
+                               capture_output=True, text=True, check=True).stdout
+    return any(line.rstrip().endswith(f"@{lxcpath}/{name}/command") for line in table.splitlines())
 
 
 @dataclass
@@ -78,11 +84,16 @@ class Container:
     lxcpath: str
     rootfs: Path
     config: Path
+    netns: str | None = None     # the network namespace its monitor runs in (see `test_netns`)
 
     def run(self, *args: str, timeout: float = 60, **kwargs) -> subprocess.CompletedProcess:
         """`lxcsm ARGS...` with -n NAME -P LXCPATH added after the subcommand."""
         action, *rest = args
         command = [*LXCSM, action, "-n", self.name, "-P", self.lxcpath, *rest]
+        if self.netns is not None:
+            # nsenter, not `ip netns exec`: that one also remounts /sys, which hides the
+            # host's cgroup hierarchies from the monitor.
+            command = ["nsenter", f"--net=/run/netns/{self.netns}", *command]
         return subprocess.run(command, capture_output=True, text=True, timeout=timeout,
                               stdin=subprocess.DEVNULL, **kwargs)
 
@@ -101,7 +112,7 @@ class Container:
     def leaks(self) -> list[str]:
         found = [f"cgroup {d}" for d in _cgroup_dirs(self.name)]
         found += [f"monitor pid {p}" for p in _monitor_pids(self.lxcpath, self.name)]
-        if socket_bound(self.lxcpath, self.name):
+        if socket_bound(self.lxcpath, self.name, self.netns):
             found.append("command socket still bound")
         return found
 
@@ -130,14 +141,15 @@ def make_container(tmp_path):
     made: list[Container] = []
     mounts_before = host_mounts()
 
-    def make(kind: str = "hostbind", extra=(), name: str | None = None) -> Container:
+    def make(kind: str = "hostbind", extra=(), name: str | None = None,
+             netns: str | None = None) -> Container:
         name = name or unique_name()
         lxcpath = tmp_path / "lxc"
         root = lxcpath / name / "rootfs"
         build = rootfs_builders.make_busybox_rootfs if kind == "busybox" else rootfs_builders.make_hostbind_rootfs
         fs = build(root)
         config = rootfs_builders.write_config(lxcpath, name, fs, extra)
-        container = Container(name, str(lxcpath), root, config)
+        container = Container(name, str(lxcpath), root, config, netns)
         made.append(container)
         return container
 
@@ -150,3 +162,39 @@ def make_container(tmp_path):
     mounts_after = host_mounts()
     assert {k: v for k, v in leaks.items() if v} == {}, "a start left things behind"
     assert mounts_after == mounts_before, "the host's mount table changed"
+
+
+@dataclass
+class IsolatedNetns:
+    """A network namespace of the test's own, with a bridge in it and nothing else.
+
+    Monitors started with `make_container(..., netns=ns.name)` run in it, so the
+    veths they make, the bridge and every packet stay out of the host's own
+    namespace, which never gets an address from a test."""
+    name: str
+    bridge: str
+
+    def links(self) -> list[str]:
+        out = subprocess.run(["ip", "-n", self.name, "-o", "link", "show"], capture_output=True,
+                             text=True, check=True).stdout
+        return sorted(line.split(": ")[1].split("@")[0] for line in out.splitlines())
+
+    def link(self, name: str) -> str:
+        """`ip -d link show NAME` in the namespace ("" if there is no such device)."""
+        return subprocess.run(["ip", "-n", self.name, "-d", "link", "show", name],
+                              capture_output=True, text=True).stdout
+
+
+@pytest.fixture
+def test_netns():
+    """An IsolatedNetns; afterwards no device but lo and its bridge may be left in it."""
+    ns = IsolatedNetns(unique_name("ns"), "br0")
+    subprocess.run(["ip", "netns", "add", ns.name], check=True)
+    try:
+        subprocess.run(["ip", "-n", ns.name, "link", "add", ns.bridge, "type", "bridge"], check=True)
+        subprocess.run(["ip", "-n", ns.name, "link", "set", ns.bridge, "up"], check=True)
+        yield ns
+        # The monitors have exited by now (make_container's teardown ran first).
+        assert ns.links() == sorted(["lo", ns.bridge]), "a start left network devices behind"
+    finally:
+        subprocess.run(["ip", "netns", "del", ns.name], check=True)

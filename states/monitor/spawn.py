@@ -46,6 +46,10 @@ def enter(ctx) -> str:
         if hierarchy.version == 2:
             cgroup2_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
 
+    if request.config.devices("veth"):
+        # pyroute2 costs ~200 ms to import: once, here, for both sides - the child
+        # configures its ends of the veths with it, in setup_network.
+        from lxcsm.engine import netlink  # noqa: F401
     flags = clone_flags(request.config)
     monitor_sock, child_sock = sync.socketpair()
     try:

@@ -105,7 +105,7 @@ KEY_EXAMPLES = {
     "lxc.namespace.keep": "lxc.namespace.keep = user net",
     "lxc.namespace.share.": "lxc.namespace.share.net = other",
     "lxc.net": "lxc.net =",
-    "lxc.net.": "lxc.net.0.type = veth",
+    "lxc.net.": "lxc.net.0.type = macvlan",
     "lxc.no_new_privs": "lxc.no_new_privs = 1",
     "lxc.prlimit": "lxc.prlimit.nofile = 1024:4096",
     "lxc.proc": "lxc.proc.oom_score_adj = 10",
@@ -249,7 +249,6 @@ def test_busybox_template(tmp_path):
     assert (net.index, net.type, net.link, net.flags) == (0, "veth", "lxcbr0", "up")
     assert net.origin == Setting(path, 9, "lxc.net.0.type", "veth")
     assert [(s.line, s.key) for s in cfg.unsupported] == [
-        (9, "lxc.net.0.type"),
         (12, "lxc.apparmor.profile"),
         (13, "lxc.apparmor.allow_nesting"),
         (19, "lxc.tty.max"),
@@ -509,14 +508,14 @@ def test_unsupported_lists_valid_keys_not_honoured_yet(tmp_path):
     cfg = load_text(tmp_path, (
         "lxc.uts.name = a\n"
         "lxc.cap.drop = sys_time\n"
-        "lxc.net.0.type = veth\n"
+        "lxc.net.0.type = macvlan\n"
         "lxc.net.0.link = br0\n"
         "lxc.net.1.type = empty\n"
         "lxc.seccomp.profile = /x\n"))
     path = str(tmp_path / "config")
     assert cfg.unsupported == (
         Setting(path, 2, "lxc.cap.drop", "sys_time"),
-        Setting(path, 3, "lxc.net.0.type", "veth"),
+        Setting(path, 3, "lxc.net.0.type", "macvlan"),
         Setting(path, 6, "lxc.seccomp.profile", "/x"),
     )
 
@@ -767,7 +766,9 @@ def test_network_devices(tmp_path):
     assert dict(veth.extra) == {"veth.mode": "router",
                                 "veth.ipv4.route": "10.1.0.0/16\n10.2.0.0/16"}
     assert veth.origin.line == 1
-    assert [s.key for s in cfg.unsupported] == ["lxc.net.1.type"]
+    # veth is honoured, but not LXC's "auto" gateway, router mode or host-side routes
+    assert [s.key for s in cfg.unsupported] == ["lxc.net.1.ipv4.gateway", "lxc.net.1.veth.mode",
+                                                "lxc.net.1.veth.ipv4.route", "lxc.net.1.veth.ipv4.route"]
 
 
 def test_device_without_type_line_is_empty(tmp_path):
@@ -1031,10 +1032,9 @@ def start_checks(tmp_path, monkeypatch):
     (rootfs / "bin").mkdir(parents=True)
     (rootfs / "bin" / "true").write_text("")
     (rootfs / "bin" / "true").chmod(0o755)
-    net = tmp_path / "sys-class-net"
-    for name in ("lo", "br0"):
-        (net / name).mkdir(parents=True)
-    monkeypatch.setattr(preflight, "SYS_CLASS_NET", str(net))
+    interfaces = {"lo": "", "br0": "bridge", "eth9": ""}   # br0 is a bridge, eth9 is not
+    monkeypatch.setattr(preflight, "_interface_exists", lambda name: name in interfaces)
+    monkeypatch.setattr(preflight, "_is_bridge", lambda name: interfaces.get(name) == "bridge")
     memory, unified = tmp_path / "cg" / "memory", tmp_path / "cg" / "unified"
     memory.mkdir(parents=True)
     unified.mkdir()
@@ -1081,6 +1081,23 @@ def test_preflight_passes_a_config_with_working_extras(start_checks):
     )
 
 
+@pytest.mark.parametrize("lines, line, key, message", [
+    (["lxc.net.0.type = veth", "lxc.net.0.link = eth9"], 4, "lxc.net.0.link", "eth9 is not a bridge"),
+    (["lxc.net.0.type = veth", "lxc.net.0.veth.pair = br0"], 4, "lxc.net.0.veth.pair",
+     "br0 already exists on the host"),
+    (["lxc.net.0.type = veth", "lxc.net.0.ipv4.address = 192.0.2.2/24",
+      "lxc.net.0.ipv4.gateway = 192.0.2.1"], 5, "lxc.net.0.ipv4.gateway", "needs the device up"),
+    (["lxc.net.0.type = veth", "lxc.net.0.flags = up", "lxc.net.0.ipv6.gateway = 2001:db8::1"],
+     5, "lxc.net.0.ipv6.gateway", "needs an address"),
+    (["lxc.namespace.keep = net", "lxc.net.0.type = veth"], 4, "lxc.net.0.type",
+     "needs the container's own network namespace"),
+])
+def test_preflight_veth_problems(start_checks, lines, line, key, message):
+    err = preflight_error(start_checks, "lxc.uts.name = a", *lines)
+    assert (err.line, err.key) == (line, key)
+    assert message in err.message
+
+
 def test_preflight_hook_problems(start_checks):
     hook = start_checks.dir / "hook.sh"
     hook.write_text("#!/bin/sh\n")
@@ -1115,7 +1132,7 @@ def test_preflight_network_problems(start_checks):
     err = preflight_error(start_checks, "lxc.net.0.type = veth", "lxc.net.0.link = nosuchbr")
     assert (err.line, err.key) == (3, "lxc.net.0.link")
     assert err.message.startswith("no network interface nosuchbr on the host")
-    err = preflight_error(start_checks, "lxc.net.3.type = phys", "lxc.net.3.link = eth9")
+    err = preflight_error(start_checks, "lxc.net.3.type = phys", "lxc.net.3.link = eth7")
     assert (err.line, err.key) == (3, "lxc.net.3.link")
     for kind in ("macvlan", "ipvlan", "vlan", "phys"):
         err = preflight_error(start_checks, f"lxc.net.0.type = {kind}")

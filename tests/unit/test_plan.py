@@ -62,3 +62,19 @@ def test_plan_changes_nothing(tmp_path):
     assert result.returncode == 0
     assert sorted(os.listdir("/sys/fs/cgroup/unified")) == before
     assert not (tmp_path / "lxc" / "planned" / "lxcsm-last-start.log").exists()
+
+
+def test_plan_of_a_veth(tmp_path):
+    """Both sides of a veth, as planned; nothing is created (no bridge needed to plan one)."""
+    lxcpath = tmp_path / "lxc"
+    fs = builders.make_busybox_rootfs(lxcpath / "planned" / "rootfs")
+    builders.write_config(lxcpath, "planned", fs, [
+        "lxc.net.0.type = veth", "lxc.net.0.flags = up", "lxc.net.0.name = lan0",
+        "lxc.net.0.ipv4.address = 198.51.100.9/24", "lxc.net.0.ipv4.gateway = 198.51.100.1"])
+    result = subprocess.run([sys.executable, "-m", "lxcsm.engine.cli", "plan", "planned", "-P", str(lxcpath)],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert ("    - net 0: type veth: create veth veth + 6 random characters with its peer lxcsm0 in the "
+            "child's network namespace, mtu 1500, set it up") in result.stdout
+    assert ("    - net 0 (veth): rename lxcsm0 to lan0, add 198.51.100.9/24, set it and lo up, "
+            "default route via 198.51.100.1") in result.stdout

@@ -1,0 +1,133 @@
+"""veth networking: real pairs, a real bridge, real packets - all inside a test namespace.
+
+Each test's monitors run in a network namespace of the test's own (the
+`test_netns` fixture), holding the bridge their veths join: the host's own
+namespace sees no device, address or packet of these tests.  Addresses are
+from the documentation ranges 198.51.100.0/24 and 2001:db8::/32.  After each
+test the fixtures check that no veth, cgroup, socket, mount or monitor is left.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+
+import pytest
+
+from tests.conftest import _monitor_pids
+
+pytestmark = pytest.mark.root
+
+
+def veth_config(ns, address: int, *extra: str) -> list[str]:
+    return ["lxc.net.0.type = veth", f"lxc.net.0.link = {ns.bridge}", "lxc.net.0.flags = up",
+            f"lxc.net.0.ipv4.address = 198.51.100.{address}/24",
+            f"lxc.net.0.ipv6.address = 2001:db8::{address}/64", *extra]
+
+
+def init_pid(c) -> int:
+    (monitor,) = _monitor_pids(c.lxcpath, c.name)
+    children = subprocess.run(["pgrep", "-P", str(monitor)], capture_output=True, text=True).stdout.split()
+    assert len(children) == 1, children
+    return int(children[0])
+
+
+def inside(pid: int, *argv: str) -> str:
+    """Run a host tool in the network namespace of `pid` (the container's)."""
+    return subprocess.run(["nsenter", "-t", str(pid), "-n", *argv], capture_output=True, text=True,
+                          check=True).stdout
+
+
+# A script for the second container: wait for IPv6 duplicate address detection, then ping
+# the first over both families.
+PING_BOTH = ("ip addr show eth0; ip link show lo; "
+             "i=0; while ip -6 addr show dev eth0 | grep -q tentative && [ $i -lt 50 ]; do "
+             "sleep 0.1; i=$((i+1)); done; "
+             "ping -c 1 -W 3 198.51.100.2 && ping -6 -c 1 -W 3 2001:db8::2 && echo PINGS-OK")
+
+
+def test_two_containers_talk_over_a_bridge(test_netns, make_container):
+    first = make_container("busybox", veth_config(test_netns, 2, "lxc.net.0.hwaddr = 00:16:3e:xx:xx:xx"),
+                           netns=test_netns.name)
+    second = make_container("busybox", veth_config(test_netns, 3), netns=test_netns.name)
+    assert first.run("start", "-d").returncode == 0
+    try:
+        host_ends = [link for link in test_netns.links() if link.startswith("veth")]
+        assert len(host_ends) == 1 and re.fullmatch(r"veth[A-Za-z0-9]{6}", host_ends[0]), host_ends
+        details = test_netns.link(host_ends[0])
+        assert f"master {test_netns.bridge}" in details and "state UP" in details
+        assert re.search(r"link/ether fe:", details), details     # the bridge keeps its own MAC
+
+        # first's end, seen from inside: renamed, its MAC from the template, addressed, up
+        eth0 = inside(init_pid(first), "ip", "-o", "link", "show", "eth0")
+        assert re.search(r"link/ether 00:16:3e:[0-9a-f]{2}:[0-9a-f]{2}:[0-9a-f]{2} ", eth0), eth0
+        assert "198.51.100.2/24" in inside(init_pid(first), "ip", "-o", "-4", "addr", "show", "eth0")
+
+        result = second.start_fg("/bin/sh", "-c", PING_BOTH)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "PINGS-OK" in result.stdout
+        out = result.stdout
+        assert re.search(r"^\d+: eth0@\S+: <[A-Z,_]*\bUP\b", out, re.M), out
+        assert "inet 198.51.100.3/24 brd 198.51.100.255" in out and "inet6 2001:db8::3/64" in out
+        assert re.search(r"^\d+: lo: <[A-Z,_]*\bUP\b", out, re.M), out   # lo comes up with the network
+        # second's veth went with it; first's is still there
+        assert [link for link in test_netns.links() if link.startswith("veth")] == host_ends
+    finally:
+        assert first.run("stop", "-k").returncode == 0
+    assert first.monitor_exited()
+    assert [link for link in test_netns.links() if link.startswith("veth")] == []
+
+
+def test_pair_name_mtu_name_and_gateway(test_netns, make_container):
+    pair = f"vp{time.monotonic_ns() % 10**9}"[:15]
+    c = make_container("busybox", veth_config(
+        test_netns, 4, f"lxc.net.0.veth.pair = {pair}", "lxc.net.0.mtu = 1400", "lxc.net.0.name = lan0",
+        "lxc.net.0.ipv4.gateway = 198.51.100.1", "lxc.net.0.ipv6.gateway = 2001:db8::1"),
+        netns=test_netns.name)
+    assert c.run("start", "-d").returncode == 0
+    try:
+        host = test_netns.link(pair)
+        assert "mtu 1400" in host and f"master {test_netns.bridge}" in host
+        pid = init_pid(c)
+        assert "mtu 1400" in inside(pid, "ip", "-o", "link", "show", "lan0")
+        assert "default via 198.51.100.1 dev lan0" in inside(pid, "ip", "-4", "route")
+        assert "default via 2001:db8::1 dev lan0" in inside(pid, "ip", "-6", "route")
+    finally:
+        assert c.run("stop", "-k").returncode == 0
+    assert c.monitor_exited()
+    assert test_netns.link(pair) == ""
+
+
+def test_a_gateway_outside_the_subnet_gets_a_route_of_its_own(test_netns, make_container):
+    c = make_container("busybox", veth_config(test_netns, 5, "lxc.net.0.ipv4.gateway = 192.0.2.1"),
+                       netns=test_netns.name)
+    result = c.start_fg("/bin/sh", "-c", "ip -4 route")
+    assert result.returncode == 0, result.stderr
+    assert "192.0.2.1 dev eth0" in result.stdout and "default via 192.0.2.1 dev eth0" in result.stdout
+
+
+@pytest.mark.parametrize("failing", ["child:setup_network", "child:setup_mounts", "monitor:sync_cgroup_limits"])
+def test_a_failed_start_removes_its_veth(test_netns, make_container, failing):
+    c = make_container("busybox", veth_config(test_netns, 6), netns=test_netns.name)
+    result = c.run("start", "-F", "--", "/bin/true", env={"LXCSM_FAILPOINTS": failing, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+    assert result.returncode == 1
+    side, state = failing.split(":")
+    assert f"failed_state={state} failed_side={side}" in result.stderr, result.stderr
+    assert [link for link in test_netns.links() if link.startswith("veth")] == []
+
+
+def test_a_killed_monitor_leaves_nothing_cleanup_cannot_remove(test_netns, make_container):
+    """SIGKILL the monitor: init dies with it (pdeath), its namespace with init, and the veth
+    pair with its namespace; `lxcsm cleanup` removes the rest and the journal."""
+    c = make_container("busybox", veth_config(test_netns, 7), netns=test_netns.name)
+    assert c.run("start", "-d").returncode == 0
+    (monitor,) = _monitor_pids(c.lxcpath, c.name)
+    subprocess.run(["kill", "-KILL", str(monitor)], check=True)
+    assert c.monitor_exited()
+    result = c.run("cleanup")
+    assert result.returncode == 0, result.stderr
+    deadline = time.monotonic() + 5
+    while [link for link in test_netns.links() if link.startswith("veth")] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [link for link in test_netns.links() if link.startswith("veth")] == []
