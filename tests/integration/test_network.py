@@ -131,3 +131,20 @@ def test_a_killed_monitor_leaves_nothing_cleanup_cannot_remove(test_netns, make_
     while [link for link in test_netns.links() if link.startswith("veth")] and time.monotonic() < deadline:
         time.sleep(0.05)
     assert [link for link in test_netns.links() if link.startswith("veth")] == []
+
+
+def test_a_reboot_makes_the_veth_again(test_netns, make_container, tmp_path):
+    """reboot -f inside: the first boot's pair is removed, the second boot makes its own (the
+    same host name, from veth.pair), then poweroff -f ends the container and the pair."""
+    pair = f"vr{time.monotonic_ns() % 10**9}"[:15]
+    c = make_container("busybox", veth_config(test_netns, 8, f"lxc.net.0.veth.pair = {pair}"),
+                       netns=test_netns.name)
+    log = tmp_path / "trace.log"
+    script = ("ip -o -4 addr show eth0 | grep -q 198.51.100.8/24 || exit 3; "
+              "if [ -e /booted ]; then poweroff -f; else touch /booted; reboot -f; fi; sleep 5")
+    result = c.start_fg("/bin/sh", "-c", script, options=("-l", "TRACE", "-o", str(log)))
+    assert result.returncode == 0, result.stderr
+    text = log.read_text()
+    assert text.count("veth created side=monitor") == 2 and text.count(f"host={pair}") == 2
+    assert text.count(f"kind=netdev target={pair}") == 2          # undone after each boot
+    assert test_netns.link(pair) == ""
