@@ -98,6 +98,9 @@ class CommandServer:
         self.init_pid = 0
         self.init_pidfd = -1
         self.clone_flags = 0
+        # Config items only known while the container runs (a veth's host name): what LXC's
+        # monitor answers get_running_config_item with, and lxc-info prints as "Link:".
+        self.running_items: dict[str, str] = {}
         self.stop_signal = config.signal_stop
         self.selector = selectors.DefaultSelector()
         self.selector.register(sock, selectors.EVENT_READ, self._accept)
@@ -178,8 +181,9 @@ class CommandServer:
         elif cmd == Cmd.GET_CLONE_FLAGS:
             self._reply(conn, 0, self.clone_flags)
         elif cmd == Cmd.GET_CONFIG_ITEM:
+            key = payload.rstrip(b"\0").decode(errors="replace")
             try:
-                value = self.config.get_item(payload.rstrip(b"\0").decode(errors="replace"))
+                value = self.running_items.get(key) or self.config.get_item(key)
             except KeyError:
                 value = None   # not a key LXC knows: LXC answers -1 too
             if value:

@@ -48,6 +48,7 @@ def enter(ctx) -> str:
                 pidfile.write(f"{os.getpid()}\n")
             ctx.undo.record("pidfile", request.pidfile)
     ctx.commands.init_pid, ctx.commands.init_pidfd = 0, -1   # a reboot's old init is gone
+    ctx.commands.running_items.clear()                        # and its devices
     ctx.commands.set_state(LxcState.STARTING)
 
     os.environ.update(

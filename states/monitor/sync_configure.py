@@ -37,6 +37,7 @@ def _create_veth(ctx, position: int, device) -> None:
     mtu = device.mtu or (device.link and netlink.link_mtu(device.link)) or netlink.DEFAULT_MTU
     netlink.create_veth(host, netlink.transient_name(position), ctx.boot.init_pid, mtu)
     ctx.boot.undo.record("netdev", host)
+    ctx.commands.running_items[f"lxc.net.{device.index}.veth.pair"] = host
     netlink.attach_host_end(host, device.link)
     ctx.log.trace("veth created", index=device.index, host=host, bridge=device.link, mtu=mtu)
 

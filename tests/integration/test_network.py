@@ -10,6 +10,7 @@ test the fixtures check that no veth, cgroup, socket, mount or monitor is left.
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import time
 
@@ -148,3 +149,18 @@ def test_a_reboot_makes_the_veth_again(test_netns, make_container, tmp_path):
     assert text.count("veth created side=monitor") == 2 and text.count(f"host={pair}") == 2
     assert text.count(f"kind=netdev target={pair}") == 2          # undone after each boot
     assert test_netns.link(pair) == ""
+
+
+@pytest.mark.skipif(not shutil.which("lxc-info"), reason="LXC's tools are not installed (tools/setup installs them)")
+def test_lxc_info_shows_the_link_and_the_address(test_netns, make_container):
+    c = make_container("busybox", veth_config(test_netns, 10), netns=test_netns.name)
+    assert c.run("start", "-d").returncode == 0
+    try:
+        info = subprocess.run(["nsenter", f"--net=/run/netns/{test_netns.name}", "lxc-info", "-n", c.name,
+                               "-P", c.lxcpath], capture_output=True, text=True, timeout=30)
+        assert info.returncode == 0, info.stderr
+        (host_end,) = [link for link in test_netns.links() if link.startswith("veth")]
+        assert re.search(rf"^Link:\s+{host_end}$", info.stdout, re.M), info.stdout
+        assert re.search(r"^IP:\s+198\.51\.100\.10$", info.stdout, re.M), info.stdout
+    finally:
+        assert c.run("stop", "-k").returncode == 0
