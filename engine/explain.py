@@ -53,6 +53,11 @@ SYSCALLS = {
     "cgroups.attach": ("write(2)", "/sys/fs/cgroup/.../cgroup.procs"),
     "cgroups.members": ("read(2)", "/sys/fs/cgroup/.../cgroup.procs"),
     "cgroups.remove": ("rmdir(2)", "/sys/fs/cgroup/.../NAME"),
+    # engine/netlink.py: rtnetlink, through pyroute2
+    "netlink.link_mtu": ("RTM_GETLINK", "the bridge"),
+    "netlink.create_veth": ("RTM_NEWLINK", "a veth pair, its peer in the child's network namespace"),
+    "netlink.attach_host_end": ("RTM_SETLINK", "the host end: MAC, bridge, up"),
+    "netlink.configure_in_container": ("RTM_SETLINK RTM_NEWADDR RTM_NEWROUTE", "the container end"),
     # engine/commands.py, engine/sync.py: sockets
     "commands.bind": ("socket(2) bind(2) listen(2)", "@LXCPATH/NAME/command"),
     "sync.socketpair": ("socketpair(2)", "AF_UNIX, SOCK_SEQPACKET"),
