@@ -624,8 +624,9 @@ def _namespace_share_members(name: str) -> tuple[str, KeySpec]:
     return name, KeySpec(_anything)
 
 
-# A hook is a command line (LXC runs it through sh -c), its program first.
-_HOOK = KeySpec(parse_command, repeat=Repeat.APPEND, family="lxc.hook")
+# A hook is a command line (LXC runs it through sh -c), its program first.  clone and
+# destroy hooks are never run by a start, under LXC either: nothing to report for them.
+_HOOK = KeySpec(parse_command, honoured=True, repeat=Repeat.APPEND, family="lxc.hook")
 _cgroup_path = KeySpec(_relative_cgroup_path)
 
 # Every key of LXC 5.0.2's config parser (config_jump_table in confile.c).
@@ -660,7 +661,7 @@ KEYS: Mapping[str, KeySpec] = MappingProxyType({
     "lxc.ephemeral": KeySpec(_boolean),
     "lxc.execute.cmd": KeySpec(parse_command),
     "lxc.group": KeySpec(_anything, repeat=Repeat.APPEND),
-    "lxc.hook": KeySpec(_no_value, repeat=Repeat.RESET_ONLY),
+    "lxc.hook": KeySpec(_no_value, honoured=True, repeat=Repeat.RESET_ONLY),
     "lxc.hook.autodev": _HOOK,
     "lxc.hook.clone": _HOOK,
     "lxc.hook.destroy": _HOOK,
@@ -671,7 +672,7 @@ KEYS: Mapping[str, KeySpec] = MappingProxyType({
     "lxc.hook.start": _HOOK,
     "lxc.hook.start-host": _HOOK,
     "lxc.hook.stop": _HOOK,
-    "lxc.hook.version": KeySpec(_boolean),
+    "lxc.hook.version": KeySpec(_boolean, honoured=True),
     "lxc.idmap": KeySpec(_idmap, repeat=Repeat.APPEND),
     "lxc.include": KeySpec(_anything, honoured=True, repeat=Repeat.APPEND),
     "lxc.init.cmd": KeySpec(parse_command, honoured=True),

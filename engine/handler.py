@@ -74,7 +74,7 @@ class Boot:
     """One boot of the container: what init_handler starts afresh on a reboot."""
 
     __slots__ = ("number", "undo", "payload_cgroups", "channel", "init_pid", "init_pidfd",
-                 "init_status")
+                 "init_status", "namespace_fds")
 
     def __init__(self, number: int, undo: UndoLog | None = None) -> None:
         self.number = number
@@ -84,6 +84,7 @@ class Boot:
         self.init_pid = 0
         self.init_pidfd = -1
         self.init_status: int | None = None     # os.waitpid status once init has exited
+        self.namespace_fds: dict[str, int] = {}  # the container's namespaces, kept for stop hooks
 
 
 class Monitor:

@@ -1,9 +1,111 @@
-"""LXC hooks (lxc.hook.*): where running them will live.
+"""lxc.hook.*: LXC's hooks, run at their points of a start.
 
-Not run yet: a config's hooks are parsed and checked - preflight refuses a hook
-that is missing or not executable, since LXC would fail when it came to run it -
-and a start warns that each is not supported yet.  Running them at their points
-of a start (pre-start and start-host in the monitor, pre-mount, mount, autodev
-and start in the child, stop and post-stop after init) belongs here, as one
-runner and a table binding each hook kind to its state.
+Replaces LXC's run_lxc_hooks() (conf.c) and run_script_argv() (utils.c).
+
+A hook is a command line, run through ``/bin/sh -c`` as LXC does.  With
+lxc.hook.version = 0 (the default) the shell runs
+``exec HOOK 'NAME' 'lxc' 'KIND' [ARGS...]``; with version 1 it runs
+``exec HOOK [ARGS...]`` and the kind is in the environment instead
+(LXC_HOOK_TYPE, LXC_HOOK_SECTION=lxc).  Either way the hook inherits the
+monitor's environment, which init_handler filled with LXC_NAME,
+LXC_CONFIG_FILE, LXC_ROOTFS_PATH and LXC_ROOTFS_MOUNT; stop and post-stop
+hooks also get LXC_TARGET (stop or reboot).  Its stdin is /dev/null; every
+line it writes is a DEBUG event of the state that runs it.  Several hooks of
+one kind run in config order, each to its end.
+
+`POINTS` says where each kind runs - its state's docstring says so too.  A
+hook that exits non-zero fails its state (and so the start, cleaned up by
+the aborting state), naming the file, line and key; stop and post-stop hooks
+run on the way out, where a failure is logged and the way out goes on.
+A stop hook's extra arguments are the container's namespaces, TYPE:PATH
+with PATH a file of the monitor's (/proc/MONITOR/fd/N) that opens it: spawn
+keeps them open for it, only when the config has a stop hook.
 """
+
+from __future__ import annotations
+
+import os
+import shlex
+
+from lxcsm.engine.handler import StateError
+
+# kind -> (side, state) of the start that runs it.
+POINTS = {
+    "pre-start": ("monitor", "init_handler"),    # host namespaces, before anything is created
+    "pre-mount": ("child", "setup_rootfs"),      # the container's mount namespace, before its rootfs
+    "mount": ("child", "setup_mounts"),          # after the mounts, before pivot_root
+    "autodev": ("child", "setup_mounts"),        # after the mount hooks, when lxc.autodev is on
+    "start-host": ("monitor", "sync_ready_start"),   # host namespaces, right before init runs
+    "start": ("child", "exec"),                  # inside the container, right before exec
+    "stop": ("monitor", "stopping"),             # host namespaces, init gone; also reboot, aborting
+    "post-stop": ("monitor", "stopping"),        # after the boot's cleanup; also reboot, aborting
+}
+# Namespaces a stop hook is told about, as LXC names them, when the container has its own.
+# (Not cgroup: the child makes that one itself, after spawn has let go of it.)
+STOP_HOOK_NAMESPACES = ("mnt", "pid", "uts", "ipc", "net")
+
+
+def configured(config, kind: str) -> list:
+    """The (canonical key, setting) of each lxc.hook.KIND in effect, in config order."""
+    return list(config.in_effect(f"lxc.hook.{kind}"))
+
+
+def run(config, kind: str, log, args: tuple[str, ...] = (), env: dict[str, str] | None = None,
+        must_succeed: bool = True) -> None:
+    """Run every lxc.hook.KIND; a failure raises StateError, or with must_succeed=False is
+    logged at ERROR and the next hook runs."""
+    version_one = config.get_item("lxc.hook.version") == "1"
+    for _key, setting in configured(config, kind):
+        words = [setting.value] if version_one else [setting.value, shlex.quote(config.name), "lxc", kind]
+        command = "exec " + " ".join([*words, *map(shlex.quote, args)])
+        hook_env = dict(os.environ, **(env or {}))
+        if version_one:
+            hook_env.update(LXC_HOOK_TYPE=kind, LXC_HOOK_SECTION="lxc")
+        log.trace("hook", kind=kind, command=command)
+        status, output = _run_shell(command, hook_env)
+        for line in output:
+            log.debug("hook output", kind=kind, line=line)
+        if status == 0:
+            continue
+        how = (f"was killed by signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
+               else f"exited with status {os.WEXITSTATUS(status)}")
+        error = (f"{setting.file}:{setting.line}: {setting.key}: hook {setting.value!r} {how}"
+                 + (f": {output[-1]}" if output else ""))
+        if must_succeed:
+            raise StateError(error)
+        log.error("hook failed", kind=kind, error=error)
+
+
+def run_stop(ctx, target: str) -> None:
+    """The stop hooks of a boot that ended (target "stop" or "reboot"), before its cleanup."""
+    spaces = tuple(f"{kind}:/proc/{os.getpid()}/fd/{fd}" for kind, fd in ctx.boot.namespace_fds.items())
+    run(ctx.request.config, "stop", ctx.log, spaces, {"LXC_TARGET": target}, must_succeed=False)
+
+
+def run_post_stop(ctx, target: str) -> None:
+    """The post-stop hooks, once the boot's cleanup is done."""
+    run(ctx.request.config, "post-stop", ctx.log, (), {"LXC_TARGET": target}, must_succeed=False)
+
+
+def _run_shell(command: str, env: dict[str, str]) -> tuple[int, list[str]]:
+    """/bin/sh -c COMMAND with stdin /dev/null and stdout+stderr read back: (wait status, lines).
+
+    posix_spawn, not subprocess: the start hook runs after pivot_root, where the monitor's
+    Python library is out of reach, and only os is sure to be loaded.  The monitor's
+    blocked signals are unblocked for the hook."""
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        pid = os.posix_spawn("/bin/sh", ["sh", "-c", command], env, setsigmask=(),
+                             file_actions=[(os.POSIX_SPAWN_DUP2, devnull, 0),
+                                           (os.POSIX_SPAWN_DUP2, write_end, 1),
+                                           (os.POSIX_SPAWN_DUP2, write_end, 2)])
+    finally:
+        os.close(write_end)
+        os.close(devnull)
+    chunks = []
+    with os.fdopen(read_end, "rb") as output:
+        while chunk := output.read(65536):
+            chunks.append(chunk)
+    _, status = os.waitpid(pid, 0)
+    return status, b"".join(chunks).decode(errors="replace").splitlines()

@@ -15,12 +15,16 @@ Init's environment is exactly ``container=lxc`` plus lxc.environment
 A command without a slash is looked up in that environment's PATH, or
 /bin:/usr/bin, inside the container.
 
-Afterwards the kernel sees init, the container's pid 1, running the command.
+First the lxc.hook.start hooks run, inside the container (their program and
+/bin/sh are the container's).  Afterwards the kernel sees init, the
+container's pid 1, running the command.
 If exec fails, the error goes to the monitor through the aborting state.
 """
 
 import os
 import signal
+
+from lxcsm import hooks
 
 
 def environment(entries) -> dict[str, str]:
@@ -36,6 +40,7 @@ def environment(entries) -> dict[str, str]:
 
 def enter(ctx) -> None:
     request = ctx.request
+    hooks.run(request.config, "start", ctx.log)
     env = environment(request.config.environment)
     os.chdir(request.config.init_cwd or "/")
     os.setsid()
@@ -51,6 +56,7 @@ def enter(ctx) -> None:
 
 def plan(request) -> list[str]:
     env = environment(request.config.environment)
-    return ["setsid(); restore the signal mask; SIGPIPE and SIGXFSZ to default",
+    return [*(f"run lxc.hook.start: {s.value}" for _key, s in hooks.configured(request.config, "start")),
+            "setsid(); restore the signal mask; SIGPIPE and SIGXFSZ to default",
             f"chdir {request.config.init_cwd or '/'}; close every fd but 0, 1, 2",
             "execve(" + " ".join(request.command) + ") with " + " ".join(f"{k}={v}" for k, v in env.items())]

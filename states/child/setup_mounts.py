@@ -16,11 +16,14 @@ mount namespace:
   entries skipped when they fail.  Targets are resolved inside the rootfs, so
   a symlink in the rootfs cannot send a mount onto the host.
 
-A failing entry names its file and line.
+A failing entry names its file and line.  Then the lxc.hook.mount hooks run,
+and with lxc.autodev on the lxc.hook.autodev hooks, as in LXC: after the
+mounts, before pivot_root (LXC_ROOTFS_MOUNT is where the rootfs is).
 """
 
 import os
 
+from lxcsm import hooks
 from lxcsm.engine import kernel
 from lxcsm.engine.handler import StateError
 from lxcsm.engine.mount_options import parse_mount_options
@@ -99,6 +102,9 @@ def enter(ctx) -> str:
             raise MountEntryError(f"{where}: mounting {entry.source} on {entry.target}: {describe(err)}") from None
         ctx.log.trace("mounted", source=entry.source, target=entry.target, fstype=entry.fstype,
                       options=entry.options)
+    hooks.run(config, "mount", ctx.log)
+    if config.autodev:
+        hooks.run(config, "autodev", ctx.log)
     return "mounts_done"
 
 
@@ -112,4 +118,6 @@ def plan(request) -> list[str]:
     for entry in config.mount_entries:
         steps.append(f"mount {entry.source} on {container_path(config.rootfs_path, entry.target)} "
                      f"type {entry.fstype} ({entry.options})  [{entry.origin.file}:{entry.origin.line}]")
+    for kind in ("mount", "autodev") if config.autodev else ("mount",):
+        steps += [f"run lxc.hook.{kind}: {s.value}" for _key, s in hooks.configured(config, kind)]
     return steps or ["nothing to mount"]

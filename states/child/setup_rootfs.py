@@ -8,12 +8,15 @@ Afterwards the kernel sees, in the container's mount namespace only:
   MS_REC): mounts made on the host still propagate in, but nothing mounted
   here can propagate back out - this is what keeps the host's mount table
   unchanged by everything that follows;
+* whatever the lxc.hook.pre-mount hooks did, run now, in the container's
+  mount namespace before its rootfs is mounted;
 * the rootfs (lxc.rootfs.path) bind-mounted, recursively, at lxc.rootfs.mount
   (or onto itself when that is unset), and remounted with
   lxc.rootfs.options (e.g. ro).  pivot_root needs the new root to be a mount
   point, which the bind makes it.
 """
 
+from lxcsm import hooks
 from lxcsm.engine import kernel
 from lxcsm.engine.mount_options import parse_mount_options
 
@@ -21,6 +24,7 @@ from lxcsm.engine.mount_options import parse_mount_options
 def enter(ctx) -> str:
     config = ctx.request.config
     kernel.mount(None, "/", None, kernel.MS_SLAVE | kernel.MS_REC)
+    hooks.run(config, "pre-mount", ctx.log)
     target = config.rootfs_mount or config.rootfs_path
     kernel.mount(config.rootfs_path, target, None, kernel.MS_BIND | kernel.MS_REC)
     if config.rootfs_options:
@@ -37,7 +41,9 @@ def enter(ctx) -> str:
 def plan(request) -> list[str]:
     config = request.config
     target = config.rootfs_mount or config.rootfs_path
-    steps = ["mount --make-rslave /", f"mount --rbind {config.rootfs_path} {target}"]
+    steps = ["mount --make-rslave /"]
+    steps += [f"run lxc.hook.pre-mount: {s.value}" for _key, s in hooks.configured(config, "pre-mount")]
+    steps.append(f"mount --rbind {config.rootfs_path} {target}")
     if config.rootfs_options:
         steps.append(f"remount {target} with {config.rootfs_options}")
     return steps

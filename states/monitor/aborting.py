@@ -7,9 +7,11 @@ The failure (which state, which side, what error) is logged once, at ERROR.
 Then the boot's record is unwound, newest first: the child, if there is one,
 is killed through its pidfd and reaped, then its cgroups and the monitor's
 are removed.  Whatever cannot be undone is logged beside the original error,
-never instead of it.
+never instead of it.  As LXC's lxc_end() does after an abort, the stop
+hooks run before the cleanup and the post-stop hooks after it.
 """
 
+from lxcsm import hooks
 from lxcsm.engine.commands import LxcState
 
 
@@ -23,7 +25,11 @@ def enter(ctx) -> str:
         ctx.commands.set_state(LxcState.ABORTING)
     if ctx.boot.channel is not None:
         ctx.boot.channel.close()
+    if not failure.already_running:   # a start refused at once ran no hook to answer
+        hooks.run_stop(ctx, "stop")
     ctx.boot.undo.unwind(ctx.log)
+    if not failure.already_running:
+        hooks.run_post_stop(ctx, "stop")
     return "cleaned_up"
 
 

@@ -12,7 +12,9 @@ Afterwards the kernel sees:
   here and `poll`;
 * the pid file (-p), holding the monitor's pid, on the first boot;
 * LXC_NAME, LXC_CONFIG_FILE, LXC_ROOTFS_PATH and LXC_ROOTFS_MOUNT in the
-  monitor's environment, for hooks.
+  monitor's environment, for hooks;
+* whatever the lxc.hook.pre-start hooks did, run here in the host's
+  namespaces, before anything of the container exists (every boot).
 
 The container's state is STARTING.  Nothing else on the host has changed yet.
 """
@@ -20,6 +22,7 @@ The container's state is STARTING.  Nothing else on the host has changed yet.
 import os
 import signal
 
+from lxcsm import hooks
 from lxcsm.engine import cgroups, commands, kernel
 from lxcsm.engine.commands import CommandServer, LxcState
 from lxcsm.engine.cleanup import UndoLog
@@ -73,6 +76,7 @@ def enter(ctx) -> str:
         for setting in config.unsupported:
             ctx.log.warn("not supported yet", key=setting.key, value=setting.value,
                          file=setting.file, line=setting.line)
+    hooks.run(config, "pre-start", ctx.log)
     return "handler_ready"
 
 
@@ -85,4 +89,5 @@ def plan(request) -> list[str]:
     if request.pidfile:
         steps.append(f"write the monitor's pid to {request.pidfile}")
     steps += [f"warn: {s.key} is not supported yet ({s.file}:{s.line})" for s in config.unsupported]
+    steps += [f"run lxc.hook.pre-start: {s.value}" for _key, s in hooks.configured(config, "pre-start")]
     return steps

@@ -7,13 +7,18 @@ Everything this boot recorded is undone (payload and monitor cgroups; init
 has already been reaped), but what belongs to the monitor stays: the command
 socket keeps its name, so clients never see the container vanish, and the
 signal fd keeps collecting signals.  The next state is init_handler, which
-makes a fresh handler for the new boot.
+makes a fresh handler for the new boot.  As under LXC, the stop and
+post-stop hooks run around the cleanup, with LXC_TARGET=reboot.
 """
+
+from lxcsm import hooks
 
 
 def enter(ctx) -> str:
     ctx.log.notice("container requested reboot", boot=ctx.boot.number)
+    hooks.run_stop(ctx, "reboot")
     ctx.boot.undo.unwind(ctx.log)
+    hooks.run_post_stop(ctx, "reboot")
     return "boot_cleaned_up"
 
 

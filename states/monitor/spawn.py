@@ -20,6 +20,7 @@ its cgroup the payload one, which its namespace must take as its root.
 
 import os
 
+from lxcsm import hooks
 from lxcsm.engine import breakpoints, cgroups, kernel, log, sync
 from lxcsm.engine.supervisor import run_child
 
@@ -69,6 +70,13 @@ def enter(ctx) -> str:
     for hierarchy, path in zip(ctx.hierarchies, boot.payload_cgroups):
         if hierarchy.version == 1:
             cgroups.attach(path, pid)
+    if hooks.configured(request.config, "stop"):
+        # A stop hook runs after init is gone: hold the namespaces open for it.
+        for kind in hooks.STOP_HOOK_NAMESPACES:
+            if flags & kernel.NAMESPACE_FLAGS[kind]:
+                fd = os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC)
+                boot.undo.record("namespace_fd", fd)
+                boot.namespace_fds[kind] = fd
 
     def replay_child_event(event: dict) -> None:
         event["pid"] = pid   # the child only knows itself as pid 1

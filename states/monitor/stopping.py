@@ -6,18 +6,28 @@ Afterwards the kernel sees no ``lxc.payload.NAME`` and no
 ``lxc.monitor.NAME`` directory in any hierarchy (the monitor moved back to
 the cgroup it started in first), and no container process: init exited, and
 with it, by the pid namespace's rules, every other process of the container.
-Clients that asked to hear about STOPPING have been told.
+Clients that asked to hear about STOPPING have been told.  lxc.hook.stop ran
+before the cleanup (with the container's namespaces, held open since spawn)
+and lxc.hook.post-stop after it, both with LXC_TARGET=stop.
 """
 
+from lxcsm import hooks
 from lxcsm.engine.commands import LxcState
 
 
 def enter(ctx) -> str:
     ctx.commands.set_state(LxcState.STOPPING)
+    hooks.run_stop(ctx, "stop")
     ctx.boot.undo.unwind(ctx.log)
+    hooks.run_post_stop(ctx, "stop")
     return "cleaned_up"
 
 
 def plan(request) -> list[str]:
-    return ["container state STOPPING",
+    return ["container state STOPPING", *_hook_steps(request),
             f"in every hierarchy: rmdir lxc.payload.{request.name}; move the monitor back; rmdir lxc.monitor.{request.name}"]
+
+
+def _hook_steps(request) -> list[str]:
+    return [f"run lxc.hook.{kind}: {setting.value}" for kind in ("stop", "post-stop")
+            for _key, setting in hooks.configured(request.config, kind)]

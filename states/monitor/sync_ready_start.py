@@ -3,7 +3,9 @@
 Replaces LXC's final lxc_sync_barrier_child(START_SYNC_READY_START) in
 lxc_spawn() and the RUNNING step of __lxc_start().
 
-The child's end of the sync channel is close-on-exec, so a successful exec
+First the lxc.hook.start-host hooks run, in the host's namespaces: the
+container is set up and waits for this message.  The child's end of the
+sync channel is close-on-exec, so a successful exec
 closes it: end-of-file here means init is running.  A failed exec sends an
 ERROR frame with the reason instead.
 
@@ -11,12 +13,14 @@ Afterwards the container is RUNNING: the command socket answers with init's
 pid and pidfd, and the daemon's caller is told the start succeeded.
 """
 
+from lxcsm import hooks
 from lxcsm.engine.commands import LxcState
 from lxcsm.engine.sync import SyncMsg
 
 
 def enter(ctx) -> str:
     boot = ctx.boot
+    hooks.run(ctx.request.config, "start-host", ctx.log)
     boot.channel.wake(SyncMsg.READY_START)
     boot.channel.wait_for_exec()
     boot.channel.close()
@@ -29,5 +33,6 @@ def enter(ctx) -> str:
 
 
 def plan(request) -> list[str]:
-    return ["send READY_START", "wait for end-of-file (init was exec'd) or ERROR",
+    return [*(f"run lxc.hook.start-host: {s.value}" for _key, s in hooks.configured(request.config, "start-host")),
+            "send READY_START", "wait for end-of-file (init was exec'd) or ERROR",
             "container state RUNNING; answer the command socket from now on"]
