@@ -101,7 +101,29 @@ class _End:
         try:
             socket.send_fds(self.sock, [bytes([kind]) + payload], list(fds))
         except (BrokenPipeError, ConnectionResetError):
+            self._last_words()
             raise SyncError(f"{self.peer} is gone (sending {kind.label})") from None
+
+    def _last_words(self) -> None:
+        """The peer closed its end.  If it reported an error before it went, raise that
+        (PeerFailed): it is why the peer is gone, the broken pipe only its consequence."""
+        while select.select([self.sock], [], [], 0)[0]:
+            try:
+                data, fds, _flags, _addr = socket.recv_fds(self.sock, _MAX_FRAME, _MAX_FDS)
+            except ConnectionResetError:
+                return
+            for fd in fds:
+                os.close(fd)
+            if not data:
+                return
+            if data[0] == SyncMsg.LOG:
+                self._replay(json.loads(data[1:]))
+            elif data[0] == SyncMsg.ERROR:
+                report = json.loads(data[1:])
+                raise PeerFailed(self.peer, report["state"], report["error"])
+
+    def _replay(self, event: dict) -> None:
+        """A log frame read while draining a dead peer's last frames (the child renders none)."""
 
     def _recv(self, deadline: float | None, waiting_for: str) -> tuple[SyncMsg | None, bytes, list[int]]:
         if self._early:
@@ -161,6 +183,9 @@ class MonitorEnd(_End):
         super().__init__(sock, log, timeout)
         self.on_child_log = on_child_log
         self.on_child_paused = on_child_paused
+
+    def _replay(self, event: dict) -> None:
+        self.on_child_log(event)
 
     def _on_paused(self, state: str) -> None:
         """The child waits before `state` until the user lets it go on (or aborts: an exception)."""

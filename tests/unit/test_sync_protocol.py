@@ -248,6 +248,31 @@ def test_child_dying_while_monitor_waits_is_a_sync_error(pair, fork_child):
     assert reap(pid) == 9
 
 
+def test_a_child_that_failed_before_a_wake_is_reported_by_its_error_not_the_broken_pipe(pair):
+    """The child failed at once and exited; the monitor's next wake finds the pipe broken,
+    but the child's ERROR frame (and its log) are still queued: they are the reason."""
+    monitor_sock, child_sock = pair
+    child = ChildEnd(child_sock, TraceLog(), timeout=5)
+    child.send_log({"event": "state", "state": "startup"})
+    child.send_error("startup", "failpoint: child state startup made to fail")
+    child_sock.close()
+    seen = []
+    end = MonitorEnd(monitor_sock, TraceLog(), timeout=5, on_child_log=seen.append)
+    with pytest.raises(PeerFailed) as failed:
+        end.wake(SyncMsg.STARTUP)
+    assert (failed.value.side, failed.value.state) == ("child", "startup")
+    assert failed.value.error == "failpoint: child state startup made to fail"
+    assert [e["event"] for e in seen] == ["state"]
+
+
+def test_a_peer_gone_without_a_word_is_a_sync_error(pair):
+    monitor_sock, child_sock = pair
+    child_sock.close()
+    end = MonitorEnd(monitor_sock, TraceLog(), timeout=5, on_child_log=lambda e: None)
+    with pytest.raises(SyncError, match=r"child is gone \(sending startup\)"):
+        end.wake(SyncMsg.STARTUP)
+
+
 def test_monitor_dying_while_child_waits_is_a_sync_error(pair):
     monitor_sock, child_sock = pair
     end = ChildEnd(child_sock, TraceLog(), timeout=5)
