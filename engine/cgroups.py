@@ -77,6 +77,30 @@ def create(hierarchy: Hierarchy, name: str) -> str:
     return path
 
 
+def write_limits(config, hierarchies: list[Hierarchy], payload_paths: list[str], devices: bool):
+    """Write the container's lxc.cgroup.CONTROLLER.FILE = VALUE settings, in config order,
+    into its payload cgroups: the devices ones, or all the others.  Yields (path, value).
+
+    As LXC does, they apply to the v1 hierarchies only, so a host without v1 controllers
+    (cgroup2 only) ignores them.  A value the kernel refuses is an OSError that names the
+    setting's file, line and key."""
+    by_controller = {controller: path for hierarchy, path in zip(hierarchies, payload_paths)
+                     if hierarchy.version == 1 for controller in hierarchy.controllers}
+    for canonical, setting in config.in_effect("lxc.cgroup"):
+        file = canonical.removeprefix("lxc.cgroup.")
+        controller = file.partition(".")[0]
+        if controller not in by_controller or (controller == "devices") != devices:
+            continue
+        path = os.path.join(by_controller[controller], file)
+        try:
+            with open(path, "w") as knob:
+                knob.write(setting.value)
+        except OSError as err:
+            raise OSError(err.errno, f"{setting.file}:{setting.line}: {setting.key}: "
+                                     f"writing {setting.value!r}: {err.strerror}", path) from None
+        yield path, setting.value
+
+
 def attach(path: str, pid: int) -> None:
     with open(os.path.join(path, "cgroup.procs"), "w") as procs:
         procs.write(str(pid))

@@ -540,10 +540,11 @@ def _members_named(member: KeySpec, allowed: frozenset[str] | None = None,
 
 
 def _family(name: str, member_check: Callable[[str], object], repeat: Repeat,
-            allowed: frozenset[str] | None = None, form: _MemberForm | None = None) -> KeySpec:
+            allowed: frozenset[str] | None = None, form: _MemberForm | None = None,
+            honoured: bool = False) -> KeySpec:
     """A prefix key (lxc.cgroup): the bare key only resets, NAME.* members hold values."""
-    member = KeySpec(member_check, repeat=repeat, family=name)
-    return KeySpec(_no_value, repeat=Repeat.RESET_ONLY,
+    member = KeySpec(member_check, honoured=honoured, repeat=repeat, family=name)
+    return KeySpec(_no_value, honoured=honoured, repeat=Repeat.RESET_ONLY,
                    members=_members_named(member, allowed, form))
 
 
@@ -644,7 +645,7 @@ KEYS: Mapping[str, KeySpec] = MappingProxyType({
     "lxc.autodev.tmpfs.size": KeySpec(_signed),
     "lxc.cap.drop": KeySpec(_capabilities_to_drop, repeat=Repeat.APPEND),
     "lxc.cap.keep": KeySpec(_anything, repeat=Repeat.APPEND),
-    "lxc.cgroup": _family("lxc.cgroup", _anything, Repeat.APPEND, form=_CGROUP1_FILE),
+    "lxc.cgroup": _family("lxc.cgroup", _anything, Repeat.APPEND, form=_CGROUP1_FILE, honoured=True),
     "lxc.cgroup.dir": _cgroup_path,
     "lxc.cgroup.dir.container": _cgroup_path,
     "lxc.cgroup.dir.container.inner": KeySpec(_cgroup_dir_name),

@@ -53,6 +53,7 @@ SYSCALLS = {
     "cgroups.attach": ("write(2)", "/sys/fs/cgroup/.../cgroup.procs"),
     "cgroups.members": ("read(2)", "/sys/fs/cgroup/.../cgroup.procs"),
     "cgroups.remove": ("rmdir(2)", "/sys/fs/cgroup/.../NAME"),
+    "cgroups.write_limits": ("write(2)", "/sys/fs/cgroup/CONTROLLER/.../lxc.payload.NAME/FILE"),
     # engine/netlink.py: rtnetlink, through pyroute2
     "netlink.link_mtu": ("RTM_GETLINK", "the bridge"),
     "netlink.create_veth": ("RTM_NEWLINK", "a veth pair, its peer in the child's network namespace"),

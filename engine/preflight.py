@@ -209,6 +209,18 @@ def _check_veth(config, device) -> None:
 CGROUP2_DEVICE_KEYS = ("devices.allow", "devices.deny")
 
 
+def _cgroup_file_known(hierarchy, file: str) -> bool:
+    """Whether the container's cgroup will have `file`.  A root cgroup lacks files every
+    other cgroup has (pids.max, cpu.cfs_quota_us), so a cgroup below the one we start in is
+    asked too; with none to ask, the file is taken on trust."""
+    if os.path.exists(os.path.join(hierarchy.home, file)):
+        return True
+    if os.path.normpath(hierarchy.home) != os.path.normpath(hierarchy.mountpoint):
+        return False   # a cgroup below the root has every file its children will have
+    below = next((entry.path for entry in os.scandir(hierarchy.home) if entry.is_dir()), None)
+    return below is None or os.path.exists(os.path.join(below, file))
+
+
 def _check_cgroups(config) -> None:
     v1_settings = config.in_effect("lxc.cgroup")
     v2_settings = config.in_effect("lxc.cgroup2")
@@ -233,7 +245,7 @@ def _check_cgroups(config) -> None:
             mounted = ", ".join(sorted(c for c in v1 if "=" not in c)) or "none: use lxc.cgroup2.*"
             raise _error(setting, f"cgroup v1 controller {controller!r} is not mounted on this host "
                                   f"(mounted: {mounted})")
-        if not any(os.path.exists(os.path.join(d, file)) for d in (hierarchy.home, hierarchy.mountpoint)):
+        if not _cgroup_file_known(hierarchy, file):
             raise _error(setting, f"no file {file} in the {controller} hierarchy ({hierarchy.mountpoint})")
 
     for canonical, setting in v2_settings:

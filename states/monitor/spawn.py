@@ -3,7 +3,8 @@
 Replaces the first half of LXC's lxc_spawn() (start.c) and lxc_clone().
 
 Afterwards the kernel sees:
-* ``lxc.payload.NAME`` in every cgroup hierarchy;
+* ``lxc.payload.NAME`` in every cgroup hierarchy, with the lxc.cgroup.*
+  limits written into it (but the devices ones, see sync_cgroup_limits);
 * a new process, created by one clone3() call in new mount, pid, uts, ipc and
   network namespaces (less what lxc.namespace.keep keeps and what a
   ``lxc.net.0.type = none`` shares), started directly inside the cgroup2
@@ -46,6 +47,8 @@ def enter(ctx) -> str:
         boot.payload_cgroups.append(path)
         if hierarchy.version == 2:
             cgroup2_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    for path, value in cgroups.write_limits(request.config, ctx.hierarchies, boot.payload_cgroups, devices=False):
+        ctx.log.trace("cgroup limit set", file=path, value=value)
 
     if request.config.devices("veth"):
         # pyroute2 costs ~200 ms to import: once, here, for both sides - the child
@@ -93,7 +96,10 @@ def plan(request) -> list[str]:
     flags = clone_flags(request.config)
     names = "|".join(f"CLONE_NEW{n.upper()}" if n != "mnt" else "CLONE_NEWNS"
                      for n, bit in kernel.NAMESPACE_FLAGS.items() if flags & bit)
-    return [f"in every hierarchy: mkdir lxc.payload.{request.name}",
+    limits = [f"write {setting.value} to lxc.payload.{request.name}/{key.removeprefix('lxc.cgroup.')}"
+              for key, setting in request.config.in_effect("lxc.cgroup")
+              if not key.startswith("lxc.cgroup.devices.")]
+    return [f"in every hierarchy: mkdir lxc.payload.{request.name}", *limits,
             f"clone3({names}|CLONE_PIDFD|CLONE_INTO_CGROUP) into the cgroup2 lxc.payload.{request.name}",
             "write the child's pid into cgroup.procs of every v1 lxc.payload directory",
             "send STARTUP"]

@@ -4,18 +4,29 @@ Replaces the START_SYNC_CGROUP_LIMITS step of LXC's lxc_spawn(), where the
 device-controller limits are written: late, so that the child could still
 create its /dev nodes, but before init runs.
 
-The child has pivoted into its rootfs when it sends CGROUP_LIMITS.  The
-cgroup limits themselves (lxc.cgroup.*, lxc.cgroup2.*) belong to the cgroup
-issue and are reported as not supported yet.
+The child has pivoted into its rootfs, its /dev populated, when it sends
+CGROUP_LIMITS.  Afterwards the kernel sees the lxc.cgroup.devices.allow and
+lxc.cgroup.devices.deny rules of the config, in order, in the payload cgroup
+of the devices hierarchy: from now on the container may open only the
+devices they allow.  (The other lxc.cgroup.* limits were written by spawn;
+lxc.cgroup2.* keys wait for a cgroup2-only host, which this engine does not
+drive yet.)
 """
 
+from lxcsm.engine import cgroups
 from lxcsm.engine.sync import SyncMsg
 
 
 def enter(ctx) -> str:
     ctx.boot.channel.wait_for(SyncMsg.CGROUP_LIMITS)
+    for path, value in cgroups.write_limits(ctx.request.config, ctx.hierarchies, ctx.boot.payload_cgroups,
+                                            devices=True):
+        ctx.log.trace("cgroup limit set", file=path, value=value)
     return "limits_applied"
 
 
 def plan(request) -> list[str]:
-    return ["wait for CGROUP_LIMITS", "no cgroup limits are written yet (lxc.cgroup* comes with the cgroup issue)"]
+    devices = [f"write {setting.value} to lxc.payload.{request.name}/{key.removeprefix('lxc.cgroup.')}"
+               for key, setting in request.config.in_effect("lxc.cgroup")
+               if key.startswith("lxc.cgroup.devices.")]
+    return ["wait for CGROUP_LIMITS", *devices]

@@ -141,7 +141,7 @@ HONOURED_KEYS = {
     "lxc.mount.auto", "lxc.mount.entry", "lxc.mount.fstab", "lxc.autodev",
     "lxc.init.cmd", "lxc.init.cwd", "lxc.environment", "lxc.namespace.clone",
     "lxc.namespace.keep", "lxc.log.level", "lxc.log.file", "lxc.signal.halt",
-    "lxc.signal.reboot", "lxc.signal.stop", "lxc.include", "lxc.hook.version",
+    "lxc.signal.reboot", "lxc.signal.stop", "lxc.include", "lxc.hook.version", "lxc.cgroup",
     *(f"lxc.hook.{kind}" for kind in ("pre-start", "pre-mount", "mount", "autodev", "start-host",
                                       "start", "stop", "post-stop", "clone", "destroy")),
 }
@@ -386,11 +386,13 @@ def test_empty_family_key_clears_its_members_only(tmp_path):
         "lxc.cgroup.memory.limit_in_bytes = 1G\n"
         "lxc.cgroup.cpu.shares = 100\n"
         "lxc.cgroup.memory =\n"))
-    assert [s.key for s in cfg.unsupported] == ["lxc.cgroup.dir", "lxc.cgroup.cpu.shares"]
+    assert [key for key, _s in cfg.in_effect("lxc.cgroup")] == ["lxc.cgroup.cpu.shares"]
+    assert [s.key for s in cfg.unsupported] == ["lxc.cgroup.dir"]
     cfg = load_text(tmp_path, (
         "lxc.cgroup.dir = lxc/bb\n"
         "lxc.cgroup.cpu.shares = 100\n"
         "lxc.cgroup =\n"))
+    assert cfg.in_effect("lxc.cgroup") == ()
     assert [s.key for s in cfg.unsupported] == ["lxc.cgroup.dir"]
 
 
@@ -1042,6 +1044,10 @@ def start_checks(tmp_path, monkeypatch):
     memory.mkdir(parents=True)
     unified.mkdir()
     (memory / "memory.limit_in_bytes").write_text("")
+    # Some files only cgroups below the root have: the root is the home here, a child tells.
+    (memory / "other").mkdir()
+    for name in ("memory.limit_in_bytes", "memory.soft_limit_in_bytes"):
+        (memory / "other" / name).write_text("")
     (unified / "cgroup.controllers").write_text("pids\n")
     (unified / "cgroup.max.depth").write_text("")
     hierarchies = [cgroups.Hierarchy(str(memory), ("memory",), 1, str(memory)),
@@ -1150,6 +1156,7 @@ def test_preflight_cgroup_problems(start_checks):
     assert err.message == "cgroup v1 controller 'cpu' is not mounted on this host (mounted: memory)"
     err = preflight_error(start_checks, "lxc.cgroup.memory.limit_in_byte = 1")
     assert err.message.startswith("no file memory.limit_in_byte in the memory hierarchy")
+    start_checks("lxc.cgroup.memory.soft_limit_in_bytes = 1")   # not in the root cgroup, in its child
     # A hybrid host keeps its controllers on v1: cgroup2 limits are ignored there, as LXC does.
     start_checks("lxc.cgroup2.memory.max = 1G", "lxc.cgroup2.bogus.file = 1")
     start_checks("lxc.cgroup.cpu.shares = 100", "lxc.cgroup.cpu =")   # cleared: not checked

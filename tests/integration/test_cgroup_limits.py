@@ -1,0 +1,53 @@
+"""lxc.cgroup.* limits: written into the container's payload cgroups, in force while it runs.
+
+The host is hybrid (cgroup v1 controllers), where LXC applies lxc.cgroup.* and ignores
+lxc.cgroup2.*; so does lxcsm.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+
+from lxcsm.engine import cgroups
+
+pytestmark = pytest.mark.root
+
+
+def _payload(controller: str, name: str) -> str:
+    (hierarchy,) = [h for h in cgroups.hierarchies() if controller in h.controllers]
+    return os.path.join(hierarchy.home, f"lxc.payload.{name}")
+
+
+def test_limits_are_in_force_while_the_container_runs(make_container):
+    c = make_container(extra=["lxc.cgroup.memory.limit_in_bytes = 64M", "lxc.cgroup.pids.max = 50"])
+    memory, pids = _payload("memory", c.name), _payload("pids", c.name)
+    # The container reads its own limits through the host's cgroupfs paths it was given.
+    script = f"cat {memory}/memory.limit_in_bytes {pids}/pids.max"
+    result = c.start_fg("/bin/sh", "-c", script, options=("-s", "lxc.mount.entry = /sys/fs/cgroup "
+                                                           "sys/fs/cgroup none rbind,ro,create=dir 0 0"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [str(64 * 1024 * 1024), "50"]
+
+
+def test_device_rules_apply_after_dev_is_populated(make_container):
+    """deny all, allow /dev/null: autodev still made its nodes (the rules come after the
+    child's CGROUP_LIMITS), and the container can use null but not zero."""
+    c = make_container(extra=["lxc.cgroup.devices.deny = a", "lxc.cgroup.devices.allow = c 1:3 rwm"])
+    script = ("echo x > /dev/null && echo null-ok; "
+              "head -c1 /dev/zero >/dev/null 2>&1 && echo zero-ok || echo zero-denied; ls /dev/zero")
+    result = c.start_fg("/bin/sh", "-c", script)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["null-ok", "zero-denied", "/dev/zero"]
+
+
+def test_a_value_the_kernel_refuses_fails_the_start_naming_the_line(make_container):
+    c = make_container(extra=["lxc.cgroup.memory.limit_in_bytes = lots"])
+    line = c.config.read_text().splitlines().index("lxc.cgroup.memory.limit_in_bytes = lots") + 1
+    result = c.start_fg("/bin/true")
+    assert result.returncode == 1
+    assert re.search(rf"failed_state=spawn failed_side=monitor error=\"{re.escape(str(c.config))}:{line}: "
+                     r"lxc\.cgroup\.memory\.limit_in_bytes: writing 'lots': Invalid argument", result.stderr), \
+        result.stderr
