@@ -335,10 +335,20 @@ def _environment_entry(value: str) -> str:
     return value
 
 
-def _capabilities_to_drop(value: str) -> str:
-    if "none" in value.split():
-        raise ValueError("'none' is only valid in lxc.cap.keep")
+def _capabilities(value: str, none_allowed: bool = False) -> str:
+    """Capability names as LXC takes them: "sys_admin", "CAP_SYS_ADMIN" or a number."""
+    from lxcsm.engine.kernel import CAPABILITIES
+    for word in value.split():
+        if word == "none":
+            if not none_allowed:
+                raise ValueError("'none' is only valid in lxc.cap.keep")
+        elif not word.isdigit() and word.lower().removeprefix("cap_") not in CAPABILITIES:
+            raise ValueError(f"unknown capability {word!r}")
     return value
+
+
+def _capabilities_to_keep(value: str) -> str:
+    return _capabilities(value, none_allowed=True)
 
 
 def _idmap(value: str) -> str:
@@ -643,8 +653,8 @@ KEYS: Mapping[str, KeySpec] = MappingProxyType({
     "lxc.arch": KeySpec(_one_of(*ARCHITECTURES)),
     "lxc.autodev": KeySpec(_boolean, honoured=True),
     "lxc.autodev.tmpfs.size": KeySpec(_signed),
-    "lxc.cap.drop": KeySpec(_capabilities_to_drop, repeat=Repeat.APPEND),
-    "lxc.cap.keep": KeySpec(_anything, repeat=Repeat.APPEND),
+    "lxc.cap.drop": KeySpec(_capabilities, honoured=True, repeat=Repeat.APPEND),
+    "lxc.cap.keep": KeySpec(_capabilities_to_keep, honoured=True, repeat=Repeat.APPEND),
     "lxc.cgroup": _family("lxc.cgroup", _anything, Repeat.APPEND, form=_CGROUP1_FILE, honoured=True),
     "lxc.cgroup.dir": _cgroup_path,
     "lxc.cgroup.dir.container": _cgroup_path,

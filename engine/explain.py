@@ -42,6 +42,8 @@ SYSCALLS = {
     "kernel.unshare": ("unshare(2)", ""),
     "kernel.setns": ("setns(2)", ""),
     "kernel.set_pdeathsig": ("prctl(2)", "PR_SET_PDEATHSIG"),
+    "kernel.drop_bounding_capability": ("prctl(2)", "PR_CAPBSET_DROP"),
+    "kernel.last_capability": ("prctl(2)", "PR_CAPBSET_READ"),
     "kernel.set_comm": ("prctl(2)", "PR_SET_NAME: /proc/self/comm"),
     "kernel.set_cmdline": ("(memory write)", "/proc/self/cmdline"),
     "kernel.clone3": ("clone3(2)", ""),

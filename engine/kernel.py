@@ -79,6 +79,17 @@ MNT_DETACH = 2
 
 PR_SET_PDEATHSIG = 1
 PR_SET_NAME = 15
+PR_CAPBSET_READ = 23
+PR_CAPBSET_DROP = 24
+
+# linux/capability.h, by the names LXC's lxc.cap.drop and lxc.cap.keep use.
+CAPABILITIES = {name: number for number, name in enumerate((
+    "chown", "dac_override", "dac_read_search", "fowner", "fsetid", "kill", "setgid", "setuid",
+    "setpcap", "linux_immutable", "net_bind_service", "net_broadcast", "net_admin", "net_raw",
+    "ipc_lock", "ipc_owner", "sys_module", "sys_rawio", "sys_chroot", "sys_ptrace", "sys_pacct",
+    "sys_admin", "sys_boot", "sys_nice", "sys_resource", "sys_time", "sys_tty_config", "mknod",
+    "lease", "audit_write", "audit_control", "setfcap", "mac_override", "mac_admin", "syslog",
+    "wake_alarm", "block_suspend", "audit_read", "perfmon", "bpf", "checkpoint_restore"))}
 
 SFD_CLOEXEC = os.O_CLOEXEC
 _SIGINFO_SIZE = 128
@@ -127,6 +138,21 @@ def setns(fd: int, nstype: int = 0) -> None:
 def set_pdeathsig(sig: int) -> None:
     """Have the kernel send `sig` to this process when its parent dies."""
     _check(_libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0))
+
+
+def drop_bounding_capability(cap: int) -> None:
+    """Remove `cap` from this process's capability bounding set: no program it executes can
+    hold it, whatever its uid or file capabilities (prctl PR_CAPBSET_DROP)."""
+    _check(_libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0), f"capability {cap}")
+
+
+def last_capability() -> int:
+    """The highest capability number this kernel knows: the first one PR_CAPBSET_READ
+    refuses, less one (asked of prctl, not /proc, which a container may not have yet)."""
+    cap = 0
+    while _libc.prctl(PR_CAPBSET_READ, cap, 0, 0, 0) >= 0:
+        cap += 1
+    return cap - 1
 
 
 def set_comm(name: str) -> None:

@@ -115,7 +115,8 @@ RULES: tuple[Rule, ...] = (
     R("conf", "lxc_fill_autodev|lxc_transient_proc|lxc_setup_devpts_child", "child:setup_autodev"),
     R("conf", "lxc_setup_dev_console|lxc_allocate_ttys|lxc_setup_ttys|lxc_create_ttys", "child:console-ttys"),
     R("conf", "lxc_pivot_root", "child:setup_pivot_root"),
-    R("conf", "setup_personality|capabilities_deny|capabilities_allow|dropcaps_except", "child:capabilities"),
+    R("conf", "setup_personality|capabilities_deny|capabilities_allow|dropcaps_except|setup_caps",
+      "child:setup_capabilities"),
     R("conf", "lxc_setup", "child:setup_pivot_root"),                    # "The container is set up"
     R("mount_utils", r"\w+", INHERIT),
     # FDS: devpts, ttys and network names handed to the monitor.
@@ -156,7 +157,6 @@ LXC_ONLY: dict[str, str] = {
                                "supports no idmapped mounts and has no such sync",
     "child:idmapped-mounts": "the child's side of idmapped-mounts (see monitor:idmapped-mounts)",
     "child:console-ttys": "/dev/console and the lxc.tty.max ttys; not in lxcsm yet (the terminal issue)",
-    "child:capabilities": "personality and lxc.cap.drop/keep; lxcsm has no state for them",
     "monitor:console": "the monitor's side of the console (lxc_terminal_*); not in lxcsm yet",
 }
 
