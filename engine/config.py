@@ -396,6 +396,9 @@ def _time_offset(value: str) -> str:
 def _rlimit(value: str) -> str:
     if not re.fullmatch(r"(?:unlimited|[0-9]+)(?:\s*:\s*(?:unlimited|[0-9]+))?", value):
         raise ValueError("a limit is 'SOFT[:HARD]', each a number or 'unlimited'")
+    soft, _, hard = (part.strip() for part in value.partition(":"))
+    if hard and hard != "unlimited" and (soft == "unlimited" or int(soft) > int(hard)):
+        raise ValueError(f"the soft limit {soft} is above the hard limit {hard}")
     return value
 
 
@@ -710,8 +713,8 @@ KEYS: Mapping[str, KeySpec] = MappingProxyType({
     "lxc.net.": KeySpec(_no_value, members=_net_members),
     "lxc.no_new_privs": KeySpec(_boolean),
     # One value per resource or sysctl name: setting it again replaces it.
-    "lxc.prlimit": _family("lxc.prlimit", _rlimit, Repeat.REPLACE, RLIMIT_RESOURCES),
-    "lxc.proc": _family("lxc.proc", _anything, Repeat.APPEND),
+    "lxc.prlimit": _family("lxc.prlimit", _rlimit, Repeat.REPLACE, RLIMIT_RESOURCES, honoured=True),
+    "lxc.proc": _family("lxc.proc", _anything, Repeat.APPEND, honoured=True),
     "lxc.pty.max": KeySpec(_unsigned),
     "lxc.rootfs.managed": KeySpec(_boolean),
     "lxc.rootfs.mount": KeySpec(_anything, honoured=True),
@@ -730,7 +733,7 @@ KEYS: Mapping[str, KeySpec] = MappingProxyType({
     "lxc.start.auto": KeySpec(_boolean),
     "lxc.start.delay": KeySpec(_unsigned),
     "lxc.start.order": KeySpec(_signed),
-    "lxc.sysctl": _family("lxc.sysctl", _anything, Repeat.REPLACE),
+    "lxc.sysctl": _family("lxc.sysctl", _anything, Repeat.REPLACE, honoured=True),
     "lxc.time.offset.boot": KeySpec(_time_offset),
     "lxc.time.offset.monotonic": KeySpec(_time_offset),
     "lxc.tty.dir": KeySpec(_anything),

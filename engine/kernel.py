@@ -82,6 +82,12 @@ PR_SET_NAME = 15
 PR_CAPBSET_READ = 23
 PR_CAPBSET_DROP = 24
 
+# asm-generic/resource.h, by the names of lxc.prlimit.NAME (Python's resource module lacks
+# RLIMIT_LOCKS).
+RLIMITS = {name: number for number, name in enumerate((
+    "cpu", "fsize", "data", "stack", "core", "rss", "nproc", "nofile", "memlock", "as", "locks",
+    "sigpending", "msgqueue", "nice", "rtprio", "rttime"))}
+
 # linux/capability.h, by the names LXC's lxc.cap.drop and lxc.cap.keep use.
 CAPABILITIES = {name: number for number, name in enumerate((
     "chown", "dac_override", "dac_read_search", "fowner", "fsetid", "kill", "setgid", "setuid",

@@ -140,6 +140,7 @@ CHILD_STATES = (
     "setup_autodev",       # a tmpfs /dev with the basic nodes and devpts
     "setup_mounts",        # lxc.mount.auto, lxc.mount.fstab, lxc.mount.entry
     "setup_pivot_root",    # the rootfs becomes /, the host's root is detached
+    "setup_sysctl",        # lxc.sysctl.*: the container's /proc/sys
     "setup_capabilities",  # lxc.cap.drop / lxc.cap.keep: the bounding set
     "sync_cgroup_limits",  # tell the monitor we are set up
     "sync_fds",            # hand the monitor our fds; wait for the go
@@ -158,7 +159,8 @@ CHILD = Table(
         ("network_configured", "setup_network", "setup_autodev"),
         ("dev_ready", "setup_autodev", "setup_mounts"),
         ("mounts_done", "setup_mounts", "setup_pivot_root"),
-        ("root_pivoted", "setup_pivot_root", "setup_capabilities"),
+        ("root_pivoted", "setup_pivot_root", "setup_sysctl"),
+        ("sysctls_set", "setup_sysctl", "setup_capabilities"),
         ("capabilities_set", "setup_capabilities", "sync_cgroup_limits"),
         ("limits_applied", "sync_cgroup_limits", "sync_fds"),
         ("ready_to_start", "sync_fds", "exec"),

@@ -115,6 +115,7 @@ RULES: tuple[Rule, ...] = (
     R("conf", "lxc_fill_autodev|lxc_transient_proc|lxc_setup_devpts_child", "child:setup_autodev"),
     R("conf", "lxc_setup_dev_console|lxc_allocate_ttys|lxc_setup_ttys|lxc_create_ttys", "child:console-ttys"),
     R("conf", "lxc_pivot_root", "child:setup_pivot_root"),
+    R("conf", "setup_sysctl_parameters", "child:setup_sysctl"),
     R("conf", "setup_personality|capabilities_deny|capabilities_allow|dropcaps_except|setup_caps",
       "child:setup_capabilities"),
     R("conf", "lxc_setup", "child:setup_pivot_root"),                    # "The container is set up"
@@ -160,8 +161,10 @@ LXC_ONLY: dict[str, str] = {
     "monitor:console": "the monitor's side of the console (lxc_terminal_*); not in lxcsm yet",
 }
 
-# lxcsm states of a normal start that LXC has no lines for, and why.  Empty: each has a counterpart.
-LXCSM_ONLY: dict[str, str] = {}
+# lxcsm states of a normal start that LXC has no lines for, and why.
+LXCSM_ONLY: dict[str, str] = {
+    "child:setup_sysctl": "LXC's setup_sysctl_parameters() logs nothing for a config without lxc.sysctl",
+}
 
 # (side, wake|wait, sequence) -> the lxcsm state that does it: where lxcsm's states block or send
 # (engine/machine.py's protocol), so that LXC's sync lines land in the same phase.

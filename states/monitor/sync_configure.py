@@ -14,10 +14,16 @@ host's), is attached to the bridge lxc.net.N.link if there is one, and is
 set up.  With ``empty`` (or no network) the container keeps the namespace it
 was cloned with, holding only lo; with ``none`` it shares the host's.
 
+Then, as LXC does here too, each lxc.proc.KEY = VALUE is written to the
+child's /proc/PID/KEY, and each lxc.prlimit.RESOURCE = SOFT[:HARD] set on it
+with prlimit(2) (one value is both; "unlimited" is RLIM_INFINITY).
+
 Afterwards the kernel sees, on the host, one veth per veth device, each
-recorded for removal; nothing new for empty/none networks.
+recorded for removal; nothing new for empty/none networks; the child with
+its resource limits and /proc files.
 """
 
+from lxcsm.engine import kernel
 from lxcsm.engine.sync import SyncMsg
 
 
@@ -28,7 +34,44 @@ def enter(ctx) -> str:
     for device in ctx.request.config.networks:
         if device.type != "veth":
             ctx.log.trace("network", index=device.index, type=device.type)
+    _write_proc_files(ctx)
+    _set_resource_limits(ctx)
     return "network_ready"
+
+
+def _failed(setting, err: OSError, what: str) -> OSError:
+    return OSError(err.errno, f"{setting.file}:{setting.line}: {setting.key}: {what}: {err.strerror}",
+                   err.filename)
+
+
+def _write_proc_files(ctx) -> None:
+    """lxc.proc.KEY = VALUE: written to the child's /proc/PID/KEY (LXC's setup_proc_filesystem)."""
+    for key, setting in ctx.request.config.in_effect("lxc.proc"):
+        path = f"/proc/{ctx.boot.init_pid}/{key.removeprefix('lxc.proc.')}"
+        try:
+            with open(path, "w") as knob:
+                knob.write(setting.value)
+        except OSError as err:
+            raise _failed(setting, err, f"writing {setting.value!r} to {path}") from None
+        ctx.log.trace("proc file set", file=path, value=setting.value)
+
+
+def _set_resource_limits(ctx) -> None:
+    """lxc.prlimit.RESOURCE = SOFT[:HARD]: prlimit(2) on the child (LXC's setup_resource_limits)."""
+    settings = ctx.request.config.in_effect("lxc.prlimit")
+    if not settings:
+        return
+    import resource   # only configs with limits pay for it
+    for key, setting in settings:
+        name = key.removeprefix("lxc.prlimit.")
+        soft, _, hard = setting.value.partition(":")
+        limits = tuple(resource.RLIM_INFINITY if v.strip() == "unlimited" else int(v)
+                       for v in (soft, hard or soft))
+        try:
+            resource.prlimit(ctx.boot.init_pid, kernel.RLIMITS[name], limits)
+        except OSError as err:
+            raise _failed(setting, err, f"prlimit {setting.value}") from None
+        ctx.log.trace("resource limit set", resource=name, soft=limits[0], hard=limits[1])
 
 
 def _create_veth(ctx, position: int, device) -> None:
@@ -61,4 +104,8 @@ def plan(request) -> list[str]:
         else:
             steps.append(f"net {device.index}: type {device.type}: "
                          + what.get(device.type, "not supported yet, skipped"))
+    steps += [f"write {s.value} to /proc/CHILD/{key.removeprefix('lxc.proc.')}"
+              for key, s in request.config.in_effect("lxc.proc")]
+    steps += [f"prlimit(CHILD, RLIMIT_{key.removeprefix('lxc.prlimit.').upper()}, {s.value})"
+              for key, s in request.config.in_effect("lxc.prlimit")]
     return steps

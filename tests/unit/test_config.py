@@ -142,7 +142,7 @@ HONOURED_KEYS = {
     "lxc.init.cmd", "lxc.init.cwd", "lxc.environment", "lxc.namespace.clone",
     "lxc.namespace.keep", "lxc.log.level", "lxc.log.file", "lxc.signal.halt",
     "lxc.signal.reboot", "lxc.signal.stop", "lxc.include", "lxc.hook.version", "lxc.cgroup",
-    "lxc.cap.drop", "lxc.cap.keep",
+    "lxc.cap.drop", "lxc.cap.keep", "lxc.prlimit", "lxc.proc", "lxc.sysctl",
     *(f"lxc.hook.{kind}" for kind in ("pre-start", "pre-mount", "mount", "autodev", "start-host",
                                       "start", "stop", "post-stop", "clone", "destroy")),
 }

@@ -53,7 +53,7 @@ def test_both_fixture_formats_give_the_same_events_side_by_side():
         return (event["event"], event["category"], event["level"], event["where"],
                 _text(event.get("state")), _text(event.get("sequence")), tuple(sorted(event)))
     lxc, js = timeline.read_events(str(LXC_FORMAT)), timeline.read_events(str(JSON_FORMAT))
-    assert len(lxc) == len(js) == 95
+    assert len(lxc) == len(js) == 96
     for side in TABLES:
         assert [key(e) for e in lxc if e["side"] == side] == [key(e) for e in js if e["side"] == side]
 
@@ -88,7 +88,7 @@ def test_one_file_may_mix_both_formats(tmp_path):
     mixed = tmp_path / "mixed.log"
     mixed.write_text("\n".join(lxc_lines[:20] + [""] + json_lines) + "\n")
     log = timeline.read_log(str(mixed))
-    assert len(log.events) == 20 + 95 and log.skipped == []
+    assert len(log.events) == 20 + 96 and log.skipped == []
 
 
 # --- states and waits ---------------------------------------------------------------------------
@@ -99,7 +99,7 @@ def test_every_state_of_the_trace_is_listed(path, capsys):
     out = capsys.readouterr().out
     rows = {tuple(line.split()[:2]) for line in out.splitlines() if line.startswith("  ")}
     states = _states(timeline.read_events(str(path)))
-    assert len(states) == 23
+    assert len(states) == 24
     for side, state in states:
         assert (side, state) in rows, f"{side} {state} missing from:\n{out}"
 

@@ -1,0 +1,29 @@
+"""setup_sysctl (child) - the container's kernel parameters.
+
+Replaces LXC's setup_sysctl_parameters() (conf.c), near the end of lxc_setup().
+
+Afterwards the kernel sees each lxc.sysctl.KEY = VALUE written to
+/proc/sys/KEY (dots as slashes: net.ipv4.ip_forward is
+/proc/sys/net/ipv4/ip_forward) of the container - after pivot_root, so only
+parameters of the container's own namespaces can be changed, and only where
+its /proc lets them be (proc:mixed keeps /proc/sys read-only but for net).
+A value the kernel refuses fails the start, naming the file, line and key.
+"""
+
+
+def enter(ctx) -> str:
+    for key, setting in ctx.request.config.in_effect("lxc.sysctl"):
+        path = "/proc/sys/" + key.removeprefix("lxc.sysctl.").replace(".", "/")
+        try:
+            with open(path, "w") as knob:
+                knob.write(setting.value)
+        except OSError as err:
+            raise OSError(err.errno, f"{setting.file}:{setting.line}: {setting.key}: "
+                                     f"writing {setting.value!r}: {err.strerror}", path) from None
+        ctx.log.trace("sysctl set", file=path, value=setting.value)
+    return "sysctls_set"
+
+
+def plan(request) -> list[str]:
+    return [f"write {setting.value} to /proc/sys/{key.removeprefix('lxc.sysctl.').replace('.', '/')}"
+            for key, setting in request.config.in_effect("lxc.sysctl")] or ["nothing: no lxc.sysctl"]
