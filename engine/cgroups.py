@@ -92,12 +92,7 @@ def write_limits(config, hierarchies: list[Hierarchy], payload_paths: list[str],
         if controller not in by_controller or (controller == "devices") != devices:
             continue
         path = os.path.join(by_controller[controller], file)
-        try:
-            with open(path, "w") as knob:
-                knob.write(setting.value)
-        except OSError as err:
-            raise OSError(err.errno, f"{setting.file}:{setting.line}: {setting.key}: "
-                                     f"writing {setting.value!r}: {err.strerror}", path) from None
+        setting.write_to(path)
         yield path, setting.value
 
 

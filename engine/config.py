@@ -97,6 +97,16 @@ class Setting(namedtuple("Setting", (
 
     __slots__ = ()
 
+    def write_to(self, path: str) -> None:
+        """Write the value into a kernel file (cgroupfs, /proc).  A value the kernel refuses
+        is an OSError naming this setting's file, line and key: what the user must change."""
+        try:
+            with open(path, "w") as knob:
+                knob.write(self.value)
+        except OSError as err:
+            raise OSError(err.errno, f"{self.file}:{self.line}: {self.key}: writing {self.value!r}: "
+                                     f"{err.strerror}", path) from None
+
 
 class MountEntry(namedtuple("MountEntry", (
         "source",   # str

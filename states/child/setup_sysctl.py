@@ -14,12 +14,7 @@ A value the kernel refuses fails the start, naming the file, line and key.
 def enter(ctx) -> str:
     for key, setting in ctx.request.config.in_effect("lxc.sysctl"):
         path = "/proc/sys/" + key.removeprefix("lxc.sysctl.").replace(".", "/")
-        try:
-            with open(path, "w") as knob:
-                knob.write(setting.value)
-        except OSError as err:
-            raise OSError(err.errno, f"{setting.file}:{setting.line}: {setting.key}: "
-                                     f"writing {setting.value!r}: {err.strerror}", path) from None
+        setting.write_to(path)
         ctx.log.trace("sysctl set", file=path, value=setting.value)
     return "sysctls_set"
 

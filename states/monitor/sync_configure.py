@@ -39,20 +39,11 @@ def enter(ctx) -> str:
     return "network_ready"
 
 
-def _failed(setting, err: OSError, what: str) -> OSError:
-    return OSError(err.errno, f"{setting.file}:{setting.line}: {setting.key}: {what}: {err.strerror}",
-                   err.filename)
-
-
 def _write_proc_files(ctx) -> None:
     """lxc.proc.KEY = VALUE: written to the child's /proc/PID/KEY (LXC's setup_proc_filesystem)."""
     for key, setting in ctx.request.config.in_effect("lxc.proc"):
         path = f"/proc/{ctx.boot.init_pid}/{key.removeprefix('lxc.proc.')}"
-        try:
-            with open(path, "w") as knob:
-                knob.write(setting.value)
-        except OSError as err:
-            raise _failed(setting, err, f"writing {setting.value!r} to {path}") from None
+        setting.write_to(path)
         ctx.log.trace("proc file set", file=path, value=setting.value)
 
 
@@ -70,7 +61,8 @@ def _set_resource_limits(ctx) -> None:
         try:
             resource.prlimit(ctx.boot.init_pid, kernel.RLIMITS[name], limits)
         except OSError as err:
-            raise _failed(setting, err, f"prlimit {setting.value}") from None
+            raise OSError(err.errno, f"{setting.file}:{setting.line}: {setting.key}: prlimit {setting.value}: "
+                                     f"{err.strerror}") from None
         ctx.log.trace("resource limit set", resource=name, soft=limits[0], hard=limits[1])
 
 
