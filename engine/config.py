@@ -725,7 +725,7 @@ KEYS: Mapping[str, KeySpec] = MappingProxyType({
     # One value per resource or sysctl name: setting it again replaces it.
     "lxc.prlimit": _family("lxc.prlimit", _rlimit, Repeat.REPLACE, RLIMIT_RESOURCES, honoured=True),
     "lxc.proc": _family("lxc.proc", _anything, Repeat.APPEND, honoured=True),
-    "lxc.pty.max": KeySpec(_unsigned),
+    "lxc.pty.max": KeySpec(_unsigned, honoured=True),
     "lxc.rootfs.managed": KeySpec(_boolean),
     "lxc.rootfs.mount": KeySpec(_anything, honoured=True),
     "lxc.rootfs.options": KeySpec(_mount_options, honoured=True),

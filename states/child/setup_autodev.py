@@ -9,7 +9,9 @@ Afterwards the kernel sees, in the rootfs:
   random, urandom, tty (mode 0666, as under LXC);
 * fd, stdin, stdout and stderr as links into /proc/self/fd;
 * a fresh devpts instance on /dev/pts (newinstance, so the container's ptys
-  are not the host's), with /dev/ptmx bind-mounted from its ptmx node.
+  are not the host's), allowing lxc.pty.max ptys when that is set, with
+  /dev/ptmx bind-mounted from its ptmx node.  (LXC mounts no devpts at all
+  without lxc.pty.max; lxcsm always gives the container its own.)
 
 With lxc.autodev = 0 the rootfs's own /dev is used as it is.
 """
@@ -28,6 +30,11 @@ LINKS = {"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0",
          "stdout": "/proc/self/fd/1", "stderr": "/proc/self/fd/2"}
 
 
+def _devpts_options(config) -> str:
+    pty_max = config.get_item("lxc.pty.max")
+    return "newinstance,ptmxmode=0666,mode=0620,gid=5" + (f",max={pty_max}" if pty_max else "")
+
+
 def enter(ctx) -> str:
     if not ctx.request.config.autodev:
         ctx.log.trace("autodev disabled")
@@ -43,8 +50,7 @@ def enter(ctx) -> str:
         os.symlink(target, os.path.join(dev, name))
     pts = os.path.join(dev, "pts")
     os.mkdir(pts, 0o755)
-    kernel.mount("devpts", pts, "devpts", kernel.MS_NOSUID | kernel.MS_NOEXEC,
-                 "newinstance,ptmxmode=0666,mode=0620,gid=5")
+    kernel.mount("devpts", pts, "devpts", kernel.MS_NOSUID | kernel.MS_NOEXEC, _devpts_options(ctx.request.config))
     ptmx = os.path.join(dev, "ptmx")
     open(ptmx, "x").close()
     kernel.mount(os.path.join(pts, "ptmx"), ptmx, None, kernel.MS_BIND)
@@ -58,4 +64,4 @@ def plan(request) -> list[str]:
     return ["mount tmpfs on /dev (size=500000,mode=755)",
             "mknod " + " ".join(f"{n} {ma}:{mi}" for n, (ma, mi) in NODES.items()),
             "symlink " + " ".join(f"{n}->{t}" for n, t in LINKS.items()),
-            "mount devpts on /dev/pts (newinstance,ptmxmode=0666,mode=0620,gid=5); bind /dev/pts/ptmx on /dev/ptmx"]
+            f"mount devpts on /dev/pts ({_devpts_options(request.config)}); bind /dev/pts/ptmx on /dev/ptmx"]

@@ -38,3 +38,11 @@ def test_a_setting_the_kernel_refuses_fails_the_start_naming_the_line(make_conta
     key = line.split(" = ")[0]
     assert re.search(rf"failed_state={state} failed_side={side} error=\"{re.escape(str(c.config))}:{number}: "
                      rf"{re.escape(key)}: {error}", result.stderr), result.stderr
+
+
+def test_pty_max_limits_the_containers_own_devpts(make_container):
+    c = make_container(extra=["lxc.mount.auto = proc:mixed", "lxc.pty.max = 2"])
+    result = c.start_fg("/bin/sh", "-c", "grep ' /dev/pts ' /proc/self/mounts")
+    assert result.returncode == 0, result.stderr
+    options = result.stdout.split()[3].split(",")
+    assert "max=2" in options and "ptmxmode=666" in options, result.stdout

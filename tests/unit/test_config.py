@@ -142,7 +142,7 @@ HONOURED_KEYS = {
     "lxc.init.cmd", "lxc.init.cwd", "lxc.environment", "lxc.namespace.clone",
     "lxc.namespace.keep", "lxc.log.level", "lxc.log.file", "lxc.signal.halt",
     "lxc.signal.reboot", "lxc.signal.stop", "lxc.include", "lxc.hook.version", "lxc.cgroup",
-    "lxc.cap.drop", "lxc.cap.keep", "lxc.prlimit", "lxc.proc", "lxc.sysctl",
+    "lxc.cap.drop", "lxc.cap.keep", "lxc.prlimit", "lxc.proc", "lxc.sysctl", "lxc.pty.max",
     *(f"lxc.hook.{kind}" for kind in ("pre-start", "pre-mount", "mount", "autodev", "start-host",
                                       "start", "stop", "post-stop", "clone", "destroy")),
 }
@@ -255,7 +255,6 @@ def test_busybox_template(tmp_path):
         (12, "lxc.apparmor.profile"),
         (13, "lxc.apparmor.allow_nesting"),
         (19, "lxc.tty.max"),
-        (20, "lxc.pty.max"),
         (26, "lxc.mount.auto"),
     ]
     assert len(cfg.settings) == 21
