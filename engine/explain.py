@@ -61,6 +61,10 @@ SYSCALLS = {
     "netlink.create_veth": ("RTM_NEWLINK", "a veth pair, its peer in the child's network namespace"),
     "netlink.attach_host_end": ("RTM_SETLINK", "the host end: MAC, bridge, up"),
     "netlink.configure_in_container": ("RTM_SETLINK RTM_NEWADDR RTM_NEWROUTE", "the container end"),
+    # hooks/: lxc.hook.* through /bin/sh -c
+    "hooks.run": ("posix_spawn(3) wait4(2)", "/bin/sh -c, the lxc.hook.* of this point"),
+    "hooks.run_stop": ("posix_spawn(3) wait4(2)", "/bin/sh -c, lxc.hook.stop"),
+    "hooks.run_post_stop": ("posix_spawn(3) wait4(2)", "/bin/sh -c, lxc.hook.post-stop"),
     # engine/commands.py, engine/sync.py: sockets
     "commands.bind": ("socket(2) bind(2) listen(2)", "@LXCPATH/NAME/command"),
     "sync.socketpair": ("socketpair(2)", "AF_UNIX, SOCK_SEQPACKET"),
@@ -190,10 +194,10 @@ def _qualified(module: ModuleType, func: ast.expr) -> str:
     if parts[0] not in vars(module):
         return ".".join(parts)   # a builtin (open) or a local name
     head = vars(module)[parts[0]]
-    if isinstance(head, ModuleType):
-        parts[0] = head.__name__.removeprefix("lxcsm.engine.")
+    if isinstance(head, ModuleType):   # lxcsm.engine.kernel -> kernel, lxcsm.hooks -> hooks
+        parts[0] = head.__name__.removeprefix("lxcsm.engine.").removeprefix("lxcsm.")
     elif callable(head) and getattr(head, "__module__", None) not in (None, module.__name__):
-        parts[0] = f"{head.__module__.removeprefix('lxcsm.engine.')}.{head.__qualname__}"
+        parts[0] = f"{head.__module__.removeprefix('lxcsm.engine.').removeprefix('lxcsm.')}.{head.__qualname__}"
     return ".".join(parts)
 
 
