@@ -91,7 +91,7 @@ UNDO: dict[str, Callable[[Change], None]] = {
     "cgroup": lambda change: cgroups.remove(change.target),
     "cgroup_entered": _leave_cgroup,
     "command_socket": _close_socket,
-    "namespace_fd": lambda change: os.close(int(change.target)),
+    "kept_fd": lambda change: os.close(int(change.target)),   # a namespace or tty master of the boot
     "netdev": _delete_netdev,
     "pidfile": _unlink,
 }
@@ -189,7 +189,7 @@ UNDO_AFTER_CRASH: dict[str, Callable[[Change], None]] = {
     "cgroup": _remove_orphan_cgroup,
     "cgroup_entered": lambda change: None,  # the monitor that entered is gone
     "command_socket": lambda change: None,  # the kernel freed the name with the monitor
-    "namespace_fd": lambda change: None,    # closed with the monitor
+    "kept_fd": lambda change: None,         # closed with the monitor
     "netdev": _delete_netdev,               # a veth whose container end is gone is gone too
     "pidfile": _unlink,
 }

@@ -32,6 +32,7 @@ _MAX_PAYLOAD = 8192
 
 
 class Cmd(enum.IntEnum):
+    GET_TTY_FD = 0
     STOP = 2
     GET_STATE = 3
     GET_INIT_PID = 4
@@ -101,6 +102,9 @@ class CommandServer:
         # Config items only known while the container runs (a veth's host name): what LXC's
         # monitor answers get_running_config_item with, and lxc-info prints as "Link:".
         self.running_items: dict[str, str] = {}
+        # The master sides of the container's ttys (tty N at index N-1) and who holds each.
+        self.tty_masters: list[int] = []
+        self.tty_users: dict[int, socket.socket] = {}
         self.stop_signal = config.signal_stop
         self.selector = selectors.DefaultSelector()
         self.selector.register(sock, selectors.EVENT_READ, self._accept)
@@ -110,6 +114,20 @@ class CommandServer:
 
     def fileno(self) -> int:
         return self.selector.fileno()
+
+    def new_ttys(self, masters: list[int]) -> None:
+        """A boot's ttys (none before FDS): the previous boot's lxc-console clients are let go."""
+        for conn in set(self.tty_users.values()):
+            self._drop(conn)
+        self.tty_masters = masters
+
+    def _free_tty(self, asked: int) -> int | None:
+        """The tty an lxc-console may have: tty N if it exists and is free, for -1 the first
+        free one.  0, the console, is not offered (lxcsm has no console proxy yet)."""
+        free = [n for n in range(1, len(self.tty_masters) + 1) if n not in self.tty_users]
+        if asked == -1:
+            return free[0] if free else None
+        return asked if asked in free else None
 
     def serve_ready(self) -> None:
         for key, _events in self.selector.select(0):
@@ -135,6 +153,9 @@ class CommandServer:
         self.selector.close()
 
     def _drop(self, conn: socket.socket) -> None:
+        for tty, user in list(self.tty_users.items()):
+            if user is conn:   # an lxc-console left: its tty is free again
+                del self.tty_users[tty]
         self.waiters.pop(conn, None)
         self.selector.unregister(conn)
         conn.close()
@@ -169,7 +190,14 @@ class CommandServer:
             conn.close()
 
     def _serve(self, conn, cmd: int, inline: int, payload: bytes) -> None:
-        if cmd == Cmd.GET_INIT_PID:
+        if cmd == Cmd.GET_TTY_FD:
+            tty = self._free_tty(inline)
+            if tty is None:
+                self._reply(conn, -errno.EBADF)   # lxc-console: "Denied access to tty"
+            else:
+                self.tty_users[tty] = conn
+                self._reply(conn, 0, tty, fds=[self.tty_masters[tty - 1]], keep=True)
+        elif cmd == Cmd.GET_INIT_PID:
             self._reply(conn, 0, self.init_pid)
         elif cmd == Cmd.GET_INIT_PIDFD:
             if self.init_pidfd >= 0:
@@ -273,14 +301,16 @@ def monitor_exited(reply: Reply, timeout: float = 10.0) -> None:
         reply.monitor = -1
 
 
-def call(lxcpath: str, name: str, cmd: Cmd, payload: bytes = b"", keep: bool = False) -> Reply | None:
-    """Send one command and read its reply; None when the container is not running."""
+def call(lxcpath: str, name: str, cmd: Cmd, payload: bytes = b"", keep: bool = False,
+         inline: int = 0) -> Reply | None:
+    """Send one command (with `inline`, the request's own data field) and read its reply;
+    None when the container is not running."""
     sock = _connect(lxcpath, name)
     if sock is None:
         return None
     monitor = _monitor_pidfd(sock) if keep else -1
     try:
-        sock.sendall(_HEADER.pack(cmd, len(payload), 0) + payload)
+        sock.sendall(_HEADER.pack(cmd, len(payload), inline) + payload)
         header, fds, _flags, _addr = socket.recv_fds(sock, _HEADER.size, 1)
         if len(header) < _HEADER.size:
             sock.close()

@@ -747,7 +747,7 @@ KEYS: Mapping[str, KeySpec] = MappingProxyType({
     "lxc.time.offset.boot": KeySpec(_time_offset),
     "lxc.time.offset.monotonic": KeySpec(_time_offset),
     "lxc.tty.dir": KeySpec(_anything),
-    "lxc.tty.max": KeySpec(_unsigned),
+    "lxc.tty.max": KeySpec(_unsigned, honoured=True),
     "lxc.uts.name": KeySpec(_uts_name, honoured=True),
 })
 

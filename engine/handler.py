@@ -113,7 +113,7 @@ class Monitor:
 class Child:
     """The container child's context, from clone3 to exec."""
 
-    __slots__ = ("request", "channel", "log", "signal_mask", "rootfs", "failure")
+    __slots__ = ("request", "channel", "log", "signal_mask", "rootfs", "failure", "tty_masters")
 
     def __init__(self, request: StartRequest, channel: ChildEnd, log: Any,
                  signal_mask: frozenset[int]) -> None:
@@ -123,3 +123,4 @@ class Child:
         self.signal_mask = signal_mask
         self.rootfs = ""              # where the container's / is mounted before pivot_root
         self.failure: Failure | None = None
+        self.tty_masters: list[int] = []   # for the monitor, at FDS

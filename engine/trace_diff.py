@@ -113,7 +113,8 @@ RULES: tuple[Rule, ...] = (
     R("conf", "lxc_idmapped_mounts_parent", "monitor:idmapped-mounts"),
     # /dev filled after the mounts; lxc_transient_proc checks /proc before devpts needs it.
     R("conf", "lxc_fill_autodev|lxc_transient_proc|lxc_setup_devpts_child", "child:setup_autodev"),
-    R("conf", "lxc_setup_dev_console|lxc_allocate_ttys|lxc_setup_ttys|lxc_create_ttys", "child:console-ttys"),
+    R("conf", "lxc_setup_dev_console", "child:console"),
+    R("conf", "lxc_allocate_ttys|lxc_setup_ttys|lxc_create_ttys", "child:setup_ttys"),
     R("conf", "lxc_pivot_root", "child:setup_pivot_root"),
     R("conf", "setup_sysctl_parameters", "child:setup_sysctl"),
     R("conf", "setup_personality|capabilities_deny|capabilities_allow|dropcaps_except|setup_caps",
@@ -157,7 +158,7 @@ LXC_ONLY: dict[str, str] = {
     "monitor:idmapped-mounts": "LXC's idmapped-mounts sync point (fds of idmapped lxc.mount.entry); lxcsm "
                                "supports no idmapped mounts and has no such sync",
     "child:idmapped-mounts": "the child's side of idmapped-mounts (see monitor:idmapped-mounts)",
-    "child:console-ttys": "/dev/console and the lxc.tty.max ttys; not in lxcsm yet (the terminal issue)",
+    "child:console": "/dev/console on a pty the monitor proxies; not in lxcsm yet",
     "monitor:console": "the monitor's side of the console (lxc_terminal_*); not in lxcsm yet",
 }
 

@@ -78,7 +78,7 @@ def enter(ctx) -> str:
         for kind in hooks.STOP_HOOK_NAMESPACES:
             if flags & kernel.NAMESPACE_FLAGS[kind]:
                 fd = os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC)
-                boot.undo.record("namespace_fd", fd)
+                boot.undo.record("kept_fd", fd)
                 boot.namespace_fds[kind] = fd
 
     def replay_child_event(event: dict) -> None:

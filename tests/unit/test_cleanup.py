@@ -100,7 +100,7 @@ def test_records_only_known_kinds(undone):
 
 
 def test_real_table_knows_the_kinds_the_states_record():
-    assert set(cleanup.UNDO) == {"child", "cgroup", "cgroup_entered", "command_socket", "namespace_fd",
+    assert set(cleanup.UNDO) == {"child", "cgroup", "cgroup_entered", "command_socket", "kept_fd",
                                  "netdev", "pidfile"}
     undo = UndoLog()
     for kind in cleanup.UNDO:

@@ -53,7 +53,7 @@ def test_both_fixture_formats_give_the_same_events_side_by_side():
         return (event["event"], event["category"], event["level"], event["where"],
                 _text(event.get("state")), _text(event.get("sequence")), tuple(sorted(event)))
     lxc, js = timeline.read_events(str(LXC_FORMAT)), timeline.read_events(str(JSON_FORMAT))
-    assert len(lxc) == len(js) == 96
+    assert len(lxc) == len(js) == 97
     for side in TABLES:
         assert [key(e) for e in lxc if e["side"] == side] == [key(e) for e in js if e["side"] == side]
 
@@ -75,11 +75,18 @@ def test_lxcsm_lines_are_local_time_and_lxc_lines_utc(monkeypatch):
     assert utc == pytest.approx(__import__("calendar").timegm((2026, 11, 23, 8, 15, 41, 0, 0, 0)) + 0.516)
 
 
-def test_events_are_sorted_by_time_though_child_lines_arrive_late():
-    raw = [timeline.parse_line(line) for line in LXC_FORMAT.read_text().splitlines()]
-    assert [e["time"] for e in raw] != sorted(e["time"] for e in raw)     # the fixture is out of order
-    events = timeline.read_events(str(LXC_FORMAT))
+def test_events_are_sorted_by_time_though_child_lines_arrive_late(tmp_path):
+    """The child's events reach the log through the monitor, sometimes after later monitor
+    lines: the first child line is moved behind the last line here, as a late one would be."""
+    lines = LXC_FORMAT.read_text().splitlines()
+    first_child = next(i for i, line in enumerate(lines) if " side=child " in line)
+    late = tmp_path / "late.log"
+    late.write_text("\n".join(lines[:first_child] + lines[first_child + 1:] + [lines[first_child]]) + "\n")
+    raw = [timeline.parse_line(line) for line in late.read_text().splitlines()]
+    assert [e["time"] for e in raw] != sorted(e["time"] for e in raw)
+    events = timeline.read_events(str(late))
     assert [e["time"] for e in events] == sorted(e["time"] for e in events)
+    assert len(events) == len(lines)
 
 
 def test_one_file_may_mix_both_formats(tmp_path):
@@ -88,7 +95,7 @@ def test_one_file_may_mix_both_formats(tmp_path):
     mixed = tmp_path / "mixed.log"
     mixed.write_text("\n".join(lxc_lines[:20] + [""] + json_lines) + "\n")
     log = timeline.read_log(str(mixed))
-    assert len(log.events) == 20 + 96 and log.skipped == []
+    assert len(log.events) == 20 + 97 and log.skipped == []
 
 
 # --- states and waits ---------------------------------------------------------------------------
@@ -99,7 +106,7 @@ def test_every_state_of_the_trace_is_listed(path, capsys):
     out = capsys.readouterr().out
     rows = {tuple(line.split()[:2]) for line in out.splitlines() if line.startswith("  ")}
     states = _states(timeline.read_events(str(path)))
-    assert len(states) == 24
+    assert len(states) == 25
     for side, state in states:
         assert (side, state) in rows, f"{side} {state} missing from:\n{out}"
 

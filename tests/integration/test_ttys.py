@@ -1,0 +1,91 @@
+"""lxc.tty.max: /dev/ttyN in the container on ptys whose masters the monitor hands to
+lxc-console clients (GET_TTY_FD), one client per tty at a time."""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import shutil
+import time
+
+import pytest
+
+from lxcsm.engine import commands
+
+pytestmark = pytest.mark.root
+
+# init: a shell reading commands from /dev/tty1, again and again.
+SHELL_ON_TTY1 = "while true; do sh </dev/tty1 >/dev/tty1 2>&1; done"
+
+
+def _running(c, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while commands.get_state(c.lxcpath, c.name) != commands.LxcState.RUNNING:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+
+
+def _tty(c, number: int) -> commands.Reply:
+    """GET_TTY_FD as lxc-console sends it: the tty number, sign-extended, inline."""
+    return commands.call(c.lxcpath, c.name, commands.Cmd.GET_TTY_FD, inline=number, keep=True)
+
+
+def _converse(master: int, line: bytes, expect: bytes, timeout: float = 10) -> bytes:
+    os.write(master, line)
+    seen, deadline = b"", time.monotonic() + timeout
+    while expect not in seen:
+        left = deadline - time.monotonic()
+        assert left > 0 and select.select([master], [], [], left)[0], seen
+        seen += os.read(master, 4096)
+    return seen
+
+
+def test_a_tty_master_reaches_the_shell_on_dev_tty1_and_is_held_by_one_client(make_container):
+    c = make_container("busybox", ["lxc.tty.max = 2"])
+    assert c.run("start", "-d", "--", "/bin/sh", "-c", SHELL_ON_TTY1).returncode == 0
+    try:
+        _running(c)
+        first = _tty(c, 1)
+        assert first.ret == 0 and first.value == 1 and len(first.fds) == 1
+        out = _converse(first.fds[0], b"echo marker$((6*7)); tty\n", b"marker42")
+        assert b"marker42" in out
+        busy = _tty(c, 1)
+        assert busy.ret < 0 and not busy.fds                       # "Denied access to tty"
+        other = _tty(c, -1)
+        assert other.ret == 0 and other.value == 2                 # the first free one
+        for reply in (first, other):
+            os.close(reply.fds[0])
+            reply.conn.close()
+        deadline = time.monotonic() + 5
+        while (again := _tty(c, 1)).ret != 0:                       # freed when its client left
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert _converse(again.fds[0], b"echo again$((1+1))\n", b"again2")
+        os.close(again.fds[0])
+        again.conn.close()
+        assert _tty(c, 3).ret < 0 and _tty(c, 0).ret < 0            # no tty 3, no console proxy
+    finally:
+        assert c.run("stop", "-k").returncode == 0
+
+
+@pytest.mark.skipif(not shutil.which("lxc-console"), reason="LXC's tools are not installed")
+def test_lxc_console_talks_to_the_tty(make_container):
+    c = make_container("busybox", ["lxc.tty.max = 1"])
+    assert c.run("start", "-d", "--", "/bin/sh", "-c", SHELL_ON_TTY1).returncode == 0
+    try:
+        _running(c)
+        # lxc-console wants a terminal: it gets one of its own; Ctrl-a q ends the session.
+        pid, terminal = pty.fork()
+        if pid == 0:
+            os.execvp("lxc-console", ["lxc-console", "-n", c.name, "-P", c.lxcpath, "-t", "1"])
+        try:
+            _converse(terminal, b"", b"Ctrl+a q")                    # its banner: connected
+            assert b"via42console" in _converse(terminal, b"echo via$((40+2))console\r", b"via42console")
+            os.write(terminal, b"\x01q")
+            _, status = os.waitpid(pid, 0)
+            assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        finally:
+            os.close(terminal)
+    finally:
+        assert c.run("stop", "-k").returncode == 0
