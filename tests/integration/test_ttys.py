@@ -31,6 +31,17 @@ def _tty(c, number: int) -> commands.Reply:
     return commands.call(c.lxcpath, c.name, commands.Cmd.GET_TTY_FD, inline=number, keep=True)
 
 
+def _prompt(master: int, timeout: float = 10) -> None:
+    """Wait for the shell on the tty to show its prompt: typed before the shell reads its
+    terminal, a line may be lost, so a newline is sent until a prompt answers."""
+    seen, deadline = b"", time.monotonic() + timeout
+    while not seen.rstrip().endswith(b"#"):
+        assert time.monotonic() < deadline, seen
+        os.write(master, b"\r")
+        if select.select([master], [], [], 0.5)[0]:
+            seen += os.read(master, 4096)
+
+
 def _converse(master: int, line: bytes, expect: bytes, timeout: float = 10) -> bytes:
     os.write(master, line)
     seen, deadline = b"", time.monotonic() + timeout
@@ -48,6 +59,7 @@ def test_a_tty_master_reaches_the_shell_on_dev_tty1_and_is_held_by_one_client(ma
         _running(c)
         first = _tty(c, 1)
         assert first.ret == 0 and first.value == 1 and len(first.fds) == 1
+        _prompt(first.fds[0])
         out = _converse(first.fds[0], b"echo marker$((6*7)); tty\n", b"marker42")
         assert b"marker42" in out
         busy = _tty(c, 1)
@@ -61,6 +73,7 @@ def test_a_tty_master_reaches_the_shell_on_dev_tty1_and_is_held_by_one_client(ma
         while (again := _tty(c, 1)).ret != 0:                       # freed when its client left
             assert time.monotonic() < deadline
             time.sleep(0.02)
+        _prompt(again.fds[0])
         assert _converse(again.fds[0], b"echo again$((1+1))\n", b"again2")
         os.close(again.fds[0])
         again.conn.close()
@@ -81,6 +94,7 @@ def test_lxc_console_talks_to_the_tty(make_container):
             os.execvp("lxc-console", ["lxc-console", "-n", c.name, "-P", c.lxcpath, "-t", "1"])
         try:
             _converse(terminal, b"", b"Ctrl+a q")                    # its banner: connected
+            _prompt(terminal)
             assert b"via42console" in _converse(terminal, b"echo via$((40+2))console\r", b"via42console")
             os.write(terminal, b"\x01q")
             _, status = os.waitpid(pid, 0)
