@@ -107,7 +107,16 @@ def members(path: str) -> list[int]:
 
 
 def remove(path: str, patience: float = 2.0) -> None:
-    """rmdir a cgroup, waiting briefly while the kernel finishes releasing dead members."""
+    """rmdir a cgroup and the cgroups the container made below it (a cgroup mount lets it),
+    deepest first, waiting briefly while the kernel finishes releasing dead members."""
+    if os.path.isdir(path):
+        for below, dirs, _files in os.walk(path, topdown=False):
+            for name in dirs:
+                _rmdir(os.path.join(below, name), patience)
+    _rmdir(path, patience)
+
+
+def _rmdir(path: str, patience: float) -> None:
     deadline = time.monotonic() + patience
     while True:
         try:

@@ -269,7 +269,7 @@ MOUNT_AUTO_TOKENS: Mapping[str, tuple[str, str]] = MappingProxyType({
     **{token: ("cgroup", token) for token in _CGROUP_AUTO_TOKENS},
 })
 SHMOUNTS_PREFIX = "shmounts:"  # shmounts:HOST_PATH[:CONTAINER_PATH]
-HONOURED_AUTO_MOUNTS = frozenset({"proc", "sys"})
+HONOURED_AUTO_MOUNTS = frozenset({"proc", "sys", "cgroup"})
 
 
 def parse_mount_auto(value: str) -> list[tuple[str, str]]:
@@ -833,6 +833,24 @@ class Config(namedtuple("Config", (
     """A container's configuration, as lxc-start would use it."""
 
     __slots__ = ()
+
+    def dropped_capabilities(self, last: int) -> list[int]:
+        """The capability numbers lxc.cap.drop names, or with lxc.cap.keep every one up to
+        `last` it does not keep ("none" forgets the names before it), in ascending order."""
+        from lxcsm.engine.kernel import CAPABILITIES
+
+        def number(word: str) -> int:
+            return int(word) if word.isdigit() else CAPABILITIES[word.lower().removeprefix("cap_")]
+
+        keep = self.in_effect("lxc.cap.keep")
+        if keep:
+            kept: set[int] = set()
+            for _key, setting in keep:
+                for word in setting.value.split():
+                    kept = set() if word == "none" else kept | {number(word)}
+            return [cap for cap in range(last + 1) if cap not in kept]
+        return sorted({number(word) for _key, setting in self.in_effect("lxc.cap.drop")
+                       for word in setting.value.split()})
 
     def devices(self, type_: str) -> tuple[NetDevice, ...]:
         """The network devices of one type, in index order."""

@@ -15,25 +15,8 @@ left whole, as under LXC.
 from lxcsm.engine import kernel
 
 
-def _number(word: str) -> int:
-    return int(word) if word.isdigit() else kernel.CAPABILITIES[word.lower().removeprefix("cap_")]
-
-
-def dropped(config) -> list[int]:
-    """The capability numbers to drop from the bounding set, in ascending order."""
-    keep = config.in_effect("lxc.cap.keep")
-    if keep:
-        kept: set[int] = set()
-        for _key, setting in keep:
-            for word in setting.value.split():
-                kept = set() if word == "none" else kept | {_number(word)}
-        return [cap for cap in range(kernel.last_capability() + 1) if cap not in kept]
-    return sorted({_number(word) for _key, setting in config.in_effect("lxc.cap.drop")
-                   for word in setting.value.split()})
-
-
 def enter(ctx) -> str:
-    caps = dropped(ctx.request.config)
+    caps = ctx.request.config.dropped_capabilities(kernel.last_capability())
     for cap in caps:
         kernel.drop_bounding_capability(cap)
     if caps:
@@ -43,7 +26,7 @@ def enter(ctx) -> str:
 
 
 def plan(request) -> list[str]:
-    caps = dropped(request.config)
+    caps = request.config.dropped_capabilities(kernel.last_capability())
     names = {number: name for name, number in kernel.CAPABILITIES.items()}
     if not caps:
         return ["keep every capability (no lxc.cap.drop or lxc.cap.keep)"]

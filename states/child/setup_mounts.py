@@ -24,7 +24,7 @@ mounts, before pivot_root (LXC_ROOTFS_MOUNT is where the rootfs is).
 import os
 
 from lxcsm import hooks
-from lxcsm.engine import kernel
+from lxcsm.engine import cgroups, kernel
 from lxcsm.engine.handler import StateError
 from lxcsm.engine.mount_options import parse_mount_options
 from lxcsm.engine.paths import container_path, in_rootfs
@@ -61,6 +61,41 @@ def mount_sys(rootfs: str, mode: str) -> None:
     kernel.mount("sysfs", sys_dir, "sysfs", _SAFE | (0 if mode == "rw" else kernel.MS_RDONLY))
     if mode == "mixed":
         _bind_over(f"{sys_dir}/devices/virtual/net", readonly=False)
+
+
+def cgroup_mode(token: str, config) -> str:
+    """"ro", "rw" or "mixed" for an lxc.mount.auto cgroup token.  A bare "cgroup" is rw for a
+    container that keeps CAP_SYS_ADMIN and mixed for one that does not, as LXC decides."""
+    words = token.split(":")
+    for mode in ("ro", "rw", "mixed"):
+        if mode in words:
+            return mode
+    dropped = config.dropped_capabilities(kernel.last_capability())
+    return "mixed" if kernel.CAPABILITIES["sys_admin"] in dropped else "rw"
+
+
+def mount_cgroups(rootfs: str, token: str, mode: str) -> None:
+    """The container's cgroups on /sys/fs/cgroup, as LXC's cgfsng_mount() does under a cgroup
+    namespace: each hierarchy's mount shows only the container's own cgroup as its root.
+    "ro" makes everything read-only, "mixed" only the tmpfs that holds the mounts."""
+    base = in_rootfs(rootfs, "/sys/fs/cgroup")
+    os.makedirs(base, exist_ok=True)
+    readonly = kernel.MS_RDONLY if mode == "ro" else 0
+    if token.startswith("cgroup2"):   # the unified hierarchy alone, on /sys/fs/cgroup itself
+        kernel.mount("cgroup2", base, "cgroup2", _SAFE | readonly)
+        return
+    kernel.mount("cgroup", base, "tmpfs", _SAFE, "size=10240k,mode=755")
+    for hierarchy in cgroups.hierarchies():
+        target = os.path.join(base, os.path.basename(hierarchy.mountpoint))
+        os.makedirs(target, exist_ok=True)
+        if hierarchy.version == 2:
+            kernel.mount("cgroup2", target, "cgroup2", _SAFE | readonly)
+        else:
+            named = [c for c in hierarchy.controllers if c.startswith("name=")]
+            options = ",".join(["none", *named] if named else hierarchy.controllers)
+            kernel.mount("cgroup", target, "cgroup", _SAFE | readonly, options)
+    if mode != "rw":
+        kernel.mount(None, base, None, kernel.MS_REMOUNT | _SAFE | kernel.MS_RDONLY, "size=10240k,mode=755")
 
 
 def mount_entry(rootfs: str, rootfs_path: str, entry) -> None:
@@ -102,6 +137,10 @@ def enter(ctx) -> str:
             raise MountEntryError(f"{where}: mounting {entry.source} on {entry.target}: {describe(err)}") from None
         ctx.log.trace("mounted", source=entry.source, target=entry.target, fstype=entry.fstype,
                       options=entry.options)
+    if config.mount_cgroup:   # after the entries, as LXC mounts them
+        mode = cgroup_mode(config.mount_cgroup, config)
+        mount_cgroups(ctx.rootfs, config.mount_cgroup, mode)
+        ctx.log.trace("mounted", what="cgroup", token=config.mount_cgroup, mode=mode)
     hooks.run(config, "mount", ctx.log)
     if config.autodev:
         hooks.run(config, "autodev", ctx.log)
@@ -118,6 +157,9 @@ def plan(request) -> list[str]:
     for entry in config.mount_entries:
         steps.append(f"mount {entry.source} on {container_path(config.rootfs_path, entry.target)} "
                      f"type {entry.fstype} ({entry.options})  [{entry.origin.file}:{entry.origin.line}]")
+    if config.mount_cgroup:
+        steps.append(f"mount the container's cgroups on /sys/fs/cgroup ({config.mount_cgroup}: "
+                     f"{cgroup_mode(config.mount_cgroup, config)})")
     for kind in ("mount", "autodev") if config.autodev else ("mount",):
         steps += [f"run lxc.hook.{kind}: {s.value}" for _key, s in hooks.configured(config, kind)]
     return steps or ["nothing to mount"]

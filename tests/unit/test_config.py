@@ -254,7 +254,6 @@ def test_busybox_template(tmp_path):
     assert [(s.line, s.key) for s in cfg.unsupported] == [
         (12, "lxc.apparmor.profile"),
         (13, "lxc.apparmor.allow_nesting"),
-        (26, "lxc.mount.auto"),
     ]
     assert len(cfg.settings) == 21
 
@@ -523,9 +522,10 @@ def test_unsupported_lists_valid_keys_not_honoured_yet(tmp_path):
     )
 
 
-def test_mount_auto_with_cgroup_or_shmounts_is_unsupported(tmp_path):
-    assert load_text(tmp_path, "lxc.mount.auto = proc sys\n").unsupported == ()
-    for value in ("proc cgroup", "cgroup2:ro", "shmounts:/srv/shm"):
+def test_mount_auto_with_shmounts_is_unsupported(tmp_path):
+    for value in ("proc sys", "proc cgroup", "cgroup2:ro", "sys:ro cgroup-full:mixed:force"):
+        assert load_text(tmp_path, f"lxc.mount.auto = {value}\n").unsupported == ()
+    for value in ("shmounts:/srv/shm", "proc shmounts:/srv/shm"):
         cfg = load_text(tmp_path, f"lxc.mount.auto = {value}\n")
         assert [s.value for s in cfg.unsupported] == [value]
 
