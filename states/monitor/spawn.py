@@ -13,7 +13,12 @@ Afterwards the kernel sees:
 * that process moved into the payload cgroup of every v1 hierarchy, then
   woken with STARTUP.  It has not changed anything yet: it waited for
   STARTUP so that everything it creates from now on is accounted to the
-  container's cgroups.
+  container's cgroups;
+* with a stop hook configured, the monitor holding the child's namespaces
+  open (/proc/PID/ns/*), for the hook to find after init is gone.
+
+A config with a veth has pyroute2 imported here, before the clone, so that
+both sides share the one import.
 
 The child unshares its cgroup namespace itself, after STARTUP: only then is
 its cgroup the payload one, which its namespace must take as its root.
