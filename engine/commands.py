@@ -104,6 +104,7 @@ class CommandServer:
         self.running_items: dict[str, str] = {}
         # The master sides of the container's ttys (tty N at index N-1) and who holds each.
         self.tty_masters: list[int] = []
+        self.console_master = -1          # tty 0: the container's /dev/console
         self.tty_users: dict[int, socket.socket] = {}
         self.stop_signal = config.signal_stop
         self.selector = selectors.DefaultSelector()
@@ -115,18 +116,22 @@ class CommandServer:
     def fileno(self) -> int:
         return self.selector.fileno()
 
-    def new_ttys(self, masters: list[int]) -> None:
-        """A boot's ttys (none before FDS): the previous boot's lxc-console clients are let go."""
+    def new_ttys(self, masters: list[int], console: int = -1) -> None:
+        """A boot's ttys and console (none before FDS): the previous boot's lxc-console
+        clients are let go."""
         for conn in set(self.tty_users.values()):
             self._drop(conn)
         self.tty_masters = masters
+        self.console_master = console
 
     def _free_tty(self, asked: int) -> int | None:
         """The tty an lxc-console may have: tty N if it exists and is free, for -1 the first
-        free one.  0, the console, is not offered (lxcsm has no console proxy yet)."""
+        free one of 1..N; 0 is the console."""
         free = [n for n in range(1, len(self.tty_masters) + 1) if n not in self.tty_users]
         if asked == -1:
             return free[0] if free else None
+        if asked == 0:
+            return 0 if self.console_master >= 0 and 0 not in self.tty_users else None
         return asked if asked in free else None
 
     def serve_ready(self) -> None:
@@ -196,7 +201,8 @@ class CommandServer:
                 self._reply(conn, -errno.EBADF)   # lxc-console: "Denied access to tty"
             else:
                 self.tty_users[tty] = conn
-                self._reply(conn, 0, tty, fds=[self.tty_masters[tty - 1]], keep=True)
+                master = self.console_master if tty == 0 else self.tty_masters[tty - 1]
+                self._reply(conn, 0, tty, fds=[master], keep=True)
         elif cmd == Cmd.GET_INIT_PID:
             self._reply(conn, 0, self.init_pid)
         elif cmd == Cmd.GET_INIT_PIDFD:

@@ -677,8 +677,9 @@ KEYS: Mapping[str, KeySpec] = MappingProxyType({
     "lxc.cgroup.relative": KeySpec(_boolean),
     "lxc.cgroup2": _family("lxc.cgroup2", _anything, Repeat.APPEND, form=_CGROUP2_FILE),
     "lxc.console.buffer.size": KeySpec(_byte_size_or_auto),
-    "lxc.console.logfile": KeySpec(_anything),
-    "lxc.console.path": KeySpec(_anything),
+    "lxc.console.logfile": KeySpec(_anything, honoured=True),
+    # A device path is LXC's too; lxcsm only makes its own pty (auto) or none.
+    "lxc.console.path": KeySpec(_anything, honoured=lambda value: value in ("auto", "none")),
     "lxc.console.rotate": KeySpec(_boolean),
     "lxc.console.size": KeySpec(_byte_size_or_auto),
     "lxc.environment": KeySpec(_environment_entry, honoured=True, repeat=Repeat.APPEND),
@@ -851,6 +852,15 @@ class Config(namedtuple("Config", (
             return [cap for cap in range(last + 1) if cap not in kept]
         return sorted({number(word) for _key, setting in self.in_effect("lxc.cap.drop")
                        for word in setting.value.split()})
+
+    def tty_count(self) -> int:
+        """lxc.tty.max: how many /dev/ttyN the container gets."""
+        return int(self.get_item("lxc.tty.max") or 0)
+
+    def has_console(self) -> bool:
+        """Whether the container gets a /dev/console pty: unless lxc.console.path = none,
+        and only in its own devpts (lxc.autodev)."""
+        return self.autodev and self.get_item("lxc.console.path") != "none"
 
     def devices(self, type_: str) -> tuple[NetDevice, ...]:
         """The network devices of one type, in index order."""

@@ -91,6 +91,7 @@ class Monitor:
     """The monitor process's context, for as long as it lives."""
 
     __slots__ = ("request", "log", "hierarchies", "undo", "commands", "signal_fd", "signal_mask",
+                 "console_log",
                  "boot", "failure", "on_running", "on_paused", "saved_events")
 
     def __init__(self, request: StartRequest, log: Any, undo: UndoLog,
@@ -108,12 +109,14 @@ class Monitor:
         self.on_running = on_running               # the daemon tells its caller here
         self.on_paused = on_paused                 # where a breakpoint's report goes
         self.saved_events: str | None = None       # where the flight record was kept, once stopped
+        self.console_log = -1                      # lxc.console.logfile, open for appending
 
 
 class Child:
     """The container child's context, from clone3 to exec."""
 
-    __slots__ = ("request", "channel", "log", "signal_mask", "rootfs", "failure", "tty_masters")
+    __slots__ = ("request", "channel", "log", "signal_mask", "rootfs", "failure", "tty_masters",
+                 "console")
 
     def __init__(self, request: StartRequest, channel: ChildEnd, log: Any,
                  signal_mask: frozenset[int]) -> None:
@@ -124,3 +127,4 @@ class Child:
         self.rootfs = ""              # where the container's / is mounted before pivot_root
         self.failure: Failure | None = None
         self.tty_masters: list[int] = []   # for the monitor, at FDS
+        self.console: tuple[int, int] | None = None   # (master, peer) of /dev/console

@@ -17,6 +17,7 @@ import struct
 TIOCGPTN = 0x80045430      # the pty's number in its devpts
 TIOCSPTLCK = 0x40045431    # (un)lock the peer side
 TIOCGPTPEER = 0x5441       # open the peer side from the master
+TIOCSCTTY = 0x540E         # make a terminal the caller's controlling terminal
 
 
 def open_pty(ptmx: str) -> tuple[int, int, int]:
@@ -30,3 +31,8 @@ def open_pty(ptmx: str) -> tuple[int, int, int]:
         os.close(master)
         raise
     return master, peer, number
+
+
+def take_as_controlling(fd: int) -> None:
+    """Make the terminal `fd` the controlling terminal of this (session leader) process."""
+    fcntl.ioctl(fd, TIOCSCTTY, 0)

@@ -10,6 +10,10 @@ ignored signals would stay ignored across exec), and closes every file
 descriptor but 0, 1, 2 and the sync channel - which is close-on-exec: the
 monitor reads its end-of-file as "init runs".
 
+A daemonised container's init has the console (setup_ttys) as its stdin,
+stdout, stderr and controlling terminal; with -F it keeps lxcsm's own fds
+0, 1 and 2, so that the caller's terminal or pipes reach init directly.
+
 Init's environment is exactly ``container=lxc`` plus lxc.environment
 (``KEY=VALUE``, or a bare ``KEY`` copying the value lxcsm was started with).
 A command without a slash is looked up in that environment's PATH, or
@@ -44,6 +48,16 @@ def enter(ctx) -> None:
     env = environment(request.config.environment)
     os.chdir(request.config.init_cwd or "/")
     os.setsid()
+    if ctx.console is not None:
+        console = ctx.console[1]
+        if not request.foreground:
+            # A daemon's init talks to its console, as under lxc-start -d: stdio, and the
+            # controlling terminal of its session.
+            from lxcsm.engine import terminal   # loaded by setup_ttys, before pivot_root
+            for fd in (0, 1, 2):
+                os.dup2(console, fd)
+            terminal.take_as_controlling(0)
+        os.close(console)
     for sig in (signal.SIGPIPE, signal.SIGXFSZ):
         signal.signal(sig, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, ctx.signal_mask)

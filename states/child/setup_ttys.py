@@ -1,13 +1,18 @@
-"""setup_ttys (child) - the container's ttys, for lxc-console.
+"""setup_ttys (child) - the container's console and ttys, for lxc-console.
 
-Replaces LXC's lxc_create_ttys() (conf.c), before the switch to the new root.
+Replaces LXC's lxc_setup_console() and lxc_create_ttys() (conf.c), before
+the switch to the new root.
 
-Afterwards the kernel sees, in the container's mount namespace, lxc.tty.max
-pseudo-terminals of the container's own devpts, the peer side of the Nth
-bind-mounted on /dev/ttyN (where a getty of the container's init finds it).
-The child keeps their master sides and hands them to the monitor at FDS; the
-monitor gives one to each lxc-console client (the command socket's
-GET_TTY_FD).  Without lxc.tty.max nothing happens here.
+Afterwards the kernel sees, in the container's mount namespace, pseudo-
+terminals of the container's own devpts: one whose peer side is
+bind-mounted on /dev/console (unless lxc.console.path = none), and
+lxc.tty.max more, the Nth on /dev/ttyN (where a getty of the container's
+init finds it).  The child hands their master sides - and the console's
+peer, which keeps it open - to the monitor at FDS; the monitor drains the
+console into lxc.console.logfile and gives a tty to each lxc-console client
+(GET_TTY_FD; tty 0 is the console).  A daemonised container's init has the
+console as its stdin, stdout and stderr; with -F it keeps lxcsm's.  All this
+needs the container's own devpts (lxc.autodev = 1).
 """
 
 import os
@@ -16,28 +21,34 @@ from lxcsm.engine import kernel
 from lxcsm.engine.paths import in_rootfs
 
 
-def count(config) -> int:
-    return int(config.get_item("lxc.tty.max") or 0)
+def _pty_on(ctx, name: str) -> tuple[int, int, int]:
+    """A pty of the container's devpts whose peer is bind-mounted on /dev/NAME."""
+    from lxcsm.engine import terminal   # only containers with a console or ttys pay for it
+    master, peer, index = terminal.open_pty(in_rootfs(ctx.rootfs, "/dev/ptmx"))
+    target = in_rootfs(ctx.rootfs, f"/dev/{name}")
+    os.close(os.open(target, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
+    kernel.mount(f"/proc/self/fd/{peer}", target, None, kernel.MS_BIND)
+    ctx.log.trace("tty created", tty=f"/dev/{name}", pts=index)
+    return master, peer, index
 
 
 def enter(ctx) -> str:
-    ttys = count(ctx.request.config)
-    if ttys:
-        from lxcsm.engine import terminal   # only configs with ttys pay for it
-        for number in range(1, ttys + 1):
-            master, peer, index = terminal.open_pty(in_rootfs(ctx.rootfs, "/dev/ptmx"))
-            ctx.tty_masters.append(master)
-            target = in_rootfs(ctx.rootfs, f"/dev/tty{number}")
-            os.close(os.open(target, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
-            kernel.mount(f"/proc/self/fd/{peer}", target, None, kernel.MS_BIND)
-            os.close(peer)
-            ctx.log.trace("tty created", tty=f"/dev/tty{number}", pts=index)
+    config = ctx.request.config
+    if config.has_console():
+        master, peer, _index = _pty_on(ctx, "console")
+        ctx.console = (master, peer)
+    for number in range(1, config.tty_count() + 1):
+        master, peer, _index = _pty_on(ctx, f"tty{number}")
+        ctx.tty_masters.append(master)
+        os.close(peer)
     return "ttys_created"
 
 
 def plan(request) -> list[str]:
-    ttys = count(request.config)
-    if not ttys:
-        return ["nothing: no lxc.tty.max"]
-    return [f"open {ttys} ptys in the container's devpts; bind each on /dev/tty1..{ttys}",
-            "keep their master sides for the monitor"]
+    steps = []
+    if request.config.has_console():
+        steps.append("open a pty in the container's devpts; bind its peer on /dev/console")
+    ttys = request.config.tty_count()
+    if ttys:
+        steps.append(f"open {ttys} ptys in the container's devpts; bind each on /dev/tty1..{ttys}")
+    return steps or ["nothing: no console (lxc.console.path = none or lxc.autodev = 0), no lxc.tty.max"]

@@ -10,7 +10,8 @@ Afterwards the kernel sees:
 * the signals the monitor forwards to init blocked, and delivered to a
   signalfd instead (LXC's setup_signal_fd), so that none is lost between
   here and `poll`;
-* the pid file (-p), holding the monitor's pid, on the first boot;
+* the pid file (-p), holding the monitor's pid, on the first boot, and
+  lxc.console.logfile opened for appending;
 * LXC_NAME, LXC_CONFIG_FILE, LXC_ROOTFS_PATH and LXC_ROOTFS_MOUNT in the
   monitor's environment, for hooks;
 * whatever the lxc.hook.pre-start hooks did, run here in the host's
@@ -62,6 +63,10 @@ def enter(ctx) -> str:
         LXC_ROOTFS_MOUNT=config.rootfs_mount or config.rootfs_path or "",
     )
 
+    console_log = config.get_item("lxc.console.logfile")
+    if console_log and ctx.console_log < 0:   # the first boot's; later boots append to it
+        ctx.console_log = os.open(console_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        ctx.undo.record("kept_fd", ctx.console_log)
     if ctx.signal_fd < 0:
         ctx.signal_mask = frozenset(signal.pthread_sigmask(signal.SIG_BLOCK, WATCHED))
         ctx.signal_fd = kernel.signalfd(set(WATCHED))

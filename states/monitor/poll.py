@@ -3,10 +3,12 @@
 Replaces LXC's lxc_poll() and its mainloop handlers (signal_handler,
 lxc_cmd_handler) in start.c.
 
-The monitor waits on three things at once: init's pidfd (readable when init
+The monitor waits on four things at once: init's pidfd (readable when init
 exits), the signalfd of init_handler (every watched signal but SIGCHLD is
-forwarded to init, as LXC forwards it), and the command socket (answered
-only now, so a client never sees a half-started container).
+forwarded to init, as LXC forwards it), the command socket (answered
+only now, so a client never sees a half-started container), and the
+container's console, drained into lxc.console.logfile while no lxc-console
+client holds it.
 
 How init ended is the trigger: killed by SIGHUP means reboot(2) was called
 with RB_AUTOBOOT inside the pid namespace, SIGINT means halt or power-off,
@@ -25,8 +27,20 @@ def enter(ctx) -> str:
     poller = select.poll()
     for fd in (boot.init_pidfd, ctx.signal_fd, ctx.commands.fileno()):
         poller.register(fd, select.POLLIN)
+    console, draining = ctx.commands.console_master, False
     while True:
+        # The console is drained while no lxc-console holds it (then the client reads it).
+        held = 0 in ctx.commands.tty_users
+        if console >= 0 and draining == held:
+            if held:
+                poller.unregister(console)
+            else:
+                poller.register(console, select.POLLIN)
+            draining = not held
         for fd, _events in poller.poll():
+            if fd == console:
+                _drain(ctx, console)
+                continue
             if fd == ctx.signal_fd:
                 signo, sender = kernel.read_signalfd(fd)
                 if signo != signal.SIGCHLD:
@@ -41,6 +55,16 @@ def enter(ctx) -> str:
                 return _why_init_ended(ctx, status)
             else:
                 ctx.commands.serve_ready()
+
+
+def _drain(ctx, console: int) -> None:
+    """What the container wrote to its console, into lxc.console.logfile (if there is one)."""
+    try:
+        data = os.read(console, 65536)
+    except (BlockingIOError, OSError):   # EIO: nobody has the console open just now
+        return
+    if ctx.console_log >= 0:
+        os.write(ctx.console_log, data)
 
 
 def _why_init_ended(ctx, status: int) -> str:

@@ -1,8 +1,8 @@
 """sync_fds (monitor) - collect the file descriptors the child opened for us.
 
 Replaces LXC's lxc_sync_fds_parent(): after FDS the child sends the fds the
-monitor keeps for the boot: the master sides of the container's ttys
-(lxc.tty.max), in tty order.  Afterwards the command socket hands them out
+monitor keeps for the boot: the console's master and peer, then the master
+sides of the container's ttys (lxc.tty.max), in tty order.  Afterwards the command socket hands them out
 to lxc-console (GET_TTY_FD); each is recorded, closed when the boot ends.
 Any fd beyond lxc.tty.max is closed rather than leaked.
 """
@@ -16,14 +16,19 @@ def enter(ctx) -> str:
     channel = ctx.boot.channel
     channel.wake(SyncMsg.FDS)
     _payload, fds = channel.wait_for(SyncMsg.FDS)
-    ttys = int(ctx.request.config.get_item("lxc.tty.max") or 0)
-    for fd in fds[ttys:]:
+    config = ctx.request.config
+    expected = (2 if config.has_console() else 0) + config.tty_count()
+    for fd in fds[expected:]:
         os.close(fd)
-    for fd in fds[:ttys]:
+    fds = fds[:expected]
+    for fd in fds:
         ctx.boot.undo.record("kept_fd", fd)
-    ctx.commands.new_ttys(fds[:ttys])
-    if fds[:ttys]:
-        ctx.log.trace("tty masters received", ttys=len(fds[:ttys]))
+    console, ttys = (fds[0], fds[2:]) if config.has_console() else (-1, fds)
+    # The console's peer (fds[1]) is only kept open: with no process of the container on
+    # it, its master would report a hang-up, again and again, to the poll state.
+    ctx.commands.new_ttys(ttys, console)
+    if fds:
+        ctx.log.trace("terminals received", console=console >= 0, ttys=len(ttys))
     return "fds_received"
 
 

@@ -84,7 +84,7 @@ def test_inside_view_proc_dev_root_and_mount_entries(make_container):
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == "rootfs"                      # / is the rootfs
-    assert lines[1].split() == sorted(["fd", "full", "null", "ptmx", "pts", "random", "stderr",
+    assert lines[1].split() == sorted(["console", "fd", "full", "null", "ptmx", "pts", "random", "stderr",
                                        "stdin", "stdout", "tty", "urandom", "zero"])
     assert int(lines[2]) <= 3                        # pids: sh, ls/grep: the container's /proc
     assert lines[3].startswith("/bin/sh -c ")

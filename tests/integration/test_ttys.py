@@ -1,5 +1,6 @@
-"""lxc.tty.max: /dev/ttyN in the container on ptys whose masters the monitor hands to
-lxc-console clients (GET_TTY_FD), one client per tty at a time."""
+"""The container's terminals: lxc.tty.max ptys on /dev/ttyN and its /dev/console, whose
+masters the monitor hands to lxc-console clients (GET_TTY_FD, tty 0 the console), one
+client per tty at a time; the console is drained into lxc.console.logfile meanwhile."""
 
 from __future__ import annotations
 
@@ -77,7 +78,7 @@ def test_a_tty_master_reaches_the_shell_on_dev_tty1_and_is_held_by_one_client(ma
         assert _converse(again.fds[0], b"echo again$((1+1))\n", b"again2")
         os.close(again.fds[0])
         again.conn.close()
-        assert _tty(c, 3).ret < 0 and _tty(c, 0).ret < 0            # no tty 3, no console proxy
+        assert _tty(c, 3).ret < 0                                   # there is no tty 3
     finally:
         assert c.run("stop", "-k").returncode == 0
 
@@ -103,3 +104,36 @@ def test_lxc_console_talks_to_the_tty(make_container):
             os.close(terminal)
     finally:
         assert c.run("stop", "-k").returncode == 0
+
+
+def test_a_daemons_console_goes_to_the_console_log_and_to_lxc_console_0(make_container, tmp_path):
+    """busybox init in a daemonised container writes to its console (stdio, /dev/console):
+    the monitor drains it into lxc.console.logfile; tty 0 hands the console to a client."""
+    log = tmp_path / "console.log"
+    c = make_container("busybox", [f"lxc.console.logfile = {log}"])
+    assert c.run("start", "-d").returncode == 0                   # /sbin/init: busybox init
+    try:
+        _running(c)
+        deadline = time.monotonic() + 10
+        while b"Please press Enter to activate this console" not in (log.read_bytes() if log.exists() else b""):
+            assert time.monotonic() < deadline, log.read_bytes() if log.exists() else "no console log"
+            time.sleep(0.05)
+        console = _tty(c, 0)
+        assert console.ret == 0 and console.value == 0 and len(console.fds) == 1
+        assert _tty(c, 0).ret < 0                                   # one client at a time
+        _prompt(console.fds[0])                                     # Enter activates the askfirst shell
+        assert b"onconsole7" in _converse(console.fds[0], b"echo onconsole$((3+4))\n", b"onconsole7")
+        os.close(console.fds[0])
+        console.conn.close()
+    finally:
+        assert c.run("stop", "-k").returncode == 0
+
+
+def test_foreground_init_keeps_lxcsms_stdio_and_console_none_makes_none(make_container):
+    c = make_container("busybox", ["lxc.console.path = none"])
+    result = c.start_fg("/bin/sh", "-c", "echo out; ls /dev/console 2>&1")
+    assert result.returncode != 0 and result.stdout.startswith("out\n")
+    assert "No such file" in result.stdout
+    c = make_container("busybox")
+    result = c.start_fg("/bin/sh", "-c", "echo out; test -c /dev/console && echo console-there")
+    assert result.returncode == 0 and result.stdout == "out\nconsole-there\n"

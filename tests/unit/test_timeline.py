@@ -53,7 +53,7 @@ def test_both_fixture_formats_give_the_same_events_side_by_side():
         return (event["event"], event["category"], event["level"], event["where"],
                 _text(event.get("state")), _text(event.get("sequence")), tuple(sorted(event)))
     lxc, js = timeline.read_events(str(LXC_FORMAT)), timeline.read_events(str(JSON_FORMAT))
-    assert len(lxc) == len(js) == 97
+    assert len(lxc) == len(js) == len(LXC_FORMAT.read_text().splitlines())
     for side in TABLES:
         assert [key(e) for e in lxc if e["side"] == side] == [key(e) for e in js if e["side"] == side]
 
@@ -95,7 +95,7 @@ def test_one_file_may_mix_both_formats(tmp_path):
     mixed = tmp_path / "mixed.log"
     mixed.write_text("\n".join(lxc_lines[:20] + [""] + json_lines) + "\n")
     log = timeline.read_log(str(mixed))
-    assert len(log.events) == 20 + 97 and log.skipped == []
+    assert len(log.events) == 20 + len(json_lines) and log.skipped == []
 
 
 # --- states and waits ---------------------------------------------------------------------------
@@ -144,7 +144,8 @@ def test_barrier_waits_are_named_by_sequence_and_never_negative(path):
     waits = {(e["side"], e["sequence"]) for e in events if e["event"] == "sync wait"}
     assert {(w.side, w.sequence) for w in start.waits} == waits
     configure = next(w for w in start.waits if (w.side, w.sequence) == ("monitor", "configure"))
-    assert configure.ended_by == "child wake" and configure.waited >= 0   # ms resolution: may read 0
+    # Which side got there first is the recording's timing; either way the wait is explained.
+    assert configure.ended_by in ("child wake", "child had woken it already") and configure.waited >= 0
     exec_wait = next(w for w in start.waits if w.sequence == "exec")
     assert exec_wait.wake is None and exec_wait.ended_by.startswith("next monitor event")
 
