@@ -61,6 +61,9 @@ SYSCALLS = {
     "netlink.create_veth": ("RTM_NEWLINK", "a veth pair, its peer in the child's network namespace"),
     "netlink.attach_host_end": ("RTM_SETLINK", "the host end: MAC, bridge, up"),
     "netlink.configure_in_container": ("RTM_SETLINK RTM_NEWADDR RTM_NEWROUTE", "the container end"),
+    # engine/terminal.py: ptys of the container's devpts
+    "terminal.open_pty": ("open(2) ioctl(2)", "the container's /dev/ptmx: TIOCSPTLCK, TIOCGPTN, TIOCGPTPEER"),
+    "terminal.take_as_controlling": ("ioctl(2)", "TIOCSCTTY: the console becomes init's terminal"),
     # hooks/: lxc.hook.* through /bin/sh -c
     "hooks.run": ("posix_spawn(3) wait4(2)", "/bin/sh -c, the lxc.hook.* of this point"),
     "hooks.run_stop": ("posix_spawn(3) wait4(2)", "/bin/sh -c, lxc.hook.stop"),
