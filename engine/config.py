@@ -97,6 +97,13 @@ class Setting(namedtuple("Setting", (
 
     __slots__ = ()
 
+    def as_path(self) -> str:
+        """The value as a file name: a relative one starts at the directory of the config
+        file the line is in (at the cwd for -s KEY=VALUE)."""
+        if self.file == OVERRIDE_FILE:
+            return self.value
+        return os.path.join(os.path.dirname(self.file), self.value)
+
     def write_to(self, path: str) -> None:
         """Write the value into a kernel file (cgroupfs, /proc).  A value the kernel refuses
         is an OSError naming this setting's file, line and key: what the user must change."""
@@ -735,7 +742,7 @@ KEYS: Mapping[str, KeySpec] = MappingProxyType({
     "lxc.seccomp.allow_nesting": KeySpec(_boolean),
     "lxc.seccomp.notify.cookie": KeySpec(_anything),
     "lxc.seccomp.notify.proxy": KeySpec(_unix_socket_address),
-    "lxc.seccomp.profile": KeySpec(_anything),
+    "lxc.seccomp.profile": KeySpec(_anything, honoured=True),
     "lxc.selinux.context": KeySpec(_anything),
     "lxc.selinux.context.keyring": KeySpec(_anything),
     "lxc.signal.halt": KeySpec(parse_signal, honoured=True),
@@ -963,11 +970,6 @@ def _error(setting: Setting, message: str) -> ConfigError:
     return ConfigError(setting.file, setting.line, setting.key, message)
 
 
-def _base_dir(setting: Setting) -> str:
-    """Where relative paths in `setting` start: its file's directory, or the cwd for -s."""
-    return "" if setting.file == OVERRIDE_FILE else os.path.dirname(setting.file)
-
-
 class _Loader:
     """Applies settings in order, keeping the ones still in effect."""
 
@@ -1052,7 +1054,7 @@ class _Loader:
                                   f"it is {current!r} (set the type first)")
 
     def _include(self, setting: Setting) -> None:
-        target = os.path.join(_base_dir(setting), setting.value)
+        target = setting.as_path()
         if not os.path.isdir(target):
             self.read_file(target, include=setting)
             return
@@ -1100,7 +1102,7 @@ class _Loader:
 
 
 def _read_fstab(setting: Setting) -> list[MountEntry]:
-    path = os.path.join(_base_dir(setting), setting.value)
+    path = setting.as_path()
     try:
         raw = read_limited(path)
     except OSError as err:

@@ -116,7 +116,7 @@ class Child:
     """The container child's context, from clone3 to exec."""
 
     __slots__ = ("request", "channel", "log", "signal_mask", "rootfs", "failure", "tty_masters",
-                 "console")
+                 "console", "seccomp")
 
     def __init__(self, request: StartRequest, channel: ChildEnd, log: Any,
                  signal_mask: frozenset[int]) -> None:
@@ -128,3 +128,4 @@ class Child:
         self.failure: Failure | None = None
         self.tty_masters: list[int] = []   # for the monitor, at FDS
         self.console: tuple[int, int] | None = None   # (master, peer) of /dev/console
+        self.seccomp = None                # an engine.seccomp.Filter for exec to install

@@ -140,6 +140,7 @@ CHILD_STATES = (
     "setup_autodev",       # a tmpfs /dev with the basic nodes and devpts
     "setup_mounts",        # lxc.mount.auto, lxc.mount.fstab, lxc.mount.entry
     "setup_ttys",          # lxc.tty.max: /dev/ttyN on ptys whose masters the monitor keeps
+    "setup_seccomp",       # lxc.seccomp.profile built (installed by exec, last of all)
     "setup_pivot_root",    # the rootfs becomes /, the host's root is detached
     "setup_sysctl",        # lxc.sysctl.*: the container's /proc/sys
     "setup_capabilities",  # lxc.cap.drop / lxc.cap.keep: the bounding set
@@ -160,7 +161,8 @@ CHILD = Table(
         ("network_configured", "setup_network", "setup_autodev"),
         ("dev_ready", "setup_autodev", "setup_mounts"),
         ("mounts_done", "setup_mounts", "setup_ttys"),
-        ("ttys_created", "setup_ttys", "setup_pivot_root"),
+        ("ttys_created", "setup_ttys", "setup_seccomp"),
+        ("seccomp_built", "setup_seccomp", "setup_pivot_root"),
         ("root_pivoted", "setup_pivot_root", "setup_sysctl"),
         ("sysctls_set", "setup_sysctl", "setup_capabilities"),
         ("capabilities_set", "setup_capabilities", "sync_cgroup_limits"),

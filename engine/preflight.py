@@ -22,7 +22,7 @@ import os
 import socket
 
 from lxcsm.engine import cgroups
-from lxcsm.engine.config import OVERRIDE_FILE, ConfigError, Setting, parse_command
+from lxcsm.engine.config import ConfigError, Setting, parse_command
 from lxcsm.engine.mount_options import parse_mount_options
 from lxcsm.engine.paths import container_path, in_rootfs
 
@@ -77,13 +77,6 @@ def _error(setting: Setting, message: str) -> ConfigError:
     return ConfigError(setting.file, setting.line, setting.key, message)
 
 
-def _relative_to(setting: Setting, path: str) -> str:
-    """A path from a config line: relative ones start at the directory of its file."""
-    if setting.file == OVERRIDE_FILE:
-        return path
-    return os.path.join(os.path.dirname(setting.file), path)
-
-
 # --- hooks -------------------------------------------------------------------
 
 # The hooks a start runs, and where their program is looked for: "start" runs
@@ -132,9 +125,13 @@ def _check_seccomp(config) -> None:
         return
     from lxcsm.engine import seccomp   # only configs with a policy pay for its parser
     for _canonical, setting in policies:
-        path = _relative_to(setting, setting.value)
+        path = setting.as_path()
         try:
-            seccomp.read(path)
+            policy = seccomp.read(path)
+            notify = next((rule for rule in policy.rules if rule.action == "notify"), None)
+            if notify is not None or policy.default_action == "notify":
+                raise seccomp.PolicyError(path, notify.line if notify else 2,
+                                          "the notify action needs a seccomp proxy, which lxcsm does not have")
         except OSError as err:
             raise _error(setting, f"cannot read seccomp policy {path}: {err.strerror}") from None
         except seccomp.PolicyError as err:

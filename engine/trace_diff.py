@@ -117,6 +117,7 @@ RULES: tuple[Rule, ...] = (
     R("conf", "lxc_allocate_ttys|lxc_setup_ttys|lxc_create_ttys", "child:setup_ttys"),
     R("conf", "lxc_pivot_root", "child:setup_pivot_root"),
     R("conf", "setup_sysctl_parameters", "child:setup_sysctl"),
+    R("seccomp", r"\w+", "child:setup_seccomp"),
     R("conf", "setup_personality|capabilities_deny|capabilities_allow|dropcaps_except|setup_caps",
       "child:setup_capabilities"),
     R("conf", "lxc_setup", "child:setup_pivot_root"),                    # "The container is set up"
@@ -165,6 +166,7 @@ LXC_ONLY: dict[str, str] = {
 # lxcsm states of a normal start that LXC has no lines for, and why.
 LXCSM_ONLY: dict[str, str] = {
     "child:setup_sysctl": "LXC's setup_sysctl_parameters() logs nothing for a config without lxc.sysctl",
+    "child:setup_seccomp": "LXC's lxc_read_seccomp_config() logs nothing for a config without a policy",
 }
 
 # (side, wake|wait, sequence) -> the lxcsm state that does it: where lxcsm's states block or send

@@ -19,7 +19,8 @@ Init's environment is exactly ``container=lxc`` plus lxc.environment
 A command without a slash is looked up in that environment's PATH, or
 /bin:/usr/bin, inside the container.
 
-First the lxc.hook.start hooks run, inside the container (their program and
+The seccomp filter of lxc.seccomp.profile (setup_seccomp) is installed last,
+right before execve.  First the lxc.hook.start hooks run, inside the container (their program and
 /bin/sh are the container's).  Afterwards the kernel sees init, the
 container's pid 1, running the command.
 If exec fails, the error goes to the monitor through the aborting state.
@@ -65,6 +66,8 @@ def enter(ctx) -> None:
     os.closerange(3, channel)
     os.closerange(channel + 1, 1 << 20)
     ctx.log.trace("exec", argv=list(request.command))
+    if ctx.seccomp is not None:   # last of all: from here on only execve is left to do
+        ctx.seccomp.load()
     os.execvpe(request.command[0], list(request.command), env)
 
 

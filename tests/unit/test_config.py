@@ -143,7 +143,7 @@ HONOURED_KEYS = {
     "lxc.namespace.keep", "lxc.log.level", "lxc.log.file", "lxc.signal.halt",
     "lxc.signal.reboot", "lxc.signal.stop", "lxc.include", "lxc.hook.version", "lxc.cgroup",
     "lxc.cap.drop", "lxc.cap.keep", "lxc.prlimit", "lxc.proc", "lxc.sysctl", "lxc.pty.max", "lxc.tty.max",
-    "lxc.console.logfile", "lxc.console.path",
+    "lxc.console.logfile", "lxc.console.path", "lxc.seccomp.profile",
     *(f"lxc.hook.{kind}" for kind in ("pre-start", "pre-mount", "mount", "autodev", "start-host",
                                       "start", "stop", "post-stop", "clone", "destroy")),
 }
@@ -514,12 +514,12 @@ def test_unsupported_lists_valid_keys_not_honoured_yet(tmp_path):
         "lxc.net.0.type = macvlan\n"
         "lxc.net.0.link = br0\n"
         "lxc.net.1.type = empty\n"
-        "lxc.seccomp.profile = /x\n"))
+        "lxc.apparmor.profile = unconfined\n"))
     path = str(tmp_path / "config")
     assert cfg.unsupported == (
         Setting(path, 2, "lxc.console.size", "4096"),
         Setting(path, 3, "lxc.net.0.type", "macvlan"),
-        Setting(path, 6, "lxc.seccomp.profile", "/x"),
+        Setting(path, 6, "lxc.apparmor.profile", "unconfined"),
     )
 
 

@@ -106,7 +106,7 @@ def test_every_state_of_the_trace_is_listed(path, capsys):
     out = capsys.readouterr().out
     rows = {tuple(line.split()[:2]) for line in out.splitlines() if line.startswith("  ")}
     states = _states(timeline.read_events(str(path)))
-    assert len(states) == 25
+    assert len(states) == 26
     for side, state in states:
         assert (side, state) in rows, f"{side} {state} missing from:\n{out}"
 
