@@ -440,7 +440,10 @@ RLIMIT_RESOURCES = frozenset({
 # --- network values ----------------------------------------------------------
 
 NET_TYPES = ("empty", "none", "veth", "macvlan", "ipvlan", "vlan", "phys")
-HONOURED_NET_TYPES = frozenset({"empty", "none", "veth"})
+HONOURED_NET_TYPES = frozenset({"empty", "none", "veth", "macvlan"})
+# The types whose device the monitor creates in the child's namespace (engine/netlink.py).
+# ipvlan and vlan would be made the same way, but the kernels lxcsm is tested on lack them.
+NETLINK_NET_TYPES = ("veth", "macvlan")
 # LXC's default when a device has no type line (the zero of its enum).
 DEFAULT_NET_TYPE = "empty"
 _HWADDR = r"(?:[0-9a-fA-FxX]{2}:){5}[0-9a-fA-FxX]{2}"
@@ -869,9 +872,14 @@ class Config(namedtuple("Config", (
         and only in its own devpts (lxc.autodev)."""
         return self.autodev and self.get_item("lxc.console.path") != "none"
 
-    def devices(self, type_: str) -> tuple[NetDevice, ...]:
-        """The network devices of one type, in index order."""
-        return tuple(device for device in self.networks if device.type == type_)
+    def devices(self, *types: str) -> tuple[NetDevice, ...]:
+        """The network devices of these types, in index order."""
+        return tuple(device for device in self.networks if device.type in types)
+
+    def netlink_devices(self) -> tuple[NetDevice, ...]:
+        """The devices made through netlink (a veth or a macvlan), in index order: the Nth is
+        created as lxcsmN in the child's namespace."""
+        return self.devices(*NETLINK_NET_TYPES)
 
     def in_effect(self, name: str) -> tuple[tuple[str, Setting], ...]:
         """(canonical key, setting) of each value still in effect for the key `name`

@@ -60,6 +60,7 @@ SYSCALLS = {
     "netlink.link_mtu": ("RTM_GETLINK", "the bridge"),
     "netlink.create_veth": ("RTM_NEWLINK", "a veth pair, its peer in the child's network namespace"),
     "netlink.attach_host_end": ("RTM_SETLINK", "the host end: MAC, bridge, up"),
+    "netlink.create_macvlan": ("RTM_NEWLINK", "a macvlan on the host's link, in the child's namespace"),
     "netlink.configure_in_container": ("RTM_SETLINK RTM_NEWADDR RTM_NEWROUTE", "the container end"),
     # engine/terminal.py: ptys of the container's devpts
     "terminal.open_pty": ("open(2) ioctl(2)", "the container's /dev/ptmx: TIOCSPTLCK, TIOCGPTN, TIOCGPTPEER"),

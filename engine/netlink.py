@@ -88,6 +88,17 @@ def create_veth(host: str, peer: str, peer_pid: int, mtu: int) -> None:
             raise _os_error(err, f"veth {host}") from None
 
 
+def create_macvlan(name: str, link: str, mode: str, pid: int, mtu: int | None) -> None:
+    """A macvlan on the host's `link`, created directly in the network namespace of `pid`
+    (the kernel takes IFLA_NET_NS_PID for any new link)."""
+    with IPRoute() as ipr:
+        try:
+            ipr.link("add", ifname=name, kind="macvlan", link=_index(ipr, link), net_ns_pid=pid,
+                     macvlan_mode=mode, **({"mtu": mtu} if mtu else {}))
+        except NetlinkError as err:
+            raise _os_error(err, f"macvlan on {link}") from None
+
+
 def attach_host_end(host: str, bridge: str | None) -> None:
     """Attach the host end to `bridge` (if any) and set it up.
 

@@ -55,9 +55,9 @@ def enter(ctx) -> str:
     for path, value in cgroups.write_limits(request.config, ctx.hierarchies, boot.payload_cgroups, devices=False):
         ctx.log.trace("cgroup limit set", file=path, value=value)
 
-    if request.config.devices("veth"):
+    if request.config.netlink_devices():
         # pyroute2 costs ~200 ms to import: once, here, for both sides - the child
-        # configures its ends of the veths with it, in setup_network.
+        # configures its network devices with it, in setup_network.
         from lxcsm.engine import netlink  # noqa: F401
     flags = clone_flags(request.config)
     monitor_sock, child_sock = sync.socketpair()

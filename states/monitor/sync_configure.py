@@ -2,7 +2,7 @@
 
 Replaces the part of LXC's lxc_spawn() between START_SYNC_CONFIGURE and
 START_SYNC_POST_CONFIGURE: lxc_create_network_priv() and the host side of
-netdev_configure_server_veth().
+netdev_configure_server_veth() and _macvlan().
 
 The child sends CONFIGURE after unsharing its cgroup namespace.  For each
 ``lxc.net.N.type = veth`` the monitor creates a veth pair whose container
@@ -11,8 +11,11 @@ child renames in setup_network), with lxc.net.N.mtu, else the bridge's MTU,
 else 1500.  Its host end is named lxc.net.N.veth.pair or "veth" and six
 random characters, gets a MAC starting with fe (so the bridge keeps the
 host's), is attached to the bridge lxc.net.N.link if there is one, and is
-set up.  With ``empty`` (or no network) the container keeps the namespace it
-was cloned with, holding only lo; with ``none`` it shares the host's.
+set up.  A ``macvlan`` (lxc.net.N.macvlan.mode, default private) on the host's
+lxc.net.N.link is created directly inside the child's namespace, under its
+transient name; nothing of it stays on the host.  With ``empty`` (or no
+network) the container keeps the namespace it was cloned with, holding only
+lo; with ``none`` it shares the host's.
 
 Then, as LXC does here too, each lxc.proc.KEY = VALUE is written to the
 child's /proc/PID/KEY, and each lxc.prlimit.RESOURCE = SOFT[:HARD] set on it
@@ -29,11 +32,13 @@ from lxcsm.engine.sync import SyncMsg
 
 def enter(ctx) -> str:
     ctx.boot.channel.wait_for(SyncMsg.CONFIGURE)
-    for position, device in enumerate(ctx.request.config.devices("veth")):
-        _create_veth(ctx, position, device)
-    for device in ctx.request.config.networks:
-        if device.type != "veth":
-            ctx.log.trace("network", index=device.index, type=device.type)
+    for position, device in enumerate(ctx.request.config.netlink_devices()):
+        if device.type == "veth":
+            _create_veth(ctx, position, device)
+        else:
+            _create_macvlan(ctx, position, device)
+    for device in ctx.request.config.devices("empty", "none"):
+        ctx.log.trace("network", index=device.index, type=device.type)
     _write_proc_files(ctx)
     _set_resource_limits(ctx)
     return "network_ready"
@@ -77,6 +82,15 @@ def _create_veth(ctx, position: int, device) -> None:
     ctx.log.trace("veth created", index=device.index, host=host, bridge=device.link, mtu=mtu)
 
 
+def _create_macvlan(ctx, position: int, device) -> None:
+    """A macvlan on the host's lxc.net.N.link, born in the child's namespace: nothing stays on
+    the host, the device goes when the namespace does (LXC's default mode: private)."""
+    from lxcsm.engine import netlink
+    mode = device.extra.get("macvlan.mode", "private")
+    netlink.create_macvlan(netlink.transient_name(position), device.link, mode, ctx.boot.init_pid, device.mtu)
+    ctx.log.trace("macvlan created", index=device.index, link=device.link, mode=mode)
+
+
 def plan(request) -> list[str]:
     steps = ["wait for CONFIGURE"]
     networks = request.config.networks
@@ -84,15 +98,19 @@ def plan(request) -> list[str]:
         steps.append("no network configured: the container keeps its empty network namespace (lo only, down)")
     what = {"empty": "nothing on the host: an empty namespace, lo only",
             "none": "nothing: the container shares the host's network namespace"}
-    veths = request.config.devices("veth")
+    made = request.config.netlink_devices()
     for device in networks:
         if device.type == "veth":
             host = device.veth_pair or "veth + 6 random characters"
             mtu = device.mtu or (f"of {device.link}" if device.link else 1500)
             bridge = f", attach it to bridge {device.link}" if device.link else ""
             steps.append(f"net {device.index}: type veth: create veth {host} with its peer "
-                         f"lxcsm{veths.index(device)} in the child's network namespace, mtu {mtu}"
+                         f"lxcsm{made.index(device)} in the child's network namespace, mtu {mtu}"
                          f"{bridge}, set it up")
+        elif device in made:
+            steps.append(f"net {device.index}: type macvlan: create macvlan lxcsm{made.index(device)} "
+                         f"on {device.link} ({device.extra.get('macvlan.mode', 'private')}) in the child's "
+                         f"network namespace")
         else:
             steps.append(f"net {device.index}: type {device.type}: "
                          + what.get(device.type, "not supported yet, skipped"))

@@ -164,3 +164,30 @@ def test_lxc_info_shows_the_link_and_the_address(test_netns, make_container):
         assert re.search(r"^IP:\s+198\.51\.100\.10$", info.stdout, re.M), info.stdout
     finally:
         assert c.run("stop", "-k").returncode == 0
+
+
+def test_two_macvlans_in_bridge_mode_talk_over_their_parent(test_netns, make_container):
+    """macvlans are born in the container's namespace on a parent of the test's own (one end
+    of a veth pair: this kernel has no dummy devices); nothing of them stays behind."""
+    subprocess.run(["ip", "-n", test_netns.name, "link", "add", "mvp0", "type", "veth", "peer", "name", "mvp1"],
+                   check=True)
+    for end in ("mvp0", "mvp1"):   # both ends up: a parent without carrier carries nothing
+        subprocess.run(["ip", "-n", test_netns.name, "link", "set", end, "up"], check=True)
+    try:
+        lines = ["lxc.net.0.type = macvlan", "lxc.net.0.link = mvp0", "lxc.net.0.macvlan.mode = bridge",
+                 "lxc.net.0.flags = up"]
+        first = make_container("busybox", [*lines, "lxc.net.0.ipv4.address = 198.51.100.21/24"],
+                               netns=test_netns.name)
+        second = make_container("busybox", [*lines, "lxc.net.0.ipv4.address = 198.51.100.22/24"],
+                                netns=test_netns.name)
+        assert first.run("start", "-d").returncode == 0
+        try:
+            details = inside(init_pid(first), "ip", "-d", "-o", "link", "show", "eth0")
+            assert "macvlan mode bridge" in details, details
+            result = second.start_fg("/bin/sh", "-c", "ping -c 1 -W 3 198.51.100.21 && echo PING-OK")
+            assert result.returncode == 0 and "PING-OK" in result.stdout, result.stdout + result.stderr
+        finally:
+            assert first.run("stop", "-k").returncode == 0
+        assert first.monitor_exited()
+    finally:
+        subprocess.run(["ip", "-n", test_netns.name, "link", "del", "mvp0"], check=True)

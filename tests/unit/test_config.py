@@ -105,7 +105,7 @@ KEY_EXAMPLES = {
     "lxc.namespace.keep": "lxc.namespace.keep = user net",
     "lxc.namespace.share.": "lxc.namespace.share.net = other",
     "lxc.net": "lxc.net =",
-    "lxc.net.": "lxc.net.0.type = macvlan",
+    "lxc.net.": "lxc.net.0.type = phys",
     "lxc.no_new_privs": "lxc.no_new_privs = 1",
     "lxc.prlimit": "lxc.prlimit.nofile = 1024:4096",
     "lxc.proc": "lxc.proc.oom_score_adj = 10",
@@ -511,14 +511,14 @@ def test_unsupported_lists_valid_keys_not_honoured_yet(tmp_path):
     cfg = load_text(tmp_path, (
         "lxc.uts.name = a\n"
         "lxc.console.size = 4096\n"
-        "lxc.net.0.type = macvlan\n"
+        "lxc.net.0.type = phys\n"
         "lxc.net.0.link = br0\n"
         "lxc.net.1.type = empty\n"
         "lxc.apparmor.profile = unconfined\n"))
     path = str(tmp_path / "config")
     assert cfg.unsupported == (
         Setting(path, 2, "lxc.console.size", "4096"),
-        Setting(path, 3, "lxc.net.0.type", "macvlan"),
+        Setting(path, 3, "lxc.net.0.type", "phys"),
         Setting(path, 6, "lxc.apparmor.profile", "unconfined"),
     )
 
