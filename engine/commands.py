@@ -103,8 +103,9 @@ class CommandServer:
         # monitor answers get_running_config_item with, and lxc-info prints as "Link:".
         self.running_items: dict[str, str] = {}
         # The master sides of the container's ttys (tty N at index N-1) and who holds each.
-        self.tty_masters: list[int] = []
-        self.console_master = -1          # tty 0: the container's /dev/console
+        # The master sides of the container's terminals by tty number (0: /dev/console), and
+        # the lxc-console client holding each.
+        self.ttys: dict[int, int] = {}
         self.tty_users: dict[int, socket.socket] = {}
         self.stop_signal = config.signal_stop
         self.selector = selectors.DefaultSelector()
@@ -116,22 +117,19 @@ class CommandServer:
     def fileno(self) -> int:
         return self.selector.fileno()
 
-    def new_ttys(self, masters: list[int], console: int = -1) -> None:
-        """A boot's ttys and console (none before FDS): the previous boot's lxc-console
-        clients are let go."""
+    def new_ttys(self, ttys: dict[int, int]) -> None:
+        """A boot's terminals (none before FDS): the previous boot's lxc-console clients
+        are let go."""
         for conn in set(self.tty_users.values()):
             self._drop(conn)
-        self.tty_masters = masters
-        self.console_master = console
+        self.ttys = ttys
 
     def _free_tty(self, asked: int) -> int | None:
         """The tty an lxc-console may have: tty N if it exists and is free, for -1 the first
         free one of 1..N; 0 is the console."""
-        free = [n for n in range(1, len(self.tty_masters) + 1) if n not in self.tty_users]
+        free = [n for n in sorted(self.ttys) if n not in self.tty_users]
         if asked == -1:
-            return free[0] if free else None
-        if asked == 0:
-            return 0 if self.console_master >= 0 and 0 not in self.tty_users else None
+            return next((n for n in free if n > 0), None)
         return asked if asked in free else None
 
     def serve_ready(self) -> None:
@@ -201,8 +199,7 @@ class CommandServer:
                 self._reply(conn, -errno.EBADF)   # lxc-console: "Denied access to tty"
             else:
                 self.tty_users[tty] = conn
-                master = self.console_master if tty == 0 else self.tty_masters[tty - 1]
-                self._reply(conn, 0, tty, fds=[master], keep=True)
+                self._reply(conn, 0, tty, fds=[self.ttys[tty]], keep=True)
         elif cmd == Cmd.GET_INIT_PID:
             self._reply(conn, 0, self.init_pid)
         elif cmd == Cmd.GET_INIT_PIDFD:

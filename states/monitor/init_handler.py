@@ -53,7 +53,7 @@ def enter(ctx) -> str:
             ctx.undo.record("pidfile", request.pidfile)
     ctx.commands.init_pid, ctx.commands.init_pidfd = 0, -1   # a reboot's old init is gone
     ctx.commands.running_items.clear()                        # and its devices
-    ctx.commands.new_ttys([])                                 # and its ttys
+    ctx.commands.new_ttys({})                                 # and its terminals
     ctx.commands.set_state(LxcState.STARTING)
 
     os.environ.update(

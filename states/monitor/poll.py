@@ -27,7 +27,7 @@ def enter(ctx) -> str:
     poller = select.poll()
     for fd in (boot.init_pidfd, ctx.signal_fd, ctx.commands.fileno()):
         poller.register(fd, select.POLLIN)
-    console, draining = ctx.commands.console_master, False
+    console, draining = ctx.commands.ttys.get(0, -1), False
     while True:
         # The console is drained while no lxc-console holds it (then the client reads it).
         held = 0 in ctx.commands.tty_users

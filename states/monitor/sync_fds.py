@@ -23,12 +23,13 @@ def enter(ctx) -> str:
     fds = fds[:expected]
     for fd in fds:
         ctx.boot.undo.record("kept_fd", fd)
-    console, ttys = (fds[0], fds[2:]) if config.has_console() else (-1, fds)
     # The console's peer (fds[1]) is only kept open: with no process of the container on
     # it, its master would report a hang-up, again and again, to the poll state.
-    ctx.commands.new_ttys(ttys, console)
-    if fds:
-        ctx.log.trace("terminals received", console=console >= 0, ttys=len(ttys))
+    masters = [fds[0], *fds[2:]] if config.has_console() else [None, *fds]
+    ttys = {number: fd for number, fd in enumerate(masters) if fd is not None}
+    ctx.commands.new_ttys(ttys)
+    if ttys:
+        ctx.log.trace("terminals received", ttys=" ".join(map(str, sorted(ttys))))
     return "fds_received"
 
 
