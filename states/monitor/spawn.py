@@ -101,9 +101,8 @@ def plan(request) -> list[str]:
     flags = clone_flags(request.config)
     names = "|".join(f"CLONE_NEW{n.upper()}" if n != "mnt" else "CLONE_NEWNS"
                      for n, bit in kernel.NAMESPACE_FLAGS.items() if flags & bit)
-    limits = [f"write {setting.value} to lxc.payload.{request.name}/{key.removeprefix('lxc.cgroup.')}"
-              for key, setting in request.config.in_effect("lxc.cgroup")
-              if not key.startswith("lxc.cgroup.devices.")]
+    limits = [f"write {setting.value} to lxc.payload.{request.name}/{file}"
+              for file, setting in cgroups.limits(request.config, devices=False)]
     return [f"in every hierarchy: mkdir lxc.payload.{request.name}", *limits,
             f"clone3({names}|CLONE_PIDFD|CLONE_INTO_CGROUP) into the cgroup2 lxc.payload.{request.name}",
             "write the child's pid into cgroup.procs of every v1 lxc.payload directory",

@@ -26,7 +26,6 @@ def enter(ctx) -> str:
 
 
 def plan(request) -> list[str]:
-    devices = [f"write {setting.value} to lxc.payload.{request.name}/{key.removeprefix('lxc.cgroup.')}"
-               for key, setting in request.config.in_effect("lxc.cgroup")
-               if key.startswith("lxc.cgroup.devices.")]
+    devices = [f"write {setting.value} to lxc.payload.{request.name}/{file}"
+               for file, setting in cgroups.limits(request.config, devices=True)]
     return ["wait for CGROUP_LIMITS", *devices]
