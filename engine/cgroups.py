@@ -77,17 +77,6 @@ def create(hierarchy: Hierarchy, name: str) -> str:
     return path
 
 
-def limits(config, devices: bool) -> list[tuple[str, object]]:
-    """(CONTROLLER.FILE, setting) of each lxc.cgroup.* limit, in config order: the devices
-    controller's (written once the child's /dev exists) or all the others."""
-    found = []
-    for canonical, setting in config.in_effect("lxc.cgroup"):
-        file = canonical.removeprefix("lxc.cgroup.")
-        if (file.partition(".")[0] == "devices") == devices:
-            found.append((file, setting))
-    return found
-
-
 def write_limits(config, hierarchies: list[Hierarchy], payload_paths: list[str], devices: bool):
     """Write the container's lxc.cgroup.CONTROLLER.FILE = VALUE settings, in config order,
     into its payload cgroups: the devices ones, or all the others.  Yields (path, value).
@@ -97,7 +86,7 @@ def write_limits(config, hierarchies: list[Hierarchy], payload_paths: list[str],
     setting's file, line and key."""
     by_controller = {controller: path for hierarchy, path in zip(hierarchies, payload_paths)
                      if hierarchy.version == 1 for controller in hierarchy.controllers}
-    for file, setting in limits(config, devices):
+    for file, setting in config.cgroup_limits(devices):
         controller = file.partition(".")[0]
         if controller not in by_controller:
             continue

@@ -863,6 +863,12 @@ class Config(namedtuple("Config", (
         return sorted({number(word) for _key, setting in self.in_effect("lxc.cap.drop")
                        for word in setting.value.split()})
 
+    def cgroup_limits(self, devices: bool) -> list[tuple[str, Setting]]:
+        """(CONTROLLER.FILE, setting) of each lxc.cgroup.* limit, in config order: the devices
+        controller's (written once the child's /dev exists) or all the others."""
+        return [(key.removeprefix("lxc.cgroup."), setting) for key, setting in self.in_effect("lxc.cgroup")
+                if (key.removeprefix("lxc.cgroup.").partition(".")[0] == "devices") == devices]
+
     def tty_count(self) -> int:
         """lxc.tty.max: how many /dev/ttyN the container gets."""
         return int(self.get_item("lxc.tty.max") or 0)

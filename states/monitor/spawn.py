@@ -102,7 +102,7 @@ def plan(request) -> list[str]:
     names = "|".join(f"CLONE_NEW{n.upper()}" if n != "mnt" else "CLONE_NEWNS"
                      for n, bit in kernel.NAMESPACE_FLAGS.items() if flags & bit)
     limits = [f"write {setting.value} to lxc.payload.{request.name}/{file}"
-              for file, setting in cgroups.limits(request.config, devices=False)]
+              for file, setting in request.config.cgroup_limits(devices=False)]
     return [f"in every hierarchy: mkdir lxc.payload.{request.name}", *limits,
             f"clone3({names}|CLONE_PIDFD|CLONE_INTO_CGROUP) into the cgroup2 lxc.payload.{request.name}",
             "write the child's pid into cgroup.procs of every v1 lxc.payload directory",

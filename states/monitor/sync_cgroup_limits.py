@@ -27,5 +27,5 @@ def enter(ctx) -> str:
 
 def plan(request) -> list[str]:
     devices = [f"write {setting.value} to lxc.payload.{request.name}/{file}"
-               for file, setting in cgroups.limits(request.config, devices=True)]
+               for file, setting in request.config.cgroup_limits(devices=True)]
     return ["wait for CGROUP_LIMITS", *devices]
