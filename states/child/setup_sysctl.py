@@ -11,14 +11,18 @@ A value the kernel refuses fails the start, naming the file, line and key.
 """
 
 
+def _path(key: str) -> str:
+    return "/proc/sys/" + key.removeprefix("lxc.sysctl.").replace(".", "/")
+
+
 def enter(ctx) -> str:
     for key, setting in ctx.request.config.in_effect("lxc.sysctl"):
-        path = "/proc/sys/" + key.removeprefix("lxc.sysctl.").replace(".", "/")
+        path = _path(key)
         setting.write_to(path)
         ctx.log.trace("sysctl set", file=path, value=setting.value)
     return "sysctls_set"
 
 
 def plan(request) -> list[str]:
-    return [f"write {setting.value} to /proc/sys/{key.removeprefix('lxc.sysctl.').replace('.', '/')}"
+    return [f"write {setting.value} to {_path(key)}"
             for key, setting in request.config.in_effect("lxc.sysctl")] or ["nothing: no lxc.sysctl"]
