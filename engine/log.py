@@ -134,11 +134,11 @@ class EventLogger:
 
     __slots__ = ("_sink", "_context")
 
-    def __init__(self, sink: "Sink | None", context: dict[str, Any]) -> None:
+    def __init__(self, sink: Sink | None, context: dict[str, Any]) -> None:
         self._sink = sink
         self._context = context
 
-    def bind(self, **context: Any) -> "EventLogger":
+    def bind(self, **context: Any) -> EventLogger:
         return EventLogger(self._sink, {**self._context, **context})
 
     def _emit(self, level: Level, event: str, fields: dict[str, Any]) -> None:
@@ -217,7 +217,7 @@ class Sink:
 
     def write(self, event: dict) -> None:
         if self._structlog is None:
-            import structlog   # only now: see the module's docstring
+            import structlog  # only now: see the module's docstring
             self._structlog = structlog.wrap_logger(self, processors=[_render],
                                                     wrapper_class=structlog.BoundLoggerBase)
         self._structlog._proxy_to_logger("emit", **event)

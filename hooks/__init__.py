@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 import shlex
 
-from lxcsm.engine.handler import StateError
+from lxcsm.engine.errors import StateError
 
 # kind -> (side, state) of the start that runs it.
 POINTS = {

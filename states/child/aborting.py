@@ -8,7 +8,7 @@ here: when it exits, its mount namespace and everything mounted in it go
 with it.
 """
 
-from lxcsm.engine.sync import SyncError
+from lxcsm.engine.protocol.sync import SyncError
 
 
 def enter(ctx) -> None:

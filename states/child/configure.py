@@ -10,8 +10,8 @@ process is in at the moment of the unshare.  Then the child blocks until
 the monitor has done the host side (network) and answers POST_CONFIGURE.
 """
 
-from lxcsm.engine import kernel
-from lxcsm.engine.sync import SyncMsg
+from lxcsm.engine.linux import kernel
+from lxcsm.engine.protocol.sync import SyncMsg
 
 
 def enter(ctx) -> str:

@@ -54,7 +54,7 @@ def enter(ctx) -> None:
         if not request.foreground:
             # A daemon's init talks to its console, as under lxc-start -d: stdio, and the
             # controlling terminal of its session.
-            from lxcsm.engine import terminal   # loaded by setup_ttys, before pivot_root
+            from lxcsm.engine.linux import terminal  # loaded by setup_ttys, before pivot_root
             for fd in (0, 1, 2):
                 os.dup2(console, fd)
             terminal.take_as_controlling(0)

@@ -19,8 +19,8 @@ With lxc.autodev = 0 the rootfs's own /dev is used as it is.
 import os
 import stat
 
-from lxcsm.engine import kernel
-from lxcsm.engine.paths import in_rootfs
+from lxcsm.engine.linux import kernel
+from lxcsm.engine.linux.paths import in_rootfs
 
 NODES = {  # name: (major, minor)
     "null": (1, 3), "zero": (1, 5), "full": (1, 7),

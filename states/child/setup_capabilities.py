@@ -12,7 +12,7 @@ whatever its uid or file capabilities.  Without either key the set is
 left whole, as under LXC.
 """
 
-from lxcsm.engine import kernel
+from lxcsm.engine.linux import kernel
 
 
 def enter(ctx) -> str:

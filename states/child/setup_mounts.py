@@ -24,11 +24,11 @@ mounts, before pivot_root (LXC_ROOTFS_MOUNT is where the rootfs is).
 import os
 
 from lxcsm import hooks
-from lxcsm.engine import cgroups, kernel
-from lxcsm.engine.handler import StateError
-from lxcsm.engine.mount_options import parse_mount_options
-from lxcsm.engine.paths import container_path, in_rootfs
-from lxcsm.engine.supervisor import describe
+from lxcsm.engine.errors import StateError, describe
+from lxcsm.engine.linux import cgroups, kernel
+from lxcsm.engine.linux.mount_options import parse_mount_options
+from lxcsm.engine.linux.paths import container_path, in_rootfs
+
 
 class MountEntryError(StateError):
     """A mount entry failed; the message names its file and line."""

@@ -19,7 +19,7 @@ never loaded.
 def enter(ctx) -> str:
     devices = ctx.request.config.netlink_devices()
     if devices:
-        from lxcsm.engine import netlink   # already loaded: spawn imported it before the clone
+        from lxcsm.engine.linux import netlink  # already loaded: spawn imported it before the clone
         named_first = sorted(enumerate(devices), key=lambda item: item[1].name in (None, "eth%d"))
         for position, device in named_first:
             name = netlink.configure_in_container(device, netlink.transient_name(position))

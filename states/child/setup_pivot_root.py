@@ -13,7 +13,7 @@ to the host's filesystem, and the working directory is /.
 
 import os
 
-from lxcsm.engine import kernel
+from lxcsm.engine.linux import kernel
 
 
 def enter(ctx) -> str:

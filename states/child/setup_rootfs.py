@@ -17,8 +17,8 @@ Afterwards the kernel sees, in the container's mount namespace only:
 """
 
 from lxcsm import hooks
-from lxcsm.engine import kernel
-from lxcsm.engine.mount_options import parse_mount_options
+from lxcsm.engine.linux import kernel
+from lxcsm.engine.linux.mount_options import parse_mount_options
 
 
 def enter(ctx) -> str:

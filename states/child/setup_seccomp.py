@@ -18,9 +18,11 @@ import os
 def enter(ctx) -> str:
     policies = ctx.request.config.in_effect("lxc.seccomp.profile")
     if policies:
-        from lxcsm.engine import seccomp   # only configs with a policy pay for it
+        # Only configs with a policy pay for the parser and libseccomp.
+        from lxcsm.engine.config import seccomp_policy
+        from lxcsm.engine.linux import seccomp
         setting = policies[-1][1]
-        policy = seccomp.read(setting.as_path())
+        policy = seccomp_policy.read(setting.as_path())
         ctx.seccomp = seccomp.Filter(policy, os.uname().machine)
         ctx.log.trace("seccomp filter built", policy=setting.value, rules=len(policy.rules),
                       skipped=" ".join(ctx.seccomp.skipped))

@@ -17,13 +17,13 @@ needs the container's own devpts (lxc.autodev = 1).
 
 import os
 
-from lxcsm.engine import kernel
-from lxcsm.engine.paths import in_rootfs
+from lxcsm.engine.linux import kernel
+from lxcsm.engine.linux.paths import in_rootfs
 
 
 def _pty_on(ctx, name: str) -> tuple[int, int, int]:
     """A pty of the container's devpts whose peer is bind-mounted on /dev/NAME."""
-    from lxcsm.engine import terminal   # only containers with a console or ttys pay for it
+    from lxcsm.engine.linux import terminal  # only containers with a console or ttys pay for it
     master, peer, index = terminal.open_pty(in_rootfs(ctx.rootfs, "/dev/ptmx"))
     target = in_rootfs(ctx.rootfs, f"/dev/{name}")
     os.close(os.open(target, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))

@@ -9,7 +9,7 @@ charged for.  The kernel sees no change made by this state; before it, the
 supervisor armed PR_SET_PDEATHSIG so that this process dies with the monitor.
 """
 
-from lxcsm.engine.sync import SyncMsg
+from lxcsm.engine.protocol.sync import SyncMsg
 
 
 def enter(ctx) -> str:

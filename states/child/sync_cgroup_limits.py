@@ -6,7 +6,7 @@ in place) and blocks until the monitor has applied the limits it must not be
 able to undo, and answers FDS.
 """
 
-from lxcsm.engine.sync import SyncMsg
+from lxcsm.engine.protocol.sync import SyncMsg
 
 
 def enter(ctx) -> str:

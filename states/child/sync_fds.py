@@ -3,13 +3,13 @@
 Replaces LXC's lxc_sync_fds_child() and the READY_START wait of do_start().
 The FDS frame carries the console's master and peer sides, then the master
 sides of the container's ttys (setup_ttys), in tty order, which the monitor
-keeps; the child closes its copies (all but the console's peer, for exec).  It then blocks until READY_START: after it, the next thing it does
-is exec.
+keeps; the child closes its copies (all but the console's peer, for exec).
+It then blocks until READY_START: after it, the next thing it does is exec.
 """
 
 import os
 
-from lxcsm.engine.sync import SyncMsg
+from lxcsm.engine.protocol.sync import SyncMsg
 
 
 def enter(ctx) -> str:

@@ -12,7 +12,7 @@ hooks run before the cleanup and the post-stop hooks after it.
 """
 
 from lxcsm import hooks
-from lxcsm.engine.commands import LxcState
+from lxcsm.engine.protocol.command_socket import LxcState
 
 
 def enter(ctx) -> str:
@@ -21,8 +21,8 @@ def enter(ctx) -> str:
         ctx.log.info("already running", container=ctx.request.name)
     else:
         ctx.log.error("start failed", failed_state=failure.state, failed_side=failure.side, error=failure.error)
-    if ctx.commands is not None:
-        ctx.commands.set_state(LxcState.ABORTING)
+    if ctx.command_server is not None:
+        ctx.command_server.set_state(LxcState.ABORTING)
     if ctx.boot.channel is not None:
         ctx.boot.channel.close()
     if not failure.already_running:   # a start refused at once ran no hook to answer

@@ -24,10 +24,13 @@ import os
 import signal
 
 from lxcsm import hooks
-from lxcsm.engine import cgroups, commands, kernel
-from lxcsm.engine.commands import CommandServer, LxcState
-from lxcsm.engine.cleanup import UndoLog
-from lxcsm.engine.handler import Boot, StateError
+from lxcsm.engine.errors import StateError
+from lxcsm.engine.linux import cgroups, kernel
+from lxcsm.engine.protocol import command_server, command_socket
+from lxcsm.engine.protocol.command_server import CommandServer
+from lxcsm.engine.protocol.command_socket import LxcState
+from lxcsm.engine.start.context import Boot
+from lxcsm.engine.start.undo import UndoLog
 
 # Signals init should hear about when they are sent to the monitor (SIGCHLD is
 # read from the same fd: it is how the monitor notices its child's exit).
@@ -42,19 +45,20 @@ def enter(ctx) -> str:
     request, config = ctx.request, ctx.request.config
     ctx.boot = Boot(number=ctx.boot.number + 1, undo=UndoLog(ctx.undo.journal))
 
-    if ctx.commands is None:
-        sock = commands.bind(request.lxcpath, request.name)
-        ctx.commands = CommandServer(sock, request.name, config)
-        ctx.undo.record("command_socket", request.name, handle=ctx.commands)
-        ctx.log.trace("command socket bound", address=commands.socket_name(request.lxcpath, request.name).decode()[1:])
+    if ctx.command_server is None:
+        sock = command_server.bind(request.lxcpath, request.name)
+        ctx.command_server = CommandServer(sock, request.name, config)
+        ctx.undo.record("command_socket", request.name, handle=ctx.command_server)
+        address = command_socket.socket_name(request.lxcpath, request.name).decode()[1:]
+        ctx.log.trace("command socket bound", address=address)
         if request.pidfile:
             with open(request.pidfile, "w") as pidfile:
                 pidfile.write(f"{os.getpid()}\n")
             ctx.undo.record("pidfile", request.pidfile)
-    ctx.commands.init_pid, ctx.commands.init_pidfd = 0, -1   # a reboot's old init is gone
-    ctx.commands.running_items.clear()                        # and its devices
-    ctx.commands.new_ttys({})                                 # and its terminals
-    ctx.commands.set_state(LxcState.STARTING)
+    ctx.command_server.init_pid, ctx.command_server.init_pidfd = 0, -1   # a reboot's old init is gone
+    ctx.command_server.running_items.clear()                        # and its devices
+    ctx.command_server.new_ttys({})                                 # and its terminals
+    ctx.command_server.set_state(LxcState.STARTING)
 
     os.environ.update(
         LXC_NAME=request.name,
@@ -88,7 +92,7 @@ def enter(ctx) -> str:
 
 def plan(request) -> list[str]:
     config = request.config
-    steps = [f"bind the abstract socket @{commands.socket_name(request.lxcpath, request.name).decode()[1:]}"
+    steps = [f"bind the abstract socket @{command_socket.socket_name(request.lxcpath, request.name).decode()[1:]}"
              " (taken: the container is already running)",
              "container state STARTING",
              "block " + " ".join(sorted(signal.Signals(s).name for s in WATCHED)) + " and read them from a signalfd"]

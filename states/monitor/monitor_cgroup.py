@@ -15,7 +15,7 @@ home first, then removes the directory.
 
 import os
 
-from lxcsm.engine import cgroups
+from lxcsm.engine.linux import cgroups
 
 
 def enter(ctx) -> str:

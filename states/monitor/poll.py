@@ -19,18 +19,18 @@ import os
 import select
 import signal
 
-from lxcsm.engine import kernel
+from lxcsm.engine.linux import kernel
 
 
 def enter(ctx) -> str:
     boot = ctx.boot
     poller = select.poll()
-    for fd in (boot.init_pidfd, ctx.signal_fd, ctx.commands.fileno()):
+    for fd in (boot.init_pidfd, ctx.signal_fd, ctx.command_server.fileno()):
         poller.register(fd, select.POLLIN)
-    console, draining = ctx.commands.ttys.get(0, -1), False
+    console, draining = ctx.command_server.ttys.get(0, -1), False
     while True:
         # The console is drained while no lxc-console holds it (then the client reads it).
-        held = 0 in ctx.commands.tty_users
+        held = 0 in ctx.command_server.tty_users
         if console >= 0 and draining == held:
             if held:
                 poller.unregister(console)
@@ -54,7 +54,7 @@ def enter(ctx) -> str:
                 boot.init_status = status
                 return _why_init_ended(ctx, status)
             else:
-                ctx.commands.serve_ready()
+                ctx.command_server.serve_ready()
 
 
 def _drain(ctx, console: int) -> None:

@@ -27,8 +27,10 @@ its cgroup the payload one, which its namespace must take as its root.
 import os
 
 from lxcsm import hooks
-from lxcsm.engine import breakpoints, cgroups, kernel, log, sync
-from lxcsm.engine.supervisor import run_child
+from lxcsm.engine import log
+from lxcsm.engine.linux import cgroups, kernel
+from lxcsm.engine.protocol import sync
+from lxcsm.engine.start.child import run_child
 
 
 def clone_flags(config) -> int:
@@ -58,7 +60,7 @@ def enter(ctx) -> str:
     if request.config.netlink_devices():
         # pyroute2 costs ~200 ms to import: once, here, for both sides - the child
         # configures its network devices with it, in setup_network.
-        from lxcsm.engine import netlink  # noqa: F401
+        from lxcsm.engine.linux import netlink  # noqa: F401
     flags = clone_flags(request.config)
     monitor_sock, child_sock = sync.socketpair()
     try:
@@ -72,10 +74,10 @@ def enter(ctx) -> str:
     child_sock.close()
     boot.undo.record("child", pid, handle=pidfd)
     boot.init_pid, boot.init_pidfd = pid, pidfd
-    ctx.commands.clone_flags = flags
+    ctx.command_server.clone_flags = flags
     ctx.log.trace("cloned", child=pid, flags=hex(flags), into_cgroup2=cgroup2_fd is not None)
 
-    for hierarchy, path in zip(ctx.hierarchies, boot.payload_cgroups):
+    for hierarchy, path in zip(ctx.hierarchies, boot.payload_cgroups, strict=True):
         if hierarchy.version == 1:
             cgroups.attach(path, pid)
     if hooks.configured(request.config, "stop"):
@@ -92,7 +94,7 @@ def enter(ctx) -> str:
 
     boot.channel = sync.MonitorEnd(monitor_sock, ctx.log.bind(category="sync"), request.sync_timeout,
                                    on_child_log=replay_child_event,
-                                   on_child_paused=lambda state: breakpoints.pause(ctx, "child", state))
+                                   on_child_paused=lambda state: ctx.pause("child", state))
     boot.channel.wake(sync.SyncMsg.STARTUP)
     return "child_spawned"
 

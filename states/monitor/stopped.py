@@ -7,12 +7,12 @@ ECONNREFUSED, which LXC's tools read as STOPPED), every client still
 connected reads end-of-file - also STOPPED - and the pid file is gone.
 """
 
-from lxcsm.engine.commands import LxcState
+from lxcsm.engine.protocol.command_socket import LxcState
 
 
 def enter(ctx) -> None:
-    if ctx.commands is not None:
-        ctx.commands.set_state(LxcState.STOPPED)
+    if ctx.command_server is not None:
+        ctx.command_server.set_state(LxcState.STOPPED)
     ctx.boot.undo.unwind(ctx.log)   # empty, unless the way out failed before it was done
     ctx.undo.unwind(ctx.log)
     return None

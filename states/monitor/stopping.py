@@ -12,11 +12,11 @@ and lxc.hook.post-stop after it, both with LXC_TARGET=stop.
 """
 
 from lxcsm import hooks
-from lxcsm.engine.commands import LxcState
+from lxcsm.engine.protocol.command_socket import LxcState
 
 
 def enter(ctx) -> str:
-    ctx.commands.set_state(LxcState.STOPPING)
+    ctx.command_server.set_state(LxcState.STOPPING)
     hooks.run_stop(ctx, "stop")
     ctx.boot.undo.unwind(ctx.log)
     hooks.run_post_stop(ctx, "stop")
@@ -25,7 +25,8 @@ def enter(ctx) -> str:
 
 def plan(request) -> list[str]:
     return ["container state STOPPING", *_hook_steps(request),
-            f"in every hierarchy: rmdir lxc.payload.{request.name}; move the monitor back; rmdir lxc.monitor.{request.name}"]
+            f"in every hierarchy: rmdir lxc.payload.{request.name}; move the monitor back; "
+            f"rmdir lxc.monitor.{request.name}"]
 
 
 def _hook_steps(request) -> list[str]:

@@ -13,8 +13,8 @@ lxc.cgroup2.* keys wait for a cgroup2-only host, which this engine does not
 drive yet.)
 """
 
-from lxcsm.engine import cgroups
-from lxcsm.engine.sync import SyncMsg
+from lxcsm.engine.linux import cgroups
+from lxcsm.engine.protocol.sync import SyncMsg
 
 
 def enter(ctx) -> str:

@@ -26,8 +26,8 @@ recorded for removal; nothing new for empty/none networks; the child with
 its resource limits and /proc files.
 """
 
-from lxcsm.engine import kernel
-from lxcsm.engine.sync import SyncMsg
+from lxcsm.engine.linux import kernel
+from lxcsm.engine.protocol.sync import SyncMsg
 
 
 def enter(ctx) -> str:
@@ -57,7 +57,7 @@ def _set_resource_limits(ctx) -> None:
     settings = ctx.request.config.in_effect("lxc.prlimit")
     if not settings:
         return
-    import resource   # only configs with limits pay for it
+    import resource  # only configs with limits pay for it
     for key, setting in settings:
         name = key.removeprefix("lxc.prlimit.")
         soft, _, hard = setting.value.partition(":")
@@ -72,12 +72,12 @@ def _set_resource_limits(ctx) -> None:
 
 
 def _create_veth(ctx, position: int, device) -> None:
-    from lxcsm.engine import netlink   # loaded by spawn, for configs with a veth only
+    from lxcsm.engine.linux import netlink  # loaded by spawn, for configs with a veth only
     host = device.veth_pair or netlink.host_name()
     mtu = device.mtu or (device.link and netlink.link_mtu(device.link)) or netlink.DEFAULT_MTU
     netlink.create_veth(host, netlink.transient_name(position), ctx.boot.init_pid, mtu)
     ctx.boot.undo.record("netdev", host)
-    ctx.commands.running_items[f"lxc.net.{device.index}.veth.pair"] = host
+    ctx.command_server.running_items[f"lxc.net.{device.index}.veth.pair"] = host
     netlink.attach_host_end(host, device.link)
     ctx.log.trace("veth created", index=device.index, host=host, bridge=device.link, mtu=mtu)
 
@@ -85,7 +85,7 @@ def _create_veth(ctx, position: int, device) -> None:
 def _create_macvlan(ctx, position: int, device) -> None:
     """A macvlan on the host's lxc.net.N.link, born in the child's namespace: nothing stays on
     the host, the device goes when the namespace does (LXC's default mode: private)."""
-    from lxcsm.engine import netlink
+    from lxcsm.engine.linux import netlink
     mode = device.extra.get("macvlan.mode", "private")
     netlink.create_macvlan(netlink.transient_name(position), device.link, mode, ctx.boot.init_pid, device.mtu)
     ctx.log.trace("macvlan created", index=device.index, link=device.link, mode=mode)

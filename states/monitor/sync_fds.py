@@ -9,7 +9,7 @@ Any fd beyond lxc.tty.max is closed rather than leaked.
 
 import os
 
-from lxcsm.engine.sync import SyncMsg
+from lxcsm.engine.protocol.sync import SyncMsg
 
 
 def enter(ctx) -> str:
@@ -27,7 +27,7 @@ def enter(ctx) -> str:
     # it, its master would report a hang-up, again and again, to the poll state.
     masters = [fds[0], *fds[2:]] if config.has_console() else [None, *fds]
     ttys = {number: fd for number, fd in enumerate(masters) if fd is not None}
-    ctx.commands.new_ttys(ttys)
+    ctx.command_server.new_ttys(ttys)
     if ttys:
         ctx.log.trace("terminals received", ttys=" ".join(map(str, sorted(ttys))))
     return "fds_received"

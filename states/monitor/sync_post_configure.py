@@ -8,7 +8,7 @@ so the child may now build its own view of the world: rootfs, hostname,
 state waits while the child works.
 """
 
-from lxcsm.engine.sync import SyncMsg
+from lxcsm.engine.protocol.sync import SyncMsg
 
 
 def enter(ctx) -> str:

@@ -14,8 +14,8 @@ pid and pidfd, and the daemon's caller is told the start succeeded.
 """
 
 from lxcsm import hooks
-from lxcsm.engine.commands import LxcState
-from lxcsm.engine.sync import SyncMsg
+from lxcsm.engine.protocol.command_socket import LxcState
+from lxcsm.engine.protocol.sync import SyncMsg
 
 
 def enter(ctx) -> str:
@@ -25,8 +25,8 @@ def enter(ctx) -> str:
     boot.channel.wait_for_exec()
     boot.channel.close()
     boot.channel = None
-    ctx.commands.init_pid, ctx.commands.init_pidfd = boot.init_pid, boot.init_pidfd
-    ctx.commands.set_state(LxcState.RUNNING)
+    ctx.command_server.init_pid, ctx.command_server.init_pidfd = boot.init_pid, boot.init_pidfd
+    ctx.command_server.set_state(LxcState.RUNNING)
     ctx.log.notice("started", init=" ".join(ctx.request.command), init_pid=boot.init_pid)
     ctx.on_running()
     return "init_started"

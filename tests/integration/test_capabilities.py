@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lxcsm.engine import kernel
+from lxcsm.engine.linux import kernel
 
 pytestmark = pytest.mark.root
 

@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from lxcsm.engine import cgroups
+from lxcsm.engine.linux import cgroups
 
 pytestmark = pytest.mark.root
 

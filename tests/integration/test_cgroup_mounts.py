@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from lxcsm.engine import cgroups
+from lxcsm.engine.linux import cgroups
 
 pytestmark = pytest.mark.root
 

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from lxcsm.engine import commands
+from lxcsm.engine.protocol import command_client, command_socket
 from tests.conftest import LXCSM, _monitor_pids
 
 pytestmark = pytest.mark.root
@@ -29,7 +29,7 @@ def test_many_starts_of_one_container_start_it_once(make_container):
     told = [err for _, err in results if "already running" in err]
     assert len(told) == 7, results
     assert len(_monitor_pids(c.lxcpath, c.name)) == 1
-    assert commands.get_state(c.lxcpath, c.name) == commands.LxcState.RUNNING
+    assert command_client.get_state(c.lxcpath, c.name) == command_socket.LxcState.RUNNING
     assert c.run("stop", "-k").returncode == 0
 
 
@@ -37,7 +37,7 @@ def test_fifty_containers_at_once(make_container):
     containers = [make_container() for _ in range(50)]
     started = _finish([_spawn(c, "start", "--", "/bin/sleep", "600") for c in containers])
     assert [code for code, _ in started] == [0] * 50, [err for code, err in started if code]
-    assert all(commands.get_state(c.lxcpath, c.name) == commands.LxcState.RUNNING for c in containers)
+    assert all(command_client.get_state(c.lxcpath, c.name) == command_socket.LxcState.RUNNING for c in containers)
     stopped = _finish([_spawn(c, "stop", "-k") for c in containers])
     assert [code for code, _ in stopped] == [0] * 50, [err for code, err in stopped if code]
     assert [c.name for c in containers if c.leaks()] == []

@@ -128,7 +128,7 @@ def test_bad_override_names_the_flag(make_container):
 
 def test_stale_cgroups_of_a_crashed_start_are_replaced(make_container):
     c = make_container()
-    from lxcsm.engine import cgroups
+    from lxcsm.engine.linux import cgroups
     stale = [os.path.join(h.home, f"lxc.payload.{c.name}") for h in cgroups.hierarchies()]
     for path in stale:
         os.mkdir(path)

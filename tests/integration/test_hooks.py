@@ -77,8 +77,9 @@ def test_version_1_passes_the_kind_in_the_environment(make_container, tmp_path):
 def test_a_failing_hook_fails_the_start_and_post_stop_still_runs(make_container, tmp_path, kind, side, state):
     c, log = _hooked(make_container, tmp_path, kinds=(kind, "post-stop"))
     config = c.config.read_text()
-    line = config.splitlines().index(next(l for l in config.splitlines() if l.startswith(f"lxc.hook.{kind} "))) + 1
-    hook = next(l for l in config.splitlines() if l.startswith(f"lxc.hook.{kind} ")).split("= ", 1)[1]
+    hook_line = next(text for text in config.splitlines() if text.startswith(f"lxc.hook.{kind} "))
+    line = config.splitlines().index(hook_line) + 1
+    hook = hook_line.split("= ", 1)[1]
     (tmp_path / "hook.sh").write_text((tmp_path / "hook.sh").read_text().replace("${HOOK_EXIT:-0}", "7"))
     (c.rootfs / "hook.sh").write_text((c.rootfs / "hook.sh").read_text().replace("${HOOK_EXIT:-0}", "7"))
     result = c.start_fg("/bin/true")

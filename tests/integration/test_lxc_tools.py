@@ -1,7 +1,7 @@
 """LXC's own tools drive lxcsm's containers through the command socket.
 
 lxc-info, lxc-wait and lxc-stop speak LXC 5's command protocol to the monitor
-(engine/commands.py); an operator's scripts that use them keep working.
+(engine/protocol/command_socket.py); an operator's scripts that use them keep working.
 tools/setup installs Debian's lxc package for these tests.
 """
 
@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from lxcsm.engine import commands
+from lxcsm.engine.protocol import command_client, command_socket
 
 pytestmark = [pytest.mark.root,
               pytest.mark.skipif(shutil.which("lxc-info") is None, reason="Debian's lxc is not installed")]
@@ -29,7 +29,7 @@ def _lxc(tool: str, c, *args: str) -> subprocess.CompletedProcess:
 def test_lxc_info_and_lxc_wait_see_a_running_container(make_container):
     c = make_container()
     assert c.run("start", "--", "/bin/sleep", "600").returncode == 0
-    init = commands.call(c.lxcpath, c.name, commands.Cmd.GET_INIT_PID).value
+    init = command_client.call(c.lxcpath, c.name, command_socket.Cmd.GET_INIT_PID).value
     assert _lxc("lxc-info", c, "-s", "-H").stdout.strip() == "RUNNING"
     assert _lxc("lxc-info", c, "-p", "-H").stdout.strip() == str(init)
     assert _lxc("lxc-wait", c, "-s", "RUNNING", "-t", "5").returncode == 0
@@ -43,7 +43,7 @@ def test_lxc_stop_halts_with_the_configured_signal(make_container):
     assert c.run("start").returncode == 0                     # busybox init, halts on SIGUSR1
     stopped = _lxc("lxc-stop", c, "-t", "20")
     assert stopped.returncode == 0, stopped.stderr
-    assert commands.get_state(c.lxcpath, c.name) == commands.LxcState.STOPPED
+    assert command_client.get_state(c.lxcpath, c.name) == command_socket.LxcState.STOPPED
     assert c.monitor_exited() and c.leaks() == []
 
 

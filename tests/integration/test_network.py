@@ -111,7 +111,8 @@ def test_a_gateway_outside_the_subnet_gets_a_route_of_its_own(test_netns, make_c
 @pytest.mark.parametrize("failing", ["child:setup_network", "child:setup_mounts", "monitor:sync_cgroup_limits"])
 def test_a_failed_start_removes_its_veth(test_netns, make_container, failing):
     c = make_container("busybox", veth_config(test_netns, 6), netns=test_netns.name)
-    result = c.run("start", "-F", "--", "/bin/true", env={"LXCSM_FAILPOINTS": failing, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+    result = c.run("start", "-F", "--", "/bin/true",
+                   env={"LXCSM_FAILPOINTS": failing, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
     assert result.returncode == 1
     side, state = failing.split(":")
     assert f"failed_state={state} failed_side={side}" in result.stderr, result.stderr

@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from lxcsm.engine import commands
-from lxcsm.engine.machine import TABLES
+from lxcsm.engine.protocol import command_client, command_socket
+from lxcsm.engine.start.machine import TABLES
 from tests.conftest import LXCSM, _monitor_pids
 
 pytestmark = pytest.mark.root
@@ -48,10 +48,10 @@ def test_a_failure_in_any_state_ends_the_start_and_leaves_nothing(make_container
 
 def _running(c, timeout: float = 30) -> int:
     deadline = time.monotonic() + timeout
-    while commands.get_state(c.lxcpath, c.name) != commands.LxcState.RUNNING:
+    while command_client.get_state(c.lxcpath, c.name) != command_socket.LxcState.RUNNING:
         assert time.monotonic() < deadline, "the container never reached RUNNING"
         time.sleep(0.02)
-    return commands.call(c.lxcpath, c.name, commands.Cmd.GET_INIT_PID).value
+    return command_client.call(c.lxcpath, c.name, command_socket.Cmd.GET_INIT_PID).value
 
 
 def _monitor_pid(c) -> int:

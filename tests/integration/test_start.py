@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from lxcsm.engine import commands
-from lxcsm.engine.machine import CHILD, MONITOR
+from lxcsm.engine.protocol import command_client, command_socket
+from lxcsm.engine.start.machine import CHILD, MONITOR
 from tests.conftest import LXCSM
 
 pytestmark = pytest.mark.root
@@ -31,10 +31,10 @@ def test_foreground_exit_status_is_128_plus_signal_when_init_is_killed(make_cont
     command = [*LXCSM, "start", "-n", c.name, "-P", c.lxcpath, "-F", "--", "/bin/sleep", "600"]
     with subprocess.Popen(command, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE) as lxcsm:
         deadline = time.monotonic() + 30
-        while commands.get_state(c.lxcpath, c.name) != commands.LxcState.RUNNING:
+        while command_client.get_state(c.lxcpath, c.name) != command_socket.LxcState.RUNNING:
             assert time.monotonic() < deadline and lxcsm.poll() is None, lxcsm.stderr.read()
             time.sleep(0.02)
-        init = commands.call(c.lxcpath, c.name, commands.Cmd.GET_INIT_PID).value
+        init = command_client.call(c.lxcpath, c.name, command_socket.Cmd.GET_INIT_PID).value
         os.kill(init, signal.SIGKILL)
         assert lxcsm.wait(timeout=30) == 128 + signal.SIGKILL
 
@@ -43,8 +43,8 @@ def test_daemon_reaches_running_then_stops(make_container):
     c = make_container()
     started = c.run("start", "-d", "--", "/bin/sleep", "600")
     assert started.returncode == 0, started.stderr
-    assert commands.get_state(c.lxcpath, c.name) == commands.LxcState.RUNNING
-    reply = commands.call(c.lxcpath, c.name, commands.Cmd.GET_INIT_PID)
+    assert command_client.get_state(c.lxcpath, c.name) == command_socket.LxcState.RUNNING
+    reply = command_client.call(c.lxcpath, c.name, command_socket.Cmd.GET_INIT_PID)
     with open(f"/proc/{reply.value}/cmdline", "rb") as cmdline:
         assert cmdline.read().split(b"\0")[:2] == [b"/bin/sleep", b"600"]
 
@@ -55,7 +55,7 @@ def test_daemon_reaches_running_then_stops(make_container):
     # handles: the halt is ignored, and after the timeout stop falls back to SIGKILL.
     stopped = c.run("stop", "-t", "1")
     assert stopped.returncode == 0, stopped.stderr
-    assert commands.get_state(c.lxcpath, c.name) == commands.LxcState.STOPPED
+    assert command_client.get_state(c.lxcpath, c.name) == command_socket.LxcState.STOPPED
     assert c.leaks() == []
 
 
@@ -103,7 +103,7 @@ def test_init_has_only_stdio_and_exactly_its_environment(make_container):
     assert c.run("start", "--", "/bin/sleep", "600").returncode == 0
     try:
         # Looked at from the host, so no shell inside adds fds of its own to what exec gave init.
-        init = commands.call(c.lxcpath, c.name, commands.Cmd.GET_INIT_PID).value
+        init = command_client.call(c.lxcpath, c.name, command_socket.Cmd.GET_INIT_PID).value
         assert sorted(os.listdir(f"/proc/{init}/fd"), key=int) == ["0", "1", "2"]
         with open(f"/proc/{init}/environ", "rb") as environ:
             assert sorted(environ.read().rstrip(b"\0").split(b"\0")) == [
@@ -160,7 +160,7 @@ def test_busybox_reboot_then_poweroff(make_container, tmp_path):
 def test_busybox_system_boots_and_halts_with_its_halt_signal(make_container):
     c = make_container("busybox", extra=["lxc.signal.halt = SIGUSR1", "lxc.mount.auto = proc:mixed sys:ro"])
     assert c.run("start").returncode == 0                    # /sbin/init from the config
-    assert commands.get_state(c.lxcpath, c.name) == commands.LxcState.RUNNING
+    assert command_client.get_state(c.lxcpath, c.name) == command_socket.LxcState.RUNNING
     stopped = c.run("stop", "-t", "20")
     assert stopped.returncode == 0, stopped.stderr
     assert c.leaks() == []
@@ -185,11 +185,11 @@ def test_break_at_setup_shows_the_unpivoted_child_then_continues(make_container)
     mounts = [line.split()[4] for line in inside.splitlines()]
     assert "/" in mounts and str(c.rootfs) not in mounts   # the host's root, rootfs not mounted yet
     assert f"nsenter -t {child} -m" in paused.stderr
-    assert commands.get_state(c.lxcpath, c.name) == commands.LxcState.STARTING
+    assert command_client.get_state(c.lxcpath, c.name) == command_socket.LxcState.STARTING
 
     assert c.run("continue").returncode == 0
     deadline = time.monotonic() + 30
-    while commands.get_state(c.lxcpath, c.name) != commands.LxcState.RUNNING:
+    while command_client.get_state(c.lxcpath, c.name) != command_socket.LxcState.RUNNING:
         assert time.monotonic() < deadline
         time.sleep(0.02)
     assert c.run("continue").returncode == 1          # not paused any more
@@ -270,7 +270,7 @@ def test_namespaces_kept_or_shared(make_container, setting, shared):
     c = make_container(extra=[setting])
     assert c.run("start", "--", "/bin/sleep", "600").returncode == 0
     try:
-        init = commands.call(c.lxcpath, c.name, commands.Cmd.GET_INIT_PID).value
+        init = command_client.call(c.lxcpath, c.name, command_socket.Cmd.GET_INIT_PID).value
         same = {ns for ns in ("mnt", "pid", "uts", "ipc", "net", "cgroup")
                 if os.readlink(f"/proc/{init}/ns/{ns}") == os.readlink(f"/proc/self/ns/{ns}")}
         assert same == shared

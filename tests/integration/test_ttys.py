@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from lxcsm.engine import commands
+from lxcsm.engine.protocol import command_client, command_socket
 
 pytestmark = pytest.mark.root
 
@@ -22,14 +22,14 @@ SHELL_ON_TTY1 = "while true; do sh </dev/tty1 >/dev/tty1 2>&1; done"
 
 def _running(c, timeout: float = 10) -> None:
     deadline = time.monotonic() + timeout
-    while commands.get_state(c.lxcpath, c.name) != commands.LxcState.RUNNING:
+    while command_client.get_state(c.lxcpath, c.name) != command_socket.LxcState.RUNNING:
         assert time.monotonic() < deadline
         time.sleep(0.02)
 
 
-def _tty(c, number: int) -> commands.Reply:
+def _tty(c, number: int) -> command_client.Reply:
     """GET_TTY_FD as lxc-console sends it: the tty number, sign-extended, inline."""
-    return commands.call(c.lxcpath, c.name, commands.Cmd.GET_TTY_FD, inline=number, keep=True)
+    return command_client.call(c.lxcpath, c.name, command_socket.Cmd.GET_TTY_FD, inline=number, keep=True)
 
 
 def _prompt(master: int, timeout: float = 10) -> None:

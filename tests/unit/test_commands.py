@@ -1,4 +1,4 @@
-"""engine/commands.py: the command socket's name and LXC 5's wire protocol, both ends.
+"""engine/protocol/command_socket.py: the command socket's name and LXC 5's wire protocol, both ends.
 
 The server runs in this (main) thread, the clients in short-lived threads:
 `serve_while` answers connections until the client thread is done, so every
@@ -22,8 +22,9 @@ import uuid
 
 import pytest
 
-from lxcsm.engine import commands
-from lxcsm.engine.commands import AlreadyRunning, Cmd, CommandServer, LxcState
+from lxcsm.engine.protocol import command_client, command_server, command_socket
+from lxcsm.engine.protocol.command_server import AlreadyRunning, CommandServer
+from lxcsm.engine.protocol.command_socket import Cmd, LxcState
 
 STATE_MSG_SIZE = 4 + 256 + 4   # struct lxc_msg: int type, char name[256], int value
 HEADER = struct.Struct("<iiq")
@@ -48,20 +49,20 @@ def test_fnv1a_reference_vectors():
 
 
 def test_socket_name_short_path():
-    assert commands.socket_name("/var/lib/lxc", "c1") == b"\0/var/lib/lxc/c1/command"
+    assert command_socket.socket_name("/var/lib/lxc", "c1") == b"\0/var/lib/lxc/c1/command"
 
 
 @pytest.mark.parametrize("lxcpath", ["/var/lib/lxc/", "/var/lib/lxc///"])
 def test_socket_name_strips_trailing_slashes(lxcpath):
-    assert commands.socket_name(lxcpath, "c1") == b"\0/var/lib/lxc/c1/command"
+    assert command_socket.socket_name(lxcpath, "c1") == b"\0/var/lib/lxc/c1/command"
 
 
 def test_socket_name_long_path_is_hashed():
     lxcpath = "/tmp/" + "x" * 120
     name = "container"
     expected = f"lxc/{fnv1a_64(f'{lxcpath}/{name}'.encode()):016x}/command".encode()
-    assert commands.socket_name(lxcpath, name) == b"\0" + expected
-    assert commands.socket_name(lxcpath + "//", name) == b"\0" + expected
+    assert command_socket.socket_name(lxcpath, name) == b"\0" + expected
+    assert command_socket.socket_name(lxcpath + "//", name) == b"\0" + expected
 
 
 def test_socket_name_hash_boundary_is_106():
@@ -70,16 +71,16 @@ def test_socket_name_hash_boundary_is_106():
     at_105 = "/" + "p" * (105 - len(suffix) - 1)
     at_106 = at_105 + "p"
     assert len(at_105 + suffix) == 105 and len(at_106 + suffix) == 106
-    assert commands.socket_name(at_105, name) == b"\0" + (at_105 + suffix).encode()
+    assert command_socket.socket_name(at_105, name) == b"\0" + (at_105 + suffix).encode()
     hashed = f"lxc/{fnv1a_64(f'{at_106}/{name}'.encode()):016x}/command".encode()
-    assert commands.socket_name(at_106, name) == b"\0" + hashed
+    assert command_socket.socket_name(at_106, name) == b"\0" + hashed
     assert len(hashed) == len("lxc/") + 16 + len("/command")
 
 
 def test_socket_name_length_counts_bytes_not_characters():
     lxcpath = "/tmp/" + "é" * 50          # 55 characters, 105 bytes
     assert len(f"{lxcpath}/c/command") < 106 <= len(f"{lxcpath}/c/command".encode())
-    assert commands.socket_name(lxcpath, "c").startswith(b"\0lxc/")
+    assert command_socket.socket_name(lxcpath, "c").startswith(b"\0lxc/")
 
 
 # --- the server -----------------------------------------------------------------------
@@ -103,7 +104,7 @@ def abstract_bound(address: bytes) -> bool:
 def server():
     lxcpath = f"/tmp/lxcsm-unit-{uuid.uuid4().hex}"
     name = f"ct-{uuid.uuid4().hex[:8]}"
-    sock = commands.bind(lxcpath, name)
+    sock = command_server.bind(lxcpath, name)
     srv = CommandServer(sock, name, FakeConfig())
     srv.lxcpath = lxcpath
     closed = []
@@ -116,7 +117,7 @@ def server():
     srv.close = close_once
     yield srv
     srv.close()
-    assert not abstract_bound(commands.socket_name(lxcpath, name)), "the command socket is still bound"
+    assert not abstract_bound(command_socket.socket_name(lxcpath, name)), "the command socket is still bound"
 
 
 def serve_while(srv: CommandServer, client, timeout: float = 5.0):
@@ -126,7 +127,7 @@ def serve_while(srv: CommandServer, client, timeout: float = 5.0):
     def run():
         try:
             result["value"] = client()
-        except BaseException as err:   # noqa: BLE001 - re-raised in the main thread
+        except BaseException as err:
             result["error"] = err
 
     thread = threading.Thread(target=run, daemon=True)
@@ -144,20 +145,20 @@ def serve_while(srv: CommandServer, client, timeout: float = 5.0):
 
 
 def call(srv, cmd, payload=b"", keep=False):
-    return serve_while(srv, lambda: commands.call(srv.lxcpath, srv.name, cmd, payload, keep=keep))
+    return serve_while(srv, lambda: command_client.call(srv.lxcpath, srv.name, cmd, payload, keep=keep))
 
 
 def test_bound_name_is_the_abstract_socket_name(server):
-    assert server.sock.getsockname() == commands.socket_name(server.lxcpath, server.name)
-    assert abstract_bound(commands.socket_name(server.lxcpath, server.name))
+    assert server.sock.getsockname() == command_socket.socket_name(server.lxcpath, server.name)
+    assert abstract_bound(command_socket.socket_name(server.lxcpath, server.name))
 
 
 def test_binding_the_same_name_twice_is_already_running(server):
     with pytest.raises(AlreadyRunning) as caught:
-        commands.bind(server.lxcpath, server.name)
+        command_server.bind(server.lxcpath, server.name)
     assert str(caught.value) == "container is already running"
     # the lxcpath is part of the name: another lxcpath binds fine
-    other = commands.bind(server.lxcpath + "-other", server.name)
+    other = command_server.bind(server.lxcpath + "-other", server.name)
     other.close()
 
 
@@ -165,7 +166,7 @@ def test_get_state(server):
     reply = call(server, Cmd.GET_STATE)
     assert (reply.ret, reply.value) == (0, LxcState.STARTING)
     server.set_state(LxcState.RUNNING)
-    assert serve_while(server, lambda: commands.get_state(server.lxcpath, server.name)) is LxcState.RUNNING
+    assert serve_while(server, lambda: command_client.get_state(server.lxcpath, server.name)) is LxcState.RUNNING
 
 
 def test_get_init_pid(server):
@@ -220,7 +221,7 @@ def test_unknown_command_is_enosys(server):
 def test_truncated_request_is_dropped(server):
     def client():
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.connect(commands.socket_name(server.lxcpath, server.name))
+            sock.connect(command_socket.socket_name(server.lxcpath, server.name))
             sock.sendall(b"\x03\x00")          # half a header
             sock.shutdown(socket.SHUT_WR)
             return sock.recv(100)
@@ -234,7 +235,7 @@ def test_add_state_client_already_in_state_answers_at_once(server):
     reply = call(server, Cmd.ADD_STATE_CLIENT, struct.pack("<8i", *wanted))
     assert (reply.ret, reply.value) == (LxcState.STARTING, LxcState.STARTING)
     assert server.waiters == {}
-    assert serve_while(server, lambda: commands.state_waiter(server.lxcpath, server.name,
+    assert serve_while(server, lambda: command_client.state_waiter(server.lxcpath, server.name,
                                                              LxcState.STARTING)) is None
 
 
@@ -245,7 +246,7 @@ def test_add_state_client_bad_payload_is_einval(server):
 
 
 def test_registered_state_client_hears_the_state_once_then_eof(server):
-    waiter = serve_while(server, lambda: commands.state_waiter(server.lxcpath, server.name, LxcState.RUNNING))
+    waiter = serve_while(server, lambda: command_client.state_waiter(server.lxcpath, server.name, LxcState.RUNNING))
     assert waiter is not None
     conn = waiter.conn
     try:
@@ -271,7 +272,7 @@ def test_registered_state_client_hears_the_state_once_then_eof(server):
 
 
 def test_client_leaving_is_forgotten(server):
-    waiter = serve_while(server, lambda: commands.state_waiter(server.lxcpath, server.name, LxcState.STOPPED))
+    waiter = serve_while(server, lambda: command_client.state_waiter(server.lxcpath, server.name, LxcState.STOPPED))
     assert len(server.waiters) == 1
     waiter.conn.close()
     deadline = time.monotonic() + 2
@@ -282,20 +283,20 @@ def test_client_leaving_is_forgotten(server):
 
 
 def test_close_gives_kept_clients_eof_and_new_clients_refusal(server):
-    waiter = serve_while(server, lambda: commands.state_waiter(server.lxcpath, server.name, LxcState.STOPPED))
+    waiter = serve_while(server, lambda: command_client.state_waiter(server.lxcpath, server.name, LxcState.STOPPED))
     try:
         server.close()
-        assert commands.wait_closed(waiter, 2) is True     # EOF read as "stopped"
+        assert command_client.wait_closed(waiter, 2) is True     # EOF read as "stopped"
     finally:
         waiter.conn.close()
-    address = commands.socket_name(server.lxcpath, server.name)
+    address = command_socket.socket_name(server.lxcpath, server.name)
     assert not abstract_bound(address)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock, pytest.raises(ConnectionRefusedError):
         sock.connect(address)
-    assert commands.call(server.lxcpath, server.name, Cmd.GET_STATE) is None
-    assert commands.get_state(server.lxcpath, server.name) is LxcState.STOPPED
+    assert command_client.call(server.lxcpath, server.name, Cmd.GET_STATE) is None
+    assert command_client.get_state(server.lxcpath, server.name) is LxcState.STOPPED
     # and the name can be bound again
-    commands.bind(server.lxcpath, server.name).close()
+    command_server.bind(server.lxcpath, server.name).close()
 
 
 def test_stop_signals_init_and_holds_the_connection_until_close(server):
@@ -305,7 +306,7 @@ def test_stop_signals_init_and_holds_the_connection_until_close(server):
         server.init_pidfd = pidfd
         result: dict = {}
         thread = threading.Thread(target=lambda: result.update(
-            stopped=commands.stop(server.lxcpath, server.name)), daemon=True)
+            stopped=command_client.stop(server.lxcpath, server.name)), daemon=True)
         thread.start()
         deadline = time.monotonic() + 5
         while init.poll() is None and time.monotonic() < deadline:
@@ -325,15 +326,15 @@ def test_stop_signals_init_and_holds_the_connection_until_close(server):
 
 
 def test_stop_without_init_is_refused(server):
-    assert serve_while(server, lambda: commands.stop(server.lxcpath, server.name)) is False
+    assert serve_while(server, lambda: command_client.stop(server.lxcpath, server.name)) is False
 
 
 def test_call_with_nobody_listening_is_none():
     lxcpath = f"/tmp/lxcsm-unit-{uuid.uuid4().hex}"
-    assert commands.call(lxcpath, "nobody", Cmd.GET_STATE) is None
-    assert commands.get_state(lxcpath, "nobody") is LxcState.STOPPED
-    assert commands.stop(lxcpath, "nobody") is True
-    assert commands.state_waiter(lxcpath, "nobody", LxcState.RUNNING) is None
+    assert command_client.call(lxcpath, "nobody", Cmd.GET_STATE) is None
+    assert command_client.get_state(lxcpath, "nobody") is LxcState.STOPPED
+    assert command_client.stop(lxcpath, "nobody") is True
+    assert command_client.state_waiter(lxcpath, "nobody", LxcState.RUNNING) is None
 
 
 def test_request_header_layout(server):
@@ -342,7 +343,7 @@ def test_request_header_layout(server):
 
     def client():
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.connect(commands.socket_name(server.lxcpath, server.name))
+            sock.connect(command_socket.socket_name(server.lxcpath, server.name))
             sock.sendall(HEADER.pack(Cmd.GET_INIT_PID, 0, 0))
             data = b""
             while len(data) < HEADER.size:

@@ -3,8 +3,9 @@ import signal
 
 import pytest
 
-from lxcsm.engine import cgroups, config, preflight, seccomp
-from lxcsm.engine.config import ConfigError, MountEntry, Setting, load, parse_signal
+from lxcsm.engine.config import loader, preflight, seccomp_policy
+from lxcsm.engine.config.loader import ConfigError, MountEntry, Setting, load, parse_signal
+from lxcsm.engine.linux import cgroups
 
 # The config `lxc-create -n bb -t busybox` wrote with LXC 5.0.2 (a copy of
 # /work/shared/reference/lxc-5.0.2/busybox-template.config).
@@ -169,7 +170,7 @@ def error_of(tmp_path, text, overrides=()):
 
 def test_table_has_exactly_the_86_keys_of_lxc_5_0_2():
     assert len(KEY_EXAMPLES) == 86
-    assert set(config.KEYS) == set(KEY_EXAMPLES)
+    assert set(loader.KEYS) == set(KEY_EXAMPLES)
 
 
 @pytest.mark.parametrize("name", sorted(KEY_EXAMPLES))
@@ -319,7 +320,7 @@ def test_nul_byte(tmp_path):
 
 def test_oversize_file(tmp_path):
     path = tmp_path / "config"
-    path.write_bytes(b"# padding\n" * (config.MAX_CONFIG_BYTES // 10 + 1))
+    path.write_bytes(b"# padding\n" * (loader.MAX_CONFIG_BYTES // 10 + 1))
     with pytest.raises(ConfigError) as caught:
         load(str(path), "bb")
     assert (caught.value.file, caught.value.line) == (str(path), 0)
@@ -327,7 +328,7 @@ def test_oversize_file(tmp_path):
 
 def test_file_of_exactly_the_limit_is_read(tmp_path):
     path = tmp_path / "config"
-    path.write_bytes(b"#" * (config.MAX_CONFIG_BYTES - 1) + b"\n")
+    path.write_bytes(b"#" * (loader.MAX_CONFIG_BYTES - 1) + b"\n")
     assert load(str(path), "bb").settings == ()
 
 
@@ -830,7 +831,7 @@ def test_type_specific_sub_keys_follow_the_type(tmp_path):
 
 # --- container name ----------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["", "a/b", ".", "..", "x" * (config.MAX_NAME_BYTES + 1)])
+@pytest.mark.parametrize("name", ["", "a/b", ".", "..", "x" * (loader.MAX_NAME_BYTES + 1)])
 def test_bad_container_names(tmp_path, name):
     with pytest.raises(ConfigError) as caught:
         load_text(tmp_path, "", name=name)
@@ -838,7 +839,7 @@ def test_bad_container_names(tmp_path, name):
 
 
 def test_longest_container_name(tmp_path):
-    name = "x" * config.MAX_NAME_BYTES
+    name = "x" * loader.MAX_NAME_BYTES
     assert load_text(tmp_path, "", name=name).name == name
 
 
@@ -853,8 +854,8 @@ def test_error_text_escapes_control_characters():
 def test_error_text_cuts_overlong_keys_and_messages():
     err = ConfigError("f", 1, "k" * 5000, "m" * 5000)
     shown_key, shown_message = str(err).split(": ")[1:]
-    assert shown_key == "k" * config.MAX_SHOWN_KEY + "..."
-    assert shown_message == "m" * config.MAX_SHOWN_MESSAGE + "..."
+    assert shown_key == "k" * loader.MAX_SHOWN_KEY + "..."
+    assert shown_message == "m" * loader.MAX_SHOWN_MESSAGE + "..."
     assert len(err.key) == 5000
 
 
@@ -863,7 +864,7 @@ def test_a_line_of_garbage_names_no_key(tmp_path):
     path.write_bytes(b"lxc.uts.name = a\n\x7fELF\x02\x01\x01\x00\xff\xfe = x\n")
     with pytest.raises(ConfigError) as caught:
         load(str(path), "bb")
-    assert (caught.value.line, caught.value.key) == (2, config.FILE_KEY)
+    assert (caught.value.line, caught.value.key) == (2, loader.FILE_KEY)
     assert str(caught.value) == f"{path}:2: line is not valid UTF-8"
 
 
@@ -952,28 +953,28 @@ delete_module errno 1
 
 
 def test_lxc_common_seccomp_policy_is_valid():
-    policy = seccomp.parse(COMMON_SECCOMP, "common.seccomp")
+    policy = seccomp_policy.parse(COMMON_SECCOMP, "common.seccomp")
     assert (policy.version, policy.denylist, policy.default_action) == (2, True, "allow")
     assert [(r.syscall, r.action, r.arch, r.line) for r in policy.rules[:2]] == [
         ("reject_force_umount", "kill", "native", 3), ("kexec_load", "errno 1", "all", 5)]
 
 
 def test_seccomp_policy_with_everything():
-    policy = seccomp.parse(
+    policy = seccomp_policy.parse(
         "2\nallowlist errno 38\n# only these\n\n[X86_64]\nread\nwrite allow # logs\n"
         "ioctl notify\nkill kill [0,1,SCMP_CMP_EQ] [1,0x10,&=,0xf0]\n[x86]\nread trap\n", "p")
     assert (policy.denylist, policy.default_action, policy.rule_action) == (False, "errno 38", "allow")
     assert [(r.syscall, r.action, r.arch) for r in policy.rules] == [
         ("read", "allow", "x86_64"), ("write", "allow", "x86_64"), ("ioctl", "notify", "x86_64"),
         ("kill", "kill", "x86_64"), ("read", "trap", "x86")]
-    assert policy.rules[3].args == (seccomp.Argument(0, 1, "SCMP_CMP_EQ", None),
-                                    seccomp.Argument(1, 16, "SCMP_CMP_MASKED_EQ", 240))
+    assert policy.rules[3].args == (seccomp_policy.Argument(0, 1, "SCMP_CMP_EQ", None),
+                                    seccomp_policy.Argument(1, 16, "SCMP_CMP_MASKED_EQ", 240))
 
 
 def test_seccomp_version_1_and_old_names():
-    assert [r.syscall for r in seccomp.parse("1\nallowlist\n0\n1\n60\n", "p").rules] == ["0", "1", "60"]
-    assert seccomp.parse("2\nblacklist\nmknod\n", "p").denylist
-    assert not seccomp.parse("2\nwhitelist\nread\n", "p").denylist
+    assert [r.syscall for r in seccomp_policy.parse("1\nallowlist\n0\n1\n60\n", "p").rules] == ["0", "1", "60"]
+    assert seccomp_policy.parse("2\nblacklist\nmknod\n", "p").denylist
+    assert not seccomp_policy.parse("2\nwhitelist\nread\n", "p").denylist
 
 
 @pytest.mark.parametrize("text, line, message", [
@@ -1008,8 +1009,8 @@ def test_seccomp_version_1_and_old_names():
     ("2\ndenylist\nmount errno 1 " + "[0,1,==] " * 7 + "\n", 3, "more than 6 arguments"),
 ])
 def test_bad_seccomp_policies(text, line, message):
-    with pytest.raises(seccomp.PolicyError) as caught:
-        seccomp.parse(text, "policy")
+    with pytest.raises(seccomp_policy.PolicyError) as caught:
+        seccomp_policy.parse(text, "policy")
     assert caught.value.line == line
     assert message in caught.value.message
     assert str(caught.value).startswith(f"policy:{line}: " if line else "policy: ")
@@ -1018,12 +1019,12 @@ def test_bad_seccomp_policies(text, line, message):
 def test_seccomp_file_bytes_are_checked(tmp_path):
     path = tmp_path / "policy"
     path.write_bytes(b"2\ndenylist\nmkn\xf6d\n")
-    with pytest.raises(seccomp.PolicyError) as caught:
-        seccomp.read(str(path))
+    with pytest.raises(seccomp_policy.PolicyError) as caught:
+        seccomp_policy.read(str(path))
     assert (caught.value.line, caught.value.message) == (3, "line is not valid UTF-8")
-    path.write_bytes(b"2\ndenylist\n" + b"# x\n" * (seccomp.MAX_POLICY_BYTES // 4))
-    with pytest.raises(seccomp.PolicyError, match="larger than"):
-        seccomp.read(str(path))
+    path.write_bytes(b"2\ndenylist\n" + b"# x\n" * (seccomp_policy.MAX_POLICY_BYTES // 4))
+    with pytest.raises(seccomp_policy.PolicyError, match="larger than"):
+        seccomp_policy.read(str(path))
 
 
 # --- preflight: what LXC would fail on halfway -------------------------------
@@ -1169,7 +1170,7 @@ def test_preflight_cgroups_on_a_cgroup2_only_host(start_checks, monkeypatch, tmp
     err = preflight_error(start_checks, "lxc.cgroup2.memory.max = 1")
     assert (err.line, err.key) == (2, "lxc.cgroup2.memory.max")
     assert err.message.startswith("cgroup2 controller 'memory' is not available on this host")
-    monkeypatch.setattr(cgroups, "hierarchies", lambda: [])
+    monkeypatch.setattr(cgroups, "hierarchies", list)
     err = preflight_error(start_checks, "lxc.cgroup2.memory.max = 1")
     assert err.message == "this host has no cgroup2 hierarchy (use lxc.cgroup.*)"
 
@@ -1190,8 +1191,8 @@ def test_a_fifo_is_read_without_waiting_for_a_writer(tmp_path):
     assert load(str(fifo), "bb").settings == ()       # empty, as LXC sees a FIFO's size of 0
     (tmp_path / "policy").unlink(missing_ok=True)
     os.mkfifo(tmp_path / "policy")
-    with pytest.raises(seccomp.PolicyError, match="an empty file"):
-        seccomp.read(str(tmp_path / "policy"))
+    with pytest.raises(seccomp_policy.PolicyError, match="an empty file"):
+        seccomp_policy.read(str(tmp_path / "policy"))
 
 
 def test_a_directory_is_not_a_config(tmp_path):

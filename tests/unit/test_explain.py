@@ -7,12 +7,14 @@ import re
 
 import pytest
 
-from lxcsm.engine import cgroups, explain, kernel
-from lxcsm.engine.machine import CHILD, MONITOR, TABLES
+from lxcsm.engine import cli
+from lxcsm.engine.analysis import explain
+from lxcsm.engine.linux import cgroups, kernel
+from lxcsm.engine.start.machine import CHILD, MONITOR, TABLES
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = explain.main(list(argv))
+    code = cli.main(["explain", *argv])
     out, err = capsys.readouterr()
     return code, out, err
 

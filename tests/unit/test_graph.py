@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 from transitions import Machine
 
-from lxcsm.engine import explain, graph
-from lxcsm.engine.machine import CHILD, MONITOR, TABLES, Table
-from lxcsm.engine.sync import SyncMsg
+from lxcsm.engine import cli
+from lxcsm.engine.analysis import explain, graph
+from lxcsm.engine.protocol.sync import SyncMsg
+from lxcsm.engine.start.machine import CHILD, MONITOR, TABLES, Table
 
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="graphviz's dot is not installed")
 
@@ -49,12 +50,12 @@ def test_mermaid_lists_every_state_and_transition_of_both_machines():
 
 
 def test_the_cli_draws_both_machines_by_default(capsys):
-    assert graph.main([]) == 0
+    assert cli.main(["graph"]) == 0
     assert capsys.readouterr().out == graph.mermaid([MONITOR, CHILD])
 
 
 def test_one_machine_has_no_composite_state(capsys):
-    assert graph.main(["--machine", "child"]) == 0
+    assert cli.main(["graph", "--machine", "child"]) == 0
     text = capsys.readouterr().out
     assert "state child {" not in text and "monitor_" not in text
     assert drawn_arrows(text, CHILD) == table_arrows(CHILD)
@@ -112,10 +113,10 @@ def test_graphviz_accepts_the_dot_text():
 @needs_dot
 def test_png_and_svg_are_rendered(tmp_path):
     png, svg = tmp_path / "machines.png", tmp_path / "machines.svg"
-    assert graph.main(["--format", "png", "-o", str(png)]) == 0
+    assert cli.main(["graph", "--format", "png", "-o", str(png)]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert png.stat().st_size > 20_000
-    assert graph.main(["--format", "svg", "--machine", "monitor", "-o", str(svg)]) == 0
+    assert cli.main(["graph", "--format", "svg", "--machine", "monitor", "-o", str(svg)]) == 0
     picture = svg.read_text()
     assert "<svg" in picture and "sync_post_configure" in picture and "startup" not in picture
 
@@ -123,7 +124,7 @@ def test_png_and_svg_are_rendered(tmp_path):
 def test_a_picture_without_dot_is_one_clear_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(graph.shutil, "which", lambda program: None)
     out = tmp_path / "machines.png"
-    assert graph.main(["--format", "png", "-o", str(out)]) == 1
+    assert cli.main(["graph", "--format", "png", "-o", str(out)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "graphviz" in err and "Traceback" not in err
     assert not out.exists()
@@ -133,7 +134,7 @@ def test_a_picture_without_dot_is_one_clear_line(tmp_path, monkeypatch, capsys):
                                   ["--sequence", "--machine", "child"], ["--format", "jpeg"]])
 def test_bad_options_are_one_line_and_exit_2(argv, capsys):
     with pytest.raises(SystemExit) as exit_:
-        graph.main(argv)
+        cli.main(["graph", *argv])
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("lxcsm: ")
@@ -141,14 +142,14 @@ def test_bad_options_are_one_line_and_exit_2(argv, capsys):
 
 def test_text_goes_to_the_output_file(tmp_path, capsys):
     out = tmp_path / "machines.dot"
-    assert graph.main(["--format", "dot", "-o", str(out)]) == 0
+    assert cli.main(["graph", "--format", "dot", "-o", str(out)]) == 0
     assert out.read_text() == graph.dot([MONITOR, CHILD]) and capsys.readouterr().out == ""
 
 
 # --- the sequence diagram ------------------------------------------------------------------------
 
 def test_sequence_has_every_sync_message_in_protocol_order(capsys):
-    assert graph.main(["--sequence"]) == 0
+    assert cli.main(["graph", "--sequence"]) == 0
     text = capsys.readouterr().out
     assert text.startswith("sequenceDiagram\n")
     messages = re.findall(r"^\s*(monitor|child)(?:->>|--\))(monitor|child): (.+)$", text, re.M)

@@ -1,4 +1,4 @@
-"""The two start machines as data (engine/machine.py), and the supervisor that runs them.
+"""The two start machines as data (engine/start/machine.py), and the supervisor that runs them.
 
 The tables are checked as graphs (declared, reachable, able to finish, abort
 arrows where the spec wants them) and as live `transitions` machines built the
@@ -20,12 +20,13 @@ from collections import deque
 import pytest
 from transitions import MachineError
 
-from lxcsm.engine import supervisor as supervisor_mod
-from lxcsm.engine.commands import AlreadyRunning
-from lxcsm.engine.handler import Failure, StateError
-from lxcsm.engine.machine import CHILD, MONITOR, TABLES, Table
-from lxcsm.engine.supervisor import Supervisor, describe
-from lxcsm.engine.sync import PeerFailed, SyncError, SyncMsg
+from lxcsm.engine.errors import StateError, describe
+from lxcsm.engine.protocol.command_server import AlreadyRunning
+from lxcsm.engine.protocol.sync import PeerFailed, SyncError, SyncMsg
+from lxcsm.engine.start import supervisor as supervisor_mod
+from lxcsm.engine.start.context import Failure
+from lxcsm.engine.start.machine import CHILD, MONITOR, TABLES, Table
+from lxcsm.engine.start.supervisor import Supervisor
 
 ALL_TABLES = [MONITOR, CHILD]
 TABLE_IDS = ["monitor", "child"]

@@ -1,6 +1,6 @@
 import pytest
 
-from lxcsm.engine.mount_options import (
+from lxcsm.engine.linux.mount_options import (
     MS_BIND,
     MS_DIRSYNC,
     MS_LAZYTIME,

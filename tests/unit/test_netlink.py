@@ -1,10 +1,10 @@
-"""engine/netlink.py's pure parts: names and MAC addresses (the rest runs in test_network)."""
+"""engine/linux/netlink.py's pure parts: names and MAC addresses (the rest runs in test_network)."""
 
 from __future__ import annotations
 
 import re
 
-from lxcsm.engine import netlink
+from lxcsm.engine.linux import netlink
 
 
 def test_random_hwaddr_fills_only_the_x_digits():

@@ -1,4 +1,4 @@
-"""engine/paths.py: container paths resolved inside a rootfs, as the container sees them."""
+"""engine/linux/paths.py: container paths resolved inside a rootfs, as the container sees them."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from lxcsm.engine.paths import container_path, in_rootfs
+from lxcsm.engine.linux.paths import container_path, in_rootfs
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from fixtures import rootfs as builders
-from lxcsm.engine.machine import TABLES
+from lxcsm.engine.start.machine import TABLES
 
 GOLDEN = Path(__file__).parents[2] / "fixtures" / "plans" / "busybox.plan"
 EXTRA = [

@@ -1,7 +1,7 @@
-"""The sync channel (engine/sync.py) over a real SOCK_SEQPACKET socketpair.
+"""The sync channel (engine/protocol/sync.py) over a real SOCK_SEQPACKET socketpair.
 
 The main sequence runs the monitor's end in this process and the child's end
-in a forked process, in the order the two machines use it (engine/machine.py).
+in a forked process, in the order the two machines use it (engine/start/machine.py).
 Every forked child leaves through os._exit and is reaped here.
 """
 
@@ -18,8 +18,8 @@ import traceback
 import pytest
 
 from lxcsm.engine import log as logmod
-from lxcsm.engine import sync
-from lxcsm.engine.sync import ChildEnd, MonitorEnd, PeerFailed, SyncError, SyncMsg
+from lxcsm.engine.protocol import sync
+from lxcsm.engine.protocol.sync import ChildEnd, MonitorEnd, PeerFailed, SyncError, SyncMsg
 
 
 class TraceLog:
@@ -53,7 +53,7 @@ def fork_child():
             try:
                 body()
                 status = 0
-            except BaseException as err:   # noqa: BLE001 - report through the exit status
+            except BaseException as err:
                 traceback.print_exc()   # shown with the test's captured output
                 status = 3 if isinstance(err, SyncError) else 4
             finally:

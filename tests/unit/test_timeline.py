@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from lxcsm.engine import cli
 from lxcsm.engine import log as logmod
-from lxcsm.engine import timeline
-from lxcsm.engine.machine import TABLES
-from lxcsm.engine.sync import SyncMsg
+from lxcsm.engine.analysis import timeline
+from lxcsm.engine.protocol.sync import SyncMsg
+from lxcsm.engine.start.machine import TABLES
 
 TRACES = Path(__file__).resolve().parents[2] / "fixtures" / "traces"
 LXC_FORMAT = TRACES / "busybox-start-stop.trace.log"
@@ -102,7 +103,7 @@ def test_one_file_may_mix_both_formats(tmp_path):
 
 @BOTH
 def test_every_state_of_the_trace_is_listed(path, capsys):
-    assert timeline.main([str(path)]) == 0
+    assert cli.main(["timeline", str(path)]) == 0
     out = capsys.readouterr().out
     rows = {tuple(line.split()[:2]) for line in out.splitlines() if line.startswith("  ")}
     states = _states(timeline.read_events(str(path)))
@@ -165,9 +166,9 @@ def test_each_start_of_a_log_is_its_own(tmp_path, capsys):
     assert len(timeline.split_starts(events)) == 2
     assert timeline.analyse(events, 1).pids == _first_pids(LXC_FORMAT)
     assert timeline.analyse(events, 2).pids == _first_pids(JSON_FORMAT)
-    assert timeline.main([str(both), "--start", "2"]) == 0
+    assert cli.main(["timeline", str(both), "--start", "2"]) == 0
     assert "start 2 of 2" in capsys.readouterr().out
-    assert timeline.main([str(both), "--start", "3"]) == 1
+    assert cli.main(["timeline", str(both), "--start", "3"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "holds 2 starts" in err
 
@@ -198,7 +199,7 @@ def test_a_start_that_failed_ends_at_aborting(tmp_path):
 @BOTH
 def test_the_svg_is_well_formed_with_one_rect_per_state(path, tmp_path, capsys):
     picture = tmp_path / "start.svg"
-    assert timeline.main([str(path), "--svg", str(picture)]) == 0
+    assert cli.main(["timeline", str(path), "--svg", str(picture)]) == 0
     root = ET.parse(picture).getroot()
     rects = root.iter(f"{SVG}rect")
     drawn = [(r.get("class").split()[1], r.get("data-state")) for r in rects]
@@ -211,14 +212,14 @@ def test_png_needs_a_converter(tmp_path, capsys):
     if timeline.find_converter() is None:
         pytest.skip("no SVG renderer here (rsvg-convert, ImageMagick or inkscape)")
     png = tmp_path / "start.png"
-    assert timeline.main([str(LXC_FORMAT), "--png", str(png)]) == 0
+    assert cli.main(["timeline", str(LXC_FORMAT), "--png", str(png)]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_png_without_a_converter_says_what_to_install(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PATH", str(tmp_path))
     png = tmp_path / "start.png"
-    assert timeline.main([str(LXC_FORMAT), "--png", str(png)]) == 1
+    assert cli.main(["timeline", str(LXC_FORMAT), "--png", str(png)]) == 1
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err.count("\n") == 1
     assert "librsvg2-bin" in captured.err and not png.exists()
@@ -231,7 +232,7 @@ def test_png_goes_through_the_converter_found(tmp_path, monkeypatch, capsys):
     fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
     monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ.get('PATH', '')}")
     png = tmp_path / "start.png"
-    assert timeline.main([str(JSON_FORMAT), "--png", str(png)]) == 0
+    assert cli.main(["timeline", str(JSON_FORMAT), "--png", str(png)]) == 0
     assert png.read_bytes() == b"\x89PNG\r\n\x1a\n"
 
 
@@ -258,7 +259,7 @@ def test_a_stand_in_convert_is_not_taken_for_imagemagick(tmp_path, monkeypatch):
 def test_bad_input_is_one_line_and_a_failure(content, expected, tmp_path, capsys):
     bad = tmp_path / "bad.log"
     bad.write_bytes(content)
-    assert timeline.main([str(bad)]) == 1
+    assert cli.main(["timeline", str(bad)]) == 1
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.count("\n") == 1 and captured.err.startswith("lxcsm: timeline: ")
@@ -266,21 +267,21 @@ def test_bad_input_is_one_line_and_a_failure(content, expected, tmp_path, capsys
 
 
 def test_a_missing_file_and_bad_options(tmp_path, capsys):
-    assert timeline.main([str(tmp_path / "nope.log")]) == 1
+    assert cli.main(["timeline", str(tmp_path / "nope.log")]) == 1
     assert capsys.readouterr().err.count("\n") == 1
     for argv in ([], [str(LXC_FORMAT), "--start", "0"], [str(LXC_FORMAT), "--svg", "a", "--png", "b"]):
         with pytest.raises(SystemExit) as exit_:
-            timeline.main(argv)
+            cli.main(["timeline", *argv])
         assert exit_.value.code == 2
         assert capsys.readouterr().err.count("\n") == 1
-    assert timeline.main([str(LXC_FORMAT), "--svg", str(tmp_path / "no" / "dir.svg")]) == 1
+    assert cli.main(["timeline", str(LXC_FORMAT), "--svg", str(tmp_path / "no" / "dir.svg")]) == 1
     assert capsys.readouterr().err.count("\n") == 1
 
 
 def test_lines_that_are_not_log_lines_are_skipped_with_a_warning(tmp_path, capsys):
     log = tmp_path / "noisy.log"
     log.write_text("lxcsm: bb: something printed to stderr\n" + LXC_FORMAT.read_text())
-    assert timeline.main([str(log)]) == 0
+    assert cli.main(["timeline", str(log)]) == 0
     captured = capsys.readouterr()
     assert "wall time" in captured.out
     assert captured.err.count("\n") == 1 and "line 1" in captured.err

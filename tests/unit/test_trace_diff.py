@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from lxcsm.engine import trace_diff
-from lxcsm.engine.machine import TABLES
+from lxcsm.engine import cli
+from lxcsm.engine.analysis import trace_diff
+from lxcsm.engine.start.machine import TABLES
 
 TRACES = Path(__file__).resolve().parents[2] / "fixtures" / "traces"
 LXC = TRACES / "lxc-5.0.2-busybox-start.trace.log"
@@ -114,7 +115,7 @@ def test_the_report_marks_what_differs(reference):
 
 
 def test_the_command_prints_the_table_and_annotates_on_request(capsys):
-    assert trace_diff.main([str(LXC), str(LXCSM), "--annotate"]) == 0
+    assert cli.main(["trace-diff", str(LXC), str(LXCSM), "--annotate"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("LXC:   ")
     for key in NORMAL_START:
@@ -129,7 +130,7 @@ def test_an_lxc_log_with_two_starts(tmp_path, capsys):
     d = trace_diff.diff(str(twice), str(LXCSM), lxc_index=2)
     assert (d.lxc_index, d.lxc_count) == (2, 2)
     assert d.lxc_lines[0].number > 484 and d.unmapped == []
-    assert trace_diff.main([str(LXC), str(LXCSM), "--lxc-start", "2"]) == 1
+    assert cli.main(["trace-diff", str(LXC), str(LXCSM), "--lxc-start", "2"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "holds 1 start" in err
 
@@ -142,7 +143,7 @@ def test_an_lxc_log_with_two_starts(tmp_path, capsys):
     ([str(LXC), str(LXCSM), "--start", "2"], "holds 1 start"),
 ], ids=["swapped", "lxc-twice", "no-lxcsm-log", "no-lxc-log", "no-second-start"])
 def test_bad_input_is_one_line_and_a_failure(argv, expected, capsys):
-    assert trace_diff.main(argv) == 1
+    assert cli.main(["trace-diff", *argv]) == 1
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err.count("\n") == 1
     assert captured.err.startswith("lxcsm: trace-diff: ") and expected in captured.err
@@ -152,7 +153,7 @@ def test_bad_input_is_one_line_and_a_failure(argv, expected, capsys):
 def test_an_lxc_trace_that_is_not_one(content, tmp_path, capsys):
     bad = tmp_path / "bad.log"
     bad.write_bytes(content)
-    assert trace_diff.main([str(bad), str(LXCSM)]) == 1
+    assert cli.main(["trace-diff", str(bad), str(LXCSM)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
 
@@ -161,5 +162,5 @@ def test_an_lxc_log_without_a_start(tmp_path, capsys):
     only_commands = tmp_path / "commands.log"
     lines = [line for line in LXC.read_text().splitlines() if "commands.c:lxc_cmd" in line]
     only_commands.write_text("\n".join(lines) + "\n")
-    assert trace_diff.main([str(only_commands), str(LXCSM)]) == 1
+    assert cli.main(["trace-diff", str(only_commands), str(LXCSM)]) == 1
     assert "no start" in capsys.readouterr().err

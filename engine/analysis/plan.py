@@ -1,0 +1,27 @@
+"""`lxcsm plan NAME` (or `lxcsm start --plan`): what a start will do, without doing it.
+
+The sequence people otherwise reconstruct from start.c, for one config: every
+state of both machines in start order and, under each, the steps it will take
+- namespace flags, cgroup directories, mounts, the exec.  Each state module's
+own ``plan(request)`` says what its ``enter`` will do, next to the code that
+does it; this module only walks the tables and prints.  Nothing on the host is
+touched: the config is loaded and preflighted exactly as `start` does.
+"""
+
+from __future__ import annotations
+
+from lxcsm.engine.linux import cgroups
+from lxcsm.engine.start.machine import TABLES
+
+
+def render(request) -> str:
+    hierarchies = cgroups.hierarchies()
+    lines = [f"plan for container {request.name} ({request.config_file})",
+             "cgroup hierarchies here: " + " ".join(h.label for h in hierarchies)]
+    for side, table in TABLES.items():
+        lines.append("")
+        lines.append(f"{side} machine")
+        for state in table.states:
+            lines.append(f"  {state}")
+            lines += [f"    - {step}" for step in table.module(state).plan(request)]
+    return "\n".join(lines)

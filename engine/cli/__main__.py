@@ -1,0 +1,5 @@
+"""python -m lxcsm.engine.cli: the same as the `lxcsm` command."""
+
+from lxcsm.engine.cli import run
+
+run()

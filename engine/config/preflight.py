@@ -1,0 +1,309 @@
+"""Everything a start can check before it changes anything on the host.
+
+LXC discovers most bad configs halfway through a start, with cgroups made
+and a child cloned that must then be undone.  Here a config that names a
+missing rootfs, an init that is not in it, a bind source that does not
+exist or a filesystem type the kernel does not know fails before the first
+change, with the file, line and key to fix.
+
+The same goes for what the engine does not act on yet but LXC would fail
+on: a hook that is missing or not executable, a seccomp policy file LXC
+cannot parse, a network link that does not exist, a cgroup setting whose
+controller or file this host does not have.  A start with any of those is
+refused here, as LXC would fail it halfway.
+
+What cannot be known beforehand (a mount the kernel refuses, an exec that
+fails) still fails in its state, and is cleaned up by the aborting state.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from lxcsm.engine.config.loader import ConfigError, Setting, parse_command
+from lxcsm.engine.linux import cgroups
+from lxcsm.engine.linux.mount_options import parse_mount_options
+from lxcsm.engine.linux.paths import container_path, in_rootfs
+
+_DEFAULT_PATH = ("/bin", "/usr/bin")   # what exec uses when lxc.environment sets no PATH
+
+
+def _setting(config, key: str) -> Setting:
+    """The setting that decided `key` (the last one), or a stand-in on line 0."""
+    for setting in reversed(config.settings):
+        if setting.key == key:
+            return setting
+    return Setting(config.path, 0, key, "")
+
+
+def _fail(config, key: str, message: str, origin: Setting | None = None) -> ConfigError:
+    where = origin or _setting(config, key)
+    return ConfigError(where.file, where.line, where.key, message)
+
+
+def _known_filesystems() -> set[str]:
+    with open("/proc/filesystems") as filesystems:
+        return {line.split()[-1] for line in filesystems if line.strip()}
+
+
+def _binds(config) -> dict[str, str]:
+    """Container path -> host source of every plain bind entry, for looking through them."""
+    binds = {}
+    for entry in config.mount_entries:
+        options = parse_mount_options(entry.options)
+        if options.bind and not options.relative:
+            binds[container_path(config.rootfs_path, entry.target)] = entry.source
+    return binds
+
+
+def _find_command(config, command: str, binds: dict[str, str]) -> str | None:
+    if "/" in command:
+        candidates = [command if command.startswith("/") else os.path.join(config.init_cwd or "/", command)]
+    else:
+        path = dict(e.partition("=")[::2] for e in config.environment if "=" in e).get("PATH")
+        candidates = [os.path.join(d, command) for d in (path.split(":") if path else _DEFAULT_PATH)]
+    for candidate in candidates:
+        try:
+            host = in_rootfs(config.rootfs_path, candidate, binds)
+        except OSError:   # a symlink loop in the rootfs: not there, as far as exec goes
+            continue
+        if os.path.isfile(host):
+            return host
+    return None
+
+
+def _error(setting: Setting, message: str) -> ConfigError:
+    return ConfigError(setting.file, setting.line, setting.key, message)
+
+
+# --- hooks -------------------------------------------------------------------
+
+# The hooks a start runs, and where their program is looked for: "start" runs
+# inside the container after pivot_root; the others run with the host's root
+# (clone and destroy belong to lxc-copy and lxc-destroy, not to a start).
+HOST_HOOKS = ("pre-start", "pre-mount", "mount", "autodev", "start-host", "stop", "post-stop")
+CONTAINER_HOOKS = ("start",)
+
+
+def _program_problem(path: str) -> str | None:
+    """Why `path` cannot be executed as a hook, or None."""
+    if not os.path.exists(path):
+        return "does not exist"
+    if not os.path.isfile(path):
+        return "is not a file"
+    if not os.access(path, os.X_OK):
+        return f"is not executable (mode {os.stat(path).st_mode & 0o7777:04o})"
+    return None
+
+
+def _check_hooks(config, binds: dict[str, str]) -> None:
+    for canonical, setting in config.in_effect("lxc.hook"):
+        kind = canonical.removeprefix("lxc.hook.")
+        if kind not in HOST_HOOKS + CONTAINER_HOOKS:
+            continue
+        program = parse_command(setting.value)[0]
+        if kind in CONTAINER_HOOKS:
+            found = _find_command(config, program, binds)
+            if found is None:
+                raise _error(setting, f"hook {program} not found in rootfs {config.rootfs_path}")
+            problem = _program_problem(found)
+        elif "/" in program:
+            problem = _program_problem(program)
+        else:
+            import shutil  # only hooks named without a path need it
+            problem = None if shutil.which(program) else "is not in PATH"
+        if problem:
+            raise _error(setting, f"hook {program} {problem}")
+
+
+# --- seccomp -----------------------------------------------------------------
+
+def _check_seccomp(config) -> None:
+    policies = config.in_effect("lxc.seccomp.profile")
+    if not policies:
+        return
+    from lxcsm.engine.config import seccomp_policy  # only configs with a policy pay for its parser
+    for _canonical, setting in policies:
+        path = setting.as_path()
+        try:
+            policy = seccomp_policy.read(path)
+            notify = next((rule for rule in policy.rules if rule.action == "notify"), None)
+            if notify is not None or policy.default_action == "notify":
+                raise seccomp_policy.PolicyError(path, notify.line if notify else 2,
+                                          "the notify action needs a seccomp proxy, which lxcsm does not have")
+        except OSError as err:
+            raise _error(setting, f"cannot read seccomp policy {path}: {err.strerror}") from None
+        except seccomp_policy.PolicyError as err:
+            raise _error(setting, f"seccomp policy {err}") from None
+
+
+# --- network -----------------------------------------------------------------
+
+# Device types whose lxc.net.N.link names a host interface: the bridge a veth
+# is attached to (optional), the lower device of the others (required).
+LINK_OPTIONAL = ("veth",)
+LINK_REQUIRED = ("macvlan", "ipvlan", "vlan", "phys")
+
+
+def _check_networks(config) -> None:
+    for device in config.networks:
+        if device.type == "veth":
+            _check_veth(config, device)
+        if device.type not in LINK_OPTIONAL + LINK_REQUIRED:
+            continue
+        prefix = f"lxc.net.{device.index}"
+        if device.link is None:
+            if device.type in LINK_REQUIRED:
+                raise _error(device.origin, f"a {device.type} device needs {prefix}.link "
+                                            f"(the host interface it is made from)")
+            continue
+        setting = config.in_effect(f"{prefix}.link")[-1][1]
+        if not _interface_exists(device.link):
+            raise _error(setting, f"no network interface {device.link} on the host")
+        if device.type == "veth" and not _is_bridge(device.link):
+            raise _error(setting, f"{device.link} is not a bridge: a veth's link is the bridge its "
+                                  f"host end joins (Open vSwitch is not supported)")
+
+
+def _interface_exists(name: str) -> bool:
+    """Whether this network namespace has an interface `name` (asked of the kernel through a
+    socket: /sys/class/net shows the namespace sysfs was mounted in, maybe another)."""
+    try:
+        socket.if_nametoindex(name)
+    except OSError:
+        return False
+    return True
+
+
+def _is_bridge(name: str) -> bool:
+    from lxcsm.engine.linux import netlink  # veth configs only, which load it for the start anyway
+    return netlink.link_kind(name) == "bridge"
+
+
+def _check_veth(config, device) -> None:
+    """What LXC would only find out half-way through a start."""
+    prefix = f"lxc.net.{device.index}"
+    if "net" in config.namespace_keep or any(d.type == "none" for d in config.networks):
+        raise _error(device.origin, "a veth needs the container's own network namespace "
+                                    "(lxc.namespace.keep or a 'none' network shares the host's)")
+    if device.veth_pair and _interface_exists(device.veth_pair):
+        setting = config.in_effect(f"{prefix}.veth.pair")[-1][1]
+        raise _error(setting, f"a network interface {device.veth_pair} already exists on the host")
+    for family, addresses, gateway in (("ipv4", device.ipv4, device.ipv4_gateway),
+                                       ("ipv6", device.ipv6, device.ipv6_gateway)):
+        if gateway and gateway != "auto":
+            setting = config.in_effect(f"{prefix}.{family}.gateway")[-1][1]
+            if not device.flags:
+                raise _error(setting, f"a gateway needs the device up ({prefix}.flags = up)")
+            if not addresses and gateway != "dev":
+                raise _error(setting, f"a gateway needs an address ({prefix}.{family}.address)")
+
+
+# --- cgroups -----------------------------------------------------------------
+
+# On cgroup2, LXC turns devices.allow/devices.deny into a BPF program: no such files.
+CGROUP2_DEVICE_KEYS = ("devices.allow", "devices.deny")
+
+
+def _cgroup_file_known(hierarchy, file: str) -> bool:
+    """Whether the container's cgroup will have `file`.  A root cgroup lacks files every
+    other cgroup has (pids.max, cpu.cfs_quota_us), so a cgroup below the one we start in is
+    asked too; with none to ask, the file is taken on trust."""
+    if os.path.exists(os.path.join(hierarchy.home, file)):
+        return True
+    if os.path.normpath(hierarchy.home) != os.path.normpath(hierarchy.mountpoint):
+        return False   # a cgroup below the root has every file its children will have
+    below = next((entry.path for entry in os.scandir(hierarchy.home) if entry.is_dir()), None)
+    return below is None or os.path.exists(os.path.join(below, file))
+
+
+def _check_cgroups(config) -> None:
+    v1_settings = config.in_effect("lxc.cgroup")
+    v2_settings = config.in_effect("lxc.cgroup2")
+    if not v1_settings and not v2_settings:
+        return
+    found = cgroups.hierarchies()
+    v1 = {controller: h for h in found if h.version == 1 for controller in h.controllers}
+    v2 = next((h for h in found if h.version == 2), None)
+    # As LXC: limits for the layout the host does not use are ignored (the config warns that
+    # cgroup keys are not supported yet), so one config can carry both kinds.  A hybrid host
+    # keeps its controllers on v1; a cgroup2-only host has no v1 controller at all.
+    if any("=" not in c for c in v1):
+        v2_settings = []
+    else:
+        v1_settings = []
+
+    for canonical, setting in v1_settings:
+        file = canonical.removeprefix("lxc.cgroup.")
+        controller = file.partition(".")[0]
+        hierarchy = v1.get(controller)
+        if hierarchy is None:
+            mounted = ", ".join(sorted(c for c in v1 if "=" not in c)) or "none: use lxc.cgroup2.*"
+            raise _error(setting, f"cgroup v1 controller {controller!r} is not mounted on this host "
+                                  f"(mounted: {mounted})")
+        if not _cgroup_file_known(hierarchy, file):
+            raise _error(setting, f"no file {file} in the {controller} hierarchy ({hierarchy.mountpoint})")
+
+    for canonical, setting in v2_settings:
+        file = canonical.removeprefix("lxc.cgroup2.")
+        if v2 is None:
+            raise _error(setting, "this host has no cgroup2 hierarchy (use lxc.cgroup.*)")
+        if file in CGROUP2_DEVICE_KEYS:
+            continue
+        if any(os.path.exists(os.path.join(d, file)) for d in (v2.home, v2.mountpoint)):
+            continue
+        controller = file.partition(".")[0]
+        try:
+            with open(os.path.join(v2.mountpoint, "cgroup.controllers")) as available:
+                controllers = available.read().split()
+        except OSError:
+            controllers = []
+        if controller not in controllers:
+            raise _error(setting, f"cgroup2 controller {controller!r} is not available on this host "
+                                  f"(in {v2.mountpoint}: {' '.join(controllers) or 'none'})")
+
+
+def check(config, command: tuple[str, ...], command_from_cli: bool) -> None:
+    """Raise ConfigError for the first problem found; change nothing."""
+    if not config.rootfs_path:
+        raise _fail(config, "lxc.rootfs.path",
+                    "no rootfs configured (lxcsm does not run containers on the host's root)")
+    if not os.path.exists(config.rootfs_path):
+        raise _fail(config, "lxc.rootfs.path", f"rootfs {config.rootfs_path} does not exist")
+    if not os.path.isdir(config.rootfs_path):
+        raise _fail(config, "lxc.rootfs.path", f"rootfs {config.rootfs_path} is not a directory")
+    if config.rootfs_mount and not os.path.isdir(config.rootfs_mount):
+        raise _fail(config, "lxc.rootfs.mount", f"{config.rootfs_mount} is not a directory")
+    if "mnt" in config.namespace_keep:
+        raise _fail(config, "lxc.namespace.keep", "a container needs its own mount namespace (mnt cannot be kept)")
+    if config.init_cwd and not config.init_cwd.startswith("/"):
+        raise _fail(config, "lxc.init.cwd", "must be an absolute path")
+    if config.get_item("lxc.tty.max") not in (None, "0") and not config.autodev:
+        raise _fail(config, "lxc.tty.max", "ttys are made in the container's own devpts, "
+                                           "which lxcsm mounts only with lxc.autodev = 1")
+
+    known = _known_filesystems()
+    for entry in config.mount_entries:
+        options = parse_mount_options(entry.options)
+        if options.optional:
+            continue
+        if options.bind:
+            source = in_rootfs(config.rootfs_path, entry.source) if options.relative else entry.source
+            if not os.path.exists(source):
+                raise _fail(config, entry.origin.key, f"bind source {entry.source} does not exist", entry.origin)
+        elif entry.fstype not in known:
+            raise _fail(config, entry.origin.key, f"filesystem type {entry.fstype!r} is not known to this kernel",
+                        entry.origin)
+
+    binds = _binds(config)
+    _check_hooks(config, binds)
+    _check_seccomp(config)
+    _check_networks(config)
+    _check_cgroups(config)
+
+    if _find_command(config, command[0], binds) is None:
+        key = "lxc.init.cmd"
+        if command_from_cli:
+            raise ConfigError("--", 0, command[0], f"not found in rootfs {config.rootfs_path}")
+        raise _fail(config, key, f"{command[0]} not found in rootfs {config.rootfs_path}")

@@ -1,0 +1,93 @@
+"""The seccomp filter of a checked policy, built and loaded with libseccomp, as LXC does.
+
+The policy's grammar is read by config/seccomp_policy.py; this module only
+turns its rules into a libseccomp filter (loaded by ctypes: lxcsm uses no
+Python binding) and installs it.
+"""
+
+from __future__ import annotations
+
+import os
+
+TYPE_CHECKING = False   # typing itself costs every start ~5 ms to import
+if TYPE_CHECKING:
+    from lxcsm.engine.config.seccomp_policy import Policy, Rule
+
+_ACTION_BITS = {"kill": 0x00000000, "trap": 0x00030000, "allow": 0x7FFF0000}
+_ERRNO = 0x00050000
+_COMPARE = {"SCMP_CMP_NE": 1, "SCMP_CMP_LT": 2, "SCMP_CMP_LE": 3, "SCMP_CMP_EQ": 4,
+            "SCMP_CMP_GE": 5, "SCMP_CMP_GT": 6, "SCMP_CMP_MASKED_EQ": 7}
+_FLTATR_CTL_NNP = 3
+_MNT_FORCE = 1
+# The sections whose rules apply on this machine (rules for other architectures are skipped,
+# as LXC skips them).
+_NATIVE_SECTIONS = {"x86_64": {"native", "all", "x86_64"}, "aarch64": {"native", "all", "arm64"}}
+
+
+def action_bits(action: str) -> int:
+    if action.startswith("errno "):
+        return _ERRNO | (int(action.split()[1]) & 0xFFFF)
+    if action not in _ACTION_BITS:
+        raise ValueError(f"seccomp action {action!r} is not supported yet (notify needs a proxy)")
+    return _ACTION_BITS[action]
+
+
+class Filter:
+    """A filter built from a Policy with libseccomp (loaded by ctypes: lxcsm uses no Python
+    binding), to be installed later with load().  Built before pivot_root, which would
+    put libseccomp out of reach; loaded by exec, right before execve, so that nothing the
+    interpreter does afterwards can trip it."""
+
+    def __init__(self, policy: Policy, machine: str) -> None:
+        import ctypes
+        import ctypes.util
+
+        class ArgCmp(ctypes.Structure):
+            _fields_ = [("arg", ctypes.c_uint), ("op", ctypes.c_int),
+                        ("datum_a", ctypes.c_uint64), ("datum_b", ctypes.c_uint64)]
+
+        self._ArgCmp = ArgCmp
+        self._lib = lib = ctypes.CDLL(ctypes.util.find_library("seccomp") or "libseccomp.so.2", use_errno=True)
+        lib.seccomp_init.restype = ctypes.c_void_p
+        lib.seccomp_init.argtypes = [ctypes.c_uint32]
+        lib.seccomp_rule_add_array.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int,
+                                               ctypes.c_uint, ctypes.POINTER(ArgCmp)]
+        lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
+        lib.seccomp_attr_set.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32]
+        lib.seccomp_load.argtypes = [ctypes.c_void_p]
+        self.skipped: list[str] = []   # names libseccomp does not know here (LXC skips them too)
+        self._ctx = lib.seccomp_init(action_bits(policy.default_action))
+        if not self._ctx:
+            raise OSError(ctypes.get_errno(), "seccomp_init failed")
+        # As LXC: no_new_privs stays off, so setuid programs in the container still work.
+        self._check(lib.seccomp_attr_set(self._ctx, _FLTATR_CTL_NNP, 0), "seccomp_attr_set")
+        sections = _NATIVE_SECTIONS.get(machine, {"native", "all"})
+        for rule in policy.rules:
+            if rule.arch in sections:
+                self._add(rule, policy.version)
+
+    def _check(self, result: int, what: str) -> None:
+        if result < 0:
+            raise OSError(-result, f"{what}: {os.strerror(-result)}")
+
+    def _add(self, rule: Rule, version: int) -> None:
+        if rule.syscall == "reject_force_umount":   # LXC's shorthand: umount2(..., MNT_FORCE) fails
+            number = self._lib.seccomp_syscall_resolve_name(b"umount2")
+            force = self._ArgCmp(1, _COMPARE["SCMP_CMP_MASKED_EQ"], _MNT_FORCE, _MNT_FORCE)
+            self._check(self._lib.seccomp_rule_add_array(self._ctx, _ERRNO | 13, number, 1, force),
+                        f"line {rule.line}: reject_force_umount")   # EACCES
+            return
+        number = int(rule.syscall) if version == 1 else self._lib.seccomp_syscall_resolve_name(rule.syscall.encode())
+        if number < 0:
+            self.skipped.append(rule.syscall)
+            return
+        # As LXC: a masked comparison is (mask, value), any other (value).
+        args = (self._ArgCmp * max(1, len(rule.args)))(*[
+            self._ArgCmp(a.index, _COMPARE[a.op], *(((a.mask or 0), a.value) if a.op == "SCMP_CMP_MASKED_EQ"
+                                                  else (a.value, 0))) for a in rule.args])
+        self._check(self._lib.seccomp_rule_add_array(self._ctx, action_bits(rule.action), number,
+                                                     len(rule.args), args),
+                    f"line {rule.line}: {rule.syscall}")
+
+    def load(self) -> None:
+        self._check(self._lib.seccomp_load(self._ctx), "seccomp_load")

@@ -1,0 +1,144 @@
+"""Running the monitor: in the foreground, or as a daemon that reports back to its caller.
+
+`run` is the monitor's whole life: build its context, run the MONITOR machine
+to `stopped`, and turn the outcome into an exit status (init's status, 128+N
+when init was killed by signal N, 0 for a clean halt).
+
+`daemonize` is lxc-start's default mode: the caller forks, the child starts a
+new session and forks the monitor, which is reparented away from the caller
+and titled ``[lxcsm monitor] LXCPATH NAME`` in ps.  The monitor tells the
+caller over a pipe when the container is RUNNING or why its start failed, so
+`lxcsm start` returns 0 only for a container that really runs.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import signal
+import sys
+
+from lxcsm.engine.linux import kernel
+from lxcsm.engine.start import breakpoints, postmortem, undo
+from lxcsm.engine.start.context import MonitorContext, StartRequest
+from lxcsm.engine.start.machine import CHILD, MONITOR
+from lxcsm.engine.start.supervisor import Supervisor
+
+
+def exit_status(ctx: MonitorContext) -> int:
+    if ctx.failure is not None:
+        return 0 if ctx.failure.already_running else 1
+    status = ctx.boot.init_status
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        return 0 if sig == signal.SIGINT else 128 + sig   # SIGINT: the container halted
+    return os.WEXITSTATUS(status)
+
+
+def run(request: StartRequest, log, on_running=lambda: None,
+        on_paused=lambda text: print(text, file=sys.stderr, flush=True)) -> MonitorContext:
+    """The monitor's life; afterwards ctx.saved_events is where the flight record was kept."""
+    def running() -> None:
+        on_running()   # the caller first: keeping the record must not delay RUNNING
+        # The collector was off for the start (cli.run).  What exists now lives as long as
+        # the monitor: frozen, later collections skip it and leave its pages shared with
+        # the next boot's child.
+        gc.freeze()
+        gc.enable()
+        postmortem.save(request.config_file)
+
+    journal = undo.Journal(undo.journal_path(request.config_file))
+    ctx = MonitorContext(request=request, log=log, on_running=running, on_paused=on_paused,
+                         undo=undo.UndoLog(journal))
+    ctx.pause = lambda side, state: breakpoints.pause(ctx, side, state)
+
+    def on_enter(state: str) -> None:
+        if request.breakpoints and request.breakpoints.wants("monitor", state):
+            ctx.pause("monitor", state)
+
+    # The child's state modules are imported here, once: every child (one per boot) is
+    # forked with them loaded instead of importing them between clone and STARTUP.
+    for state in CHILD.states:
+        CHILD.module(state)
+    Supervisor(MONITOR, ctx, log, on_enter=on_enter).run()
+    # Normally empty by now; after a way-out state failed (or was made to fail), the monitor's
+    # last act is still to leave nothing behind.  What cannot be undone stays in the journal.
+    ctx.boot.undo.unwind(log)
+    ctx.undo.unwind(log)
+    journal.finish()
+    if not (ctx.failure and ctx.failure.already_running):   # that record is the running monitor's
+        ctx.saved_events = postmortem.save(request.config_file)
+    return ctx
+
+
+def failure_report(ctx: MonitorContext, with_error_line: bool = True) -> str:
+    return postmortem.report(ctx.request.name, ctx.failure, ctx.saved_events, with_error_line)
+
+
+def daemonize(request: StartRequest, make_log, log_text) -> int:
+    """Start the monitor in the background; return the caller's exit status."""
+    status_read, status_write = os.pipe()
+    first = os.fork()
+    if first == 0:
+        os.close(status_read)
+        os.setsid()
+        if os.fork():
+            os._exit(0)
+        _monitor_main(request, make_log, log_text, status_write)
+    os.close(status_write)
+    os.waitpid(first, 0)
+    # One report, ended by a NUL: the container child holds a copy of the pipe until it
+    # execs, so end-of-file may come much later than the report (at a breakpoint, never).
+    report = b""
+    with os.fdopen(status_read, "rb", buffering=0) as status:
+        while not report.endswith(b"\0"):
+            chunk = status.read(4096)
+            if not chunk:
+                break
+            report += chunk
+    report = report.rstrip(b"\0").decode(errors="replace")
+    verdict, _, detail = report.partition(" ")
+    if verdict == "RUNNING":
+        return 0
+    if verdict == "PAUSED":
+        print(detail, file=sys.stderr)
+        return 0
+    if verdict == "ALREADY":
+        print(f"lxcsm: {request.name}: {detail}", file=sys.stderr)
+        return 0
+    print(detail or f"lxcsm: {request.name}: the monitor died before reporting", file=sys.stderr)
+    return 1
+
+
+def _monitor_main(request: StartRequest, make_log, log_text, status_fd: int) -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        os.close(devnull)
+        kernel.set_comm("lxcsm monitor")
+        kernel.set_cmdline(f"[lxcsm monitor] {request.lxcpath} {request.name}")
+        log = make_log()
+
+        def report(text: str) -> None:
+            nonlocal status_fd
+            if status_fd >= 0:
+                os.write(status_fd, text.encode() + b"\0")
+                os.close(status_fd)
+                status_fd = -1
+
+        def paused(text: str) -> None:
+            # The first pause goes to the caller, which prints it and returns; later ones
+            # (--step) are in the log.
+            report(f"PAUSED {text}")
+            log_text(text)
+
+        ctx = run(request, log, on_running=lambda: report("RUNNING"), on_paused=paused)
+        if ctx.failure is not None and ctx.failure.already_running:
+            report(f"ALREADY {ctx.failure.error}")
+        elif ctx.failure is not None:
+            text = failure_report(ctx)
+            log_text(text)
+            report(f"FAILED {text}")
+    finally:
+        os._exit(0)
