@@ -23,23 +23,29 @@ TYPE_CHECKING = False   # typing itself costs every start ~5 ms to import
 if TYPE_CHECKING:
     from typing import Any
 
+    from lxcsm.engine.config.loader import Config
     from lxcsm.engine.linux.cgroups import Hierarchy
+    from lxcsm.engine.linux.seccomp import Filter
     from lxcsm.engine.protocol.command_server import CommandServer
     from lxcsm.engine.protocol.sync import ChildEnd, MonitorEnd
+    from lxcsm.engine.start.breakpoints import Breakpoints
 
 
 class StartRequest(namedtuple("StartRequest", (
-        "name",          # str
-        "lxcpath",       # str
-        "config",        # Config
-        "command",       # tuple[str, ...]: init's argv: `-- COMMAND` or lxc.init.cmd
-        "foreground",    # bool
-        "pidfile",       # str | None
-        # How long either side waits for the other at a sync point before giving up;
-        # LXCSM_SYNC_TIMEOUT overrides it (a test's silent child should not cost 30 s).
-        "sync_timeout",  # float
-        "breakpoints",   # start.breakpoints.Breakpoints, or None
+        "name", "lxcpath", "config", "command", "foreground", "pidfile", "sync_timeout", "breakpoints",
     ), defaults=(None, 30.0, None))):
+    # The fields' types, for a type checker; a namedtuple costs a start nothing to import.
+    name: str
+    lxcpath: str
+    config: Config
+    command: tuple[str, ...]       # init's argv: `-- COMMAND` or lxc.init.cmd
+    foreground: bool
+    pidfile: str | None
+    # How long either side waits for the other at a sync point before giving up;
+    # LXCSM_SYNC_TIMEOUT overrides it (a test's silent child should not cost 30 s).
+    sync_timeout: float
+    breakpoints: Breakpoints | None
+
     __slots__ = ()
 
     @property
@@ -47,13 +53,13 @@ class StartRequest(namedtuple("StartRequest", (
         return self.config.path
 
 
-class Failure(namedtuple("Failure", (
-        "state",            # str
-        "side",             # str
-        "error",            # str
-        "already_running",  # bool
-    ), defaults=(False,))):
+class Failure(namedtuple("Failure", ("state", "side", "error", "already_running"), defaults=(False,))):
     """Why a start ended early: the state that failed, on which side, and the error."""
+
+    state: str
+    side: str                      # "monitor" or "child"
+    error: str
+    already_running: bool
 
     __slots__ = ()
 
@@ -122,4 +128,4 @@ class ChildContext:
         self.failure: Failure | None = None
         self.tty_masters: list[int] = []   # for the monitor, at FDS
         self.console: tuple[int, int] | None = None   # (master, peer) of /dev/console
-        self.seccomp = None                # an engine.seccomp.Filter for exec to install
+        self.seccomp: Filter | None = None   # built by setup_seccomp, installed by exec

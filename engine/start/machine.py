@@ -71,13 +71,13 @@ from types import ModuleType
 from transitions import Machine
 
 
-class Table(namedtuple("Table", (
-        "side",         # str: "monitor" or "child": also the package under states/
-        "states",       # tuple[str, ...]: in the order of a normal start
-        "transitions",  # tuple[tuple[str, str | tuple[str, ...], str], ...]: (trigger, source(s), dest)
-        "initial",      # str
-        "final",        # tuple[str, ...]
-    ))):
+class Table(namedtuple("Table", ("side", "states", "transitions", "initial", "final"))):
+    side: str                      # "monitor" or "child": also the package under states/
+    states: tuple[str, ...]        # in the order of a normal start
+    transitions: tuple[tuple[str, str | tuple[str, ...], str], ...]   # (trigger, source(s), dest)
+    initial: str
+    final: tuple[str, ...]
+
     __slots__ = ()
 
     def module(self, state: str) -> ModuleType:
