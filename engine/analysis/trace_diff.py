@@ -36,8 +36,8 @@ import itertools
 import re
 from dataclasses import dataclass, field
 
-from lxcsm.engine.analysis import timeline
-from lxcsm.engine.analysis.timeline import LogError
+from lxcsm.engine.analysis import log_reader, timeline
+from lxcsm.engine.analysis.log_reader import LogError
 from lxcsm.engine.start.machine import TABLES
 
 INHERIT = "<inherit>"    # the phase of the line before
@@ -247,13 +247,13 @@ def read_lxc(path: str) -> tuple[list[LxcLine], int]:
         raise LogError(f"{path}: {err.strerror}") from None
     lines, other, lxcsm = [], 0, 0
     for number, raw in enumerate(text, 1):
-        match = timeline.LXC_LINE.match(raw.strip())
+        match = log_reader.LXC_LINE.match(raw.strip())
         where = _WHERE.match(match["where"]) if match else None
         if not where:
             other += bool(raw.strip())
             continue
         lxcsm += match["prefix"] == "lxcsm"
-        lines.append(LxcLine(number, timeline.lxc_time(match["stamp"], match["frac"], utc=True), match["level"],
+        lines.append(LxcLine(number, log_reader.lxc_time(match["stamp"], match["frac"], utc=True), match["level"],
                              match["category"], where["func"], match["message"]))
     if not lines:
         raise LogError(f"{path}: empty" if not other else f"{path}: not an LXC log (no line in LXC's log format)")
@@ -381,7 +381,7 @@ def diff(lxc_path: str, lxcsm_path: str, start_index: int = 1, lxc_index: int = 
         raise LogError(f"--lxc-start {lxc_index}: {lxc_path} holds {len(starts)} "
                        f"start{'s' * (len(starts) != 1)}")
     lines = starts[lxc_index - 1]
-    log = timeline.read_log(lxcsm_path)
+    log = log_reader.read_log(lxcsm_path)
     try:
         start = timeline.analyse(log.events, start_index)
     except LogError as err:
@@ -434,7 +434,7 @@ def diff(lxc_path: str, lxcsm_path: str, start_index: int = 1, lxc_index: int = 
 # --- output ----------------------------------------------------------------------------------------
 
 def _ms(seconds: float) -> str:
-    return timeline._ms(seconds)
+    return timeline.fmt_ms(seconds)
 
 
 def marks(d: Diff, phase: Phase) -> str:

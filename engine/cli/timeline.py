@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from lxcsm.engine.analysis import timeline
-from lxcsm.engine.analysis.timeline import LogError
+from lxcsm.engine.analysis import log_reader, timeline, timeline_picture
+from lxcsm.engine.analysis.log_reader import LogError
 from lxcsm.engine.cli.options import Parser, positive
 
 SUMMARY = ("each state of both machines with its offset and duration, and the time spent waiting at each sync "
@@ -25,10 +25,10 @@ def run(parser: Parser, args) -> int:
     try:
         converter = None
         if args.png:
-            converter = timeline.find_converter()
+            converter = timeline_picture.find_converter()
             if converter is None:
-                raise LogError(timeline.NO_CONVERTER)
-        log = timeline.read_log(args.logfile)
+                raise LogError(timeline_picture.NO_CONVERTER)
+        log = log_reader.read_log(args.logfile)
         try:
             start = timeline.analyse(log.events, args.start)
         except LogError as err:
@@ -40,7 +40,7 @@ def run(parser: Parser, args) -> int:
             print(f"lxcsm: timeline: {args.logfile}: skipped {len(log.skipped)} lines that are not log lines "
                   f"(first: line {log.skipped[0]})", file=sys.stderr)
         if args.svg or args.png:
-            picture_text = timeline.svg(start, args.logfile)
+            picture_text = timeline_picture.svg(start, args.logfile)
             if args.svg:
                 try:
                     with open(args.svg, "w") as out:
@@ -48,7 +48,7 @@ def run(parser: Parser, args) -> int:
                 except OSError as err:
                     raise LogError(f"--svg {args.svg}: {err.strerror}") from None
             else:
-                timeline.write_png(picture_text, args.png, converter)
+                timeline_picture.write_png(picture_text, args.png, converter)
     except LogError as err:
         print(f"lxcsm: timeline: {err}", file=sys.stderr)
         return 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from lxcsm.engine.analysis import trace_diff
-from lxcsm.engine.analysis.timeline import LogError
+from lxcsm.engine.analysis.log_reader import LogError
 from lxcsm.engine.cli.options import Parser, positive
 
 SUMMARY = ("line up an LXC 5 trace (lxc-start -l TRACE -o FILE) with an lxcsm trace of the same container, "

@@ -1,4 +1,5 @@
-"""`lxcsm timeline`: one reader for both log formats, states and sync waits, the table and the picture."""
+"""`lxcsm timeline`: one reader for both log formats (log_reader), states and sync waits, the table (timeline)
+and the picture (timeline_picture)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 
 from lxcsm.engine import cli
 from lxcsm.engine import log as logmod
-from lxcsm.engine.analysis import timeline
+from lxcsm.engine.analysis import log_reader, timeline, timeline_picture
 from lxcsm.engine.protocol.sync import SyncMsg
 from lxcsm.engine.start.machine import TABLES
 
@@ -40,7 +41,7 @@ def test_an_lxc_line_reads_back_as_the_event_it_was_rendered_from():
     for line in JSON_FORMAT.read_text().splitlines():
         event = json.loads(line)
         rendered = logmod.render_lxc({**event, "level": logmod.Level[event["level"]]})
-        parsed = timeline.parse_line(rendered)
+        parsed = log_reader.parse_line(rendered)
         assert parsed is not None, rendered
         assert set(parsed) == set(event), rendered
         assert 0 <= event["time"] - parsed["time"] < 0.001
@@ -53,26 +54,26 @@ def test_both_fixture_formats_give_the_same_events_side_by_side():
     def key(event: dict):
         return (event["event"], event["category"], event["level"], event["where"],
                 _text(event.get("state")), _text(event.get("sequence")), tuple(sorted(event)))
-    lxc, js = timeline.read_events(str(LXC_FORMAT)), timeline.read_events(str(JSON_FORMAT))
+    lxc, js = log_reader.read_events(str(LXC_FORMAT)), log_reader.read_events(str(JSON_FORMAT))
     assert len(lxc) == len(js) == len(LXC_FORMAT.read_text().splitlines())
     for side in TABLES:
         assert [key(e) for e in lxc if e["side"] == side] == [key(e) for e in js if e["side"] == side]
 
 
 def test_fields_keep_their_types_and_quoted_values():
-    event = timeline.parse_line('lxcsm bb 20261123081541.553 TRACE    exec - states/child/exec.py:enter:48 - '
+    event = log_reader.parse_line('lxcsm bb 20261123081541.553 TRACE    exec - states/child/exec.py:enter:48 - '
                                 'exec side=child pid=9401 argv="[\\"/sbin/init\\"]" empty="" ok=True '
                                 'note="a b=c"')
     assert event["event"] == "exec"
     assert event["pid"] == 9401 and event["ok"] is True and event["empty"] == ""
     assert event["argv"] == '["/sbin/init"]' and event["note"] == "a b=c"
-    assert timeline.parse_line("lxcsm bb 20261123081541.553 TRACE    x -  - sync wait side=child")["where"] == ""
+    assert log_reader.parse_line("lxcsm bb 20261123081541.553 TRACE    x -  - sync wait side=child")["where"] == ""
 
 
 def test_lxcsm_lines_are_local_time_and_lxc_lines_utc(monkeypatch):
-    local = timeline.lxc_time("20261123081541", "516")
+    local = log_reader.lxc_time("20261123081541", "516")
     assert local == pytest.approx(__import__("time").mktime((2026, 11, 23, 8, 15, 41, 0, 0, -1)) + 0.516)
-    utc = timeline.lxc_time("20261123081541", "516", utc=True)
+    utc = log_reader.lxc_time("20261123081541", "516", utc=True)
     assert utc == pytest.approx(__import__("calendar").timegm((2026, 11, 23, 8, 15, 41, 0, 0, 0)) + 0.516)
 
 
@@ -83,9 +84,9 @@ def test_events_are_sorted_by_time_though_child_lines_arrive_late(tmp_path):
     first_child = next(i for i, line in enumerate(lines) if " side=child " in line)
     late = tmp_path / "late.log"
     late.write_text("\n".join(lines[:first_child] + lines[first_child + 1:] + [lines[first_child]]) + "\n")
-    raw = [timeline.parse_line(line) for line in late.read_text().splitlines()]
+    raw = [log_reader.parse_line(line) for line in late.read_text().splitlines()]
     assert [e["time"] for e in raw] != sorted(e["time"] for e in raw)
-    events = timeline.read_events(str(late))
+    events = log_reader.read_events(str(late))
     assert [e["time"] for e in events] == sorted(e["time"] for e in events)
     assert len(events) == len(lines)
 
@@ -95,7 +96,7 @@ def test_one_file_may_mix_both_formats(tmp_path):
     json_lines = JSON_FORMAT.read_text().splitlines()
     mixed = tmp_path / "mixed.log"
     mixed.write_text("\n".join(lxc_lines[:20] + [""] + json_lines) + "\n")
-    log = timeline.read_log(str(mixed))
+    log = log_reader.read_log(str(mixed))
     assert len(log.events) == 20 + len(json_lines) and log.skipped == []
 
 
@@ -106,7 +107,7 @@ def test_every_state_of_the_trace_is_listed(path, capsys):
     assert cli.main(["timeline", str(path)]) == 0
     out = capsys.readouterr().out
     rows = {tuple(line.split()[:2]) for line in out.splitlines() if line.startswith("  ")}
-    states = _states(timeline.read_events(str(path)))
+    states = _states(log_reader.read_events(str(path)))
     assert len(states) == 26
     for side, state in states:
         assert (side, state) in rows, f"{side} {state} missing from:\n{out}"
@@ -114,7 +115,7 @@ def test_every_state_of_the_trace_is_listed(path, capsys):
 
 @BOTH
 def test_durations_of_each_side_sum_to_the_wall_time(path):
-    events = timeline.read_events(str(path))
+    events = log_reader.read_events(str(path))
     start = timeline.analyse(events)
     first = next(e for e in events if e.get("state") == "init_handler")
     poll = next(e for e in events if e.get("state") == "poll")
@@ -134,7 +135,7 @@ def test_durations_of_each_side_sum_to_the_wall_time(path):
 
 @BOTH
 def test_barrier_waits_are_named_by_sequence_and_never_negative(path):
-    events = timeline.read_events(str(path))
+    events = log_reader.read_events(str(path))
     start = timeline.analyse(events)
     known = {m.label for m in SyncMsg} | {"exec"}
     assert start.waits
@@ -154,7 +155,7 @@ def test_barrier_waits_are_named_by_sequence_and_never_negative(path):
 def _first_pids(path) -> dict[str, int]:
     """The monitor's and the child's pid in a recorded start (the fixtures are re-recorded
     when a state is added, with new pids)."""
-    events = timeline.read_events(str(path))
+    events = log_reader.read_events(str(path))
     return {side: next(e["pid"] for e in events if e["side"] == side) for side in TABLES}
 
 
@@ -162,7 +163,7 @@ def test_each_start_of_a_log_is_its_own(tmp_path, capsys):
     """Two runs appended to one file (here in two formats) are two starts; --start picks one."""
     both = tmp_path / "two-runs.log"
     both.write_text(LXC_FORMAT.read_text() + JSON_FORMAT.read_text())
-    events = timeline.read_events(str(both))
+    events = log_reader.read_events(str(both))
     assert len(timeline.split_starts(events)) == 2
     assert timeline.analyse(events, 1).pids == _first_pids(LXC_FORMAT)
     assert timeline.analyse(events, 2).pids == _first_pids(JSON_FORMAT)
@@ -186,7 +187,7 @@ def test_a_start_that_failed_ends_at_aborting(tmp_path):
               f"states/monitor/stopped.py:enter:13 - state side=monitor pid={monitor} state=stopped"]
     log = tmp_path / "failed.log"
     log.write_text("\n".join(lines[:cut] + failed) + "\n")
-    start = timeline.analyse(timeline.read_events(str(log)))
+    start = timeline.analyse(log_reader.read_events(str(log)))
     assert start.outcome == "aborted"
     assert start.side_spans("child")[-1].state == "aborting"
     assert [s.state for s in start.spans if s.tail] == ["aborting", "stopped"]
@@ -203,13 +204,13 @@ def test_the_svg_is_well_formed_with_one_rect_per_state(path, tmp_path, capsys):
     root = ET.parse(picture).getroot()
     rects = root.iter(f"{SVG}rect")
     drawn = [(r.get("class").split()[1], r.get("data-state")) for r in rects]
-    assert sorted(drawn) == sorted(_states(timeline.read_events(str(path))))
+    assert sorted(drawn) == sorted(_states(log_reader.read_events(str(path))))
     assert any(line.get("class") == "sync" for line in root.iter(f"{SVG}line"))
     assert int(root.get("width")) > 0 and int(root.get("height")) > 0
 
 
 def test_png_needs_a_converter(tmp_path, capsys):
-    if timeline.find_converter() is None:
+    if timeline_picture.find_converter() is None:
         pytest.skip("no SVG renderer here (rsvg-convert, ImageMagick or inkscape)")
     png = tmp_path / "start.png"
     assert cli.main(["timeline", str(LXC_FORMAT), "--png", str(png)]) == 0
@@ -241,7 +242,7 @@ def test_a_stand_in_convert_is_not_taken_for_imagemagick(tmp_path, monkeypatch):
     fake.write_text("#!/bin/sh\necho 'convert: ImageMagick is not installed here' >&2\nexit 1\n")
     fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
     monkeypatch.setenv("PATH", str(tmp_path))
-    assert timeline.find_converter() is None
+    assert timeline_picture.find_converter() is None
 
 
 # --- bad input ------------------------------------------------------------------------------------
