@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from lxcsm.engine import cli
-from lxcsm.engine.analysis import trace_diff
+from lxcsm.engine.analysis import lxc_phases, trace_diff
 from lxcsm.engine.start.machine import TABLES
 
 TRACES = Path(__file__).resolve().parents[2] / "fixtures" / "traces"
@@ -26,9 +26,9 @@ def reference() -> trace_diff.Diff:
 
 
 def test_the_mapping_names_only_lxcsm_states_or_explained_lxc_phases():
-    assert trace_diff.check_rules() == []
-    for key in trace_diff.LXC_ONLY:
-        assert not trace_diff.is_lxcsm_state(key), key
+    assert lxc_phases.check_rules() == []
+    for key in lxc_phases.LXC_ONLY:
+        assert not lxc_phases.is_lxcsm_state(key), key
 
 
 def test_a_rule_knows_every_line_of_the_reference_trace(reference):
@@ -88,13 +88,13 @@ def test_every_phase_of_a_normal_start_lines_up(lxcsm_log):
     for key in NORMAL_START:
         phase = d.phases[key]
         assert key in d.rows
-        assert phase.first_line is not None or key in trace_diff.LXCSM_ONLY, f"{key}: no LXC counterpart"
+        assert phase.first_line is not None or key in lxc_phases.LXCSM_ONLY, f"{key}: no LXC counterpart"
     # The states of each side come in the same order in both traces.
     assert d.order_differs == set()
     # Whatever LXC does that lxcsm has no state for is explained.
     for key in d.rows:
         if not d.phases[key].spans:
-            assert key in trace_diff.LXC_ONLY or trace_diff.is_lxcsm_state(key), key
+            assert key in lxc_phases.LXC_ONLY or lxc_phases.is_lxcsm_state(key), key
 
 
 def test_the_report_marks_what_differs(reference):
