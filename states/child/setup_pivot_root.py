@@ -11,12 +11,18 @@ Afterwards the kernel sees: the container's / is its rootfs, no path leads
 to the host's filesystem, and the working directory is /.
 """
 
+from __future__ import annotations
+
 import os
 
 from lxcsm.engine.linux import kernel
 
+TYPE_CHECKING = False   # typing itself costs every start ~5 ms to import
+if TYPE_CHECKING:
+    from lxcsm.engine.start.context import ChildContext, StartRequest
 
-def enter(ctx) -> str:
+
+def enter(ctx: ChildContext) -> str:
     old_root = os.open("/", os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
     new_root = os.open(ctx.rootfs, os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
     try:
@@ -34,5 +40,5 @@ def enter(ctx) -> str:
     return "root_pivoted"
 
 
-def plan(request) -> list[str]:
+def plan(request: StartRequest) -> list[str]:
     return ["pivot_root(\".\", \".\") in the rootfs", "make the old root rslave, umount2(MNT_DETACH) it", "chdir /"]
