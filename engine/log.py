@@ -41,6 +41,7 @@ from collections.abc import Callable
 
 TYPE_CHECKING = False   # typing itself costs every start ~5 ms to import
 if TYPE_CHECKING:
+    from collections.abc import Mapping, MutableMapping
     from typing import Any, TextIO
 
 
@@ -145,7 +146,7 @@ class EventLogger:
         fields.setdefault("where", _caller(sys._getframe(2)))
         record = {**self._context, "event": event, "level": int(level), "time": time.time(), **fields}
         _record(record)
-        if level >= _threshold:
+        if level >= _threshold and self._sink is not None:
             self._sink.write(record)
 
     def trace(self, event: str, **fields: Any) -> None:
@@ -183,7 +184,7 @@ def _field(value: Any) -> str:
     return json.dumps(text) if (not text or not text.isprintable() or " " in text or '"' in text) else text
 
 
-def render_lxc(event: dict) -> str:
+def render_lxc(event: Mapping[str, Any]) -> str:
     seconds = event["time"]
     # UTC, as LXC writes it, so the two logs line up whatever the machine's time zone.
     stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime(seconds)) + f".{int(seconds * 1000) % 1000:03d}"
@@ -192,16 +193,16 @@ def render_lxc(event: dict) -> str:
             f"{event.get('category', 'lxcsm')} - {event.get('where', '')} - {event['event']}{fields}")
 
 
-def portable(event: dict) -> dict:
+def portable(event: Mapping[str, Any]) -> dict:
     """The event with its origin as text, for JSON (a `Where` is a tuple JSON would make a list)."""
     return {**event, "where": str(event.get("where", ""))}
 
 
-def render_json(event: dict) -> str:
+def render_json(event: Mapping[str, Any]) -> str:
     return json.dumps({**portable(event), "level": Level(event["level"]).name}, default=str)
 
 
-RENDERERS: dict[str, Callable[[dict], str]] = {"lxc": render_lxc, "json": render_json}
+RENDERERS: dict[str, Callable[[Mapping[str, Any]], str]] = {"lxc": render_lxc, "json": render_json}
 
 
 class Sink:
@@ -210,9 +211,9 @@ class Sink:
     def __init__(self, stream: TextIO, log_format: str = "lxc") -> None:
         self.stream = stream
         self.renderer = RENDERERS[log_format]
-        self._structlog = None
+        self._structlog: Any = None   # structlog's bound logger, made on the first line
 
-    def render(self, event: dict) -> str:
+    def render(self, event: Mapping[str, Any]) -> str:
         return self.renderer(event)
 
     def write(self, event: dict) -> None:
@@ -227,7 +228,7 @@ class Sink:
         self.stream.flush()
 
 
-def _render(sink: Sink, _method, event: dict) -> str:
+def _render(sink: Sink, _method: str, event: MutableMapping[str, Any]) -> str:
     return sink.render(event)
 
 
@@ -240,7 +241,7 @@ def replay(log: EventLogger, event: dict) -> None:
     """Record an event another process emitted (the child's), and render it if it is wanted."""
     event = {**log._context, **event}
     _record(event)
-    if event["level"] >= _threshold:
+    if event["level"] >= _threshold and log._sink is not None:
         log._sink.write(event)
 
 

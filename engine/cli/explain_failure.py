@@ -34,7 +34,7 @@ def run(parser: Parser, args) -> int:
         print(f"{args.name}: the last start failed in the {f['failed_side']} state {f['failed_state']}: {f['error']}")
         state = f["failed_state"]
         module = importlib.import_module(f"lxcsm.states.{f['failed_side']}.{state}")
-        print(f"\nWhat {state} does:\n\n{module.__doc__.strip()}\n")
+        print(f"\nWhat {state} does:\n\n{(module.__doc__ or '').strip()}\n")
     else:
         started = [e for e in events if e["event"] == "started"]
         print(f"{args.name}: the last start did not fail" + (" (init ran)" if started else ""))

@@ -156,9 +156,9 @@ def configure_in_container(device, transient: str) -> str:
                          prefixlen=interface.network.prefixlen,
                          broadcast=broadcast.strip() or str(interface.network.broadcast_address))
             for text in device.ipv6:
-                interface = ipaddress.IPv6Interface(text)
-                ipr.addr("add", index=index, address=str(interface.ip),
-                         prefixlen=interface.network.prefixlen)
+                interface6 = ipaddress.IPv6Interface(text)
+                ipr.addr("add", index=index, address=str(interface6.ip),
+                         prefixlen=interface6.network.prefixlen)
             if device.flags:   # LXC takes any value for "up"
                 ipr.link("set", index=index, state="up")
                 ipr.link("set", index=_index(ipr, "lo"), state="up")   # the network is up: lo too

@@ -35,7 +35,7 @@ import os
 import select
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 _MAX_FRAME = 64 * 1024
 _MAX_FDS = 64
@@ -97,7 +97,7 @@ class _End:
     def close(self) -> None:
         self.sock.close()
 
-    def _send(self, kind: SyncMsg, payload: bytes = b"", fds: list[int] = ()) -> None:
+    def _send(self, kind: SyncMsg, payload: bytes = b"", fds: Sequence[int] = ()) -> None:
         try:
             socket.send_fds(self.sock, [bytes([kind]) + payload], list(fds))
         except (BrokenPipeError, ConnectionResetError):
@@ -192,7 +192,7 @@ class MonitorEnd(_End):
         self.on_child_paused(state)
         self._send(SyncMsg.RESUME)
 
-    def wake(self, msg: SyncMsg, payload: bytes = b"", fds: list[int] = ()) -> None:
+    def wake(self, msg: SyncMsg, payload: bytes = b"", fds: Sequence[int] = ()) -> None:
         self.log.trace("sync wake", sequence=msg.label)
         self._send(msg, payload, fds)
 
@@ -209,7 +209,7 @@ class MonitorEnd(_End):
 class ChildEnd(_End):
     me, peer = "child", "monitor"
 
-    def wake(self, msg: SyncMsg, payload: bytes = b"", fds: list[int] = ()) -> None:
+    def wake(self, msg: SyncMsg, payload: bytes = b"", fds: Sequence[int] = ()) -> None:
         self.log.trace("sync wake", sequence=msg.label)
         self._send(msg, payload, fds)
 
@@ -218,7 +218,7 @@ class ChildEnd(_End):
         return self._wait(msg, lambda _event: None)
 
     def barrier(self, wake: SyncMsg, wait_for: SyncMsg, payload: bytes = b"",
-                fds: list[int] = ()) -> tuple[bytes, list[int]]:
+                fds: Sequence[int] = ()) -> tuple[bytes, list[int]]:
         """Wake the monitor with `wake`, then block until it answers `wait_for`."""
         self.wake(wake, payload, fds)
         return self.wait_for(wait_for)

@@ -44,6 +44,10 @@ def failpoints(spec: str) -> frozenset[tuple[str, str]]:
 
 
 class Supervisor:
+    # Added by transitions' Machine, which this object is the model of (machine.build):
+    state: str                              # the current state's name
+    trigger: Callable[[str], bool]          # fire a trigger by name
+
     def __init__(self, table: Table, ctx, log, on_enter: Callable[[str], None] = lambda state: None) -> None:
         self.table = table
         self.ctx = ctx
@@ -62,8 +66,10 @@ class Supervisor:
     def run(self) -> None:
         while True:
             trigger = self._enter(self.state)
-            if trigger is None and self.state in self.table.final:
-                return
+            if trigger is None:
+                if self.state in self.table.final:
+                    return
+                trigger = "(no trigger)"   # a state that is not final must name its way out
             try:
                 self.trigger(trigger)
             except (MachineError, AttributeError) as err:

@@ -18,8 +18,10 @@ if TYPE_CHECKING:
 
 
 def enter(ctx: ChildContext) -> None:
+    failure = ctx.failure
+    assert failure is not None   # only the failed trigger leads here, and it carries one
     try:
-        ctx.channel.send_error(ctx.failure.state, ctx.failure.error)
+        ctx.channel.send_error(failure.state, failure.error)
     except SyncError:
         pass   # the monitor is gone; PR_SET_PDEATHSIG is about to end us too
     return None

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 def enter(ctx: MonitorContext) -> str:
     failure = ctx.failure
+    assert failure is not None   # only the failed trigger leads here, and it carries one
     if failure.already_running:
         ctx.log.info("already running", container=ctx.request.name)
     else:

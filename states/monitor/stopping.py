@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 
 def enter(ctx: MonitorContext) -> str:
+    assert ctx.command_server is not None   # init_handler bound it before anything could stop
     ctx.command_server.set_state(LxcState.STOPPING)
     hooks.run_stop(ctx, "stop")
     ctx.boot.undo.unwind(ctx.log)

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 
 def enter(ctx: MonitorContext) -> str:
+    assert ctx.boot.channel is not None   # spawn opened it
     ctx.boot.channel.wait_for(SyncMsg.CGROUP_LIMITS)
     for path, value in cgroups.write_limits(ctx.request.config, ctx.hierarchies, ctx.boot.payload_cgroups,
                                             devices=True):

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
 
 def enter(ctx: MonitorContext) -> str:
+    assert ctx.boot.channel is not None   # spawn opened it
     ctx.boot.channel.wait_for(SyncMsg.CONFIGURE)
     for position, device in enumerate(ctx.request.config.netlink_devices()):
         if device.type == "veth":
@@ -67,14 +68,14 @@ def _set_resource_limits(ctx) -> None:
     for key, setting in settings:
         name = key.removeprefix("lxc.prlimit.")
         soft, _, hard = setting.value.partition(":")
-        limits = tuple(resource.RLIM_INFINITY if v.strip() == "unlimited" else int(v)
-                       for v in (soft, hard or soft))
+        soft_limit, hard_limit = (resource.RLIM_INFINITY if v.strip() == "unlimited" else int(v)
+                                  for v in (soft, hard or soft))
         try:
-            resource.prlimit(ctx.boot.init_pid, kernel.RLIMITS[name], limits)
+            resource.prlimit(ctx.boot.init_pid, kernel.RLIMITS[name], (soft_limit, hard_limit))
         except OSError as err:
             raise OSError(err.errno, f"{setting.file}:{setting.line}: {setting.key}: prlimit {setting.value}: "
                                      f"{err.strerror}") from None
-        ctx.log.trace("resource limit set", resource=name, soft=limits[0], hard=limits[1])
+        ctx.log.trace("resource limit set", resource=name, soft=soft_limit, hard=hard_limit)
 
 
 def _create_veth(ctx, position: int, device) -> None:

@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 
 
 def enter(ctx: MonitorContext) -> str:
-    channel = ctx.boot.channel
+    channel, server = ctx.boot.channel, ctx.command_server
+    assert channel is not None and server is not None   # spawn opened the one, init_handler bound the other
     channel.wake(SyncMsg.FDS)
     _payload, fds = channel.wait_for(SyncMsg.FDS)
     config = ctx.request.config
@@ -33,7 +34,7 @@ def enter(ctx: MonitorContext) -> str:
     # it, its master would report a hang-up, again and again, to the poll state.
     masters = [fds[0], *fds[2:]] if config.has_console() else [None, *fds]
     ttys = {number: fd for number, fd in enumerate(masters) if fd is not None}
-    ctx.command_server.new_ttys(ttys)
+    server.new_ttys(ttys)
     if ttys:
         ctx.log.trace("terminals received", ttys=" ".join(map(str, sorted(ttys))))
     return "fds_received"

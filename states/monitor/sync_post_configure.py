@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 
 def enter(ctx: MonitorContext) -> str:
+    assert ctx.boot.channel is not None   # spawn opened it
     ctx.boot.channel.wake(SyncMsg.POST_CONFIGURE)
     return "child_released"
 

@@ -25,14 +25,15 @@ if TYPE_CHECKING:
 
 
 def enter(ctx: MonitorContext) -> str:
-    boot = ctx.boot
+    boot, server, channel = ctx.boot, ctx.command_server, ctx.boot.channel
+    assert server is not None and channel is not None   # init_handler bound the one, spawn opened the other
     hooks.run(ctx.request.config, "start-host", ctx.log)
-    boot.channel.wake(SyncMsg.READY_START)
-    boot.channel.wait_for_exec()
-    boot.channel.close()
+    channel.wake(SyncMsg.READY_START)
+    channel.wait_for_exec()
+    channel.close()
     boot.channel = None
-    ctx.command_server.init_pid, ctx.command_server.init_pidfd = boot.init_pid, boot.init_pidfd
-    ctx.command_server.set_state(LxcState.RUNNING)
+    server.init_pid, server.init_pidfd = boot.init_pid, boot.init_pidfd
+    server.set_state(LxcState.RUNNING)
     ctx.log.notice("started", init=" ".join(ctx.request.command), init_pid=boot.init_pid)
     ctx.on_running()
     return "init_started"
