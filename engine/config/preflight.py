@@ -21,7 +21,8 @@ from __future__ import annotations
 import os
 import socket
 
-from lxcsm.engine.config.loader import ConfigError, Setting, parse_command
+from lxcsm.engine.config.model import ConfigError, Setting
+from lxcsm.engine.config.values import parse_command
 from lxcsm.engine.linux import cgroups
 from lxcsm.engine.linux.mount_options import parse_mount_options
 from lxcsm.engine.linux.paths import container_path, in_rootfs

@@ -23,7 +23,7 @@ TYPE_CHECKING = False   # typing itself costs every start ~5 ms to import
 if TYPE_CHECKING:
     from typing import Any
 
-    from lxcsm.engine.config.loader import Config
+    from lxcsm.engine.config.model import Config
     from lxcsm.engine.linux.cgroups import Hierarchy
     from lxcsm.engine.linux.seccomp import Filter
     from lxcsm.engine.protocol.command_server import CommandServer
