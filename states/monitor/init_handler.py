@@ -6,7 +6,8 @@ Afterwards the kernel sees:
 * the abstract unix socket ``@LXCPATH/NAME/command`` bound and listening.  It
   is bound on the first boot only and survives reboots.  Binding it is also
   the "already running" check: the name can be bound once per host network
-  namespace, by us or by LXC itself;
+  namespace, by us or by LXC itself - or by anyone else, which is a failure
+  naming that process, not "already running";
 * the signals the monitor forwards to init blocked, and delivered to a
   signalfd instead (LXC's setup_signal_fd), so that none is lost between
   here and `poll`;
@@ -22,12 +23,13 @@ The container's state is STARTING.  Nothing else on the host has changed yet.
 
 import os
 import signal
+import time
 
 from lxcsm import hooks
 from lxcsm.engine.errors import StateError
 from lxcsm.engine.linux import cgroups, kernel
-from lxcsm.engine.protocol import command_server, command_socket
-from lxcsm.engine.protocol.command_server import CommandServer
+from lxcsm.engine.protocol import command_client, command_server, command_socket
+from lxcsm.engine.protocol.command_server import AlreadyRunning, CommandServer
 from lxcsm.engine.protocol.command_socket import LxcState
 from lxcsm.engine.start.context import Boot
 from lxcsm.engine.start.undo import UndoLog
@@ -39,6 +41,8 @@ FORWARDED = frozenset({
     signal.SIGUSR2, signal.SIGPWR, signal.SIGALRM, signal.SIGWINCH,
 })
 WATCHED = FORWARDED | {signal.SIGCHLD}
+# How long a root-owned holder of the name may take to answer as a running monitor.
+HOLDER_PATIENCE = 2.0
 
 
 def enter(ctx) -> str:
@@ -46,7 +50,7 @@ def enter(ctx) -> str:
     ctx.boot = Boot(number=ctx.boot.number + 1, undo=UndoLog(ctx.undo.journal))
 
     if ctx.command_server is None:
-        sock = command_server.bind(request.lxcpath, request.name)
+        sock = _bind(request)
         ctx.command_server = CommandServer(sock, request.name, config)
         ctx.undo.record("command_socket", request.name, handle=ctx.command_server)
         address = command_socket.socket_name(request.lxcpath, request.name).decode()[1:]
@@ -90,10 +94,32 @@ def enter(ctx) -> str:
     return "handler_ready"
 
 
+def _bind(request):
+    """The command socket, bound; AlreadyRunning if the container's monitor holds the name.
+
+    Anyone may bind an abstract name: when it is taken, the holder is asked
+    who it is (command_client.holder).  A process of another user, or one
+    that answers as no monitor does, fails the start naming it, as lxc-start
+    fails.  A monitor that has bound the name but not listened yet, or has
+    said STOPPED and not exited yet, is given a moment.
+    """
+    deadline = time.monotonic() + HOLDER_PATIENCE
+    while True:
+        try:
+            return command_server.bind(request.lxcpath, request.name)
+        except AlreadyRunning:
+            verdict, who = command_client.holder(request.lxcpath, request.name)
+            if verdict == command_client.RUNS:
+                raise
+            if verdict == command_client.NOT_A_MONITOR or time.monotonic() > deadline:
+                raise StateError(who) from None
+        time.sleep(0.02)
+
+
 def plan(request) -> list[str]:
     config = request.config
     steps = [f"bind the abstract socket @{command_socket.socket_name(request.lxcpath, request.name).decode()[1:]}"
-             " (taken: the container is already running)",
+             " (taken by its monitor: the container is already running; by anything else: fail, naming it)",
              "container state STARTING",
              "block " + " ".join(sorted(signal.Signals(s).name for s in WATCHED)) + " and read them from a signalfd"]
     if request.pidfile:
