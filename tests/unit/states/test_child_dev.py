@@ -1,0 +1,240 @@
+"""The child's states that fill the rootfs with mounts - setup_autodev, setup_mounts,
+setup_ttys - each alone.
+
+What they mount is checked as the mount table the fake kernel keeps (fake_kernel.MountTable):
+where, what, with which options and data, in the order the mounts were attached.  That
+holds whether a state mounts with mount(2) on paths or through the new mount API on file
+descriptors (fsopen/fsmount/open_tree/move_mount): the table is what the kernel would
+show in /proc/self/mountinfo, the calls only how it was asked.  A new filesystem of the
+mount API is a directory of the fake's (`host.mounts.contents(target)`), so what a state
+makes in it (device nodes, links) can be looked at too.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from lxcsm.engine.errors import StateError
+from lxcsm.engine.linux import terminal
+from lxcsm.states.child import setup_autodev
+from tests.unit.states.conftest import identity, still_open
+
+SAFE = "nodev,noexec,nosuid"
+
+# --- setup_autodev ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def mknod(host):
+    """setup_autodev's os.mknod, recorded; it makes an empty regular file where the node would be."""
+    def make(path, mode=0o600, device=0, *, dir_fd=None):
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o600, dir_fd=dir_fd))
+    host.proxy(setup_autodev, "os", mknod=make)
+
+
+def nodes_made(host) -> list[tuple[str, int, int]]:
+    return [(os.path.basename(call[1]), call[2], call[3]) for call in host.calls("os") if call[0] == "mknod"]
+
+
+@pytest.mark.state("child", "setup_autodev")
+def test_setup_autodev_mounts_a_tmpfs_dev_with_the_basic_nodes_its_own_devpts_and_ptmx(
+        host, run, make_request, child_ctx, mknod):
+    ctx = child_ctx(make_request("lxc.pty.max = 64"))
+
+    assert run("child", "setup_autodev", ctx) == "dev_ready"
+
+    assert host.mounts.view(ctx.rootfs) == [
+        ("/dev", "tmpfs", "noexec,nosuid", "size=500000,mode=755"),
+        ("/dev/pts", "devpts", "noexec,nosuid", "newinstance,ptmxmode=0666,mode=0620,gid=5,max=64"),
+        ("/dev/ptmx", "bind", "", None, "/dev/pts/ptmx"),
+    ]
+    assert nodes_made(host) == [(name, stat.S_IFCHR | 0o666, os.makedev(major, minor))
+                                for name, (major, minor) in setup_autodev.NODES.items()]
+    dev = host.mounts.contents(f"{ctx.rootfs}/dev")   # the nodes are made in the new tmpfs
+    for name in setup_autodev.NODES:
+        assert stat.S_IMODE((dev / name).stat().st_mode) == 0o666   # not cut by the umask
+    assert {name: os.readlink(dev / name) for name in setup_autodev.LINKS} == setup_autodev.LINKS
+    assert (dev / "pts").is_dir() and (dev / "ptmx").exists()
+
+
+@pytest.mark.state("child", "setup_autodev")
+def test_setup_autodev_without_lxc_pty_max_leaves_devpts_unlimited(host, run, make_request, child_ctx, mknod):
+    ctx = child_ctx(make_request())
+
+    assert run("child", "setup_autodev", ctx) == "dev_ready"
+
+    assert host.mounts.view(ctx.rootfs)[1] == ("/dev/pts", "devpts", "noexec,nosuid",
+                                               "newinstance,ptmxmode=0666,mode=0620,gid=5")
+
+
+@pytest.mark.state("child", "setup_autodev")
+def test_setup_autodev_off_keeps_the_rootfs_dev(host, run, make_request, child_ctx, mknod):
+    ctx = child_ctx(make_request("lxc.autodev = 0"))
+
+    assert run("child", "setup_autodev", ctx) == "dev_ready"
+
+    assert host.calls() == [] and host.mounts.view() == []
+    assert not Path(ctx.rootfs, "dev").exists()
+
+
+@pytest.mark.state("child", "setup_autodev")
+def test_setup_autodev_refused_mknod_fails_after_the_tmpfs(host, run, make_request, child_ctx, mknod):
+    host.on("os.mknod", raises=PermissionError(errno.EPERM, "Operation not permitted"))
+    ctx = child_ctx(make_request())
+
+    run.failing("child", "setup_autodev", ctx, PermissionError)
+
+    assert [m[:2] for m in host.mounts.view(ctx.rootfs)] == [("/dev", "tmpfs")]   # no devpts
+
+
+# --- setup_mounts ----------------------------------------------------------------------
+
+
+@pytest.mark.state("child", "setup_mounts")
+def test_setup_mounts_mounts_proc_sys_the_entries_then_the_cgroups_then_runs_the_hooks(
+        host, run, make_request, child_ctx, tmp_path):
+    share = tmp_path / "share"
+    share.mkdir()
+    ctx = child_ctx(make_request("lxc.mount.auto = proc:mixed sys:mixed cgroup:mixed",
+                                 f"lxc.mount.entry = {share} srv none bind,ro,create=dir 0 0",
+                                 "lxc.mount.entry = tmpfs dev/shm tmpfs defaults,create=dir 0 0"))
+
+    assert run("child", "setup_mounts", ctx) == "mounts_done"
+
+    assert host.mounts.view(ctx.rootfs) == [
+        # proc:mixed - /proc/sys read-only but for /proc/sys/net, /proc/sysrq-trigger read-only
+        ("/proc", "proc", SAFE, None),
+        ("/proc/sys", "bind", f"{SAFE},ro", None, "/proc/sys"),
+        ("/proc/sys/net", "bind", SAFE, None, "/proc/sys/net"),
+        ("/proc/sysrq-trigger", "bind", f"{SAFE},ro", None, "/proc/sysrq-trigger"),
+        # sys:mixed - read-only but for /sys/devices/virtual/net
+        ("/sys", "sysfs", f"{SAFE},ro", None),
+        ("/sys/devices/virtual/net", "bind", SAFE, None, "/sys/devices/virtual/net"),
+        # the entries, in order: a bind remounted read-only, a tmpfs
+        ("/srv", "bind", "ro", None, str(share)),
+        ("/dev/shm", "tmpfs", "", None),
+        # cgroup:mixed - each hierarchy on a tmpfs that is then made read-only
+        ("/sys/fs/cgroup", "tmpfs", f"{SAFE},ro", "size=10240k,mode=755"),
+        ("/sys/fs/cgroup/cpu", "cgroup", SAFE, "cpu,cpuacct"),
+        ("/sys/fs/cgroup/devices", "cgroup", SAFE, "devices"),
+        ("/sys/fs/cgroup/unified", "cgroup2", SAFE, None),
+    ]
+    assert Path(ctx.rootfs, "srv").is_dir() and Path(ctx.rootfs, "dev", "shm").is_dir()   # create=dir
+    # The hooks after every mount: mount, then autodev (lxc.autodev is on).
+    assert host.calls("hooks") == [("run", "mount"), ("run", "autodev")]
+    assert host.names()[-2:] == ["hooks.run", "hooks.run"]
+
+
+@pytest.mark.state("child", "setup_mounts")
+def test_setup_mounts_with_nothing_to_mount_only_runs_the_mount_hooks(host, run, make_request, child_ctx):
+    ctx = child_ctx(make_request("lxc.autodev = 0"))
+
+    assert run("child", "setup_mounts", ctx) == "mounts_done"
+
+    assert host.mounts.view() == []
+    assert host.calls("hooks") == [("run", "mount")]
+
+
+@pytest.fixture
+def refuse_share(host, tmp_path):
+    """Mounting tmp_path/share fails with EPERM, whether asked by path (mount) or by fd (open_tree)."""
+    share = tmp_path / "share"
+    share.mkdir()
+    eperm = PermissionError(errno.EPERM, "Operation not permitted")
+    host.on("kernel.mount", raises=eperm, when=lambda source, *args, **kwargs: source == str(share))
+    host.on("kernel.open_tree", raises=eperm, when=lambda dirfd, path, flags: path == str(share))
+    return share
+
+
+@pytest.mark.state("child", "setup_mounts")
+def test_setup_mounts_failing_entry_fails_naming_its_file_and_line(
+        host, run, make_request, child_ctx, refuse_share):
+    ctx = child_ctx(make_request("lxc.mount.auto = proc:rw",
+                                 f"lxc.mount.entry = {refuse_share} srv none bind,create=dir 0 0"))
+
+    info = run.failing("child", "setup_mounts", ctx, StateError)
+
+    assert str(info.value) == (f"{ctx.request.config.path}:3: lxc.mount.entry: mounting {refuse_share} on srv: "
+                               "Operation not permitted (EPERM)")
+    assert host.calls("hooks") == []
+
+
+@pytest.mark.state("child", "setup_mounts")
+def test_setup_mounts_skips_a_failing_optional_entry(host, run, make_request, child_ctx, refuse_share):
+    ctx = child_ctx(make_request(f"lxc.mount.entry = {refuse_share} srv none bind,optional,create=dir 0 0",
+                                 "lxc.mount.entry = tmpfs tmp tmpfs defaults,create=dir 0 0"))
+
+    assert run("child", "setup_mounts", ctx) == "mounts_done"
+
+    assert host.mounts.view(ctx.rootfs) == [("/tmp", "tmpfs", "", None)]
+    [(level, fields)] = ctx.log.named("optional mount skipped")
+    assert level == "info" and fields["entry"] == f"{ctx.request.config.path}:2: lxc.mount.entry"
+
+
+# --- setup_ttys ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def ptys(host, monkeypatch, child_ctx, make_request):
+    """terminal.open_pty, recorded: each pty is a pipe (master, peer); `made` keeps (master, peer,
+    what the peer's fd points at, the ptmx it was opened through, the peer fd's identity)."""
+    made: list[tuple[int, int, str, str, tuple[int, int]]] = []
+
+    def open_pty(ptmx):
+        master, peer = host.pipe()
+        made.append((master, peer, os.readlink(f"/proc/self/fd/{peer}"), os.path.realpath(ptmx), identity(peer)))
+        return master, peer, len(made) - 1
+
+    monkeypatch.setattr(terminal, "open_pty", host.rec.fake("terminal.open_pty", open_pty))
+    return made
+
+
+def with_dev(ctx):
+    """The rootfs as setup_autodev leaves it: a /dev with a ptmx."""
+    Path(ctx.rootfs, "dev").mkdir()
+    Path(ctx.rootfs, "dev", "ptmx").touch()
+    return ctx
+
+
+@pytest.mark.state("child", "setup_ttys")
+def test_setup_ttys_binds_a_pty_on_dev_console_and_each_dev_ttyN_keeping_their_masters(
+        host, run, make_request, child_ctx, ptys):
+    ctx = with_dev(child_ctx(make_request("lxc.tty.max = 2")))
+
+    assert run("child", "setup_ttys", ctx) == "ttys_created"
+
+    console, tty1, tty2 = ptys
+    assert {pty[3] for pty in ptys} == {f"{ctx.rootfs}/dev/ptmx"}   # the container's devpts, not the host's
+    assert host.mounts.view(ctx.rootfs) == [("/dev/console", "bind", "", None, console[2]),
+                                            ("/dev/tty1", "bind", "", None, tty1[2]),
+                                            ("/dev/tty2", "bind", "", None, tty2[2])]
+    assert all(Path(ctx.rootfs, "dev", name).is_file() for name in ("console", "tty1", "tty2"))
+    # The monitor gets the masters at FDS; the console's peer stays for exec, the ttys' go.
+    assert ctx.console == (console[0], console[1]) and still_open(console[1], console[4])
+    assert ctx.tty_masters == [tty1[0], tty2[0]]
+    assert not still_open(tty1[1], tty1[4]) and not still_open(tty2[1], tty2[4])
+
+
+@pytest.mark.state("child", "setup_ttys")
+def test_setup_ttys_without_a_console_or_ttys_opens_nothing(host, run, make_request, child_ctx, ptys):
+    ctx = with_dev(child_ctx(make_request("lxc.console.path = none")))
+
+    assert run("child", "setup_ttys", ctx) == "ttys_created"
+
+    assert host.calls() == [] and host.mounts.view() == []
+    assert ctx.console is None and ctx.tty_masters == []
+
+
+@pytest.mark.state("child", "setup_ttys")
+def test_setup_ttys_out_of_ptys_fails(host, run, make_request, child_ctx, ptys):
+    host.on("terminal.open_pty", raises=OSError(errno.ENOSPC, "No space left on device"))
+    ctx = with_dev(child_ctx(make_request("lxc.tty.max = 1")))
+
+    run.failing("child", "setup_ttys", ctx, OSError)
+
+    assert host.mounts.view() == []

@@ -1,0 +1,228 @@
+"""The child's states that talk to the monitor - startup, configure, sync_cgroup_limits,
+sync_fds, aborting - and exec, which ends the child by becoming init; each alone.
+
+exec's process-wide calls (setsid, dup2, closerange, sigmask, execvpe) are fakes on the
+state's own `os` and `signal`, so the test process keeps its fds, its session and its
+signal mask.
+"""
+
+from __future__ import annotations
+
+import errno
+import signal
+
+import pytest
+
+from lxcsm.engine.linux import kernel, terminal
+from lxcsm.engine.protocol.sync import SyncError, SyncMsg
+from lxcsm.engine.start.context import Failure
+from lxcsm.engine.start.machine import CHILD
+from lxcsm.states.child import exec as exec_state
+from tests.unit.states.conftest import is_open
+from tests.unit.states.fake_kernel import PASS
+
+# --- startup ---------------------------------------------------------------------------
+
+
+@pytest.mark.state("child", "startup")
+def test_startup_waits_for_startup_and_changes_nothing(host, run, make_request, child_ctx):
+    ctx = child_ctx(make_request())
+
+    assert run("child", "startup", ctx) == "started"
+
+    assert host.calls() == [("channel.wait_for", SyncMsg.STARTUP)]
+
+
+@pytest.mark.state("child", "startup")
+def test_startup_fails_when_the_monitor_is_gone(host, run, make_request, child_ctx):
+    host.on("channel.wait_for", raises=SyncError("monitor exited while child waited for startup"))
+
+    run.failing("child", "startup", child_ctx(make_request()), SyncError)
+
+
+# --- configure -------------------------------------------------------------------------
+
+
+@pytest.mark.state("child", "configure")
+def test_configure_unshares_its_cgroup_namespace_then_waits_for_the_network(host, run, make_request, child_ctx):
+    ctx = child_ctx(make_request())
+
+    assert run("child", "configure", ctx) == "configured"
+
+    assert host.calls() == [("kernel.unshare", kernel.CLONE_NEWCGROUP),
+                            ("channel.wake", SyncMsg.CONFIGURE), ("channel.wait_for", SyncMsg.POST_CONFIGURE)]
+
+
+@pytest.mark.state("child", "configure")
+def test_configure_keeping_the_cgroup_namespace_only_syncs(host, run, make_request, child_ctx):
+    ctx = child_ctx(make_request("lxc.namespace.keep = cgroup"))
+
+    assert run("child", "configure", ctx) == "configured"
+
+    assert host.names() == ["channel.wake", "channel.wait_for"]
+
+
+@pytest.mark.state("child", "configure")
+def test_configure_whose_unshare_fails_never_asks_for_the_network(host, run, make_request, child_ctx):
+    host.on("kernel.unshare", raises=PermissionError(errno.EPERM, "Operation not permitted"))
+
+    run.failing("child", "configure", child_ctx(make_request()), PermissionError)
+
+    assert host.names("channel") == []
+
+
+# --- sync_cgroup_limits ----------------------------------------------------------------
+
+
+@pytest.mark.state("child", "sync_cgroup_limits")
+def test_sync_cgroup_limits_tells_the_monitor_it_is_set_up_and_waits_for_fds(host, run, make_request, child_ctx):
+    ctx = child_ctx(make_request())
+
+    assert run("child", "sync_cgroup_limits", ctx) == "limits_applied"
+
+    assert host.calls() == [("channel.wake", SyncMsg.CGROUP_LIMITS), ("channel.wait_for", SyncMsg.FDS)]
+
+
+@pytest.mark.state("child", "sync_cgroup_limits")
+def test_sync_cgroup_limits_fails_when_the_monitor_fails(host, run, make_request, child_ctx):
+    host.on("channel.wait_for", raises=SyncError("monitor exited while child waited for fds"))
+
+    run.failing("child", "sync_cgroup_limits", child_ctx(make_request()), SyncError)
+
+
+# --- sync_fds --------------------------------------------------------------------------
+
+
+@pytest.mark.state("child", "sync_fds")
+def test_sync_fds_hands_over_the_console_and_tty_masters_keeping_only_the_console_peer(
+        host, run, make_request, child_ctx):
+    ctx = child_ctx(make_request("lxc.tty.max = 2"))
+    console_master, console_peer = host.pipe()
+    tty1, _ = host.pipe()
+    tty2, _ = host.pipe()
+    ctx.console, ctx.tty_masters = (console_master, console_peer), [tty1, tty2]
+    open_when_sent = []
+    host.on("channel.wake", effect=lambda msg, fds=(): open_when_sent.extend(is_open(fd) for fd in fds))
+
+    assert run("child", "sync_fds", ctx) == "ready_to_start"
+
+    assert host.calls() == [("channel.wake", SyncMsg.FDS, {"fds": [console_master, console_peer, tty1, tty2]}),
+                            ("channel.wait_for", SyncMsg.READY_START)]
+    assert open_when_sent == [True] * 4
+    # The monitor has its copies now: the child keeps only what exec needs, the console's peer.
+    assert [is_open(fd) for fd in (console_master, console_peer, tty1, tty2)] == [False, True, False, False]
+    assert ctx.tty_masters == []
+
+
+@pytest.mark.state("child", "sync_fds")
+def test_sync_fds_without_terminals_sends_an_empty_fds(host, run, make_request, child_ctx):
+    ctx = child_ctx(make_request("lxc.autodev = 0"))
+
+    assert run("child", "sync_fds", ctx) == "ready_to_start"
+
+    assert host.calls() == [("channel.wake", SyncMsg.FDS), ("channel.wait_for", SyncMsg.READY_START)]
+
+
+@pytest.mark.state("child", "sync_fds")
+def test_sync_fds_to_a_monitor_that_is_gone_fails(host, run, make_request, child_ctx):
+    host.on("channel.wake", raises=SyncError("monitor is gone (sending fds)"))
+
+    run.failing("child", "sync_fds", child_ctx(make_request()), SyncError)
+
+    assert host.names() == ["channel.wake"]   # no wait for READY_START
+
+
+# --- exec ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def process(host, monkeypatch):
+    """exec's os and signal calls that would change the test process, as recording fakes
+    (os.close for real); terminal.take_as_controlling recorded too."""
+    host.proxy(exec_state, "os", chdir=None, setsid=None, dup2=None, close=PASS, closerange=None, execvpe=None)
+    host.proxy(exec_state, "signal", signal=None, pthread_sigmask=None)
+    monkeypatch.setattr(terminal, "take_as_controlling", host.rec.fake("terminal.take_as_controlling"))
+
+
+class FakeFilter:
+    """What setup_seccomp left in ctx.seccomp: its load() recorded."""
+
+    def __init__(self, rec) -> None:
+        self.load = rec.fake("seccomp.load")
+
+
+@pytest.mark.state("child", "exec")
+def test_exec_of_a_daemon_gives_init_the_console_a_clean_process_and_its_environment(
+        host, run, make_request, child_ctx, process, monkeypatch):
+    monkeypatch.setenv("HOME", "/home/caller")
+    request = make_request("lxc.environment = TERM=linux", "lxc.environment = HOME", "lxc.init.cwd = /srv",
+                           command=("/sbin/init", "--log-level=debug"))
+    ctx = child_ctx(request)
+    master, peer = host.pipe()
+    ctx.console = (master, peer)
+    ctx.seccomp = FakeFilter(host.rec)
+    channel = ctx.channel.fileno()
+
+    assert run("child", "exec", ctx) is None
+    assert "exec" in CHILD.final   # execve does not return: the machine ends here
+
+    assert host.calls() == [
+        ("hooks.run", "start"),
+        ("os.chdir", "/srv"),
+        ("os.setsid",),
+        ("os.dup2", peer, 0), ("os.dup2", peer, 1), ("os.dup2", peer, 2),
+        ("terminal.take_as_controlling", 0),
+        ("os.close", peer),
+        ("signal.signal", signal.SIGPIPE, signal.SIG_DFL), ("signal.signal", signal.SIGXFSZ, signal.SIG_DFL),
+        ("signal.pthread_sigmask", signal.SIG_SETMASK, ctx.signal_mask),
+        ("os.closerange", 3, channel), ("os.closerange", channel + 1, 1 << 20),   # all but the channel
+        ("seccomp.load",),                                                      # last before execve
+        ("os.execvpe", "/sbin/init", ["/sbin/init", "--log-level=debug"],
+         {"container": "lxc", "TERM": "linux", "HOME": "/home/caller"}),
+    ]
+    assert not is_open(peer)
+
+
+@pytest.mark.state("child", "exec")
+def test_exec_in_the_foreground_keeps_lxcsms_stdio_and_without_seccomp_loads_nothing(
+        host, run, make_request, child_ctx, process):
+    ctx = child_ctx(make_request(foreground=True))
+    master, peer = host.pipe()
+    ctx.console = (master, peer)
+
+    assert run("child", "exec", ctx) is None
+
+    assert "os.dup2" not in host.names() and "terminal.take_as_controlling" not in host.names()
+    assert "seccomp.load" not in host.names()
+    assert host.calls("os")[:3] == [("chdir", "/"), ("setsid",), ("close", peer)]
+    assert host.calls("os")[-1] == ("execvpe", "/sbin/init", ["/sbin/init"], {"container": "lxc"})
+
+
+@pytest.mark.state("child", "exec")
+def test_exec_of_a_missing_init_fails(host, run, make_request, child_ctx, process):
+    host.on("os.execvpe", raises=FileNotFoundError(errno.ENOENT, "No such file or directory"))
+
+    run.failing("child", "exec", child_ctx(make_request()), FileNotFoundError)
+
+
+# --- aborting --------------------------------------------------------------------------
+
+
+@pytest.mark.state("child", "aborting")
+def test_aborting_sends_the_failed_state_and_error_to_the_monitor(host, run, make_request, child_ctx):
+    ctx = child_ctx(make_request())
+    ctx.failure = Failure("setup_mounts", "child", "mount: Operation not permitted (EPERM)")
+
+    assert run("child", "aborting", ctx) is None
+    assert "aborting" in CHILD.final
+
+    assert host.calls() == [("channel.send_error", "setup_mounts", "mount: Operation not permitted (EPERM)")]
+
+
+@pytest.mark.state("child", "aborting")
+def test_aborting_with_the_monitor_gone_still_ends_quietly(host, run, make_request, child_ctx):
+    host.on("channel.send_error", raises=SyncError("monitor is gone (sending error)"))
+    ctx = child_ctx(make_request())
+    ctx.failure = Failure("startup", "child", "timed out")
+
+    assert run("child", "aborting", ctx) is None

@@ -1,0 +1,269 @@
+"""The monitor after the start: poll, reboot, stopping, aborting, stopped - each alone.
+
+poll waits on real pipes standing in for init's pidfd, the signalfd and the console;
+os.waitpid and pidfd_send_signal are fakes, so init's end is whatever the test says.
+The undo logs are real and unwind for real, on changes made under tmp_path.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from lxcsm.engine.protocol.command_socket import LxcState
+from lxcsm.engine.start import undo as undo_module
+from lxcsm.engine.start.context import Failure
+from lxcsm.engine.start.machine import MONITOR
+from lxcsm.engine.start.undo import Change
+from lxcsm.states.monitor import poll
+from tests.unit.states.conftest import is_open
+from tests.unit.states.fake_host import FakeChannel
+from tests.unit.states.fake_kernel import PASS
+
+# --- poll ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def running(host, make_request, monitor_ctx):
+    """.ctx: a MonitorContext of a running container: init 4242 whose "pidfd" is a pipe (readable
+    once init has exited: .init_exits()), its signalfd a pipe too (.signal_sent())."""
+    ctx = monitor_ctx(make_request())
+    pidfd, init_exits = host.pipe()
+    signal_fd, signal_sent = host.pipe()
+    ctx.boot.init_pid, ctx.boot.init_pidfd = 4242, pidfd
+    ctx.signal_fd = signal_fd
+    return SimpleNamespace(ctx=ctx, init_exits=lambda: os.write(init_exits, b"x"),
+                           signal_sent=lambda: os.write(signal_sent, b"s"))
+
+
+def wait_status(signo: int = 0, exit_code: int = 0) -> int:
+    """An os.waitpid status: killed by `signo`, or exited with `exit_code`."""
+    return signo if signo else exit_code << 8
+
+
+@pytest.fixture
+def reap(host):
+    """poll's os.waitpid, answering init's status (`reap.status`)."""
+    status = {"status": wait_status(exit_code=0)}
+    host.proxy(poll, "os", waitpid=lambda pid, options: (pid, status["status"]), write=PASS)
+    return status
+
+
+@pytest.mark.state("monitor", "poll")
+@pytest.mark.parametrize("status,trigger", [
+    (wait_status(exit_code=3), "init_exited"),
+    (wait_status(exit_code=0), "init_exited"),
+    (wait_status(signo=signal.SIGHUP), "init_rebooted"),   # reboot(2) in a pid namespace
+    (wait_status(signo=signal.SIGINT), "init_halted"),     # halt / power-off
+    (wait_status(signo=signal.SIGKILL), "init_exited"),
+], ids=["exit-3", "exit-0", "sighup-reboot", "sigint-halt", "sigkill"])
+def test_poll_reaps_init_when_its_pidfd_is_readable_and_says_how_it_ended(host, run, running, reap, status, trigger):
+    reap["status"] = status
+    running.init_exits()
+
+    assert run("monitor", "poll", running.ctx) == trigger
+
+    assert host.calls() == [("os.waitpid", 4242, 0)]
+    assert running.ctx.boot.init_status == status
+
+
+@pytest.mark.state("monitor", "poll")
+def test_poll_forwards_a_signal_from_the_signalfd_to_init(host, run, running, reap):
+    host.on("kernel.read_signalfd", effect=lambda fd: (os.read(fd, 1), (signal.SIGTERM, 99))[1])
+    host.proxy(poll, "signal", pidfd_send_signal=lambda pidfd, signo: running.init_exits())   # init dies of it
+    reap["status"] = wait_status(signo=signal.SIGTERM)
+    running.signal_sent()
+
+    assert run("monitor", "poll", running.ctx) == "init_exited"
+
+    assert host.calls() == [("kernel.read_signalfd", running.ctx.signal_fd),
+                            ("signal.pidfd_send_signal", running.ctx.boot.init_pidfd, signal.SIGTERM),
+                            ("os.waitpid", 4242, 0)]
+
+
+@pytest.mark.state("monitor", "poll")
+def test_poll_keeps_sigchld_to_itself(host, run, running, reap):
+    def sigchld(fd):
+        os.read(fd, 1)
+        running.init_exits()
+        return signal.SIGCHLD, 1
+    host.on("kernel.read_signalfd", effect=sigchld)
+    host.proxy(poll, "signal", pidfd_send_signal=None)
+    running.signal_sent()
+
+    assert run("monitor", "poll", running.ctx) == "init_exited"
+
+    assert host.names() == ["kernel.read_signalfd", "os.waitpid"]
+
+
+@pytest.mark.state("monitor", "poll")
+def test_poll_ignores_a_signal_init_is_already_gone_for(host, run, running, reap):
+    def gone(pidfd, signo):
+        running.init_exits()
+        raise ProcessLookupError
+    host.on("kernel.read_signalfd", effect=lambda fd: (os.read(fd, 1), (signal.SIGUSR1, 99))[1])
+    host.proxy(poll, "signal", pidfd_send_signal=gone)
+    running.signal_sent()
+
+    assert run("monitor", "poll", running.ctx) == "init_exited"
+
+    assert host.names() == ["kernel.read_signalfd", "signal.pidfd_send_signal", "os.waitpid"]
+
+
+@pytest.mark.state("monitor", "poll")
+def test_poll_answers_the_command_socket_while_init_runs(host, run, running, reap):
+    server = running.ctx.command_server
+
+    def serve_ready():
+        server.sock.recv(1)
+        running.init_exits()
+    server.serve_ready = host.rec.fake("command_server.serve_ready", serve_ready)
+    host.command_client.send(b"?")
+
+    assert run("monitor", "poll", running.ctx) == "init_exited"
+
+    assert host.names() == ["command_server.serve_ready", "os.waitpid"]
+
+
+@pytest.mark.state("monitor", "poll")
+def test_poll_drains_the_console_into_the_console_log(host, run, running, reap, tmp_path):
+    console, container_writes = host.pipe()
+    running.ctx.command_server.ttys = {0: console}
+    log_file = tmp_path / "console.log"
+    running.ctx.console_log = host.keep(os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC))
+    real_write = os.write
+    host.on("os.write", effect=lambda fd, data: (real_write(fd, data), running.init_exits())[0])
+    os.write(container_writes, b"Welcome to the container\n")
+
+    assert run("monitor", "poll", running.ctx) == "init_exited"
+
+    assert host.calls() == [("os.write", running.ctx.console_log, b"Welcome to the container\n"),
+                            ("os.waitpid", 4242, 0)]
+    assert log_file.read_bytes() == b"Welcome to the container\n"
+
+
+@pytest.mark.state("monitor", "poll")
+def test_poll_that_cannot_reap_init_fails(host, run, running):
+    host.proxy(poll, "os", waitpid=None)
+    host.on("os.waitpid", raises=ChildProcessError(10, "No child processes"))
+    running.init_exits()
+
+    run.failing("monitor", "poll", running.ctx, ChildProcessError)
+
+    assert running.ctx.boot.init_status is None
+
+
+# --- reboot, stopping, aborting, stopped -----------------------------------------------
+
+
+@pytest.fixture
+def booted(host, make_request, monitor_ctx):
+    """booted(*CONFIG_LINES) -> .ctx: a MonitorContext whose boot recorded a payload cgroup (the
+    directory .payload) and a kept fd (.kept), and whose monitor recorded its command socket."""
+    def make(*lines: str, **fields):
+        ctx = monitor_ctx(make_request(*lines, **fields))
+        payload = Path(ctx.hierarchies[0].home, "lxc.payload.c1")
+        payload.mkdir()
+        kept, _ = host.pipe()
+        ctx.boot.undo.record("cgroup", payload)
+        ctx.boot.undo.record("kept_fd", kept)
+        ctx.undo.record("command_socket", "c1", handle=ctx.command_server)
+        return SimpleNamespace(ctx=ctx, payload=payload, kept=kept)
+    return make
+
+
+@pytest.mark.state("monitor", "reboot")
+def test_reboot_undoes_the_boot_between_its_hooks_and_keeps_the_command_socket(host, run, booted):
+    scene = booted()
+    ctx = scene.ctx
+
+    assert run("monitor", "reboot", ctx) == "boot_cleaned_up"
+
+    assert host.calls() == [("hooks.run_stop", "reboot"), ("cgroups.remove", str(scene.payload)),
+                            ("hooks.run_post_stop", "reboot")]
+    assert not scene.payload.exists() and not is_open(scene.kept)
+    assert ctx.boot.undo.changes == []
+    assert ctx.undo.changes == [Change("command_socket", "c1")]   # the monitor's: it stays
+    assert ctx.command_server.sock.fileno() != -1
+    [(level, fields)] = ctx.log.named("container requested reboot")
+    assert (level, fields["boot"]) == ("notice", 1)
+
+
+@pytest.mark.state("monitor", "stopping")
+def test_stopping_says_stopping_then_undoes_the_boot_between_its_hooks(host, run, booted):
+    scene = booted()
+    ctx = scene.ctx
+    seen = []
+    host.on("hooks.run_stop", effect=lambda target: seen.append(ctx.command_server.state))
+
+    assert run("monitor", "stopping", ctx) == "cleaned_up"
+
+    assert host.calls() == [("hooks.run_stop", "stop"), ("cgroups.remove", str(scene.payload)),
+                            ("hooks.run_post_stop", "stop")]
+    assert seen == [LxcState.STOPPING]
+    assert not scene.payload.exists() and not is_open(scene.kept) and ctx.boot.undo.changes == []
+    assert ctx.undo.changes == [Change("command_socket", "c1")]   # stopped's to close
+
+
+@pytest.mark.state("monitor", "aborting")
+def test_aborting_logs_the_failure_kills_the_child_through_its_pidfd_and_undoes_everything(host, run, booted):
+    scene = booted()
+    ctx = scene.ctx
+    ctx.failure = Failure("setup_mounts", "child", "mount: Operation not permitted (EPERM)")
+    channel = ctx.boot.channel = FakeChannel(host.rec)
+    pidfd, _ = host.pipe()
+    ctx.boot.undo.record("child", 4242, handle=pidfd)
+    host.proxy(undo_module, "signal", pidfd_send_signal=None)
+    host.proxy(undo_module, "os", waitpid=lambda pid, options: (pid, signal.SIGKILL), close=PASS)
+
+    assert run("monitor", "aborting", ctx) == "cleaned_up"
+
+    assert host.calls() == [
+        ("channel.close",),
+        ("hooks.run_stop", "stop"),
+        ("signal.pidfd_send_signal", pidfd, signal.SIGKILL), ("os.waitpid", 4242, 0), ("os.close", pidfd),
+        ("os.close", scene.kept),
+        ("cgroups.remove", str(scene.payload)),
+        ("hooks.run_post_stop", "stop"),
+    ]
+    assert channel.closed and ctx.command_server.state is LxcState.ABORTING
+    assert not scene.payload.exists() and ctx.boot.undo.changes == []
+    [(level, fields)] = ctx.log.named("start failed")
+    assert (level, fields) == ("error", {"failed_state": "setup_mounts", "failed_side": "child",
+                                         "error": "mount: Operation not permitted (EPERM)"})
+
+
+@pytest.mark.state("monitor", "aborting")
+def test_aborting_a_start_refused_as_already_running_runs_no_hooks(host, run, make_request, monitor_ctx):
+    ctx = monitor_ctx(make_request(), fresh=True)   # init_handler failed to bind: nothing exists
+    ctx.failure = Failure("init_handler", "monitor", "container is already running", already_running=True)
+
+    assert run("monitor", "aborting", ctx) == "cleaned_up"
+
+    assert host.calls() == []
+    assert [level for level, _fields in ctx.log.named("already running")] == ["info"]
+    assert ctx.log.named("start failed") == []
+
+
+@pytest.mark.state("monitor", "stopped")
+def test_stopped_says_stopped_then_closes_the_command_socket_and_removes_the_pidfile(
+        host, run, booted, tmp_path):
+    pidfile = tmp_path / "monitor.pid"
+    pidfile.write_text(f"{os.getpid()}\n")
+    scene = booted(pidfile=str(pidfile))
+    ctx = scene.ctx
+    ctx.undo.record("pidfile", str(pidfile))
+    server = ctx.command_server
+
+    assert run("monitor", "stopped", ctx) is None
+    assert "stopped" in MONITOR.final
+
+    assert server.state is LxcState.STOPPED and server.sock.fileno() == -1
+    assert not pidfile.exists()
+    # What a way out left behind (here: the whole boot) goes first, then the monitor's own.
+    assert host.calls() == [("cgroups.remove", str(scene.payload))]
+    assert ctx.boot.undo.changes == [] and ctx.undo.changes == []
