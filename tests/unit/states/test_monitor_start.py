@@ -125,29 +125,25 @@ def name_taken(host, monkeypatch):
     """command_server.bind finds the name taken; command_client.holder says who holds it."""
     monkeypatch.setattr(command_server, "bind", host.rec.fake("command_server.bind"))
     host.on("command_server.bind", raises=AlreadyRunning())
-    # (raising=False: a checkout whose init_handler treats any holder as a running container
-    # has no holder() to ask.)
-    monkeypatch.setattr(command_client, "holder", host.rec.fake("command_client.holder"), raising=False)
+    monkeypatch.setattr(command_client, "holder", host.rec.fake("command_client.holder"))
 
 
 @pytest.mark.state("monitor", "init_handler")
 def test_init_handler_of_a_running_container_fails_already_running_with_nothing_to_undo(
         host, run, make_request, monitor_ctx, name_taken, sigmask):
-    host.on("command_client.holder", (getattr(command_client, "RUNS", "runs"), "pid 77"))
+    host.on("command_client.holder", (command_client.RUNS, "pid 77"))
     ctx = monitor_ctx(make_request(), fresh=True)
 
     run.failing("monitor", "init_handler", ctx, AlreadyRunning)
 
-    assert host.calls()[0] == ("command_server.bind", ctx.request.lxcpath, "c1")
-    assert host.names() in (["command_server.bind"], ["command_server.bind", "command_client.holder"])
+    assert host.calls() == [("command_server.bind", ctx.request.lxcpath, "c1"),
+                            ("command_client.holder", ctx.request.lxcpath, "c1")]
     assert ctx.undo.changes == [] and ctx.command_server is None
 
 
 @pytest.mark.state("monitor", "init_handler")
 def test_init_handler_whose_name_is_held_by_something_else_fails_naming_it(
         host, run, make_request, monitor_ctx, name_taken, sigmask):
-    if not hasattr(command_client, "NOT_A_MONITOR"):
-        pytest.skip("this checkout's init_handler takes any holder of the name for a running container")
     host.on("command_client.holder", (command_client.NOT_A_MONITOR, "held by pid 77 (nc), uid 1000"))
     ctx = monitor_ctx(make_request(), fresh=True)
 
