@@ -65,6 +65,10 @@ def enter(ctx) -> str:
     monitor_sock, child_sock = sync.socketpair()
     try:
         pid, pidfd = kernel.clone3(flags, cgroup2_fd)
+    except OSError:
+        monitor_sock.close()   # no child: neither end has a reader
+        child_sock.close()
+        raise
     finally:
         if cgroup2_fd is not None:
             os.close(cgroup2_fd)
