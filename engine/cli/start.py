@@ -42,7 +42,7 @@ def run(parser: Parser, args) -> int:
     from lxcsm.engine.config import loader, preflight
     from lxcsm.engine.protocol import command_client
     from lxcsm.engine.protocol.command_socket import LxcState
-    from lxcsm.engine.start import breakpoints, monitor, supervisor
+    from lxcsm.engine.start import breakpoints, monitor, postmortem, supervisor
     from lxcsm.engine.start.context import StartRequest
 
     name = container_name(parser, args)
@@ -92,14 +92,17 @@ def run(parser: Parser, args) -> int:
                              logmod.parse_level(config.log_level) if config.log_level else logmod.Level.ERROR)
     if logfile:
         try:
-            stream = open(logfile, "a", buffering=1)
+            stream = postmortem.LogFile(logfile)   # survives a full disk: see postmortem
         except OSError as err:
             return fail(f"-o {logfile}: {err.strerror}")
     else:
         stream = sys.stderr
 
     def make_log():
-        return logmod.logger(logmod.Sink(stream, args.log_format), name=name, side="monitor", pid=os.getpid())
+        log = logmod.logger(logmod.Sink(stream, args.log_format), name=name, side="monitor", pid=os.getpid())
+        if logfile:
+            stream.on_error = lambda error: log.error(postmortem.LOG_NOT_WRITTEN, file=logfile, error=error)
+        return log
 
     def log_text(text: str) -> None:
         """Text for the log file itself (the failure report), when there is one."""

@@ -18,6 +18,7 @@ import os
 import signal
 import sys
 
+from lxcsm.engine.errors import describe
 from lxcsm.engine.linux import kernel
 from lxcsm.engine.start import breakpoints, postmortem, undo
 from lxcsm.engine.start.context import MonitorContext, StartRequest
@@ -45,7 +46,7 @@ def run(request: StartRequest, log, on_running=lambda: None,
         # the next boot's child.
         gc.freeze()
         gc.enable()
-        postmortem.save(request.config_file)
+        postmortem.save(request.config_file, ctx.log)
 
     journal = undo.Journal(undo.journal_path(request.config_file))
     ctx = MonitorContext(request=request, log=log, on_running=running, on_paused=on_paused,
@@ -60,14 +61,17 @@ def run(request: StartRequest, log, on_running=lambda: None,
     # forked with them loaded instead of importing them between clone and STARTUP.
     for state in CHILD.states:
         CHILD.module(state)
-    Supervisor(MONITOR, ctx, log, on_enter=on_enter).run()
-    # Normally empty by now; after a way-out state failed (or was made to fail), the monitor's
-    # last act is still to leave nothing behind.  What cannot be undone stays in the journal.
-    ctx.boot.undo.unwind(log)
-    ctx.undo.unwind(log)
-    journal.finish()
+    try:
+        Supervisor(MONITOR, ctx, log, on_enter=on_enter).run()
+    finally:
+        # Normally empty by now; after a way-out state failed (or was made to fail), or an
+        # error escaped the machine, the monitor's last act is still to leave nothing
+        # behind.  What cannot be undone stays in the journal.
+        ctx.boot.undo.unwind(log)
+        ctx.undo.unwind(log)
+        journal.finish()
     if not (ctx.failure and ctx.failure.already_running):   # that record is the running monitor's
-        ctx.saved_events = postmortem.save(request.config_file)
+        ctx.saved_events = postmortem.save(request.config_file, log)
     return ctx
 
 
@@ -111,6 +115,13 @@ def daemonize(request: StartRequest, make_log, log_text) -> int:
 
 
 def _monitor_main(request: StartRequest, make_log, log_text, status_fd: int) -> None:
+    def report(text: str) -> None:
+        nonlocal status_fd
+        if status_fd >= 0:
+            os.write(status_fd, text.encode() + b"\0")
+            os.close(status_fd)
+            status_fd = -1
+
     try:
         devnull = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
@@ -119,13 +130,6 @@ def _monitor_main(request: StartRequest, make_log, log_text, status_fd: int) -> 
         kernel.set_comm("lxcsm monitor")
         kernel.set_cmdline(f"[lxcsm monitor] {request.lxcpath} {request.name}")
         log = make_log()
-
-        def report(text: str) -> None:
-            nonlocal status_fd
-            if status_fd >= 0:
-                os.write(status_fd, text.encode() + b"\0")
-                os.close(status_fd)
-                status_fd = -1
 
         def paused(text: str) -> None:
             # The first pause goes to the caller, which prints it and returns; later ones
@@ -140,5 +144,7 @@ def _monitor_main(request: StartRequest, make_log, log_text, status_fd: int) -> 
             text = failure_report(ctx)
             log_text(text)
             report(f"FAILED {text}")
+    except Exception as err:   # a bug: its stderr is /dev/null, so the caller hears what it was
+        report(f"FAILED lxcsm: {request.name}: the monitor failed: {describe(err)}")
     finally:
         os._exit(0)

@@ -19,6 +19,16 @@ monitor that ends normally has undone everything and removes it; one that
 was killed leaves it behind, and `lxcsm cleanup NAME` undoes what it lists
 with `UNDO_AFTER_CRASH` - the same record, read by another process, so each
 kind has an undo that needs no live handle.
+
+A start refuses to go on without its journal (a full disk, a read-only
+LXCPATH): a change the journal does not list could not be found by `lxcsm
+cleanup` after a crash, so a change that cannot be journalled fails its state
+and is undone at once, by the abort, from the record in memory.  The first
+change journalled is the command socket, which the kernel frees with the
+monitor anyway: a journal that cannot be written at all fails the start
+before it has changed anything a crash would leave behind.  Undoing, on the
+other hand, never stops for the journal: a change that was undone is gone
+whether or not the journal could say so.
 """
 
 from __future__ import annotations
@@ -31,6 +41,7 @@ import socket
 from collections import namedtuple
 from collections.abc import Callable
 
+from lxcsm.engine.errors import StateError, describe
 from lxcsm.engine.linux import cgroups
 
 
@@ -104,28 +115,57 @@ def journal_path(config_path: str) -> str:
 
 
 class Journal:
-    """The host changes of one monitor, appended to a file as they happen."""
+    """The host changes of one monitor, appended to a file as they happen, one line each.
+
+    Each line is one write(2) to a file opened O_APPEND; a write the disk cut short is
+    truncated away again, so the file only ever holds whole lines.
+    """
 
     def __init__(self, path: str | None) -> None:
         self.path = path
-        self.file = None
-        self.outstanding = 0   # changes written and not (yet) undone
+        self.fd = -1
+        self.size = 0          # bytes of whole lines in the file
+        self.outstanding = 0   # changes made and not (yet) undone, whatever the file could be told
+        self.failed = False    # a write failed and was reported: later failures are the same story
 
-    def write(self, entry: dict) -> None:
+    def made(self, change: Change) -> None:
+        """Journal a change; an OSError naming the file if it cannot be."""
+        self.outstanding += 1
+        self._append({"change": change.kind, "target": change.target})
+
+    def undone(self, change: Change) -> None:
+        self.outstanding -= 1
+        self._append({"undone": change.kind, "target": change.target})
+
+    def _append(self, entry: dict) -> None:
         if self.path is None:
             return
-        if self.file is None:   # created on the first change: a start refused early writes nothing
-            self.file = open(self.path, "a", buffering=1)
-        self.file.write(json.dumps(entry) + "\n")
-        self.outstanding += 1 if "change" in entry else -1
+        line, written = (json.dumps(entry) + "\n").encode(), 0
+        try:
+            if self.fd < 0:   # created on the first change: a start refused early writes nothing
+                self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                self.size = os.fstat(self.fd).st_size
+            while written < len(line):
+                written += os.write(self.fd, line[written:])
+        except OSError as err:
+            if written:   # no half line for `lxcsm cleanup` to stumble on
+                try:
+                    os.ftruncate(self.fd, self.size)
+                except OSError:
+                    pass      # then `pending` reports the line as cut short
+            raise OSError(err.errno, err.strerror, self.path) from None
+        self.size += len(line)
 
     def finish(self) -> None:
         """Close; remove the file when nothing is left for `lxcsm cleanup` to do."""
-        if self.file is not None:
-            self.file.close()
-            self.file = None
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
             if self.outstanding == 0:
-                os.unlink(self.path)
+                try:
+                    os.unlink(self.path)
+                except FileNotFoundError:
+                    pass
 
 
 class UndoLog:
@@ -136,9 +176,18 @@ class UndoLog:
         self.journal = journal or Journal(None)
 
     def record(self, kind: str, target: str | int, handle: object = None) -> None:
+        """Remember a change just made; a StateError if the journal cannot list it (see above).
+
+        Remembered in memory first, so the abort that follows the error undoes it."""
         assert kind in UNDO, kind
-        self.changes.append(Change(kind, str(target), handle))
-        self.journal.write({"change": kind, "target": str(target)})
+        change = Change(kind, str(target), handle)
+        self.changes.append(change)
+        try:
+            self.journal.made(change)
+        except OSError as err:
+            self.journal.failed = True   # the start's error says it; the unwind need not again
+            raise StateError(f"the journal of host changes cannot be written, and a change it does not "
+                             f"list could not be undone after a crash: {describe(err)}") from None
 
     def unwind(self, log) -> list[str]:
         """Undo every change, newest first; return what could not be undone."""
@@ -147,12 +196,18 @@ class UndoLog:
             change = self.changes.pop()
             try:
                 UNDO[change.kind](change)
-                self.journal.write({"undone": change.kind, "target": change.target})
-                log.trace("undo", kind=change.kind, target=change.target)
             except Exception as err:   # an undo that fails must not keep older changes in place
                 text = str(err) if isinstance(err, OSError) else f"{type(err).__name__}: {err}"
                 log.error("undo failed", kind=change.kind, target=change.target, error=text)
                 failures.append(f"undo {change.kind} {change.target}: {text}")
+                continue
+            log.trace("undo", kind=change.kind, target=change.target)
+            try:
+                self.journal.undone(change)
+            except OSError as err:
+                if not self.journal.failed:
+                    self.journal.failed = True
+                    log.error("journal not written", error=describe(err))   # it names the file
         return failures
 
 
@@ -194,14 +249,35 @@ UNDO_AFTER_CRASH: dict[str, Callable[[Change], None]] = {
 }
 
 
-def pending(path: str) -> list[Change]:
-    """The changes a journal lists as made and not undone, oldest first."""
+def pending(path: str) -> tuple[list[Change], list[str]]:
+    """The changes a journal lists as made and not undone, oldest first, and what it could not
+    read: one text per line that is cut short (a full disk, a crash mid-write) or not an entry."""
     made: list[Change] = []
-    with open(path) as journal:
-        for line in journal:
-            entry = json.loads(line)
-            if "change" in entry:
-                made.append(Change(entry["change"], entry["target"]))
-            elif Change(entry["undone"], entry["target"]) in made:
-                made.remove(Change(entry["undone"], entry["target"]))
-    return made
+    unreadable: list[str] = []
+    with open(path, "rb") as journal:
+        for number, raw in enumerate(journal, start=1):
+            entry = _entry(raw)
+            if entry is None:
+                why = "is cut short" if not raw.endswith(b"\n") else "is not a journal entry"
+                shown = raw.rstrip(b"\n").decode(errors="replace")
+                unreadable.append(f"line {number} {why}: {shown[:100]!r}")
+            elif entry[0] == "change":
+                made.append(entry[1])
+            elif entry[1] in made:
+                made.remove(entry[1])
+    return made, unreadable
+
+
+def _entry(raw: bytes) -> tuple[str, Change] | None:
+    """("change" or "undone", the change) from one journal line; None if it is not one."""
+    try:
+        entry = json.loads(raw)
+    except ValueError:   # UnicodeDecodeError too
+        return None
+    if not isinstance(entry, dict) or len(entry) != 2 or not isinstance(entry.get("target"), str):
+        return None
+    for what in ("change", "undone"):
+        kind = entry.get(what)
+        if isinstance(kind, str) and kind in UNDO_AFTER_CRASH:
+            return what, Change(kind, entry["target"])
+    return None

@@ -8,7 +8,9 @@ exits), the signalfd of init_handler (every watched signal but SIGCHLD is
 forwarded to init, as LXC forwards it), the command socket (answered
 only now, so a client never sees a half-started container), and the
 container's console, drained into lxc.console.logfile while no lxc-console
-client holds it.
+client holds it.  A console log that cannot be written (its disk is full)
+loses that output, and says so once, at WARN: as under LXC, the container
+runs on.
 
 How init ended is the trigger: killed by SIGHUP means reboot(2) was called
 with RB_AUTOBOOT inside the pid namespace, SIGINT means halt or power-off,
@@ -19,6 +21,7 @@ import os
 import select
 import signal
 
+from lxcsm.engine.errors import describe
 from lxcsm.engine.linux import kernel
 
 
@@ -28,6 +31,7 @@ def enter(ctx) -> str:
     for fd in (boot.init_pidfd, ctx.signal_fd, ctx.command_server.fileno()):
         poller.register(fd, select.POLLIN)
     console, draining = ctx.command_server.ttys.get(0, -1), False
+    console_log = ConsoleLog(ctx)
     while True:
         # The console is drained while no lxc-console holds it (then the client reads it).
         held = 0 in ctx.command_server.tty_users
@@ -39,7 +43,7 @@ def enter(ctx) -> str:
             draining = not held
         for fd, _events in poller.poll():
             if fd == console:
-                _drain(ctx, console)
+                console_log.drain(console)
                 continue
             if fd == ctx.signal_fd:
                 signo, sender = kernel.read_signalfd(fd)
@@ -57,14 +61,29 @@ def enter(ctx) -> str:
                 ctx.command_server.serve_ready()
 
 
-def _drain(ctx, console: int) -> None:
-    """What the container wrote to its console, into lxc.console.logfile (if there is one)."""
-    try:
-        data = os.read(console, 65536)
-    except (BlockingIOError, OSError):   # EIO: nobody has the console open just now
-        return
-    if ctx.console_log >= 0:
-        os.write(ctx.console_log, data)
+class ConsoleLog:
+    """What the container writes to its console, into lxc.console.logfile (if there is one)."""
+
+    def __init__(self, ctx) -> None:
+        self.ctx = ctx
+        self.dropping = False   # said, until a write succeeds again
+
+    def drain(self, console: int) -> None:
+        try:
+            data = os.read(console, 65536)
+        except OSError:   # EIO: nobody has the console open just now (EAGAIN: nothing to read)
+            return
+        if self.ctx.console_log < 0:
+            return
+        try:
+            while data:
+                data = data[os.write(self.ctx.console_log, data):]
+            self.dropping = False
+        except OSError as err:
+            if not self.dropping:
+                self.dropping = True
+                self.ctx.log.warn("console output dropped", error=describe(err),
+                                  file=self.ctx.request.config.get_item("lxc.console.logfile"))
 
 
 def _why_init_ended(ctx, status: int) -> str:

@@ -35,7 +35,9 @@ def undone(monkeypatch):
         calls.append(change)
         raise PermissionError(errno.EACCES, "Permission denied", change.target)
 
-    monkeypatch.setattr(undo_module, "UNDO", {"a": fake, "b": fake, "c": fake, "broken": broken})
+    fakes = {"a": fake, "b": fake, "c": fake, "broken": broken}
+    monkeypatch.setattr(undo_module, "UNDO", fakes)
+    monkeypatch.setattr(undo_module, "UNDO_AFTER_CRASH", fakes)   # what `pending` accepts as a kind
     return calls
 
 
@@ -182,3 +184,130 @@ def test_unwinding_does_not_stop_at_a_non_oserror(undone, monkeypatch):
     failures = undo.unwind(Log())
     assert [c.target for c in undone] == ["oldest"]
     assert len(failures) == 1
+
+
+# --- the journal on disk, and what `lxcsm cleanup` reads back from it ---------------------
+
+
+def _journalled(tmp_path, *kinds_and_targets: tuple[str, str]) -> str:
+    path = str(tmp_path / undo_module.JOURNAL)
+    undo = UndoLog(undo_module.Journal(path))
+    for kind, target in kinds_and_targets:
+        undo.record(kind, target)
+    undo.journal.finish()
+    return path
+
+
+def test_pending_lists_what_was_made_and_not_undone(tmp_path, undone):
+    path = str(tmp_path / undo_module.JOURNAL)
+    journal = undo_module.Journal(path)
+    UndoLog(journal).record("a", "x")
+    boot = UndoLog(journal)              # another scope, the same journal (a boot's)
+    boot.record("b", "y")
+    boot.unwind(Log())
+    journal.finish()
+    assert journal.outstanding == 1
+    assert undo_module.pending(path) == ([Change("a", "x")], [])
+
+
+def test_a_journal_with_nothing_outstanding_is_removed(tmp_path, undone):
+    path = tmp_path / undo_module.JOURNAL
+    journal = undo_module.Journal(str(path))
+    undo = UndoLog(journal)
+    undo.record("a", "x")
+    assert path.exists()
+    undo.unwind(Log())
+    journal.finish()
+    assert not path.exists()
+
+
+def test_a_journal_that_never_recorded_leaves_another_monitors_file_alone(tmp_path):
+    path = tmp_path / undo_module.JOURNAL
+    path.write_text('{"change": "cgroup", "target": "/sys/fs/cgroup/x"}\n')
+    undo_module.Journal(str(path)).finish()       # an "already running" start records nothing
+    assert path.exists()
+
+
+def test_pending_skips_a_cut_short_line_and_says_which(tmp_path):
+    path = _journalled(tmp_path, ("cgroup", "/c1"), ("pidfile", "/p"), ("cgroup", "/c2"))
+    with open(path, "rb+") as journal:
+        whole = journal.read()
+        journal.truncate(len(whole) - 12)          # the disk filled up in the third line
+    changes, unreadable = undo_module.pending(path)
+    assert changes == [Change("cgroup", "/c1"), Change("pidfile", "/p")]
+    assert len(unreadable) == 1 and unreadable[0].startswith("line 3 is cut short: ")
+    assert '{"change": "cgroup"' in unreadable[0]
+
+
+@pytest.mark.parametrize("garbage", [
+    b"not json at all", b"\xff\xfe\x00 binary", b"[1, 2]", b'{"change": "cgroup"}', b"",
+    b'{"change": "no-such-kind", "target": "x"}', b'{"change": ["cgroup"], "target": "x"}',
+    b'{"change": "cgroup", "target": 7}'])
+def test_pending_skips_a_corrupt_line_in_the_middle_and_reads_on(tmp_path, garbage):
+    path = _journalled(tmp_path, ("cgroup", "/c1"), ("pidfile", "/p"))
+    with open(path, "ab") as journal:
+        journal.write(garbage + b"\n" + b'{"undone": "pidfile", "target": "/p"}\n'
+                      + b'{"change": "netdev", "target": "veth1"}\n')
+    changes, unreadable = undo_module.pending(path)
+    assert changes == [Change("cgroup", "/c1"), Change("netdev", "veth1")]
+    assert [u.split(":")[0] for u in unreadable] == ["line 3 is not a journal entry"]
+
+
+class _FullDisk:
+    """os.write as on a full disk: the first `room` bytes fit, then ENOSPC."""
+
+    def __init__(self, room: int) -> None:
+        self.room = room
+        self.real_write = os.write
+
+    def __call__(self, fd: int, data: bytes) -> int:
+        if self.room <= 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        written = self.real_write(fd, data[: self.room])
+        self.room -= written
+        return written
+
+
+def test_a_change_the_journal_cannot_list_fails_naming_the_file_and_stays_undoable(tmp_path, undone, monkeypatch):
+    path = str(tmp_path / undo_module.JOURNAL)
+    undo = UndoLog(undo_module.Journal(path))
+    undo.record("a", "journalled")
+    with monkeypatch.context() as full:
+        full.setattr(os, "write", _FullDisk(room=10))
+        with pytest.raises(undo_module.StateError) as refused:
+            undo.record("b", "made but not journalled")
+    assert path in str(refused.value) and "No space left on device (ENOSPC)" in str(refused.value)
+    # the change is still remembered, so the abort that follows undoes it
+    assert [c.target for c in undo.changes] == ["journalled", "made but not journalled"]
+    assert undo_module.pending(path) == ([Change("a", "journalled")], [])   # the half line was taken back
+
+
+def test_unwinding_on_a_full_disk_undoes_everything_says_so_once_and_removes_the_journal(
+        tmp_path, undone, monkeypatch):
+    path = tmp_path / undo_module.JOURNAL
+    journal = undo_module.Journal(str(path))
+    undo = UndoLog(journal)
+    for target in ("one", "two", "three"):
+        undo.record("a", target)
+    monkeypatch.setattr(os, "write", _FullDisk(room=0))
+    log = Log()
+    assert undo.unwind(log) == []
+    assert [c.target for c in undone] == ["three", "two", "one"]
+    errors = [(event, fields) for level, event, fields in log.events if level == "error"]
+    assert errors == [("journal not written", {"error": f"No space left on device (ENOSPC): {path}"})]
+    journal.finish()
+    assert not path.exists()      # all undone, whatever the file could be told
+
+
+def test_a_failed_undo_keeps_the_journal_for_cleanup(tmp_path, undone, monkeypatch):
+    path = tmp_path / undo_module.JOURNAL
+    journal = undo_module.Journal(str(path))
+    undo = UndoLog(journal)
+    undo.record("broken", "/stuck")
+    undo.record("a", "fine")
+    with monkeypatch.context() as full:
+        full.setattr(os, "write", _FullDisk(room=0))
+        assert len(undo.unwind(Log())) == 1
+    journal.finish()
+    # "fine" is listed too (the full disk kept its undo out): cleanup's undos tolerate what is gone
+    assert undo_module.pending(str(path)) == ([Change("broken", "/stuck"), Change("a", "fine")], [])
