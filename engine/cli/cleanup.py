@@ -28,7 +28,12 @@ def add_options(parser: Parser) -> None:
 def run(parser: Parser, args) -> int:
     name = container_name(parser, args)
     path = lxcpath(args)
-    if command_client.get_state(path, name) != LxcState.STOPPED:
+    try:
+        running = command_client.get_state(path, name) != LxcState.STOPPED
+    except command_client.MonitorError as err:   # a squatter on the name, or a monitor refusing us
+        print(f"lxcsm: {err}", file=sys.stderr)
+        return 1
+    if running:
         print(f"lxcsm: {name} is running: stop it (lxcsm stop) instead of cleaning up", file=sys.stderr)
         return 1
     journal = undo.journal_path(args.rcfile or os.path.join(path, name, "config"))

@@ -78,7 +78,11 @@ def run(parser: Parser, args) -> int:
         from lxcsm.engine.analysis import plan
         print(plan.render(request))
         return 0
-    if command_client.get_state(path, name) != LxcState.STOPPED:
+    try:
+        running = command_client.get_state(path, name) != LxcState.STOPPED
+    except command_client.MonitorError as err:   # a squatter on the name, or a monitor refusing us
+        return fail(str(err))
+    if running:
         print(f"lxcsm: {name}: container is already running", file=sys.stderr)
         return 0
 

@@ -232,6 +232,14 @@ def test_non_root_stop_and_continue_are_told_permission_denied(make_container, s
         assert c.run("stop", "-k").returncode == 0
 
 
+def test_cleanup_does_not_take_a_fake_for_a_running_container(make_container, fakes, stranger):
+    c = make_container()
+    fake = fakes.fake(c, "liar", stranger)
+    refused = _lxcsm(c, "cleanup")
+    assert refused.returncode == 1, refused.stderr
+    assert refused.stderr == f"lxcsm: {_held_by(c, fake, stranger)}, not by an lxcsm or LXC monitor\n"
+
+
 # --- lxcsm start is not fooled into "already running" ----------------------------------------------
 
 
