@@ -1,0 +1,75 @@
+"""tools/bench: lxcsm side by side with LXC's lxc-start, on this machine, as root.
+
+    tools/bench [--runs N] [--samples N] [--parallel N] [--rounds N] [--only 1,3,...]
+                [--markdown | --json]
+
+The bench is this package; tools/bench only launches it (``python3 -m
+tools.benchmark`` from the checkout does the same).  One concern a module:
+timing (a command timed until a pidfd says it exited; medians), host (what
+/proc, cgroupfs and mountinfo say), containers (the bench's containers and
+the two tools that start and stop them), rows (one function per row of the
+table), diagnostics (where lxcsm's own time goes), report (the table),
+machine (the line saying what it was measured on) and cli (the options, the
+run and its cleanup).
+
+Rows of the table (the issue's numbering):
+
+1. ``start -F -- /bin/true`` with an empty network: wall time of the whole command,
+   stdin from /dev/null (``--runs``, default 15).  Row 1f, after each lxcsm run, times
+   ``python -c 'import transitions'``: CPython starting and importing the state-machine
+   package lxcsm is built on, with no lxcsm code - the floor under any lxcsm command.
+2. The same with ``lxc.net.0.type = veth`` on a bridge.  The bridge, the veths and both
+   tools' monitors are in a network namespace made for the bench (the commands run under
+   ``nsenter --net``), so the host's own namespace sees none of it.
+3. ``start -d`` until the command returns (both tools return once the container is
+   RUNNING), then ``stop -k`` until the command has returned *and* the monitor process
+   has exited (lxc-stop -k returns before LXC's monitor has finished its teardown, so
+   the monitor's exit is the only end both tools share).  Row 3 is the sum per run; 3a
+   and 3b are its two halves.  The container runs the rootfs's init (busybox init).
+4. VmRSS (and 4b: PSS from smaps_rollup) of the monitor process -
+   ``[lxc monitor] LXCPATH NAME`` or ``[lxcsm monitor] LXCPATH NAME`` - 0.5 s after
+   ``start -d -- /bin/sleep 1000`` returned (``--samples``, default 3).
+5. ``--parallel`` containers (default 50), each with its own busybox rootfs:
+   ``start -d`` all at once, until every command has returned; then ``stop -k`` all at
+   once, until every command has returned and every monitor has exited (``--rounds``,
+   default 2).  5a and 5b are the two halves.
+
+First, one untimed warm-up per tool (start -F, start -d, stop -k).  Then runs alternate
+between the tools (lxc-start, lxcsm, lxc-start, lxcsm ...) to cancel drift; the table
+gives medians, min-max, and the ratio lxcsm / lxc-start of the medians, against the
+targets (ratio <= 4 for rows 1-3 and 5, monitor RSS <= 25 MiB).  Alternating also
+means that no run follows a run of the same tool: a kernel's first cgroup migration
+after an idle moment can wait for an RCU grace period (15 ms on the developers' VM), so
+lxc-start -F measures about twice as long here as in a tight loop of itself.
+Both tools start the same busybox-static rootfs (fixtures/rootfs.py) with the same
+config, each in its own LXCPATH under a temporary directory, with container names
+starting ``lxcsm-bench-``.  Whatever happens (a failed run, Ctrl-C, SIGTERM), every
+container started is stopped, leftover cgroups named after them are removed and the
+temporary directory is deleted.  lxcsm runs as installed, with its bytecode cached
+(PYTHONPYCACHEPREFIX in the temporary directory, filled by the warm-up; an inherited
+PYTHONDONTWRITEBYTECODE is dropped).  A failed run is reported with the first lines of its
+stderr and left out of the medians.  Without lxc-start, lxcsm's numbers are printed
+alone.
+
+Every command is timed from its start to the moment a pidfd says it exited (Popen.wait
+with a timeout polls, and would round each time up to its next poll).
+
+After the table (not with --markdown) come two diagnostics of where lxcsm spends its
+time: the top imports of one ``lxcsm start -F`` (PYTHONPROFILEIMPORTTIME), and one
+``lxcsm start -F -- /bin/true`` cut into phases (before the machine, the start
+machine, teardown, exit) from its flight record, with ``lxcsm timeline``'s table.
+
+Nothing here needs the network.  Standard library only, plus fixtures/rootfs.py.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]      # the checkout: fixtures/, .venv/, git
+
+
+def progress(text: str) -> None:
+    """What the bench does now, on stderr (stdout is the table)."""
+    print(f"bench: {text}", file=sys.stderr, flush=True)

@@ -1,0 +1,122 @@
+"""The table tools/bench prints: one `Row` per measurement, as markdown padded to read as plain text.
+
+A row holds both tools' samples, its failures and its target (a ratio
+lxcsm / lxc-start, or an absolute size); a cell shows the median and min-max
+of one side, and whether the target is met is read from the medians.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .timing import median, ratio, spread
+
+MIB = 1024 * 1024
+
+
+def fmt_seconds(seconds: float) -> str:
+    ms = seconds * 1000
+    if ms < 9.95:
+        return f"{ms:.1f} ms"
+    if ms < 999.5:
+        return f"{ms:.0f} ms"
+    return f"{seconds:.2f} s"
+
+
+def fmt_bytes(size: float) -> str:
+    return f"{size / MIB:.1f} MiB"
+
+
+def fmt_ratio(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.0f}×" if value >= 100 else f"{value:.1f}×"
+
+
+@dataclass
+class Row:
+    """One line of the table: samples of both tools and what they are held to."""
+    key: str                       # "1", "3a", ...
+    label: str
+    unit: str = "s"                # "s" or "bytes"
+    lxc: list[float] = field(default_factory=list)
+    lxcsm: list[float] = field(default_factory=list)
+    lxc_failed: int = 0
+    lxcsm_failed: int = 0
+    target: tuple[str, float] | None = None    # ("ratio", 4.0) or ("max", bytes)
+    na: str | None = None          # set: the row is not measured, this says why
+
+    def fmt(self, value: float) -> str:
+        return fmt_bytes(value) if self.unit == "bytes" else fmt_seconds(value)
+
+    def cell(self, side: str, available: bool = True) -> str:
+        """The table cell of one side ("lxc" or "lxcsm"): median (min–max), failures."""
+        if self.na is not None:
+            return self.na if side == "lxc" else ""
+        if not available:
+            return "missing"
+        values = getattr(self, side)
+        failed = getattr(self, f"{side}_failed")
+        text = "no successful run" if not values else self.fmt(median(values))
+        if len(values) > 1:
+            low, high = (self.fmt(v) for v in spread(values))
+            if low.split()[1:] == high.split()[1:]:
+                low = low.split()[0]
+            text += f" ({low}–{high})"
+        if failed:
+            text += f", {failed} failed"
+        return text
+
+    def ratio(self) -> float | None:
+        return ratio(median(self.lxc), median(self.lxcsm))
+
+    def target_text(self) -> str:
+        if self.target is None:
+            return ""
+        kind, value = self.target
+        return f"≤ {value:g}×" if kind == "ratio" else f"≤ {self.fmt(value)}"
+
+    def met(self) -> str:
+        """"yes", "no", "n/a" (cannot tell) or "" (no target)."""
+        if self.target is None:
+            return ""
+        if self.na is not None:
+            return "n/a"
+        kind, value = self.target
+        if kind == "ratio":
+            r = self.ratio()
+            return "n/a" if r is None else ("yes" if r <= value else "no")
+        m = median(self.lxcsm)
+        return "n/a" if m is None else ("yes" if m <= value else "no")
+
+    def as_json(self) -> dict:
+        return {"key": self.key, "label": self.label, "unit": self.unit, "lxc": self.lxc,
+                "lxcsm": self.lxcsm, "lxc_failed": self.lxc_failed,
+                "lxcsm_failed": self.lxcsm_failed, "lxc_median": median(self.lxc),
+                "lxcsm_median": median(self.lxcsm), "ratio": self.ratio(),
+                "target": self.target_text() or None, "met": self.met() or None, "na": self.na}
+
+
+def markdown_table(rows: list[Row], lxc_label: str = "lxc-start", lxc_available: bool = True) -> str:
+    """The rows as a markdown table, columns padded so it also reads as plain text."""
+    header = ["#", "measurement", f"{lxc_label} median (min–max)", "lxcsm median (min–max)",
+              "lxcsm / lxc-start", "target", "met?"]
+    body = []
+    for row in rows:
+        body.append([row.key, row.label, row.cell("lxc", lxc_available), row.cell("lxcsm"),
+                     "" if row.na is not None else fmt_ratio(row.ratio()),
+                     row.target_text(), row.met()])
+    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
+
+    def line(cells):
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+
+    return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|",
+                      *map(line, body)])
+
+
+NOTES = """\
+Ratios are lxcsm's median over lxc-start's.  Row 3 and row 5 sum start and stop per run; \
+"stopped" is when `stop -k` has returned and the monitor process has exited.  Row 4 is read \
+0.5 s after `start -d -- /bin/sleep 1000` returned.  lxcsm runs with its bytecode cached, as \
+on a normal install."""

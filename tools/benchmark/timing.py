@@ -1,0 +1,153 @@
+"""Timing a command: started in its own session, timed until a pidfd says it exited; the statistics.
+
+Popen.wait(timeout) polls with sleeps that double up to 50 ms, so a command
+would only be seen to end at its next poll and every time measured would be
+rounded up to a step.  A pidfd is readable the moment the process exits: that
+is the end of every time the bench takes, for its own children (`wait_for`)
+and for any process, such as a container's monitor (`wait_exited`).  The
+samples are summed up as medians, min-max and the ratio lxcsm / lxc-start.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import statistics
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+# --- statistics -----------------------------------------------------------------------------------
+
+def median(values: list[float]) -> float | None:
+    """The median of `values`, None for no values."""
+    return statistics.median(values) if values else None
+
+
+def spread(values: list[float]) -> tuple[float, float] | None:
+    """(min, max) of `values`, None for no values."""
+    return (min(values), max(values)) if values else None
+
+
+def ratio(lxc: float | None, lxcsm: float | None) -> float | None:
+    """lxcsm / lxc-start, None when either is missing or lxc-start's is not positive."""
+    if lxc is None or lxcsm is None or lxc <= 0:
+        return None
+    return lxcsm / lxc
+
+
+# --- waiting for a process to exit ----------------------------------------------------------------
+
+def wait_for(proc: subprocess.Popen, timeout: float) -> int | None:
+    """proc's exit status, or None if it is still running after `timeout` seconds.
+
+    Popen.wait(timeout) polls with sleeps that double up to 50 ms, so a command is
+    only seen to end at the next poll (at 15.5, 31.5, 63.5, 113.5, 163.5 ms ...):
+    the times it measured came in steps.  A pidfd is readable the moment the
+    process exits.
+    """
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except ProcessLookupError:   # already reaped
+        return proc.wait()
+    try:
+        if not select.select([pidfd], [], [], timeout)[0]:
+            return None
+    finally:
+        os.close(pidfd)
+    return proc.wait()
+
+
+def wait_exited(pids: list[int], timeout: float) -> bool:
+    """Wait until every pid has exited (pidfds: any process, not only our children)."""
+    fds = []
+    try:
+        for pid in pids:
+            try:
+                fds.append(os.pidfd_open(pid))
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + timeout
+        while fds:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            ready, _, _ = select.select(fds, [], [], left)
+            for fd in ready:
+                fds.remove(fd)
+                os.close(fd)
+        return True
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+# --- running a command ----------------------------------------------------------------------------
+
+@dataclass
+class Result:
+    """One command run to its end (or its timeout): whether it succeeded, and how long it took."""
+    ok: bool
+    seconds: float
+    detail: str = ""        # for a failure: the exit status and stderr's first lines
+
+
+class Runner:
+    """Starts commands in their own sessions (a Ctrl-C reaches only the bench, which then
+    cleans up), with output to files (a daemon keeping a pipe open cannot block us)."""
+
+    def __init__(self, env: dict[str, str] | None = None):
+        self.live: set[subprocess.Popen] = set()
+        self.env = env
+
+    def spawn(self, argv: list[str], out: Path) -> subprocess.Popen:
+        with open(out, "wb") as stream:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stream, stderr=stream,
+                                    start_new_session=True, env=self.env)
+        self.live.add(proc)
+        return proc
+
+    def finish(self, proc: subprocess.Popen, out: Path, began: float, timeout: float) -> Result:
+        rc = wait_for(proc, max(0.0, began + timeout - time.perf_counter()))
+        seconds = time.perf_counter() - began
+        if rc is None:
+            self.kill(proc)
+            return Result(False, timeout, f"timed out after {timeout:g} s: {' '.join(proc.args)}")
+        self.live.discard(proc)
+        if rc == 0:
+            return Result(True, seconds)
+        try:
+            text = out.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            text = []
+        head = " / ".join(text[:3]) or "(no output)"
+        return Result(False, seconds, f"exit status {rc}: {head}")
+
+    def run(self, argv: list[str], out: Path, timeout: float = 60) -> Result:
+        began = time.perf_counter()
+        proc = self.spawn(argv, out)
+        return self.finish(proc, out, began, timeout)
+
+    def kill(self, proc: subprocess.Popen) -> None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        self.live.discard(proc)
+
+    def reap(self, timeout: float = 30) -> None:
+        """Let commands still running end on their own, then kill them."""
+        deadline = time.monotonic() + timeout
+        for proc in list(self.live):
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+                self.live.discard(proc)
+            except subprocess.TimeoutExpired:
+                self.kill(proc)
+
