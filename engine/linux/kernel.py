@@ -7,8 +7,9 @@ and in which order is decided by the states.  Calls the standard library
 already has (``os.mknod``, ``os.pidfd_open``, ``signal.pidfd_send_signal``,
 ``socket.sethostname``, ``os.waitpid``...) are used directly by their callers.
 
-Only x86_64 and aarch64 system call numbers are listed; clone3, close_range and
-the pidfd calls share one number on every architecture.
+Only x86_64 and aarch64 system call numbers are listed; clone3, openat2, the
+new mount API (open_tree, move_mount, fsopen, fsconfig, fsmount) and the pidfd
+calls share one number on every architecture.
 """
 
 from __future__ import annotations
@@ -28,6 +29,12 @@ _SYSCALLS = {
     "aarch64": {"pivot_root": 41, "signalfd4": 74},
 }[os.uname().machine]
 SYS_CLONE3 = 435
+SYS_OPEN_TREE = 428
+SYS_MOVE_MOUNT = 429
+SYS_FSOPEN = 430
+SYS_FSCONFIG = 431
+SYS_FSMOUNT = 432
+SYS_OPENAT2 = 437
 
 # Namespaces (clone(2) / unshare(2) / setns(2) flags).
 CLONE_NEWTIME = 0x00000080
@@ -76,6 +83,32 @@ MS_RELATIME = 1 << 21
 MS_STRICTATIME = 1 << 24
 MS_LAZYTIME = 1 << 25
 MNT_DETACH = 2
+
+# openat2(2) resolve flags, from <linux/openat2.h>.
+RESOLVE_NO_XDEV = 0x01
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_NO_SYMLINKS = 0x04
+RESOLVE_BENEATH = 0x08
+RESOLVE_IN_ROOT = 0x10
+
+# The new mount API, from <linux/mount.h>.
+OPEN_TREE_CLONE = 1
+AT_EMPTY_PATH = 0x1000
+AT_RECURSIVE = 0x8000
+MOVE_MOUNT_F_EMPTY_PATH = 0x04
+MOVE_MOUNT_T_EMPTY_PATH = 0x40
+FSOPEN_CLOEXEC = 1
+FSCONFIG_SET_FLAG = 0
+FSCONFIG_SET_STRING = 1
+FSCONFIG_CMD_CREATE = 6
+FSMOUNT_CLOEXEC = 1
+MOUNT_ATTR_RDONLY = 0x01
+MOUNT_ATTR_NOSUID = 0x02
+MOUNT_ATTR_NODEV = 0x04
+MOUNT_ATTR_NOEXEC = 0x08
+MOUNT_ATTR_NOATIME = 0x10
+MOUNT_ATTR_STRICTATIME = 0x20
+MOUNT_ATTR_NODIRATIME = 0x80
 
 PR_SET_PDEATHSIG = 1
 PR_SET_NAME = 15
@@ -131,6 +164,44 @@ def umount2(target: str, flags: int = 0) -> None:
 
 def pivot_root(new_root: str, put_old: str) -> None:
     _check(_libc.syscall(_SYSCALLS["pivot_root"], _path(new_root), _path(put_old)), new_root)
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+def openat2(dirfd: int, path: str, flags: int, mode: int = 0, resolve: int = 0) -> int:
+    """open `path` relative to the directory `dirfd`, resolved under the RESOLVE_* rules in `resolve`."""
+    how = _OpenHow(flags=flags, mode=mode, resolve=resolve)
+    return _check(_libc.syscall(SYS_OPENAT2, dirfd, _path(path), ctypes.byref(how),
+                                ctypes.c_size_t(ctypes.sizeof(how))), path)
+
+
+def open_tree(dirfd: int, path: str, flags: int) -> int:
+    """An fd for the mount at `path` (relative to `dirfd`); with OPEN_TREE_CLONE a detached copy of it."""
+    return _check(_libc.syscall(SYS_OPEN_TREE, dirfd, _path(path), ctypes.c_uint(flags)), path or f"fd {dirfd}")
+
+
+def move_mount(from_dirfd: int, from_path: str, to_dirfd: int, to_path: str, flags: int) -> None:
+    """Attach (or move) the mount at `from_path` onto `to_path`, each relative to its dirfd."""
+    _check(_libc.syscall(SYS_MOVE_MOUNT, from_dirfd, _path(from_path), to_dirfd, _path(to_path),
+                         ctypes.c_uint(flags)), to_path or f"fd {to_dirfd}")
+
+
+def fsopen(fstype: str, flags: int = FSOPEN_CLOEXEC) -> int:
+    """A filesystem context for a new `fstype` superblock, to be set up with fsconfig."""
+    return _check(_libc.syscall(SYS_FSOPEN, _path(fstype), ctypes.c_uint(flags)), fstype)
+
+
+def fsconfig(fsfd: int, cmd: int, key: str | None = None, value: str | None = None) -> None:
+    """One step of setting up a filesystem context: a flag, a string option, or creating the superblock."""
+    _check(_libc.syscall(SYS_FSCONFIG, fsfd, ctypes.c_uint(cmd), _path(key), _path(value), 0), key or "create")
+
+
+def fsmount(fsfd: int, attr_flags: int, flags: int = FSMOUNT_CLOEXEC) -> int:
+    """A detached mount of the superblock created in `fsfd`, with MOUNT_ATTR_* `attr_flags`."""
+    return _check(_libc.syscall(SYS_FSMOUNT, fsfd, ctypes.c_uint(flags), ctypes.c_uint(attr_flags)),
+                  f"fd {fsfd}")
 
 
 def unshare(flags: int) -> None:
