@@ -14,13 +14,17 @@ Afterwards the kernel sees, in the rootfs:
   without lxc.pty.max; lxcsm always gives the container its own.)
 
 With lxc.autodev = 0 the rootfs's own /dev is used as it is.
+
+/dev is opened inside the rootfs (symlinks followed inside it only) and the
+tmpfs attached onto that descriptor; everything after is made through the
+tmpfs's own mount descriptor, never by a path a process writing into the
+rootfs could redirect.
 """
 
 import os
 import stat
 
-from lxcsm.engine.linux import kernel
-from lxcsm.engine.linux.paths import in_rootfs
+from lxcsm.engine.linux import kernel, mounts, paths
 
 NODES = {  # name: (major, minor)
     "null": (1, 3), "zero": (1, 5), "full": (1, 7),
@@ -39,23 +43,46 @@ def enter(ctx) -> str:
     if not ctx.request.config.autodev:
         ctx.log.trace("autodev disabled")
         return "dev_ready"
-    dev = in_rootfs(ctx.rootfs, "/dev")
-    os.makedirs(dev, exist_ok=True)
-    kernel.mount("none", dev, "tmpfs", kernel.MS_NOSUID | kernel.MS_NOEXEC, "size=500000,mode=755")
-    for name, (major, minor) in NODES.items():
-        path = os.path.join(dev, name)
-        os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(major, minor))
-        os.chmod(path, 0o666)   # mknod's mode is cut by the umask
-    for name, target in LINKS.items():
-        os.symlink(target, os.path.join(dev, name))
-    pts = os.path.join(dev, "pts")
-    os.mkdir(pts, 0o755)
-    kernel.mount("devpts", pts, "devpts", kernel.MS_NOSUID | kernel.MS_NOEXEC, _devpts_options(ctx.request.config))
-    ptmx = os.path.join(dev, "ptmx")
-    open(ptmx, "x").close()
-    kernel.mount(os.path.join(pts, "ptmx"), ptmx, None, kernel.MS_BIND)
-    ctx.log.trace("dev populated", path=dev, nodes=" ".join(NODES))
+    root = paths.open_root(ctx.rootfs)
+    try:
+        target = paths.open_in_root(root, "/dev", "dir")
+    finally:
+        os.close(root)
+    dev = None
+    try:
+        dev = mounts.new_filesystem("tmpfs", "none", kernel.MS_NOSUID | kernel.MS_NOEXEC, "size=500000,mode=755")
+        mounts.attach(dev, target)
+        _populate(dev, ctx.request.config)
+    finally:
+        for fd in (target, dev):
+            if fd is not None:
+                os.close(fd)
+    ctx.log.trace("dev populated", path=f"{ctx.rootfs}/dev", nodes=" ".join(NODES))
     return "dev_ready"
+
+
+def _populate(dev: int, config) -> None:
+    """The nodes, links, devpts and ptmx, made in the fresh tmpfs `dev` (its mount's fd)."""
+    for name, (major, minor) in NODES.items():
+        os.mknod(name, stat.S_IFCHR | 0o666, os.makedev(major, minor), dir_fd=dev)
+        os.chmod(name, 0o666, dir_fd=dev)   # mknod's mode is cut by the umask
+    for name, target in LINKS.items():
+        os.symlink(target, name, dir_fd=dev)
+    os.mkdir("pts", 0o755, dir_fd=dev)
+    pts = kernel.openat2(dev, "pts", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, 0, paths.NO_SYMLINKS_BENEATH)
+    ptmx = paths.create_beneath(dev, "ptmx", 0o666)
+    devpts = devpts_ptmx = ptmx_bind = None
+    try:
+        devpts = mounts.new_filesystem("devpts", "devpts", kernel.MS_NOSUID | kernel.MS_NOEXEC,
+                                       _devpts_options(config))
+        mounts.attach(devpts, pts)
+        devpts_ptmx = kernel.openat2(devpts, "ptmx", os.O_PATH | os.O_CLOEXEC, 0, paths.NO_SYMLINKS_BENEATH)
+        ptmx_bind = mounts.copy_tree(devpts_ptmx, recursive=False)
+        mounts.attach(ptmx_bind, ptmx)
+    finally:
+        for fd in (pts, ptmx, devpts, devpts_ptmx, ptmx_bind):
+            if fd is not None:
+                os.close(fd)
 
 
 def plan(request) -> list[str]:

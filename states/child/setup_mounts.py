@@ -13,8 +13,15 @@ mount namespace:
 * each mount entry, in LXC's order (the fstab file's lines, then the
   lxc.mount.entry lines), with its targets created when create=dir|file asks
   for it, bind mounts remounted to honour ro/nosuid/..., and `optional`
-  entries skipped when they fail.  Targets are resolved inside the rootfs, so
-  a symlink in the rootfs cannot send a mount onto the host.
+  entries skipped when they fail.
+
+Every target is opened inside the rootfs by the kernel (openat2 with
+RESOLVE_IN_ROOT: symlinks followed inside it, ``..`` stopping at its top),
+made there relative to its parent's descriptor when missing, and mounted on
+through its descriptor: each mount is made detached (fsmount, or open_tree
+for a bind) and attached with move_mount, and later changes go through the
+new mount's own descriptor.  No path is looked up twice, so a process writing
+into the rootfs meanwhile cannot send a mount or a created file onto the host.
 
 A failing entry names its file and line.  Then the lxc.hook.mount hooks run,
 and with lxc.autodev on the lxc.hook.autodev hooks, as in LXC: after the
@@ -25,9 +32,9 @@ import os
 
 from lxcsm import hooks
 from lxcsm.engine.errors import StateError, describe
-from lxcsm.engine.linux import cgroups, kernel
+from lxcsm.engine.linux import cgroups, kernel, mounts, paths
 from lxcsm.engine.linux.mount_options import parse_mount_options
-from lxcsm.engine.linux.paths import container_path, in_rootfs
+from lxcsm.engine.linux.paths import container_path, proc_fd
 
 
 class MountEntryError(StateError):
@@ -37,30 +44,57 @@ class MountEntryError(StateError):
 _SAFE = kernel.MS_NOSUID | kernel.MS_NODEV | kernel.MS_NOEXEC
 
 
-def _bind_over(path: str, readonly: bool) -> None:
-    """Bind `path` onto itself and set its own read-only flag (if the kernel has that file)."""
-    if not os.path.exists(path):
+def _bind_over(filesystem: int, name: str, readonly: bool) -> None:
+    """Bind `name` of a fresh proc or sysfs (the fd `filesystem`) onto itself, with its own read-only flag."""
+    try:
+        target = kernel.openat2(filesystem, name, os.O_PATH | os.O_CLOEXEC, 0, paths.NO_SYMLINKS_BENEATH)
+    except FileNotFoundError:
         return   # e.g. /proc/sysrq-trigger on kernels built without magic SysRq
-    kernel.mount(path, path, None, kernel.MS_BIND)
-    kernel.mount(None, path, None, kernel.MS_REMOUNT | kernel.MS_BIND | _SAFE | (kernel.MS_RDONLY if readonly else 0))
+    copy = None
+    try:
+        copy = mounts.copy_tree(target, recursive=False)
+        mounts.attach(copy, target)
+        kernel.mount(None, proc_fd(copy), None,
+                     kernel.MS_REMOUNT | kernel.MS_BIND | _SAFE | (kernel.MS_RDONLY if readonly else 0))
+    finally:
+        for fd in (target, copy):
+            if fd is not None:
+                os.close(fd)
 
 
-def mount_proc(rootfs: str, mode: str) -> None:
-    proc = in_rootfs(rootfs, "/proc")
-    os.makedirs(proc, exist_ok=True)
-    kernel.mount("proc", proc, "proc", _SAFE)
-    if mode == "mixed":
-        _bind_over(f"{proc}/sys", readonly=True)
-        _bind_over(f"{proc}/sys/net", readonly=False)
-        _bind_over(f"{proc}/sysrq-trigger", readonly=True)
+def _mount_new(root: int, path: str, fstype: str, flags: int, data: str | None = None) -> int:
+    """A new `fstype` filesystem on directory `path` of the rootfs (made if missing); its mount's fd."""
+    target = paths.open_in_root(root, path, "dir")
+    try:
+        mount = mounts.new_filesystem(fstype, fstype, flags, data)
+        try:
+            mounts.attach(mount, target)
+        except OSError:
+            os.close(mount)
+            raise
+        return mount
+    finally:
+        os.close(target)
 
 
-def mount_sys(rootfs: str, mode: str) -> None:
-    sys_dir = in_rootfs(rootfs, "/sys")
-    os.makedirs(sys_dir, exist_ok=True)
-    kernel.mount("sysfs", sys_dir, "sysfs", _SAFE | (0 if mode == "rw" else kernel.MS_RDONLY))
-    if mode == "mixed":
-        _bind_over(f"{sys_dir}/devices/virtual/net", readonly=False)
+def mount_proc(root: int, mode: str) -> None:
+    proc = _mount_new(root, "/proc", "proc", _SAFE)
+    try:
+        if mode == "mixed":
+            _bind_over(proc, "sys", readonly=True)
+            _bind_over(proc, "sys/net", readonly=False)
+            _bind_over(proc, "sysrq-trigger", readonly=True)
+    finally:
+        os.close(proc)
+
+
+def mount_sys(root: int, mode: str) -> None:
+    sysfs = _mount_new(root, "/sys", "sysfs", _SAFE | (0 if mode == "rw" else kernel.MS_RDONLY))
+    try:
+        if mode == "mixed":
+            _bind_over(sysfs, "devices/virtual/net", readonly=False)
+    finally:
+        os.close(sysfs)
 
 
 def cgroup_mode(token: str, config) -> str:
@@ -74,61 +108,98 @@ def cgroup_mode(token: str, config) -> str:
     return "mixed" if kernel.CAPABILITIES["sys_admin"] in dropped else "rw"
 
 
-def mount_cgroups(rootfs: str, token: str, mode: str) -> None:
+def mount_cgroups(root: int, token: str, mode: str) -> None:
     """The container's cgroups on /sys/fs/cgroup, as LXC's cgfsng_mount() does under a cgroup
     namespace: each hierarchy's mount shows only the container's own cgroup as its root.
     "ro" makes everything read-only, "mixed" only the tmpfs that holds the mounts."""
-    base = in_rootfs(rootfs, "/sys/fs/cgroup")
-    os.makedirs(base, exist_ok=True)
     readonly = kernel.MS_RDONLY if mode == "ro" else 0
-    if token.startswith("cgroup2"):   # the unified hierarchy alone, on /sys/fs/cgroup itself
-        kernel.mount("cgroup2", base, "cgroup2", _SAFE | readonly)
+    found = cgroups.hierarchies()
+    # The unified hierarchy alone, on /sys/fs/cgroup itself: asked for, or (as LXC, whatever
+    # the token) all a cgroup2-only host has.
+    if token.startswith("cgroup2") or cgroups.unified_only(found):
+        os.close(_mount_new(root, "/sys/fs/cgroup", "cgroup2", _SAFE | readonly))
         return
-    kernel.mount("cgroup", base, "tmpfs", _SAFE, "size=10240k,mode=755")
-    for hierarchy in cgroups.hierarchies():
-        target = os.path.join(base, os.path.basename(hierarchy.mountpoint))
-        os.makedirs(target, exist_ok=True)
-        if hierarchy.version == 2:
-            kernel.mount("cgroup2", target, "cgroup2", _SAFE | readonly)
-        else:
-            named = [c for c in hierarchy.controllers if c.startswith("name=")]
-            options = ",".join(["none", *named] if named else hierarchy.controllers)
-            kernel.mount("cgroup", target, "cgroup", _SAFE | readonly, options)
-    if mode != "rw":
-        kernel.mount(None, base, None, kernel.MS_REMOUNT | _SAFE | kernel.MS_RDONLY, "size=10240k,mode=755")
+    base = _mount_new(root, "/sys/fs/cgroup", "tmpfs", _SAFE, "size=10240k,mode=755")
+    try:
+        for hierarchy in found:
+            name = os.path.basename(hierarchy.mountpoint)
+            os.mkdir(name, 0o755, dir_fd=base)
+            target = kernel.openat2(base, name, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, 0,
+                                    paths.NO_SYMLINKS_BENEATH)
+            try:
+                if hierarchy.version == 2:
+                    mount = mounts.new_filesystem("cgroup2", "cgroup2", _SAFE | readonly)
+                else:
+                    named = [c for c in hierarchy.controllers if c.startswith("name=")]
+                    options = ",".join(["none", *named] if named else hierarchy.controllers)
+                    mount = mounts.new_filesystem("cgroup", "cgroup", _SAFE | readonly, options)
+                mounts.attach(mount, target)
+                os.close(mount)
+            finally:
+                os.close(target)
+        if mode != "rw":
+            kernel.mount(None, proc_fd(base), None, kernel.MS_REMOUNT | kernel.MS_BIND | _SAFE | kernel.MS_RDONLY)
+    finally:
+        os.close(base)
 
 
-def mount_entry(rootfs: str, rootfs_path: str, entry) -> None:
+def mount_entry(root: int, rootfs_path: str, entry) -> None:
+    """One lxc.mount.entry: its target opened (or made) inside the rootfs, then mounted on by fd."""
     options = parse_mount_options(entry.options)
-    target = in_rootfs(rootfs, container_path(rootfs_path, entry.target))
-    source = in_rootfs(rootfs, entry.source) if options.relative else entry.source
-    if options.create == "dir":
-        os.makedirs(target, exist_ok=True)
-    elif options.create == "file" and not os.path.exists(target):
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        open(target, "a").close()
-    if options.bind:
-        kernel.mount(source, target, None, options.flags & (kernel.MS_BIND | kernel.MS_REC))
-        extra = options.flags & ~(kernel.MS_BIND | kernel.MS_REC)
-        if extra:
-            kernel.mount(None, target, None, kernel.MS_REMOUNT | kernel.MS_BIND | extra)
-    else:
-        kernel.mount(source, target, entry.fstype, options.flags, options.data or None)
-    if options.propagation:
-        kernel.mount(None, target, None, options.propagation)
+    target = paths.open_in_root(root, container_path(rootfs_path, entry.target), options.create or "")
+    opened = [target]
+    try:
+        source = entry.source
+        if options.relative:
+            source = paths.open_in_root(root, entry.source)
+            opened.append(source)
+        if options.flags & kernel.MS_REMOUNT:   # changes a mount already there: nothing new to attach
+            kernel.mount(proc_fd(source) if options.relative else source, proc_fd(target), entry.fstype,
+                         options.flags, options.data or None)
+            mount = target
+        elif options.bind:
+            mount = mounts.copy_tree(source, recursive=bool(options.flags & kernel.MS_REC))
+            opened.append(mount)
+            mounts.attach(mount, target)
+            extra = options.flags & ~(kernel.MS_BIND | kernel.MS_REC)
+            if extra:
+                kernel.mount(None, proc_fd(mount), None, kernel.MS_REMOUNT | kernel.MS_BIND | extra)
+        else:
+            mount = mounts.new_filesystem(entry.fstype, proc_fd(source) if options.relative else source,
+                                          options.flags, options.data or None)
+            opened.append(mount)
+            mounts.attach(mount, target)
+        if options.propagation:
+            kernel.mount(None, proc_fd(mount), None, options.propagation)
+    finally:
+        for fd in opened:
+            os.close(fd)
 
 
 def enter(ctx) -> str:
+    root = paths.open_root(ctx.rootfs)
+    try:
+        _mount_all(ctx, root)
+    finally:
+        os.close(root)
+    config = ctx.request.config
+    hooks.run(config, "mount", ctx.log)
+    if config.autodev:
+        hooks.run(config, "autodev", ctx.log)
+    return "mounts_done"
+
+
+def _mount_all(ctx, root: int) -> None:
     config = ctx.request.config
     if config.mount_proc:
-        mount_proc(ctx.rootfs, config.mount_proc)
+        mount_proc(root, config.mount_proc)
         ctx.log.trace("mounted", what="proc", mode=config.mount_proc)
     if config.mount_sys:
-        mount_sys(ctx.rootfs, config.mount_sys)
+        mount_sys(root, config.mount_sys)
         ctx.log.trace("mounted", what="sys", mode=config.mount_sys)
     for entry in config.mount_entries:
         try:
-            mount_entry(ctx.rootfs, config.rootfs_path, entry)
+            mount_entry(root, config.rootfs_path, entry)
         except OSError as err:
             where = f"{entry.origin.file}:{entry.origin.line}: {entry.origin.key}"
             if parse_mount_options(entry.options).optional:
@@ -139,12 +210,8 @@ def enter(ctx) -> str:
                       options=entry.options)
     if config.mount_cgroup:   # after the entries, as LXC mounts them
         mode = cgroup_mode(config.mount_cgroup, config)
-        mount_cgroups(ctx.rootfs, config.mount_cgroup, mode)
+        mount_cgroups(root, config.mount_cgroup, mode)
         ctx.log.trace("mounted", what="cgroup", token=config.mount_cgroup, mode=mode)
-    hooks.run(config, "mount", ctx.log)
-    if config.autodev:
-        hooks.run(config, "autodev", ctx.log)
-    return "mounts_done"
 
 
 def plan(request) -> list[str]:

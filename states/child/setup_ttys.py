@@ -13,34 +13,51 @@ console into lxc.console.logfile and gives a tty to each lxc-console client
 (GET_TTY_FD; tty 0 is the console).  A daemonised container's init has the
 console as its stdin, stdout and stderr; with -F it keeps lxcsm's.  All this
 needs the container's own devpts (lxc.autodev = 1).
+
+/dev and its ptmx are opened inside the rootfs (openat2, RESOLVE_IN_ROOT);
+each target is opened - made empty if missing - in /dev's descriptor with
+no symlink followed, as LXC does, and bound onto through its descriptor.
 """
 
 import os
 
-from lxcsm.engine.linux import kernel
-from lxcsm.engine.linux.paths import in_rootfs
+from lxcsm.engine.linux import kernel, paths
+from lxcsm.engine.linux.paths import proc_fd
 
 
-def _pty_on(ctx, name: str) -> tuple[int, int, int]:
+def _pty_on(ctx, dev: int, ptmx: int, name: str) -> tuple[int, int, int]:
     """A pty of the container's devpts whose peer is bind-mounted on /dev/NAME."""
     from lxcsm.engine.linux import terminal  # only containers with a console or ttys pay for it
-    master, peer, index = terminal.open_pty(in_rootfs(ctx.rootfs, "/dev/ptmx"))
-    target = in_rootfs(ctx.rootfs, f"/dev/{name}")
-    os.close(os.open(target, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
-    kernel.mount(f"/proc/self/fd/{peer}", target, None, kernel.MS_BIND)
+    master, peer, index = terminal.open_pty(proc_fd(ptmx))
+    target = paths.create_beneath(dev, name, 0o600)
+    try:
+        kernel.mount(proc_fd(peer), proc_fd(target), None, kernel.MS_BIND)
+    finally:
+        os.close(target)
     ctx.log.trace("tty created", tty=f"/dev/{name}", pts=index)
     return master, peer, index
 
 
 def enter(ctx) -> str:
     config = ctx.request.config
-    if config.has_console():
-        master, peer, _index = _pty_on(ctx, "console")
-        ctx.console = (master, peer)
-    for number in range(1, config.tty_count() + 1):
-        master, peer, _index = _pty_on(ctx, f"tty{number}")
-        ctx.tty_masters.append(master)
-        os.close(peer)
+    if not config.has_console() and not config.tty_count():
+        return "ttys_created"
+    root = paths.open_root(ctx.rootfs)
+    dev = ptmx = None
+    try:
+        dev = paths.open_in_root(root, "/dev")
+        ptmx = paths.open_in_root(root, "/dev/ptmx")
+        if config.has_console():
+            master, peer, _index = _pty_on(ctx, dev, ptmx, "console")
+            ctx.console = (master, peer)
+        for number in range(1, config.tty_count() + 1):
+            master, peer, _index = _pty_on(ctx, dev, ptmx, f"tty{number}")
+            ctx.tty_masters.append(master)
+            os.close(peer)
+    finally:
+        for fd in (root, dev, ptmx):
+            if fd is not None:
+                os.close(fd)
     return "ttys_created"
 
 
