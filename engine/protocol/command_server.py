@@ -1,10 +1,51 @@
 """The monitor's end of the command socket (the wire format is command_socket.py).
 
 Binding the name is also how a second start of the same container learns it
-is already running.  The monitor answers GET_INIT_PID, GET_INIT_PIDFD,
-GET_STATE, GET_CLONE_FLAGS, GET_CONFIG_ITEM, GET_TTY_FD, STOP and
-ADD_STATE_CLIENT, plus lxcsm's own CONTINUE; every other command is answered
--ENOSYS, which LXC's clients handle.
+is already running.
+
+Serving never waits for a client.  The listening socket and every
+connection are non-blocking and share one selector, whose fd the monitor
+polls (fileno()); serve_ready() does whatever is ready and returns.  A
+connection is:
+
+* accepted, and its peer's credentials taken at once (SO_PEERCRED: who
+  called connect(2)), before a byte of it is read;
+* pending until its whole request - the 16-byte header, then datalen bytes -
+  has arrived, in however many pieces.  It has REQUEST_DEADLINE seconds from
+  its accept for that, then it is closed unanswered.  timeout() says when
+  the next deadline falls: the longest the monitor may poll before calling
+  serve_ready() again;
+* answered, and closed - or kept, as LXC keeps them: a state client
+  (ADD_STATE_CLIENT), a STOP waiting for the end, an lxc-console's tty.
+
+Pending connections are capped, so that silent connections cannot pile up:
+MAX_PENDING_PER_UID from any one unprivileged uid - its next connection is
+closed as soon as it is accepted, the cheapest way to say no to a flood -
+and MAX_PENDING in all, where a new connection closes the oldest pending
+unprivileged one, and the oldest privileged one only when no unprivileged
+connection is pending.  So a flood by unprivileged users closes only their
+own connections, and root's are answered within a wakeup or two: each
+serve_ready() accepts up to ACCEPTS_PER_WAKEUP connections, more than the
+listen backlog holds.
+
+Who may do what is LXC's rule (af_unix.c, lxc_abstract_unix_rcv_credential,
+which commands.c applies to every command alike; no command checks more): a
+peer is privileged if it is root or has the monitor's own uid and gid.  A
+privileged peer may send every command.  Anyone else has every command
+refused with ret = -EPERM, once its request has been read - also the state
+queries: LXC answers GET_STATE and GET_INIT_PID to nobody else either, and
+its tools rely on that (a refused GET_INIT_PID is their "Insufficient
+privileges to control NAME").  Being refused is all an unprivileged peer
+ever gets, so it never holds a kept connection.
+
+The monitor answers GET_INIT_PID, GET_INIT_PIDFD, GET_STATE,
+GET_CLONE_FLAGS, GET_CONFIG_ITEM, GET_TTY_FD, STOP, ADD_STATE_CLIENT, the
+cgroup commands - GET_CGROUP_CTX (lxc-attach moves its process into the
+fds it gets), GET_CGROUP_FD and GET_LIMIT_CGROUP_FD (lxc-info's and lxc-ls's
+statistics), GET_CGROUP and GET_LIMIT_CGROUP (their path fallbacks) and
+GET_CGROUP2_FD / GET_LIMIT_CGROUP2_FD (a cgroup2-only host's) - plus
+lxcsm's own CONTINUE; every other command is answered -ENOSYS, which LXC's
+clients handle.
 """
 
 from __future__ import annotations
@@ -15,16 +56,32 @@ import selectors
 import signal
 import socket
 import struct
+import time
 
 from lxcsm.engine.protocol.command_socket import (
+    CGROUP2_SUPER_MAGIC,
+    CGROUP_CTX,
+    CGROUP_CTX_MAX_FD,
+    CGROUP_FD,
+    CGROUP_SUPER_MAGIC,
     HEADER,
     MAX_PAYLOAD,
     REGISTERED,
     STATE_MSG,
+    CgroupLayout,
     Cmd,
     LxcState,
     socket_name,
 )
+
+TYPE_CHECKING = False   # typing itself costs every start ~5 ms to import
+if TYPE_CHECKING:
+    from lxcsm.engine.linux.cgroups import Hierarchy
+
+REQUEST_DEADLINE = 2.0      # seconds from accept to a complete request
+MAX_PENDING = 64            # connections still sending their request, in all
+MAX_PENDING_PER_UID = 8     # ... from one unprivileged uid
+ACCEPTS_PER_WAKEUP = 128    # more than the listen backlog (100): one wakeup empties it
 
 
 class AlreadyRunning(Exception):
@@ -33,7 +90,7 @@ class AlreadyRunning(Exception):
 
 
 def bind(lxcpath: str, name: str) -> socket.socket:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
     try:
         sock.bind(socket_name(lxcpath, name))
     except OSError as err:
@@ -43,6 +100,30 @@ def bind(lxcpath: str, name: str) -> socket.socket:
         raise
     sock.listen(100)
     return sock
+
+
+def peer_credentials(conn: socket.socket) -> tuple[int, int, int]:
+    """(pid, uid, gid) of the process that connected, as the kernel recorded them at connect(2)."""
+    return struct.unpack("iII", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+
+
+class Pending:
+    """A connection whose request has not fully arrived."""
+
+    __slots__ = ("uid", "privileged", "deadline", "received")
+
+    def __init__(self, uid: int, privileged: bool, deadline: float) -> None:
+        self.uid = uid
+        self.privileged = privileged
+        self.deadline = deadline    # time.monotonic() by which the request must be complete
+        self.received = b""         # the header and payload so far
+
+    def missing(self) -> int:
+        """How many bytes of the request are still to come (the header says how many follow it)."""
+        if len(self.received) < HEADER.size:
+            return HEADER.size - len(self.received)
+        _cmd, datalen, _inline = HEADER.unpack_from(self.received)
+        return HEADER.size + datalen - len(self.received)
 
 
 class CommandServer:
@@ -59,14 +140,19 @@ class CommandServer:
         # Config items only known while the container runs (a veth's host name): what LXC's
         # monitor answers get_running_config_item with, and lxc-info prints as "Link:".
         self.running_items: dict[str, str] = {}
-        # The master sides of the container's ttys (tty N at index N-1) and who holds each.
+        # The container's cgroup in each hierarchy, for this boot (spawn sets them): where
+        # lxc-attach puts what it runs, and where lxc-info reads the statistics.
+        self.cgroups: list[tuple[Hierarchy, str]] = []
         # The master sides of the container's terminals by tty number (0: /dev/console), and
         # the lxc-console client holding each.
         self.ttys: dict[int, int] = {}
         self.tty_users: dict[int, socket.socket] = {}
         self.stop_signal = config.signal_stop
+        self.request_deadline = REQUEST_DEADLINE
         self.selector = selectors.DefaultSelector()
         self.selector.register(sock, selectors.EVENT_READ, self._accept)
+        self.pending: dict[socket.socket, Pending] = {}            # in the order they were accepted
+        self.waiting_users: dict[int, int] = {}   # unprivileged uid -> its pending connections
         self.waiters: dict[socket.socket, list[int] | None] = {}   # kept connections -> states asked for
         self.pausing = False              # a start paused at a breakpoint (engine/start/breakpoints.py)
         self.pause_decision: str | None = None   # what the user said: "continue" or "abort"
@@ -90,8 +176,20 @@ class CommandServer:
         return asked if asked in free else None
 
     def serve_ready(self) -> None:
+        """Accept, read and answer what is ready, then close the connections whose time is up.
+        Never waits; safe to call when nothing is ready."""
         for key, _events in self.selector.select(0):
-            key.data(key.fileobj)
+            if key.fileobj.fileno() >= 0:   # not closed by an earlier handler of this round
+                key.data(key.fileobj)
+        now = time.monotonic()
+        for conn in [conn for conn, pending in self.pending.items() if pending.deadline <= now]:
+            self._drop(conn)
+
+    def timeout(self) -> float | None:
+        """Seconds until the earliest pending connection's deadline, None without one."""
+        if not self.pending:
+            return None
+        return max(0.0, min(pending.deadline for pending in self.pending.values()) - time.monotonic())
 
     def set_state(self, state: LxcState) -> None:
         """Enter `state` and tell the clients that asked for it (one message each, then close)."""
@@ -105,10 +203,10 @@ class CommandServer:
                 self._drop(conn)
 
     def close(self) -> None:
-        """Stop listening, then close every kept connection: its client reads STOPPED."""
+        """Stop listening, then close every connection: a kept one's client reads STOPPED."""
         self.selector.unregister(self.sock)
         self.sock.close()
-        for conn in list(self.waiters):
+        for conn in [*self.pending, *self.waiters]:
             self._drop(conn)
         self.selector.close()
 
@@ -117,37 +215,88 @@ class CommandServer:
             if user is conn:   # an lxc-console left: its tty is free again
                 del self.tty_users[tty]
         self.waiters.pop(conn, None)
-        self.selector.unregister(conn)
-        conn.close()
+        if conn in self.pending:
+            self._unpend(conn)
+        if conn.fileno() >= 0:
+            try:
+                self.selector.unregister(conn)
+            except KeyError:
+                pass   # already answered, not kept
+            conn.close()
 
     def _keep(self, conn: socket.socket, states: list[int] | None) -> None:
         self.waiters[conn] = states
         self.selector.register(conn, selectors.EVENT_READ, self._drop)   # EOF: the client left
 
     def _accept(self, _sock) -> None:
-        conn, _ = self.sock.accept()
-        conn.settimeout(1.0)   # a client that connects and says nothing must not stall the monitor
-        try:
-            header = conn.recv(HEADER.size)
-            if len(header) < HEADER.size:
-                conn.close()
+        for _ in range(ACCEPTS_PER_WAKEUP):
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:   # EAGAIN: the backlog is empty (anything else: the next wakeup retries)
                 return
-            cmd, datalen, inline = HEADER.unpack(header)
-            payload = conn.recv(datalen) if 0 < datalen <= MAX_PAYLOAD else b""
-            pid, uid, gid = struct.unpack("iII", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
-            if uid != 0 and (uid, gid) != (os.getuid(), os.getgid()):
-                self._reply(conn, -errno.EPERM)
-            else:
-                self._serve(conn, cmd, inline, payload)
-        except OSError:
-            conn.close()
+            try:
+                _pid, uid, gid = peer_credentials(conn)
+            except OSError:
+                conn.close()
+                continue
+            privileged = uid == 0 or (uid, gid) == (os.getuid(), os.getgid())
+            if not privileged and self.waiting_users.get(uid, 0) >= MAX_PENDING_PER_UID:
+                conn.close()   # this user has enough connections waiting already: the cheapest no
+                continue
+            if len(self.pending) >= MAX_PENDING:
+                unprivileged = (conn for conn, p in self.pending.items() if not p.privileged)
+                self._drop(next(unprivileged, next(iter(self.pending))))
+            conn.setblocking(False)
+            self.pending[conn] = Pending(uid, privileged, time.monotonic() + self.request_deadline)
+            if not privileged:
+                self.waiting_users[uid] = self.waiting_users.get(uid, 0) + 1
+            self.selector.register(conn, selectors.EVENT_READ, self._read)
+
+    def _unpend(self, conn: socket.socket) -> None:
+        pending = self.pending.pop(conn)
+        if not pending.privileged:
+            self.waiting_users[pending.uid] -= 1
+            if not self.waiting_users[pending.uid]:
+                del self.waiting_users[pending.uid]
+
+    def _read(self, conn: socket.socket) -> None:
+        pending = self.pending[conn]
+        while missing := pending.missing():
+            try:
+                chunk = conn.recv(missing)
+            except BlockingIOError:
+                return
+            except OSError:
+                chunk = b""
+            if not chunk:   # the client left before its request was complete: nothing to answer
+                self._drop(conn)
+                return
+            pending.received += chunk
+            if len(pending.received) == HEADER.size:
+                _cmd, datalen, _inline = HEADER.unpack(pending.received)
+                if not 0 <= datalen <= MAX_PAYLOAD:   # LXC closes on these without a reply
+                    self._drop(conn)
+                    return
+        self._unpend(conn)
+        self.selector.unregister(conn)
+        cmd, _datalen, inline = HEADER.unpack_from(pending.received)
+        if pending.privileged:
+            self._serve(conn, cmd, inline, pending.received[HEADER.size:])
+        else:
+            self._reply(conn, -errno.EPERM)
 
     def _reply(self, conn, ret: int, value: int = 0, payload: bytes = b"", fds=(), keep=False, states=None) -> None:
-        socket.send_fds(conn, [HEADER.pack(ret, len(payload), value) + payload], list(fds))
-        if keep:
+        """Send one answer (a few hundred bytes at most: a fresh connection's socket buffer takes
+        it whole), then close the connection or keep it."""
+        message = HEADER.pack(ret, len(payload), value) + payload
+        try:
+            sent = socket.send_fds(conn, [message], list(fds))
+        except OSError:
+            sent = 0
+        if keep and sent == len(message):
             self._keep(conn, states)
         else:
-            conn.close()
+            self._drop(conn)
 
     def _serve(self, conn, cmd: int, inline: int, payload: bytes) -> None:
         if cmd == Cmd.GET_TTY_FD:
@@ -203,5 +352,91 @@ class CommandServer:
                 self._reply(conn, self.state, self.state)
             else:
                 self._reply(conn, REGISTERED, REGISTERED, keep=True, states=states)
+        elif cmd == Cmd.GET_CGROUP_CTX:
+            self._cgroup_ctx(conn, payload)
+        elif cmd in (Cmd.GET_CGROUP_FD, Cmd.GET_LIMIT_CGROUP_FD):
+            self._cgroup_fd(conn, payload)
+        elif cmd in (Cmd.GET_CGROUP, Cmd.GET_LIMIT_CGROUP):
+            self._cgroup_path(conn, payload)
+        elif cmd in (Cmd.GET_CGROUP2_FD, Cmd.GET_LIMIT_CGROUP2_FD):
+            unified = [path for hierarchy, path in self.cgroups if hierarchy.version == 2]
+            if self._layout() != CgroupLayout.UNIFIED or not unified:
+                self._reply(conn, -errno.EINVAL)   # as LXC: only on a cgroup2-only host
+            else:
+                self._reply_with_dirs(conn, unified, lambda fds: b"")
         else:
             self._reply(conn, -errno.ENOSYS)
+
+    # The container's cgroups.  The "limit" and the plain commands get the same answer: LXC
+    # tells them apart only for a container nested below a limiting cgroup, which lxcsm does
+    # not make.
+
+    def _layout(self) -> CgroupLayout:
+        versions = {hierarchy.version for hierarchy, _path in self.cgroups}
+        if versions == {2}:
+            return CgroupLayout.UNIFIED
+        return CgroupLayout.HYBRID if 2 in versions else CgroupLayout.LEGACY
+
+    def _cgroup_of(self, controller: str) -> tuple[Hierarchy, str] | None:
+        return next(((h, path) for h, path in self.cgroups if controller in h.controllers), None)
+
+    def _reply_with_dirs(self, conn, paths: list[str], describe) -> None:
+        """Answer with an O_PATH fd for each directory; describe(fds) builds the payload."""
+        fds: list[int] = []
+        try:
+            for path in paths:
+                fds.append(os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
+        except OSError as err:   # gone: the container is stopping
+            self._reply(conn, -err.errno)
+        else:
+            self._reply(conn, 0, payload=describe(fds), fds=fds)
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    def _cgroup_ctx(self, conn, payload: bytes) -> None:
+        """GET_CGROUP_CTX: a directory fd per hierarchy, for lxc-attach to write its pid into."""
+        if not payload:
+            self._reply(conn, -errno.EINVAL)
+        elif not self.cgroups:
+            self._reply(conn, -errno.ENOENT)   # the client reads it as "no writable cgroups"
+        elif len(self.cgroups) > CGROUP_CTX_MAX_FD:
+            self._reply(conn, -errno.E2BIG)
+        else:
+            def describe(fds: list[int]) -> bytes:
+                padded = fds + [-1] * (CGROUP_CTX_MAX_FD - len(fds))
+                return CGROUP_CTX.pack(self._layout(), 0, len(fds), *padded)[:len(payload)]
+            self._reply_with_dirs(conn, [path for _h, path in self.cgroups], describe)
+
+    def _cgroup_fd(self, conn, payload: bytes) -> None:
+        """GET_(LIMIT_)CGROUP_FD: the directory of the hierarchy with the controller asked for."""
+        request = payload[:CGROUP_FD.size].ljust(CGROUP_FD.size, b"\0")   # a shorter struct: zeros
+        _layout, _utilities, fstype, _fd, controller = CGROUP_FD.unpack(request)
+        controller = controller.split(b"\0", 1)[0]
+        if not controller:
+            self._reply(conn, -errno.EINVAL)
+            return
+        found = self._cgroup_of(controller.decode(errors="replace"))
+        if found is None:
+            self._reply(conn, -errno.ENOENT)
+            return
+        hierarchy, path = found
+        magic = CGROUP2_SUPER_MAGIC if hierarchy.version == 2 else CGROUP_SUPER_MAGIC
+        if fstype not in (0, magic):
+            self._reply(conn, -errno.EINVAL)   # the client wants the controller in the other version
+            return
+        self._reply_with_dirs(conn, [path], lambda fds: CGROUP_FD.pack(
+            self._layout(), 0, magic, fds[0], controller)[:len(payload)])
+
+    def _cgroup_path(self, conn, payload: bytes) -> None:
+        """GET_(LIMIT_)CGROUP: the controller's cgroup as a path below its hierarchy's mount."""
+        if payload and (not payload.endswith(b"\0") or b"\0" in payload[:-1]):
+            self._reply(conn, -errno.EINVAL)
+            return
+        found = self._cgroup_of(payload[:-1].decode(errors="replace")) if payload else None
+        if found is None:   # as LXC on this layout: no answer at all; the client takes it as "none"
+            self._drop(conn)
+            return
+        hierarchy, path = found
+        relative = "/" + os.path.relpath(path, hierarchy.mountpoint)
+        self._reply(conn, 0, payload=relative.encode() + b"\0")

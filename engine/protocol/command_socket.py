@@ -20,6 +20,11 @@ import struct
 HEADER = struct.Struct("<iiq")        # cmd or ret, datalen, inline value
 STATE_MSG = struct.Struct("<i256si")  # struct lxc_msg: type, name, value
 MAX_PAYLOAD = 8192
+# struct cgroup_fd: layout, utilities, type (fs magic), fd, controller[64]
+CGROUP_FD = struct.Struct("<iIii64s")
+# struct cgroup_ctx: layout, utilities, fd_len, fd[20], padding to 8-byte alignment
+CGROUP_CTX_MAX_FD = 20
+CGROUP_CTX = struct.Struct(f"<iII{CGROUP_CTX_MAX_FD}i4x")
 
 
 class Cmd(enum.IntEnum):
@@ -28,9 +33,16 @@ class Cmd(enum.IntEnum):
     GET_STATE = 3
     GET_INIT_PID = 4
     GET_CLONE_FLAGS = 5
+    GET_CGROUP = 6
     GET_CONFIG_ITEM = 7
     ADD_STATE_CLIENT = 10
+    GET_CGROUP2_FD = 17
     GET_INIT_PIDFD = 18
+    GET_LIMIT_CGROUP = 19
+    GET_LIMIT_CGROUP2_FD = 20
+    GET_CGROUP_CTX = 23
+    GET_CGROUP_FD = 24
+    GET_LIMIT_CGROUP_FD = 25
     # lxcsm's own, far above LXC's numbers (LXC answers -ENOSYS from 27 on):
     CONTINUE = 1000   # resume a start paused by --break-at or --step
 
@@ -47,6 +59,17 @@ class LxcState(enum.IntEnum):
 
 
 REGISTERED = 8   # ADD_STATE_CLIENT's "registered, wait for a message" (MAX_STATE)
+
+
+class CgroupLayout(enum.IntEnum):
+    LEGACY = 0    # cgroup v1 only
+    HYBRID = 1    # v1 controllers, and cgroup2 beside them
+    UNIFIED = 2   # cgroup2 only
+
+
+# A hierarchy's type in struct cgroup_fd: its filesystem's magic (statfs f_type).
+CGROUP_SUPER_MAGIC = 0x0027E0EB
+CGROUP2_SUPER_MAGIC = 0x63677270
 
 
 def socket_name(lxcpath: str, name: str) -> bytes:

@@ -213,7 +213,7 @@ def test_get_config_item_without_a_value_is_minus_one(server, key):
 
 
 def test_unknown_command_is_enosys(server):
-    for cmd in (1, 6, 99):    # LXC commands lxcsm does not serve, and one nobody has
+    for cmd in (1, 11, 99):    # LXC commands lxcsm does not serve, and one nobody has
         reply = call(server, cmd)
         assert reply.ret == -errno.ENOSYS, cmd
 
@@ -355,3 +355,280 @@ def test_request_header_layout(server):
     data, rest = serve_while(server, client)
     assert HEADER.unpack(data) == (0, 0, 77)
     assert rest == b""
+
+
+# --- never waiting on a client: pieces, deadlines, caps -------------------------------
+
+
+def connect(srv) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(5)    # a test that waits for a reply that never comes fails instead of hanging
+    sock.connect(command_socket.socket_name(srv.lxcpath, srv.name))
+    return sock
+
+
+def closed_by_server(sock: socket.socket) -> bool:
+    """True once the server has closed its end (we read end-of-file), False while it is open."""
+    if not select.select([sock], [], [], 0)[0]:
+        return False
+    return sock.recv(1) == b""
+
+
+def read_reply(sock: socket.socket, max_fds: int = 0):
+    """(ret, value, payload, fds) of one reply, or None if the server closed without one."""
+    header, fds, _flags, _addr = socket.recv_fds(sock, HEADER.size, max_fds)
+    if not header:
+        return None
+    ret, datalen, value = HEADER.unpack(header)
+    return ret, value, sock.recv(datalen) if datalen else b"", fds
+
+
+def raw_call(srv, cmd, payload=b"", inline=0, max_fds=command_socket.CGROUP_CTX_MAX_FD):
+    """Like call(), but receives as many fds as GET_CGROUP_CTX may send."""
+    def client():
+        with connect(srv) as sock:
+            sock.sendall(HEADER.pack(cmd, len(payload), inline) + payload)
+            return read_reply(sock, max_fds)
+    return serve_while(srv, client)
+
+
+def serve_until(srv, done, timeout: float = 5.0) -> None:
+    """Serve as the monitor's poll does (waiting at most srv.timeout()) until done() is true."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, "gave up waiting"
+        wait = srv.timeout()
+        select.select([srv], [], [], 0.05 if wait is None else min(wait, 0.05))
+        srv.serve_ready()
+
+
+def test_silent_connections_do_not_hold_up_an_answer(server):
+    silent = [connect(server) for _ in range(50)]
+    try:
+        server.serve_ready()
+        assert len(server.pending) == 50
+        assert 0 < server.timeout() <= command_server.REQUEST_DEADLINE
+        assert call(server, Cmd.GET_STATE).value == LxcState.STARTING
+        assert not any(closed_by_server(sock) for sock in silent)   # still within their deadline
+    finally:
+        for sock in silent:
+            sock.close()
+
+
+def test_a_request_arriving_byte_by_byte_is_answered(server):
+    server.init_pid = 99
+    request = HEADER.pack(Cmd.GET_CONFIG_ITEM, 13, 0) + b"lxc.uts.name\0"
+    with connect(server) as sock:
+        for byte in request:
+            sock.send(bytes([byte]))
+            server.serve_ready()
+        assert server.pending == {}
+        assert read_reply(sock) == (0, 0, b"box\0", [])
+
+
+def test_a_silent_connection_is_closed_at_its_deadline(server):
+    server.request_deadline = 0.2
+    with connect(server) as sock:
+        sock.send(HEADER.pack(Cmd.GET_STATE, 0, 0)[:5])    # a start, never finished
+        server.serve_ready()
+        assert len(server.pending) == 1
+        serve_until(server, lambda: not server.pending)
+        assert closed_by_server(sock)
+        assert server.timeout() is None
+    assert call(server, Cmd.GET_STATE).ret == 0
+
+
+def test_an_oversized_payload_is_closed_without_a_reply(server):
+    for datalen in (command_socket.MAX_PAYLOAD + 1, -1):
+        with connect(server) as sock:
+            sock.sendall(HEADER.pack(Cmd.GET_CONFIG_ITEM, datalen, 0))
+            server.serve_ready()   # accepted
+            serve_until(server, lambda: not server.pending)
+            assert read_reply(sock) is None
+
+
+@pytest.fixture
+def peers(monkeypatch):
+    """peers(*uids): the connections accepted next come from these uids (gid = uid), in order."""
+    queue: list[int] = []
+
+    def credentials(_conn):
+        uid = queue.pop(0)
+        return 4242, uid, uid
+    monkeypatch.setattr(command_server, "peer_credentials", credentials)
+    return lambda *uids: queue.extend(uids)
+
+
+UNPRIVILEGED = 54321
+
+
+def test_one_user_keeps_at_most_its_cap_pending_the_next_are_closed(server, peers):
+    cap = command_server.MAX_PENDING_PER_UID
+    peers(*[UNPRIVILEGED] * (cap + 3), UNPRIVILEGED + 1)
+    socks = [connect(server) for _ in range(cap + 4)]
+    try:
+        server.serve_ready()
+        assert len(server.pending) == cap + 1
+        assert [closed_by_server(sock) for sock in socks] == [False] * cap + [True] * 3 + [False]
+        socks[0].close()                     # one of them leaves: the user may wait with one more
+        server.serve_ready()
+        peers(UNPRIVILEGED)
+        socks.append(connect(server))
+        server.serve_ready()
+        assert not closed_by_server(socks[-1]) and server.waiting_users == {UNPRIVILEGED: cap, UNPRIVILEGED + 1: 1}
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def test_an_unprivileged_flood_never_closes_roots_connection(server, peers):
+    per_uid = command_server.MAX_PENDING_PER_UID
+    uids = [UNPRIVILEGED + n for n in range(command_server.MAX_PENDING // per_uid) for _ in range(per_uid)]
+    peers(*uids)
+    flood = [connect(server) for _ in uids]
+    server.serve_ready()
+    assert len(server.pending) == command_server.MAX_PENDING
+    peers(0)
+    root = connect(server)                  # full: the oldest unprivileged connection makes room
+    server.serve_ready()
+    assert closed_by_server(flood[0]) and not closed_by_server(root)
+    more = [UNPRIVILEGED + 100 + n for n in range(3 * command_server.MAX_PENDING)]
+    peers(*more)
+    for _ in more:                          # a flood from many more users
+        flood.append(connect(server))
+        server.serve_ready()
+    try:
+        assert len(server.pending) == command_server.MAX_PENDING
+        assert not closed_by_server(root)
+        root.sendall(HEADER.pack(Cmd.GET_STATE, 0, 0))
+        server.serve_ready()
+        assert read_reply(root) == (0, LxcState.STARTING, b"", [])
+    finally:
+        root.close()
+        for sock in flood:
+            sock.close()
+
+
+def test_root_alone_is_capped_too(server, peers):
+    peers(*[0] * (command_server.MAX_PENDING + 1))
+    socks = [connect(server) for _ in range(command_server.MAX_PENDING + 1)]
+    try:
+        server.serve_ready()
+        assert len(server.pending) == command_server.MAX_PENDING
+        assert closed_by_server(socks[0]) and not closed_by_server(socks[-1])
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+# --- who may do what ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cmd", [*Cmd, 1, 11, 99])
+def test_an_unprivileged_peer_is_refused_every_command(server, peers, cmd):
+    init = subprocess.Popen(["sleep", "30"])
+    pidfd = os.pidfd_open(init.pid)
+    try:
+        server.init_pid, server.init_pidfd, server.pausing = init.pid, pidfd, True
+        server.ttys = {1: pidfd}
+        payload = {Cmd.ADD_STATE_CLIENT: struct.pack("<8i", 1, 1, 1, 1, 1, 1, 1, 1),
+                   Cmd.GET_CONFIG_ITEM: b"lxc.uts.name\0"}.get(cmd, b"")
+        peers(UNPRIVILEGED)
+        assert raw_call(server, cmd, payload) == (-errno.EPERM, 0, b"", [])
+        assert (server.waiters, server.tty_users, server.pause_decision) == ({}, {}, None)
+        assert init.poll() is None                      # STOP did not signal it
+    finally:
+        init.kill()
+        init.wait()
+        os.close(pidfd)
+
+
+@pytest.mark.parametrize("uid, gid", [(0, 12345), (os.getuid(), os.getgid())])
+def test_root_and_the_monitors_own_user_are_answered(server, monkeypatch, uid, gid):
+    monkeypatch.setattr(command_server, "peer_credentials", lambda _conn: (4242, uid, gid))
+    server.init_pid = 77
+    assert raw_call(server, Cmd.GET_INIT_PID) == (0, 77, b"", [])
+
+
+def test_the_monitors_uid_with_another_gid_is_refused(server, monkeypatch):
+    uid = os.getuid() or UNPRIVILEGED    # root is always answered: take another uid then
+    monkeypatch.setattr(command_server, "peer_credentials", lambda _conn: (4242, uid, os.getgid() + 1))
+    assert raw_call(server, Cmd.GET_STATE) == (-errno.EPERM, 0, b"", [])
+
+
+# --- cgroups --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def payload_dirs(tmp_path):
+    """Stand-ins for lxc.payload.NAME in a hybrid layout: memory and pids (v1), and cgroup2."""
+    from lxcsm.engine.linux.cgroups import Hierarchy
+    made = []
+    for label, controllers, version in (("memory", ("memory",), 1), ("pids", ("pids",), 1),
+                                        ("unified", (), 2)):
+        mountpoint = tmp_path / label
+        path = mountpoint / "home" / "lxc.payload.ct"
+        path.mkdir(parents=True)
+        made.append((Hierarchy(str(mountpoint), controllers, version, str(mountpoint / "home")), str(path)))
+    return made
+
+
+def fd_target(fd: int) -> str:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    finally:
+        os.close(fd)
+
+
+def test_cgroup_ctx_sends_a_directory_per_hierarchy(server, payload_dirs):
+    server.cgroups = payload_dirs
+    ret, _value, data, fds = raw_call(server, Cmd.GET_CGROUP_CTX, bytes(command_socket.CGROUP_CTX.size))
+    assert ret == 0 and len(data) == 96
+    layout, utilities, fd_len, *_numbers = command_socket.CGROUP_CTX.unpack(data)
+    assert (layout, utilities, fd_len) == (command_socket.CgroupLayout.HYBRID, 0, 3)
+    assert [fd_target(fd) for fd in fds] == [path for _h, path in payload_dirs]
+
+
+def test_cgroup_ctx_without_cgroups_or_with_one_gone(server, payload_dirs):
+    request = bytes(command_socket.CGROUP_CTX.size)
+    assert raw_call(server, Cmd.GET_CGROUP_CTX, request) == (-errno.ENOENT, 0, b"", [])
+    server.cgroups = payload_dirs
+    os.rmdir(payload_dirs[1][1])               # the container is being cleaned up
+    assert raw_call(server, Cmd.GET_CGROUP_CTX, request) == (-errno.ENOENT, 0, b"", [])
+    assert raw_call(server, Cmd.GET_CGROUP_CTX) == (-errno.EINVAL, 0, b"", [])
+
+
+def cgroup_fd_request(controller: bytes, fstype: int = 0) -> bytes:
+    return command_socket.CGROUP_FD.pack(0, 0, fstype, -errno.EBADF, controller)
+
+
+@pytest.mark.parametrize("cmd", [Cmd.GET_CGROUP_FD, Cmd.GET_LIMIT_CGROUP_FD])
+def test_cgroup_fd_is_the_controllers_directory(server, payload_dirs, cmd):
+    server.cgroups = payload_dirs
+    ret, _value, data, (fd,) = raw_call(server, cmd, cgroup_fd_request(b"pids"))
+    assert ret == 0 and fd_target(fd) == payload_dirs[1][1]
+    layout, _utilities, fstype, _fd, controller = command_socket.CGROUP_FD.unpack(data)
+    assert (layout, fstype, controller.rstrip(b"\0")) == (command_socket.CgroupLayout.HYBRID,
+                                                           command_socket.CGROUP_SUPER_MAGIC, b"pids")
+    assert raw_call(server, cmd, cgroup_fd_request(b"cpuacct"))[0] == -errno.ENOENT
+    assert raw_call(server, cmd, cgroup_fd_request(b""))[0] == -errno.EINVAL
+    wrong_version = cgroup_fd_request(b"pids", command_socket.CGROUP2_SUPER_MAGIC)
+    assert raw_call(server, cmd, wrong_version) == (-errno.EINVAL, 0, b"", [])
+
+
+@pytest.mark.parametrize("cmd", [Cmd.GET_CGROUP, Cmd.GET_LIMIT_CGROUP])
+def test_cgroup_path_is_relative_to_the_mount(server, payload_dirs, cmd):
+    server.cgroups = payload_dirs
+    assert raw_call(server, cmd, b"memory\0") == (0, 0, b"/home/lxc.payload.ct\0", [])
+    assert raw_call(server, cmd, b"cpuacct\0") is None          # LXC closes without a word
+    assert raw_call(server, cmd) is None
+    assert raw_call(server, cmd, b"mem\0ory\0")[0] == -errno.EINVAL
+
+
+def test_cgroup2_fd_only_on_a_cgroup2_only_host(server, payload_dirs):
+    server.cgroups = payload_dirs
+    assert raw_call(server, Cmd.GET_CGROUP2_FD) == (-errno.EINVAL, 0, b"", [])
+    server.cgroups = payload_dirs[2:]
+    for cmd in (Cmd.GET_CGROUP2_FD, Cmd.GET_LIMIT_CGROUP2_FD):
+        ret, _value, data, (fd,) = raw_call(server, cmd)
+        assert (ret, data, fd_target(fd)) == (0, b"", payload_dirs[2][1])
