@@ -110,7 +110,10 @@ def pause(ctx, side: str, state: str) -> None:
         + ([sys.stdin.fileno()] if _stdin_is_terminal(ctx.request) else [])
     try:
         while server.pause_decision is None:
-            for fd in select.select(watched, [], [])[0]:
+            ready = select.select(watched, [], [], server.timeout())[0]
+            if not ready:   # a command connection's deadline: serve_ready closes it
+                server.serve_ready()
+            for fd in ready:
                 if fd == server.fileno():
                     server.serve_ready()
                 elif fd == ctx.signal_fd:

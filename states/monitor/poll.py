@@ -41,7 +41,12 @@ def enter(ctx) -> str:
             else:
                 poller.register(console, select.POLLIN)
             draining = not held
-        for fd, _events in poller.poll():
+        # Woken by the command socket, or by its next deadline: a connection silent too long.
+        deadline = ctx.command_server.timeout()
+        events = poller.poll(None if deadline is None else deadline * 1000)
+        if not events:
+            ctx.command_server.serve_ready()
+        for fd, _events in events:
             if fd == console:
                 console_log.drain(console)
                 continue

@@ -10,7 +10,8 @@ closes it: end-of-file here means init is running.  A failed exec sends an
 ERROR frame with the reason instead.
 
 Afterwards the container is RUNNING: the command socket answers with init's
-pid and pidfd, and the daemon's caller is told the start succeeded.
+pid and pidfd and the container's cgroups (lxc-attach puts what it runs
+there), and the daemon's caller is told the start succeeded.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ def enter(ctx: MonitorContext) -> str:
     channel.close()
     boot.channel = None
     server.init_pid, server.init_pidfd = boot.init_pid, boot.init_pidfd
+    server.cgroups = list(zip(ctx.hierarchies, boot.payload_cgroups, strict=True))
     server.set_state(LxcState.RUNNING)
     ctx.log.notice("started", init=" ".join(ctx.request.command), init_pid=boot.init_pid)
     ctx.on_running()

@@ -22,10 +22,12 @@ from tests.unit.states.fake_host import FakeChannel
 
 @pytest.fixture
 def synced(host, make_request, monitor_ctx):
-    """synced(*CONFIG_LINES) -> a MonitorContext after spawn: init 4242, a FakeChannel to it."""
+    """synced(*CONFIG_LINES) -> a MonitorContext after spawn: init 4242, a FakeChannel to it,
+    its payload cgroup in each hierarchy."""
     def make(*lines: str):
         ctx = monitor_ctx(make_request(*lines))
         ctx.boot.init_pid = 4242
+        ctx.boot.payload_cgroups = [f"{h.home}/lxc.payload.{ctx.request.name}" for h in ctx.hierarchies]
         ctx.boot.channel = FakeChannel(host.rec)
         return ctx
     return make
@@ -234,6 +236,7 @@ def test_sync_ready_start_runs_start_host_hooks_lets_init_exec_and_says_running(
     assert channel.closed and ctx.boot.channel is None
     server = ctx.command_server
     assert (server.init_pid, server.init_pidfd, server.state) == (4242, 77, LxcState.RUNNING)
+    assert server.cgroups == list(zip(ctx.hierarchies, ctx.boot.payload_cgroups, strict=True))   # for lxc-attach
     assert told == [LxcState.RUNNING]   # the daemon's caller hears once clients would see RUNNING
     [(level, fields)] = ctx.log.named("started")
     assert (level, fields["init_pid"]) == ("notice", 4242)
