@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import pty
+import re
 import select
 import shutil
 import time
@@ -32,25 +33,52 @@ def _tty(c, number: int) -> command_client.Reply:
     return command_client.call(c.lxcpath, c.name, command_socket.Cmd.GET_TTY_FD, inline=number, keep=True)
 
 
-def _prompt(master: int, timeout: float = 10) -> None:
-    """Wait for the shell on the tty to show its prompt: typed before the shell reads its
-    terminal, a line may be lost, so a newline is sent until a prompt answers."""
-    seen, deadline = b"", time.monotonic() + timeout
-    while not seen.rstrip().endswith(b"#"):
-        assert time.monotonic() < deadline, seen
-        os.write(master, b"\r")
-        if select.select([master], [], [], 0.5)[0]:
-            seen += os.read(master, 4096)
+# busybox's shell asks its terminal where the cursor is (DSR, ESC [ 6 n) right after each
+# prompt it shows while no input is pending: the output then ends with that query, not "# ".
+CURSOR_QUERY, CURSOR_REPORT = b"\x1b[6n", b"\x1b[1;1R"   # row 1, column 1: nothing for ash to adjust
+ESCAPE = re.compile(rb"\x1b\[[0-?]*[ -/]*[@-~]")         # a CSI sequence (ECMA-48)
+PROMPT = re.compile(rb"# ?$")                               # root's prompt, at the end of the output
 
 
-def _converse(master: int, line: bytes, expect: bytes, timeout: float = 10) -> bytes:
-    os.write(master, line)
-    seen, deadline = b"", time.monotonic() + timeout
-    while expect not in seen:
-        left = deadline - time.monotonic()
-        assert left > 0 and select.select([master], [], [], left)[0], seen
-        seen += os.read(master, 4096)
-    return seen
+class Terminal:
+    """The far end of a tty, as a person's terminal would be: it reads what the shell writes,
+    answers the cursor-position queries in it, and finds the prompt with the escapes left out."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.seen = b""
+        self.answered = 0   # cursor queries answered so far (one may arrive split across reads)
+
+    def read(self, timeout: float) -> bool:
+        """Read what the tty has within `timeout` seconds; False if nothing came."""
+        if not select.select([self.fd], [], [], timeout)[0]:
+            return False
+        self.seen += os.read(self.fd, 4096)
+        queries = self.seen.count(CURSOR_QUERY)
+        if queries > self.answered:
+            os.write(self.fd, CURSOR_REPORT * (queries - self.answered))
+            self.answered = queries
+        return True
+
+    def prompt(self, timeout: float = 10) -> None:
+        """Wait for the shell's prompt: typed before the shell reads its terminal, a line may
+        be lost, so a carriage return is sent until a prompt answers."""
+        deadline = time.monotonic() + timeout
+        while not PROMPT.search(ESCAPE.sub(b"", self.seen).rstrip(b"\r\n")):
+            assert time.monotonic() < deadline, self.seen
+            os.write(self.fd, b"\r")
+            self.read(0.5)
+
+    def converse(self, line: bytes, expect: bytes, timeout: float = 10) -> bytes:
+        """Type `line`, then read until `expect` is among what came back (which is returned)."""
+        self.seen = b""
+        self.answered = 0
+        os.write(self.fd, line)
+        deadline = time.monotonic() + timeout
+        while expect not in self.seen:
+            left = deadline - time.monotonic()
+            assert left > 0 and self.read(left), self.seen
+        return self.seen
 
 
 def test_a_tty_master_reaches_the_shell_on_dev_tty1_and_is_held_by_one_client(make_container):
@@ -60,8 +88,9 @@ def test_a_tty_master_reaches_the_shell_on_dev_tty1_and_is_held_by_one_client(ma
         _running(c)
         first = _tty(c, 1)
         assert first.ret == 0 and first.value == 1 and len(first.fds) == 1
-        _prompt(first.fds[0])
-        out = _converse(first.fds[0], b"echo marker$((6*7)); tty\n", b"marker42")
+        tty1 = Terminal(first.fds[0])
+        tty1.prompt()
+        out = tty1.converse(b"echo marker$((6*7)); tty\n", b"marker42")
         assert b"marker42" in out
         busy = _tty(c, 1)
         assert busy.ret < 0 and not busy.fds                       # "Denied access to tty"
@@ -74,8 +103,9 @@ def test_a_tty_master_reaches_the_shell_on_dev_tty1_and_is_held_by_one_client(ma
         while (again := _tty(c, 1)).ret != 0:                       # freed when its client left
             assert time.monotonic() < deadline
             time.sleep(0.02)
-        _prompt(again.fds[0])
-        assert _converse(again.fds[0], b"echo again$((1+1))\n", b"again2")
+        terminal = Terminal(again.fds[0])
+        terminal.prompt()
+        assert terminal.converse(b"echo again$((1+1))\n", b"again2")
         os.close(again.fds[0])
         again.conn.close()
         assert _tty(c, 3).ret < 0                                   # there is no tty 3
@@ -94,9 +124,10 @@ def test_lxc_console_talks_to_the_tty(make_container):
         if pid == 0:
             os.execvp("lxc-console", ["lxc-console", "-n", c.name, "-P", c.lxcpath, "-t", "1"])
         try:
-            _converse(terminal, b"", b"Ctrl+a q")                    # its banner: connected
-            _prompt(terminal)
-            assert b"via42console" in _converse(terminal, b"echo via$((40+2))console\r", b"via42console")
+            console = Terminal(terminal)
+            console.converse(b"", b"Ctrl+a q")                       # its banner: connected
+            console.prompt()
+            assert b"via42console" in console.converse(b"echo via$((40+2))console\r", b"via42console")
             os.write(terminal, b"\x01q")
             _, status = os.waitpid(pid, 0)
             assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
@@ -121,8 +152,9 @@ def test_a_daemons_console_goes_to_the_console_log_and_to_lxc_console_0(make_con
         console = _tty(c, 0)
         assert console.ret == 0 and console.value == 0 and len(console.fds) == 1
         assert _tty(c, 0).ret < 0                                   # one client at a time
-        _prompt(console.fds[0])                                     # Enter activates the askfirst shell
-        assert b"onconsole7" in _converse(console.fds[0], b"echo onconsole$((3+4))\n", b"onconsole7")
+        terminal = Terminal(console.fds[0])
+        terminal.prompt()                                           # Enter activates the askfirst shell
+        assert b"onconsole7" in terminal.converse(b"echo onconsole$((3+4))\n", b"onconsole7")
         os.close(console.fds[0])
         console.conn.close()
     finally:
