@@ -67,6 +67,12 @@ SYSCALLS = {
     "cgroups.members": ("read(2)", "/sys/fs/cgroup/.../cgroup.procs"),
     "cgroups.remove": ("rmdir(2)", "/sys/fs/cgroup/.../NAME"),
     "cgroups.write_limits": ("write(2)", "/sys/fs/cgroup/CONTROLLER/.../lxc.payload.NAME/FILE"),
+    "cgroups.unified_only": ("(none)", "the layout: cgroup2 alone, or v1 controllers too"),
+    "cgroups.placement": ("(none)", "lxc.cgroup.dir*, lxc.cgroup.relative: where the cgroups go"),
+    "cgroups.delegate": ("write(2)", "/sys/fs/cgroup/.../cgroup.subtree_control: +CONTROLLER ..."),
+    "cgroups.cgroup2_limits": ("(none)", "the lxc.cgroup2.* settings"),
+    "cgroups.write_cgroup2_limits": ("write(2)", "/sys/fs/cgroup/.../lxc.payload.NAME/FILE"),
+    "cgroups.kill": ("write(2)", "/sys/fs/cgroup/.../cgroup.kill"),
     # engine/linux/netlink.py: rtnetlink, through pyroute2
     "netlink.link_mtu": ("RTM_GETLINK", "the bridge"),
     "netlink.create_veth": ("RTM_NEWLINK", "a veth pair, its peer in the child's network namespace"),

@@ -222,7 +222,7 @@ def _namespace_share_members(name: str) -> tuple[str, KeySpec]:
 # A hook is a command line (LXC runs it through sh -c), its program first.  clone and
 # destroy hooks are never run by a start, under LXC either: nothing to report for them.
 _HOOK = KeySpec(parse_command, honoured=True, repeat=Repeat.APPEND, family="lxc.hook")
-_cgroup_path = KeySpec(relative_cgroup_path)
+_cgroup_path = KeySpec(relative_cgroup_path, honoured=True)
 
 # Every key of LXC 5.0.2's config parser (config_jump_table in confile.c).
 # Entries with `members` are prefixes: lxc.net.N.*, lxc.cgroup.CONTROLLER.FILE,
@@ -242,11 +242,11 @@ KEYS: Mapping[str, KeySpec] = MappingProxyType({
     "lxc.cgroup": _family("lxc.cgroup", anything, Repeat.APPEND, form=_CGROUP1_FILE, honoured=True),
     "lxc.cgroup.dir": _cgroup_path,
     "lxc.cgroup.dir.container": _cgroup_path,
-    "lxc.cgroup.dir.container.inner": KeySpec(cgroup_dir_name),
+    "lxc.cgroup.dir.container.inner": KeySpec(cgroup_dir_name, honoured=True),
     "lxc.cgroup.dir.monitor": _cgroup_path,
     "lxc.cgroup.dir.monitor.pivot": _cgroup_path,
-    "lxc.cgroup.relative": KeySpec(boolean),
-    "lxc.cgroup2": _family("lxc.cgroup2", anything, Repeat.APPEND, form=_CGROUP2_FILE),
+    "lxc.cgroup.relative": KeySpec(boolean, honoured=True),
+    "lxc.cgroup2": _family("lxc.cgroup2", anything, Repeat.APPEND, form=_CGROUP2_FILE, honoured=True),
     "lxc.console.buffer.size": KeySpec(byte_size_or_auto),
     "lxc.console.logfile": KeySpec(anything, honoured=True),
     # A device path is LXC's too; lxcsm only makes its own pty (auto) or none.

@@ -1,22 +1,28 @@
 """monitor_cgroup (monitor) - the monitor moves into its own cgroups.
 
-Replaces LXC's cgfsng_monitor_create() and cgfsng_monitor_enter().
+Replaces LXC's cgfsng_monitor_create(), cgfsng_monitor_delegate_controllers() and
+cgfsng_monitor_enter().
 
 Afterwards the kernel sees a directory ``lxc.monitor.NAME`` in every cgroup
-hierarchy (each v1 controller and the cgroup2 tree of a hybrid host), below
-the cgroup the monitor started in, with the monitor process in it.  The
-monitor is kept apart from the container's cgroups so that limits on the
-container never throttle the process that supervises it, and so that LXC's
-tools see the same layout they see under lxc-start.
+hierarchy (each v1 controller and the cgroup2 tree of a hybrid host, or the one
+cgroup2 tree of a unified host), below the base LXC would use (PID 1's cgroup, or
+with lxc.cgroup.relative the monitor's own; lxc.cgroup.dir and
+lxc.cgroup.dir.monitor move it), with the monitor process in it.  On a unified
+host the controllers are enabled in cgroup.subtree_control on the way down to it,
+as LXC enables them.  The monitor is kept apart from the container's cgroups so
+that limits on the container never throttle the process that supervises it, and
+so that LXC's tools see the same layout they see under lxc-start.
 
 Each directory, and each move, is recorded: unwinding moves the monitor back
-home first, then removes the directory.
+(to the cgroup it came from, or to lxc.pivot below lxc.cgroup.dir.monitor.pivot
+where LXC puts it) first, then removes the directory.
 """
 
 from __future__ import annotations
 
 import os
 
+from lxcsm.engine.errors import StateError
 from lxcsm.engine.linux import cgroups
 
 TYPE_CHECKING = False   # typing itself costs every start ~5 ms to import
@@ -25,16 +31,31 @@ if TYPE_CHECKING:
 
 
 def enter(ctx: MonitorContext) -> str:
-    name = f"lxc.monitor.{ctx.request.name}"
+    where = cgroups.placement(ctx.request.config, ctx.request.name)
+    unified = cgroups.unified_only(ctx.hierarchies)
     for hierarchy in ctx.hierarchies:
-        path = cgroups.create(hierarchy, name)
+        base = hierarchy.base(where.relative)
+        path = cgroups.create(hierarchy, base, where.monitor)
         ctx.boot.undo.record("cgroup", path)
+        if unified:
+            enabled = cgroups.delegate(hierarchy, base, where.monitor)
+            ctx.log.trace("controllers enabled", base=base, controllers=enabled)
+        pivot = where.pivot_path(hierarchy)
+        if where.pivot is not None:
+            cgroups.create(hierarchy, hierarchy.base(where.relative), where.pivot, exist_ok=True)
         cgroups.attach(path, os.getpid())
-        ctx.boot.undo.record("cgroup_entered", hierarchy.home)
+        ctx.boot.undo.record("cgroup_entered", pivot)
         ctx.log.trace("cgroup entered", hierarchy=hierarchy.label, path=path)
     return "monitor_cgroup_entered"
 
 
 def plan(request: StartRequest) -> list[str]:
-    return [f"in every hierarchy: mkdir lxc.monitor.{request.name} below the monitor's cgroup, "
-            "move the monitor into it (cpuset: copy cpus and mems from the parent first)"]
+    try:
+        where = cgroups.placement(request.config, request.name)
+    except StateError as err:   # the start would fail here with this error
+        return [f"fail: {err}"]
+    base = "the monitor's cgroup" if where.relative else "PID 1's cgroup"
+    return [f"in every hierarchy: mkdir {where.monitor} below {base} "
+            "(cpuset: copy cpus and mems from the parent first)",
+            f"cgroup2 only: enable the base's controllers in cgroup.subtree_control down to {where.monitor}",
+            "move the monitor into it"]

@@ -3,8 +3,12 @@
 Replaces the first half of LXC's lxc_spawn() (start.c) and lxc_clone().
 
 Afterwards the kernel sees:
-* ``lxc.payload.NAME`` in every cgroup hierarchy, with the lxc.cgroup.*
-  limits written into it (but the devices ones, see sync_cgroup_limits);
+* ``lxc.payload.NAME`` in every cgroup hierarchy, where monitor_cgroup put
+  ``lxc.monitor.NAME`` (lxc.cgroup.dir.container and .container.inner place it
+  otherwise), with the limits written into it, but the device rules (see
+  sync_cgroup_limits): lxc.cgroup.* on a host with v1 controllers,
+  lxc.cgroup2.* on a cgroup2-only one - after enabling the controllers down to
+  it there - the other layout's keys ignored with a warning, as LXC does;
 * a new process, created by one clone3() call in new mount, pid, uts, ipc and
   network namespaces (less what lxc.namespace.keep keeps and what a
   ``lxc.net.0.type = none`` shares), started directly inside the cgroup2
@@ -28,6 +32,7 @@ import os
 
 from lxcsm import hooks
 from lxcsm.engine import log
+from lxcsm.engine.errors import StateError
 from lxcsm.engine.linux import cgroups, kernel
 from lxcsm.engine.protocol import sync
 from lxcsm.engine.start.child import run_child
@@ -46,16 +51,29 @@ def clone_flags(config) -> int:
 
 def enter(ctx) -> str:
     request, boot = ctx.request, ctx.boot
-    name = f"lxc.payload.{request.name}"
+    where = cgroups.placement(request.config, request.name)
+    unified = cgroups.unified_only(ctx.hierarchies)
     cgroup2_fd = None
     for hierarchy in ctx.hierarchies:
-        path = cgroups.create(hierarchy, name)
-        boot.undo.record("cgroup", path)
+        base = hierarchy.base(where.relative)
+        limit = cgroups.create(hierarchy, base, where.limit)
+        boot.undo.record("cgroup", limit)
+        path = cgroups.create(hierarchy, limit, where.inner) if where.inner else limit
         boot.payload_cgroups.append(path)
         if hierarchy.version == 2:
+            if unified:
+                cgroups.delegate(hierarchy, base, where.container)
+                for file, value in cgroups.write_cgroup2_limits(request.config, limit):
+                    ctx.log.trace("cgroup limit set", file=file, value=value)
             cgroup2_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    for path, value in cgroups.write_limits(request.config, ctx.hierarchies, boot.payload_cgroups, devices=False):
+    limits = [where.limit_of(path) for path in boot.payload_cgroups]
+    for path, value in cgroups.write_limits(request.config, ctx.hierarchies, limits, devices=False):
         ctx.log.trace("cgroup limit set", file=path, value=value)
+    ignored = "lxc.cgroup" if unified else "lxc.cgroup2"
+    if boot.number == 1 and request.config.in_effect(ignored):
+        # As LXC: each layout takes its own keys and ignores the other's.
+        ctx.log.warn(f"{ignored}.* ignored on this host", layout="cgroup2 only" if unified else "cgroup v1",
+                     keys=" ".join(key for key, _s in request.config.in_effect(ignored)))
 
     if request.config.netlink_devices():
         # pyroute2 costs ~200 ms to import: once, here, for both sides - the child
@@ -107,9 +125,17 @@ def plan(request) -> list[str]:
     flags = clone_flags(request.config)
     names = "|".join(f"CLONE_NEW{n.upper()}" if n != "mnt" else "CLONE_NEWNS"
                      for n, bit in kernel.NAMESPACE_FLAGS.items() if flags & bit)
-    limits = [f"write {setting.value} to lxc.payload.{request.name}/{file}"
-              for file, setting in request.config.cgroup_limits(devices=False)]
-    return [f"in every hierarchy: mkdir lxc.payload.{request.name}", *limits,
-            f"clone3({names}|CLONE_PIDFD|CLONE_INTO_CGROUP) into the cgroup2 lxc.payload.{request.name}",
+    try:
+        where = cgroups.placement(request.config, request.name)
+    except StateError:
+        return ["(not reached: monitor_cgroup fails on the lxc.cgroup.dir* keys)"]
+    v1 = [f"v1: write {setting.value} to {where.limit}/{file}"
+          for file, setting in request.config.cgroup_limits(devices=False)]
+    v2 = [f"cgroup2 only: write {setting.value} to {where.limit}/{file}"
+          for file, setting in cgroups.cgroup2_limits(request.config, devices=False)]
+    return [f"in every hierarchy: mkdir {where.container} below the same base as the monitor's",
+            f"cgroup2 only: enable the base's controllers in cgroup.subtree_control down to {where.container}",
+            *v1, *v2,
+            f"clone3({names}|CLONE_PIDFD|CLONE_INTO_CGROUP) into the cgroup2 {where.container}",
             "write the child's pid into cgroup.procs of every v1 lxc.payload directory",
             "send STARTUP"]

@@ -175,10 +175,10 @@ class CgroupFs:
 def install_cgroups(monkeypatch, rec: Recorder, fs: CgroupFs) -> None:
     real_create, real_attach, real_remove = cgroups.create, cgroups.attach, cgroups.remove
 
-    def create(hierarchy, name):
-        fs.guard(hierarchy.home)
+    def create(hierarchy, base, name, exist_ok=False):
+        fs.guard(base)
         return rec.call("cgroups.create", (hierarchy.label, name), {},
-                        default=lambda _label, _name: real_create(hierarchy, name))
+                        default=lambda _label, _name: real_create(hierarchy, base, name, exist_ok))
 
     def attach(path, pid):
         return rec.call("cgroups.attach", (path, pid), {}, default=lambda p, i: real_attach(fs.guard(p), i))
