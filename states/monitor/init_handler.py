@@ -56,9 +56,12 @@ def enter(ctx) -> str:
         address = command_socket.socket_name(request.lxcpath, request.name).decode()[1:]
         ctx.log.trace("command socket bound", address=address)
         if request.pidfile:
-            with open(request.pidfile, "w") as pidfile:
-                pidfile.write(f"{os.getpid()}\n")
-            ctx.undo.record("pidfile", request.pidfile)
+            ctx.undo.record("pidfile", request.pidfile)   # first: one a full disk cut short is removed too
+            try:
+                with open(request.pidfile, "w") as pidfile:
+                    pidfile.write(f"{os.getpid()}\n")
+            except OSError as err:   # a full disk fails the close, whose error names no file
+                raise OSError(err.errno, err.strerror, request.pidfile) from None
     ctx.command_server.init_pid, ctx.command_server.init_pidfd = 0, -1   # a reboot's old init is gone
     ctx.command_server.running_items.clear()                        # and its devices
     ctx.command_server.new_ttys({})                                 # and its terminals

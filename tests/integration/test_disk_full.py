@@ -220,3 +220,18 @@ def test_a_console_log_filling_its_disk_drops_output_and_the_container_runs_on(p
         assert " WARN " in warnings[0] and f"file={console_log}" in warnings[0] and ENOSPC in warnings[0]
     finally:
         assert private_mounts.lxcsm(c, "stop", "-k").returncode == 0
+
+
+def test_a_pid_file_on_a_full_disk_fails_the_start_naming_it_and_is_not_left_behind(private_mounts, make_container,
+                                                                                    tmp_path):
+    (tmp_path / "run").mkdir()
+    run_disk = private_mounts.mount_disk(tmp_path / "run", "64k")
+    fill(private_mounts.seen(run_disk))
+    c = make_container()
+    pidfile = run_disk / "monitor.pid"
+    result = private_mounts.lxcsm(c, "start", "-d", "-p", str(pidfile), "--", "/bin/sleep", "600")
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"monitor state init_handler failed: {ENOSPC}: {pidfile}" in result.stderr.splitlines()[0], result.stderr
+    assert not private_mounts.seen(pidfile).exists()
+    assert not (c.config.parent / JOURNAL).exists()
