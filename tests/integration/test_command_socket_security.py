@@ -15,6 +15,7 @@ import os
 import pwd
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -214,3 +215,24 @@ def test_an_unprivileged_peer_is_refused_every_command_root_is_answered(make_con
     assert answered[Cmd.GET_CGROUP_CTX][0] == 0 and answered[Cmd.GET_CGROUP_CTX][2] >= 1
     assert answered[Cmd.GET_LIMIT_CGROUP_FD] == [0, 0, 1]
     assert c.run("stop", "-k").returncode == 0
+
+
+def _closed_by_the_monitor(sock: socket.socket, timeout: float = 20) -> bool:
+    """Wait for end-of-file on a connection we never send anything on."""
+    sock.settimeout(timeout)
+    try:
+        return sock.recv(1) == b""
+    except TimeoutError:
+        return False
+
+
+@pytest.mark.parametrize("paused", [False, True], ids=["running", "paused-at-a-breakpoint"])
+def test_a_silent_connection_is_closed_on_its_deadline_with_nothing_else_happening(make_container, paused):
+    c = make_container()
+    options = ("--break-at", "monitor:sync_post_configure") if paused else ()
+    started = c.run("start", *options, "--", "/bin/sleep", "600")
+    assert started.returncode == 0, started.stderr
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as silent:
+        silent.connect(command_socket.socket_name(c.lxcpath, c.name))
+        assert _closed_by_the_monitor(silent)
+    assert c.run("continue", "--abort").returncode == 0 if paused else c.run("stop", "-k").returncode == 0
