@@ -179,8 +179,9 @@ class CommandServer:
         """Accept, read and answer what is ready, then close the connections whose time is up.
         Never waits; safe to call when nothing is ready."""
         for key, _events in self.selector.select(0):
-            if key.fileobj.fileno() >= 0:   # not closed by an earlier handler of this round
-                key.data(key.fileobj)
+            conn = key.fileobj   # a socket: the listening one or a connection
+            if isinstance(conn, socket.socket) and conn.fileno() >= 0:   # not closed earlier this round
+                key.data(conn)
         now = time.monotonic()
         for conn in [conn for conn, pending in self.pending.items() if pending.deadline <= now]:
             self._drop(conn)
@@ -340,7 +341,7 @@ class CommandServer:
             try:
                 signal.pidfd_send_signal(self.init_pidfd, self.stop_signal)
             except OSError as err:
-                self._reply(conn, -err.errno)
+                self._reply(conn, -(err.errno or errno.EIO))
                 return
             self._keep(conn, None)   # no reply: the client waits for end-of-file
         elif cmd == Cmd.ADD_STATE_CLIENT:
@@ -378,6 +379,11 @@ class CommandServer:
         return CgroupLayout.HYBRID if 2 in versions else CgroupLayout.LEGACY
 
     def _cgroup_of(self, controller: str) -> tuple[Hierarchy, str] | None:
+        """The hierarchy with `controller`, and the container's directory in it.  On a
+        cgroup2-only host the one hierarchy has them all (one the container was not given
+        just has no files there: the client finds nothing to read)."""
+        if self._layout() == CgroupLayout.UNIFIED:
+            return self.cgroups[0]
         return next(((h, path) for h, path in self.cgroups if controller in h.controllers), None)
 
     def _reply_with_dirs(self, conn, paths: list[str], describe) -> None:
@@ -387,7 +393,7 @@ class CommandServer:
             for path in paths:
                 fds.append(os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
         except OSError as err:   # gone: the container is stopping
-            self._reply(conn, -err.errno)
+            self._reply(conn, -(err.errno or errno.EIO))
         else:
             self._reply(conn, 0, payload=describe(fds), fds=fds)
         finally:

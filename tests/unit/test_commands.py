@@ -625,6 +625,15 @@ def test_cgroup_path_is_relative_to_the_mount(server, payload_dirs, cmd):
     assert raw_call(server, cmd, b"mem\0ory\0")[0] == -errno.EINVAL
 
 
+def test_on_a_cgroup2_only_host_every_controller_is_in_the_one_hierarchy(server, payload_dirs):
+    server.cgroups = payload_dirs[2:]
+    ret, _value, data, (fd,) = raw_call(server, Cmd.GET_LIMIT_CGROUP_FD, cgroup_fd_request(b"memory"))
+    assert (ret, fd_target(fd)) == (0, payload_dirs[2][1])
+    layout, _utilities, fstype, _fd, _controller = command_socket.CGROUP_FD.unpack(data)
+    assert (layout, fstype) == (command_socket.CgroupLayout.UNIFIED, command_socket.CGROUP2_SUPER_MAGIC)
+    assert raw_call(server, Cmd.GET_CGROUP, b"pids\0") == (0, 0, b"/home/lxc.payload.ct\0", [])
+
+
 def test_cgroup2_fd_only_on_a_cgroup2_only_host(server, payload_dirs):
     server.cgroups = payload_dirs
     assert raw_call(server, Cmd.GET_CGROUP2_FD) == (-errno.EINVAL, 0, b"", [])
