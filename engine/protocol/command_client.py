@@ -171,7 +171,7 @@ def get_state(lxcpath: str, name: str) -> LxcState:
 
 # What a start that could not bind the name learns from `holder`.
 RUNS = "runs"                     # the container's monitor holds it: "already running"
-NOT_A_MONITOR = "not a monitor"   # another user's process, or one answering nonsense
+NOT_A_MONITOR = "not a monitor"   # another user's process, one answering nonsense, or a monitor refusing us
 UNCLEAR = "unclear"               # a monitor between bind and listen, or on its way out, or gone: bind again
 
 
