@@ -14,18 +14,11 @@ Afterwards the kernel sees, in the container's mount namespace only:
   (or onto itself when that is unset), and remounted with
   lxc.rootfs.options (e.g. ro).  pivot_root needs the new root to be a mount
   point, which the bind makes it.
-
-Both paths are the host's, from the config; the bind is made as a detached
-copy (open_tree) attached onto the target's descriptor, and remounted through
-its own, so the options land on exactly that mount.
 """
 
-import os
-
 from lxcsm import hooks
-from lxcsm.engine.linux import kernel, mounts
+from lxcsm.engine.linux import kernel
 from lxcsm.engine.linux.mount_options import parse_mount_options
-from lxcsm.engine.linux.paths import proc_fd
 
 
 def enter(ctx) -> str:
@@ -33,20 +26,12 @@ def enter(ctx) -> str:
     kernel.mount(None, "/", None, kernel.MS_SLAVE | kernel.MS_REC)
     hooks.run(config, "pre-mount", ctx.log)
     target = config.rootfs_mount or config.rootfs_path
-    target_fd = os.open(target, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    rootfs = None
-    try:
-        rootfs = mounts.copy_tree(config.rootfs_path, recursive=True)
-        mounts.attach(rootfs, target_fd)
-        if config.rootfs_options:
-            options = parse_mount_options(config.rootfs_options)
-            extra = options.flags & ~(kernel.MS_BIND | kernel.MS_REC)
-            if extra:
-                kernel.mount(None, proc_fd(rootfs), None, kernel.MS_REMOUNT | kernel.MS_BIND | extra)
-    finally:
-        for fd in (target_fd, rootfs):
-            if fd is not None:
-                os.close(fd)
+    kernel.mount(config.rootfs_path, target, None, kernel.MS_BIND | kernel.MS_REC)
+    if config.rootfs_options:
+        options = parse_mount_options(config.rootfs_options)
+        extra = options.flags & ~(kernel.MS_BIND | kernel.MS_REC)
+        if extra:
+            kernel.mount(None, target, None, kernel.MS_REMOUNT | kernel.MS_BIND | extra)
     ctx.rootfs = target
     ctx.log.trace("rootfs mounted", source=config.rootfs_path, target=target,
                   options=config.rootfs_options or "")
