@@ -9,9 +9,11 @@ dropped silently.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import signal
+from collections import namedtuple
 from collections.abc import Iterator, Sequence
 from types import MappingProxyType
 
@@ -24,7 +26,6 @@ from lxcsm.engine.config.model import (
     MountEntry,
     NetDevice,
     Setting,
-    Slot,
 )
 from lxcsm.engine.config.values import (
     DEFAULT_NET_TYPE,
@@ -118,13 +119,100 @@ def _error(setting: Setting, message: str) -> ConfigError:
     return ConfigError(setting.file, setting.line, setting.key, message)
 
 
+class _Slot(namedtuple("_Slot", (
+        "canonical",  # str
+        "family",     # str
+        "setting",    # Setting
+        "honoured",   # bool
+    ))):
+    """A setting still in effect: not replaced by a later value or cleared by an empty one."""
+
+    __slots__ = ()
+
+
+class _Family:
+    """A family's keys in effect as a tree, one level a dotted component (lxc.net -> 0 ->
+    ipv4 -> address): what an empty value clears is one subtree."""
+
+    __slots__ = ("below", "canonical")
+
+    def __init__(self) -> None:
+        self.below: dict[str, _Family] = {}
+        self.canonical: str | None = None   # the key that ends here, once one was set
+
+
+class _InEffect:
+    """The settings in effect, in the order they took effect.
+
+    Each change costs what it changes, never the number of settings so far (a config of
+    N lines loads in O(N)): a key's slots are found through `by_key`, and what an empty
+    value clears, the key and every key below it in its family ("lxc.net.0 =" clears
+    lxc.net.0.*, not lxc.cgroup.dir for "lxc.cgroup ="), through the family's tree.
+    """
+
+    def __init__(self) -> None:
+        self.slots: dict[int, _Slot] = {}        # by number, in the order they took effect
+        self.by_key: dict[str, list[int]] = {}   # canonical key -> the numbers of its slots
+        self.families: dict[str, _Family] = {}
+        self.numbers = itertools.count()
+
+    def add(self, slot: _Slot) -> None:
+        number = next(self.numbers)
+        self.slots[number] = slot
+        numbers = self.by_key.get(slot.canonical)
+        if numbers is None:
+            self.by_key[slot.canonical] = [number]
+            node = self.families.setdefault(slot.family, _Family())
+            for part in _below_family(slot.canonical, slot.family):
+                node = node.below.setdefault(part, _Family())
+            node.canonical = slot.canonical
+        else:
+            numbers.append(number)
+
+    def of(self, canonical: str) -> list[_Slot]:
+        """The key's slots, in order."""
+        return [self.slots[number] for number in self.by_key.get(canonical, ())]
+
+    def drop(self, canonical: str) -> None:
+        """Forget the key's slots (a REPLACE key about to get its next value)."""
+        for number in self.by_key.pop(canonical, ()):
+            del self.slots[number]
+
+    def clear(self, canonical: str, family: str) -> None:
+        """Forget the key and every key below it in its family."""
+        parent, node, part = None, self.families.get(family), ""
+        for part in _below_family(canonical, family):
+            if node is None:
+                return
+            parent, node = node, node.below.get(part)
+        if node is None:
+            return
+        if parent is None:
+            del self.families[family]
+        else:
+            del parent.below[part]
+        stack = [node]
+        while stack:
+            node = stack.pop()
+            if node.canonical is not None:
+                self.drop(node.canonical)
+            stack.extend(node.below.values())
+
+
+def _below_family(canonical: str, family: str) -> list[str]:
+    """The dotted components of `canonical` after its family's ("lxc.net.0.type" in
+    lxc.net: 0, type)."""
+    rest = canonical[len(family) + 1:]
+    return rest.split(".") if rest else []
+
+
 class _Loader:
     """Applies settings in order, keeping the ones still in effect."""
 
     def __init__(self) -> None:
         self.settings: list[Setting] = []
-        self.slots: list[Slot] = []
-        self.reading: list[str] = []  # real paths of the files being read, for loops
+        self.in_effect = _InEffect()
+        self.reading: set[str] = set()  # real paths of the files being read, for loops
 
     def read_file(self, path: str, include: Setting | None = None) -> None:
         real_path = os.path.realpath(path)
@@ -136,7 +224,7 @@ class _Loader:
             if include is not None:
                 raise _error(include, f"cannot read {path}: {err.strerror}") from None
             raise ConfigError(path, 0, FILE_KEY, f"cannot read config: {err.strerror}") from None
-        self.reading.append(real_path)
+        self.reading.add(real_path)
         try:
             for number, text in _decoded_lines(path, raw):
                 stripped = text.strip()
@@ -144,7 +232,7 @@ class _Loader:
                     continue
                 self.apply_line(path, number, stripped)
         finally:
-            self.reading.pop()
+            self.reading.discard(real_path)
 
     def apply_line(self, file: str, line: int, text: str) -> None:
         try:
@@ -165,12 +253,10 @@ class _Loader:
         self.settings.append(setting)
 
         if not setting.value:
-            self.slots = [slot for slot in self.slots if not (
-                slot.family == family
-                and (slot.canonical == canonical or slot.canonical.startswith(canonical + ".")))]
+            self.in_effect.clear(canonical, family)
             # Remember the reset: for lxc.autodev it differs from never setting it.
             if spec.repeat is Repeat.REPLACE:
-                self.slots.append(Slot(canonical, family, setting, honoured=True))
+                self.in_effect.add(_Slot(canonical, family, setting, honoured=True))
             return
 
         try:
@@ -181,19 +267,20 @@ class _Loader:
         if spec.net_type is not None:
             self._check_net_type(canonical, spec.net_type, setting)
         if spec.repeat is Repeat.REPLACE:
-            self.slots = [slot for slot in self.slots if slot.canonical != canonical]
-        self.slots.append(Slot(canonical, family, setting, is_honoured(spec, setting.value)))
+            self.in_effect.drop(canonical)
+        self.in_effect.add(_Slot(canonical, family, setting, is_honoured(spec, setting.value)))
 
         if canonical == "lxc.include":
             self._include(setting)
 
     def _check_exclusive(self, canonical: str, setting: Setting) -> None:
         other = EXCLUSIVE_KEYS.get(canonical)
-        for slot in self.slots:
-            if slot.canonical == other and slot.setting.value:
+        if other is None:
+            return
+        for slot in self.in_effect.of(other):
+            if slot.setting.value:
                 where = f"{slot.setting.file}:{slot.setting.line}"
                 raise _error(setting, f"cannot be combined with {other} (set at {where})")
-
     def _check_net_type(self, canonical: str, net_type: str, setting: Setting) -> None:
         device = ".".join(canonical.split(".")[:3])  # "lxc.net.N"
         current = self.last_value(device + ".type") or DEFAULT_NET_TYPE
@@ -218,12 +305,11 @@ class _Loader:
 
     def last_value(self, canonical: str) -> str | None:
         """The value of a REPLACE key; None if never set, "" if reset."""
-        values = [slot.setting.value for slot in self.slots if slot.canonical == canonical]
-        return values[-1] if values else None
+        slots = self.in_effect.of(canonical)
+        return slots[-1].setting.value if slots else None
 
     def values(self, canonical: str) -> list[Setting]:
-        return [slot.setting for slot in self.slots
-                if slot.canonical == canonical and slot.setting.value]
+        return [slot.setting for slot in self.in_effect.of(canonical) if slot.setting.value]
 
     def mount_entries(self) -> list[MountEntry]:
         """The fstab file's entries first, then lxc.mount.entry: LXC's mount order."""
@@ -237,7 +323,7 @@ class _Loader:
 
     def networks(self) -> list[NetDevice]:
         by_index: dict[int, dict[str, list[Setting]]] = {}
-        for slot in self.slots:
+        for slot in self.in_effect.slots.values():
             if slot.family != "lxc.net" or not slot.setting.value:
                 continue
             index, subkey = slot.canonical.removeprefix("lxc.net.").split(".", 1)
@@ -245,8 +331,19 @@ class _Loader:
         return [_net_device(index, subkeys) for index, subkeys in sorted(by_index.items())]
 
     def unsupported(self) -> list[Setting]:
-        return [slot.setting for slot in self.slots
+        return [slot.setting for slot in self.in_effect.slots.values()
                 if slot.setting.value and not slot.honoured]
+
+    def index(self) -> dict[str, tuple[tuple[str, Setting], ...]]:
+        """Config.in_effect's answers: (canonical key, setting) of each value in effect,
+        by its canonical key and by its family, in order."""
+        found: dict[str, list[tuple[str, Setting]]] = {}
+        for slot in self.in_effect.slots.values():
+            if slot.setting.value:
+                found.setdefault(slot.canonical, []).append((slot.canonical, slot.setting))
+                if slot.family != slot.canonical:
+                    found.setdefault(slot.family, []).append((slot.canonical, slot.setting))
+        return {name: tuple(entries) for name, entries in found.items()}
 
 
 def _read_fstab(setting: Setting) -> list[MountEntry]:
@@ -369,5 +466,5 @@ def load(path: str, name: str, overrides: Sequence[str] = ()) -> Config:
         networks=tuple(loader.networks()),
         unsupported=tuple(loader.unsupported()),
         settings=tuple(loader.settings),
-        effective=tuple(loader.slots),
+        in_effect_index=MappingProxyType(loader.index()),
     )

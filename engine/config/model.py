@@ -123,17 +123,6 @@ _GET_ITEM_RENDERERS: Mapping[str, Callable[[str], str]] = MappingProxyType({
 })
 
 
-class Slot(namedtuple("Slot", (
-        "canonical",  # str
-        "family",     # str
-        "setting",    # Setting
-        "honoured",   # bool
-    ))):
-    """A setting still in effect: not replaced by a later value or cleared by an empty one."""
-
-    __slots__ = ()
-
-
 # --- the result --------------------------------------------------------------
 
 class Config(namedtuple("Config", (
@@ -161,8 +150,10 @@ class Config(namedtuple("Config", (
         "networks",         # tuple[NetDevice, ...]: by index
         "unsupported",      # tuple[Setting, ...]: valid settings the engine does not act on yet
         "settings",         # tuple[Setting, ...]: every line applied, includes in place, -s last
-        "effective",        # tuple[Slot, ...]: the settings still in effect, for in_effect/get_item
-    ), defaults=((),))):
+        # Mapping[str, tuple[tuple[str, Setting], ...]]: in_effect's answer for each canonical key
+        # and family that has values in effect, made once by the loader so each query is a look-up.
+        "in_effect_index",
+    ), defaults=(MappingProxyType({}),))):
     """A container's configuration, as lxc-start would use it."""
 
     __slots__ = ()
@@ -212,8 +203,7 @@ class Config(namedtuple("Config", (
     def in_effect(self, name: str) -> tuple[tuple[str, Setting], ...]:
         """(canonical key, setting) of each value still in effect for the key `name`
         or, for a family (lxc.cgroup, lxc.hook, lxc.net), every member's; in order."""
-        return tuple((slot.canonical, slot.setting) for slot in self.effective
-                     if (slot.canonical == name or slot.family == name) and slot.setting.value)
+        return self.in_effect_index.get(name, ())
 
     def get_item(self, key: str) -> str | None:
         """What LXC's get_config_item gives for `key`; None when unset or reset.
@@ -229,14 +219,12 @@ class Config(namedtuple("Config", (
         except (LookupError, ValueError):
             raise KeyError(key) from None
         if spec.repeat is Repeat.RESET_ONLY:
-            family = spec.family or canonical
-            below = [slot.setting for slot in self.effective
-                     if slot.family == family and slot.canonical.startswith(canonical + ".")
-                     and slot.setting.value]
+            below = [setting for member, setting in self.in_effect(spec.family or canonical)
+                     if member.startswith(canonical + ".")]
             return "".join(f"{s.key} = {s.value}\n" for s in below) or None
-        values = [slot.setting.value for slot in self.effective if slot.canonical == canonical]
-        if spec.repeat is Repeat.APPEND:
-            return "".join(f"{value}\n" for value in values if value) or None
-        if not values or not values[-1]:
+        values = [setting.value for member, setting in self.in_effect(canonical) if member == canonical]
+        if not values:
             return None
+        if spec.repeat is Repeat.APPEND:
+            return "".join(f"{value}\n" for value in values)
         return _GET_ITEM_RENDERERS.get(canonical, anything)(values[-1])

@@ -58,12 +58,18 @@ def _binds(config) -> dict[str, str]:
     return binds
 
 
-def _find_command(config, command: str, binds: dict[str, str]) -> str | None:
+def _exec_path(config) -> list[str]:
+    """The directories exec searches for a command without a "/": the last PATH that
+    lxc.environment sets, else the default."""
+    path = dict(e.partition("=")[::2] for e in config.environment if "=" in e).get("PATH")
+    return path.split(":") if path else list(_DEFAULT_PATH)
+
+
+def _find_command(config, command: str, binds: dict[str, str], exec_path: list[str]) -> str | None:
     if "/" in command:
         candidates = [command if command.startswith("/") else os.path.join(config.init_cwd or "/", command)]
     else:
-        path = dict(e.partition("=")[::2] for e in config.environment if "=" in e).get("PATH")
-        candidates = [os.path.join(d, command) for d in (path.split(":") if path else _DEFAULT_PATH)]
+        candidates = [os.path.join(d, command) for d in exec_path]
     for candidate in candidates:
         try:
             host = in_rootfs(config.rootfs_path, candidate, binds)
@@ -98,14 +104,14 @@ def _program_problem(path: str) -> str | None:
     return None
 
 
-def _check_hooks(config, binds: dict[str, str]) -> None:
+def _check_hooks(config, binds: dict[str, str], exec_path: list[str]) -> None:
     for canonical, setting in config.in_effect("lxc.hook"):
         kind = canonical.removeprefix("lxc.hook.")
         if kind not in HOST_HOOKS + CONTAINER_HOOKS:
             continue
         program = parse_command(setting.value)[0]
         if kind in CONTAINER_HOOKS:
-            found = _find_command(config, program, binds)
+            found = _find_command(config, program, binds, exec_path)
             if found is None:
                 raise _error(setting, f"hook {program} not found in rootfs {config.rootfs_path}")
             problem = _program_problem(found)
@@ -148,9 +154,10 @@ LINK_REQUIRED = ("macvlan", "ipvlan", "vlan", "phys")
 
 
 def _check_networks(config) -> None:
+    shares_host_network = "net" in config.namespace_keep or any(d.type == "none" for d in config.networks)
     for device in config.networks:
         if device.type == "veth":
-            _check_veth(config, device)
+            _check_veth(config, device, shares_host_network)
         if device.type not in LINK_OPTIONAL + LINK_REQUIRED:
             continue
         prefix = f"lxc.net.{device.index}"
@@ -182,10 +189,10 @@ def _is_bridge(name: str) -> bool:
     return netlink.link_kind(name) == "bridge"
 
 
-def _check_veth(config, device) -> None:
+def _check_veth(config, device, shares_host_network: bool) -> None:
     """What LXC would only find out half-way through a start."""
     prefix = f"lxc.net.{device.index}"
-    if "net" in config.namespace_keep or any(d.type == "none" for d in config.networks):
+    if shares_host_network:
         raise _error(device.origin, "a veth needs the container's own network namespace "
                                     "(lxc.namespace.keep or a 'none' network shares the host's)")
     if device.veth_pair and _interface_exists(device.veth_pair):
@@ -298,12 +305,13 @@ def check(config, command: tuple[str, ...], command_from_cli: bool) -> None:
                         entry.origin)
 
     binds = _binds(config)
-    _check_hooks(config, binds)
+    exec_path = _exec_path(config)
+    _check_hooks(config, binds, exec_path)
     _check_seccomp(config)
     _check_networks(config)
     _check_cgroups(config)
 
-    if _find_command(config, command[0], binds) is None:
+    if _find_command(config, command[0], binds, exec_path) is None:
         key = "lxc.init.cmd"
         if command_from_cli:
             raise ConfigError("--", 0, command[0], f"not found in rootfs {config.rootfs_path}")

@@ -5,7 +5,7 @@ import pytest
 from lxcsm.engine.config import preflight
 from lxcsm.engine.config.model import ConfigError
 from lxcsm.engine.linux import cgroups
-from tests.unit.config_text import COMMON_SECCOMP, load_text
+from tests.unit.config_text import COMMON_SECCOMP, lines_run, load_text
 
 
 @pytest.fixture
@@ -162,3 +162,16 @@ def test_preflight_symlink_loops_in_the_rootfs_are_not_found(start_checks):
     cfg = load_text(start_checks.dir, f"lxc.rootfs.path = {start_checks.rootfs}\n")
     with pytest.raises(ConfigError, match="not found in rootfs"):
         preflight.check(cfg, ("/bin/loop2",), command_from_cli=True)
+
+
+def test_four_times_the_devices_and_hooks_is_four_times_the_work(start_checks):
+    """As test_four_times_the_lines_is_four_times_the_work (test_config_loader): preflight checks each device
+    and hook without looking through all the others (counted in lines of Python run)."""
+    def lines(count: int) -> list[str]:
+        return [line for i in range(count) for line in (
+            f"lxc.net.{i}.type = veth", f"lxc.net.{i}.veth.pair = v{i}", f"lxc.environment = V{i}=x",
+            "lxc.hook.start = /bin/true")]
+
+    start_checks(*lines(5))   # once first: regular expressions compiled, modules imported
+    small, large = (lines_run(lambda count=count: start_checks(*lines(count))) for count in (250, 1000))
+    assert large < 5 * small, f"4 times the devices took {large / small:.1f} times the work"
