@@ -48,6 +48,11 @@ MAX_NAME_BYTES = 255 - len("lxc.payload.")
 # config path built from the bad name.
 NAME_SOURCE = "-n"
 INCLUDE_DIR_SUFFIX = ".conf"
+# Some editors start a UTF-8 file with a byte-order mark.  LXC reads it as part of the first
+# line, which then does not start with "lxc." and is skipped: harmless before a comment or a
+# blank line, which is how files begin (LXC's templates write a comment first).  A setting
+# right after the mark, which LXC would drop without a word, is refused (_byte_order_mark).
+BYTE_ORDER_MARK = "\ufeff"
 
 DEFAULT_INIT_CMD = ("/sbin/init",)
 DEFAULT_SIGNAL_HALT = signal.SIGPWR
@@ -101,6 +106,17 @@ def _bad_bytes(path: str, number: int, raw_line: bytes, problem: str) -> ConfigE
     key = raw_line.partition(b"=")[0].strip()
     return ConfigError(path, number, key.decode("ascii") if re.fullmatch(_KEYISH, key) else FILE_KEY,
                        problem)
+
+
+def _byte_order_mark(path: str, first_line: str) -> str:
+    """The first line without its byte-order mark, unless it holds a setting LXC would skip."""
+    text = first_line.removeprefix(BYTE_ORDER_MARK)
+    stripped = text.strip()
+    if stripped and not stripped.startswith("#"):
+        raise ConfigError(path, 1, stripped.partition("=")[0].strip() or FILE_KEY,
+                          "a byte-order mark starts this line, so LXC would skip it: put a comment "
+                          "or a blank line first, or remove the mark")
+    return text
 
 
 def _split_line(text: str) -> tuple[str, str]:
@@ -227,6 +243,8 @@ class _Loader:
         self.reading.add(real_path)
         try:
             for number, text in _decoded_lines(path, raw):
+                if number == 1 and text.startswith(BYTE_ORDER_MARK):
+                    text = _byte_order_mark(path, text)
                 stripped = text.strip()
                 if not stripped or stripped.startswith("#"):
                     continue
@@ -289,17 +307,24 @@ class _Loader:
                                   f"it is {current!r} (set the type first)")
 
     def _include(self, setting: Setting) -> None:
+        """A file, or a directory's *.conf files in name order.  As under LXC 5.0.2, a value
+        ending in "/" names a directory, and one that does not exist includes nothing (distros'
+        common.conf includes common.conf.d/, which may not be there); a sub-directory named
+        *.conf is skipped (LXC fails to read it, logs that, and goes on)."""
         target = setting.as_path()
-        if not os.path.isdir(target):
+        if not target.endswith("/") and not os.path.isdir(target):
             self.read_file(target, include=setting)
             return
         try:
             names = sorted(os.listdir(target))
+        except FileNotFoundError:
+            return
         except OSError as err:
             raise _error(setting, f"cannot list {target}: {err.strerror}") from None
         for name in names:
-            if name.endswith(INCLUDE_DIR_SUFFIX) and name != INCLUDE_DIR_SUFFIX:
-                self.read_file(os.path.join(target, name), include=setting)
+            path = os.path.join(target, name)
+            if name.endswith(INCLUDE_DIR_SUFFIX) and name != INCLUDE_DIR_SUFFIX and not os.path.isdir(path):
+                self.read_file(path, include=setting)
 
     # --- views of the settings in effect, for building the Config
 

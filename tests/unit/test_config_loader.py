@@ -144,6 +144,40 @@ def test_nul_byte(tmp_path):
     assert "NUL" in caught.value.message
 
 
+def test_byte_order_mark_before_a_comment_or_blank_line(tmp_path):
+    """LXC reads a file that starts with a UTF-8 byte-order mark: the first line, mark
+    included, is skipped, which is only right for a comment or a blank line."""
+    path = tmp_path / "config"
+    for first in (b"# made on another system\n", b"\n", b"   \n"):
+        path.write_bytes(b"\xef\xbb\xbf" + first + b"lxc.uts.name = a\n")
+        cfg = load(str(path), "bb")
+        assert cfg.uts_name == "a"
+        assert [s.line for s in cfg.settings] == [2]
+
+
+def test_byte_order_mark_in_an_included_file(tmp_path):
+    (tmp_path / "common.conf").write_bytes(b"\xef\xbb\xbf# common\nlxc.uts.name = common\n")
+    assert load_text(tmp_path, "lxc.include = common.conf\n").uts_name == "common"
+
+
+def test_byte_order_mark_before_a_setting_is_refused(tmp_path):
+    """LXC would skip the setting without a word; lxcsm says so instead of reading the
+    config differently."""
+    path = tmp_path / "config"
+    path.write_bytes(b"\xef\xbb\xbflxc.uts.name = a\nlxc.init.cmd = /bin/sh\n")
+    with pytest.raises(ConfigError) as caught:
+        load(str(path), "bb")
+    assert (caught.value.line, caught.value.key) == (1, "lxc.uts.name")
+    assert "LXC would skip it" in caught.value.message
+
+
+def test_byte_order_mark_only_counts_at_the_start(tmp_path):
+    path = tmp_path / "config"
+    path.write_bytes(b"# first\n\xef\xbb\xbf# not at the start\n")
+    err = pytest.raises(ConfigError, load, str(path), "bb").value
+    assert (err.line, err.key, err.message) == (2, "\ufeff#", "line is not 'key = value'")
+
+
 def test_oversize_file(tmp_path):
     path = tmp_path / "config"
     path.write_bytes(b"# padding\n" * (loader.MAX_CONFIG_BYTES // 10 + 1))
@@ -304,6 +338,25 @@ def test_include_directory_reads_conf_files_sorted(tmp_path):
     cfg = load_text(tmp_path, "lxc.include = d/\n")
     assert cfg.uts_name == "b"
     assert cfg.environment == ("A", "B")
+
+
+def test_include_directory_skips_sub_directories_named_conf(tmp_path):
+    """LXC 5.0.2 fails to read such a directory, logs that, and goes on with the next file."""
+    write(tmp_path / "d" / "a.conf", "lxc.environment = A\n")
+    write(tmp_path / "d" / "b.conf" / "inner.conf", "lxc.environment = INNER\n")
+    (tmp_path / "d" / "c.conf").symlink_to("b.conf")
+    write(tmp_path / "d" / "d.conf", "lxc.environment = D\n")
+    assert load_text(tmp_path, "lxc.include = d\n").environment == ("A", "D")
+
+
+def test_absent_include_directory_with_a_trailing_slash_includes_nothing(tmp_path):
+    """As under LXC, whose common.conf includes common.conf.d/ whether it exists or not."""
+    cfg = load_text(tmp_path, "lxc.include = common.conf.d/\nlxc.uts.name = a\n")
+    assert cfg.uts_name == "a"
+    write(tmp_path / "plain", "lxc.uts.name = b\n")
+    err = error_of(tmp_path, "lxc.include = plain/\n")
+    assert (err.line, err.key) == (1, "lxc.include")
+    assert err.message == f"cannot list {tmp_path / 'plain'}/: Not a directory"
 
 
 def test_missing_include_is_an_error_on_the_include_line(tmp_path):
