@@ -48,6 +48,10 @@ MAX_NAME_BYTES = 255 - len("lxc.payload.")
 # config path built from the bad name.
 NAME_SOURCE = "-n"
 INCLUDE_DIR_SUFFIX = ".conf"
+# How many files may be open at once, the config and the includes in it: far more than any
+# real config nests, and few enough that reading them (recursively) stays within Python's
+# recursion limit.  LXC has no limit of its own, only its C stack.
+MAX_INCLUDE_DEPTH = 100
 # Some editors start a UTF-8 file with a byte-order mark.  LXC reads it as part of the first
 # line, which then does not start with "lxc." and is skipped: harmless before a comment or a
 # blank line, which is how files begin (LXC's templates write a comment first).  A setting
@@ -234,6 +238,8 @@ class _Loader:
         real_path = os.path.realpath(path)
         if include is not None and real_path in self.reading:
             raise _error(include, f"include loop: {path} is already being read")
+        if len(self.reading) >= MAX_INCLUDE_DEPTH:
+            raise _error(include, f"includes are nested more than {MAX_INCLUDE_DEPTH} files deep")
         try:
             raw = read_limited(path)
         except OSError as err:

@@ -379,6 +379,17 @@ def test_indirect_include_loop(tmp_path):
     assert "loop" in err.message
 
 
+def test_includes_nested_too_deep_are_one_error_not_a_crash(tmp_path):
+    for depth in range(1, loader.MAX_INCLUDE_DEPTH):
+        write(tmp_path / f"{depth}.conf", f"lxc.include = {depth + 1}.conf\n")
+    write(tmp_path / f"{loader.MAX_INCLUDE_DEPTH}.conf", "lxc.uts.name = deep\n")
+    assert load(str(tmp_path / "1.conf"), "bb").uts_name == "deep"
+    err = error_of(tmp_path, "lxc.include = 1.conf\n")   # one file more
+    last = loader.MAX_INCLUDE_DEPTH - 1
+    assert (err.file, err.line, err.key) == (str(tmp_path / f"{last}.conf"), 1, "lxc.include")
+    assert err.message == f"includes are nested more than {loader.MAX_INCLUDE_DEPTH} files deep"
+
+
 def test_same_file_included_twice_is_not_a_loop(tmp_path):
     write(tmp_path / "env.conf", "lxc.environment = X\n")
     cfg = load_text(tmp_path, "lxc.include = env.conf\nlxc.include = env.conf\n")
