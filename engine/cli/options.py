@@ -31,13 +31,15 @@ def _columns() -> int:
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse with lxcsm's one-line errors (exit 2), for every lxcsm subcommand."""
+    """argparse with lxcsm's one-line errors (exit 2, or error_status), for every lxcsm subcommand."""
+
+    error_status = 2
 
     def __init__(self, **kwargs) -> None:
         super().__init__(formatter_class=_Formatter, **kwargs)
 
     def error(self, message: str):
-        self.exit(2, f"lxcsm: {message} (see {self.prog} --help)\n")
+        self.exit(self.error_status, f"lxcsm: {message} (see {self.prog} --help)\n")
 
 
 def add_name(parser: argparse.ArgumentParser) -> None:

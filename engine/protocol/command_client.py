@@ -306,10 +306,15 @@ def wait_closed(waiter: Reply, timeout: float | None) -> bool:
     return True
 
 
-def state_waiter(lxcpath: str, name: str, state: LxcState) -> Reply | None:
-    """ADD_STATE_CLIENT for one state; None if the container is already in it or gone."""
+def state_waiter(lxcpath: str, name: str, state: LxcState, next_time: bool = False) -> Reply | None:
+    """ADD_STATE_CLIENT for one state; None if the container is already in it or gone.
+
+    With `next_time`, the container being in that state now does not count:
+    the waiter hears of the next time it enters it (LXC's "2" in the request,
+    which lxc-stop -r uses to see a running container come back).
+    """
     wanted = [0] * 8
-    wanted[state] = 1
+    wanted[state] = 2 if next_time else 1
     reply = call(lxcpath, name, Cmd.ADD_STATE_CLIENT, struct.pack("<8i", *wanted), keep=True)
     if reply is None or reply.conn is None:
         return None
@@ -318,6 +323,25 @@ def state_waiter(lxcpath: str, name: str, state: LxcState) -> Reply | None:
         monitor_exited(reply, timeout=0)
         return None
     return reply
+
+
+def wait_state(waiter: Reply, timeout: float | None) -> LxcState | None:
+    """The state a kept ADD_STATE_CLIENT connection reports, waiting up to `timeout` seconds
+    (None: forever); None if nothing came by then.  A connection closed without a message
+    is STOPPED: the monitor closes its clients' connections when it is done."""
+    with waiter.conn:
+        if not select.select([waiter.conn], [], [], timeout)[0]:
+            return None
+        try:
+            message = waiter.conn.recv(STATE_MSG.size, socket.MSG_WAITALL)
+        except ConnectionResetError:
+            message = b""
+    if len(message) < STATE_MSG.size:
+        return LxcState.STOPPED
+    try:
+        return LxcState(STATE_MSG.unpack(message)[2])
+    except ValueError:
+        return None
 
 
 def stop(lxcpath: str, name: str) -> bool:
