@@ -9,7 +9,6 @@ dropped silently.
 
 from __future__ import annotations
 
-import itertools
 import os
 import re
 import signal
@@ -174,10 +173,11 @@ class _InEffect:
         self.slots: dict[int, _Slot] = {}        # by number, in the order they took effect
         self.by_key: dict[str, list[int]] = {}   # canonical key -> the numbers of its slots
         self.families: dict[str, _Family] = {}
-        self.numbers = itertools.count()
+        self.next_number = 0
 
     def add(self, slot: _Slot) -> None:
-        number = next(self.numbers)
+        number = self.next_number
+        self.next_number += 1
         self.slots[number] = slot
         numbers = self.by_key.get(slot.canonical)
         if numbers is None:
@@ -236,10 +236,11 @@ class _Loader:
 
     def read_file(self, path: str, include: Setting | None = None) -> None:
         real_path = os.path.realpath(path)
-        if include is not None and real_path in self.reading:
-            raise _error(include, f"include loop: {path} is already being read")
-        if len(self.reading) >= MAX_INCLUDE_DEPTH:
-            raise _error(include, f"includes are nested more than {MAX_INCLUDE_DEPTH} files deep")
+        if include is not None:
+            if real_path in self.reading:
+                raise _error(include, f"include loop: {path} is already being read")
+            if len(self.reading) >= MAX_INCLUDE_DEPTH:
+                raise _error(include, f"includes are nested more than {MAX_INCLUDE_DEPTH} files deep")
         try:
             raw = read_limited(path)
         except OSError as err:
