@@ -138,6 +138,7 @@ def test_a_start_on_a_full_lxcpath_fails_naming_the_journal_and_leaves_nothing(p
     assert f"{ENOSPC}: {c.config.parent / JOURNAL}" in first, result.stderr
     assert "the journal of host changes cannot be written" in first
     assert sorted(os.listdir(disk)) == before                   # no journal, no half-written record
+    assert c.monitor_exited()                                   # -d: it reports, then exits
     assert c.leaks() == []
 
 
