@@ -33,22 +33,38 @@ def _subcommand(name: str):
     return importlib.import_module(f"lxcsm.engine.cli.{SUBCOMMANDS[name]}")
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser_for(name: str):
+    """(module, parser) of a subcommand: what main() runs, and what tools/cli-docs documents."""
     from lxcsm.engine.cli.options import Parser
 
+    module = _subcommand(name)
+    parser = Parser(prog=f"lxcsm {name}", description=module.SUMMARY)
+    module.add_options(parser)
+    _add_version(parser)
+    return module, parser
+
+
+def _add_version(parser) -> None:
+    """--version on every parser, as every LXC tool has it (lxc-start --version prints "5.0.2")."""
+    from lxcsm.engine import __version__
+
+    parser.add_argument("--version", action="version", version=__version__,
+                        help="print lxcsm's version and exit")
+
+
+def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] not in SUBCOMMANDS:
-        parser = _usage()
+        parser = usage_parser()
         if argv and not argv[0].startswith("-"):
             parser.error(f"{argv[0]!r} is not a command (commands: {', '.join(SUBCOMMANDS)})")
-        parser.parse_args(argv)   # --help, or the one-line error for a missing command
+        parser.parse_args(argv)   # --help, --version, or the one-line error for a missing command
         return 2
-    name, module = argv[0], _subcommand(argv[0])
+    name = argv[0]
     # Everything after `--` is init's command line, options and all.
     command = argv[argv.index("--") + 1:] if "--" in argv else []
     options = argv[1: argv.index("--")] if "--" in argv else argv[1:]
-    parser = Parser(prog=f"lxcsm {name}", description=module.SUMMARY)
-    module.add_options(parser)
+    module, parser = parser_for(name)
     args = parser.parse_args(options)
     if command and not getattr(module, "TAKES_COMMAND", False):
         parser.error(f"takes no command after --: {' '.join(command)}")
@@ -60,14 +76,21 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
 
-def _usage():
-    """The top-level parser: it only says which subcommands there are."""
+DESCRIPTION = "Start LXC containers through explicit state machines."
+
+
+def usage_parser(summaries: bool | None = None):
+    """The top-level parser: it only says which subcommands there are (with their summaries
+    for --help, which imports every subcommand's module)."""
     from lxcsm.engine.cli.options import Parser
 
-    parser = Parser(prog="lxcsm", description="Start LXC containers through explicit state machines.")
+    if summaries is None:
+        summaries = "-h" in sys.argv or "--help" in sys.argv
+    parser = Parser(prog="lxcsm", description=DESCRIPTION)
+    _add_version(parser)
     sub = parser.add_subparsers(dest="action", required=True, metavar="{" + ",".join(SUBCOMMANDS) + "}")
     for name in SUBCOMMANDS:
-        sub.add_parser(name, help=_subcommand(name).SUMMARY if "-h" in sys.argv or "--help" in sys.argv else None)
+        sub.add_parser(name, help=_subcommand(name).SUMMARY if summaries else None)
     return parser
 
 

@@ -44,9 +44,10 @@ class Parser(argparse.ArgumentParser):
 
 def add_name(parser: argparse.ArgumentParser) -> None:
     """NAME or -n NAME, and -P LXCPATH: how every lxcsm subcommand names its container."""
-    parser.add_argument("-n", "--name", dest="name_flag", metavar="NAME")
-    parser.add_argument("name", nargs="?", metavar="NAME")
-    parser.add_argument("-P", "--lxcpath", default=DEFAULT_LXCPATH, metavar="LXCPATH")
+    parser.add_argument("-n", "--name", dest="name_flag", metavar="NAME", help="the container's name")
+    parser.add_argument("name", nargs="?", metavar="NAME", help="the container's name (or -n NAME)")
+    parser.add_argument("-P", "--lxcpath", default=DEFAULT_LXCPATH, metavar="LXCPATH",
+                        help=f"the directory of the containers (default {DEFAULT_LXCPATH})")
 
 
 def container_name(parser: Parser, args: argparse.Namespace) -> str:

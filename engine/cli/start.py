@@ -27,7 +27,8 @@ def add_options(parser: Parser) -> None:
     mode.add_argument("-d", "--daemon", action="store_true", help="run the monitor in the background (default)")
     parser.add_argument("-l", "--logpriority", metavar="LEVEL", help="TRACE DEBUG INFO NOTICE WARN ERROR (default) ...")
     parser.add_argument("-o", "--logfile", metavar="FILE", help="log to FILE instead of stderr")
-    parser.add_argument("--log-format", choices=sorted(RENDERERS), default="lxc")
+    parser.add_argument("--log-format", choices=sorted(RENDERERS), default="lxc",
+                        help="the log's lines as LXC writes them (lxc, the default) or as JSON objects")
     parser.add_argument("-p", "--pidfile", metavar="FILE", help="write the monitor's pid to FILE")
     parser.add_argument("--plan", action="store_true",
                         help="print what the start would do, state by state, and change nothing")
