@@ -1,7 +1,8 @@
 """`lxcsm plan NAME` (or `lxcsm start --plan`): what a start will do, without doing it.
 
 The sequence people otherwise reconstruct from start.c, for one config: every
-state of both machines in start order and, under each, the steps it will take
+state of both machines in start order (after the steps `lxcsm start` takes
+before the first state, engine/analysis/premachine.py) and, under each, the steps it will take
 - namespace flags, cgroup directories, mounts, the exec.  Each state module's
 own ``plan(request)`` says what its ``enter`` will do, next to the code that
 does it; this module only walks the tables and prints.  Nothing on the host is
@@ -10,6 +11,9 @@ touched: the config is loaded and preflighted exactly as `start` does.
 
 from __future__ import annotations
 
+import textwrap
+
+from lxcsm.engine.analysis import premachine
 from lxcsm.engine.linux import cgroups
 from lxcsm.engine.start.machine import TABLES
 
@@ -18,6 +22,12 @@ def render(request) -> str:
     hierarchies = cgroups.hierarchies()
     lines = [f"plan for container {request.name} ({request.config_file})",
              "cgroup hierarchies here: " + " ".join(h.label for h in hierarchies)]
+    lines += ["", "before the machines: steps of lxcsm start itself, not states (engine/analysis/premachine.py)"]
+    for step in premachine.steps(request.foreground):
+        lines.append(f"  [{step.name}]")
+        lines += textwrap.wrap(step.does, 104, initial_indent="    - ", subsequent_indent="      ")
+    if request.foreground:
+        lines.append("  (-F: no double fork and no report pipe; the monitor is lxcsm start itself)")
     for side, table in TABLES.items():
         lines.append("")
         lines.append(f"{side} machine")

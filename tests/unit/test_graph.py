@@ -5,18 +5,21 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 from transitions import Machine
 
+from lxcsm import hooks
 from lxcsm.engine import cli
-from lxcsm.engine.analysis import explain, graph
+from lxcsm.engine.analysis import explain, graph, premachine, timeline_picture
 from lxcsm.engine.protocol.sync import SyncMsg
 from lxcsm.engine.start.machine import CHILD, MONITOR, TABLES, Table
 
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="graphviz's dot is not installed")
 
+SVG = "{http://www.w3.org/2000/svg}"
 _STATE = re.compile(r'^\s*state "([^"]+)" as (\w+)$', re.M)
 _ARROW = re.compile(r"^\s*(?:%% )?(\w+) --> (\w+) : (.+)$", re.M)
 
@@ -184,3 +187,103 @@ def test_the_readme_carries_the_current_sequence_diagram():
     start = readme.index(opening) + len(opening)
     shown = readme[start: readme.index("```\n<!-- end -->", start)]
     assert shown == graph.mermaid_sequence(MONITOR, CHILD)
+
+
+# --- what the state graph draws besides the tables -----------------------------------------------------
+
+def test_the_steps_before_the_machines_are_the_ones_the_code_takes(monkeypatch):
+    assert premachine.drift() == []
+    moved = premachine.STEPS[0]._replace(code=("preflight.check(", "loader.load("))   # the wrong order
+    monkeypatch.setattr(premachine, "STEPS", (moved,) + premachine.STEPS[1:])
+    assert premachine.drift() == ["config: engine/cli/start.py:run makes no loader.load( after the step's "
+                                  "earlier calls"]
+
+
+def test_the_steps_before_the_machines_are_drawn_as_steps_not_states():
+    text = graph.dot([MONITOR, CHILD])
+    cluster = text[text.index("subgraph cluster_before {"): text.index("subgraph cluster_monitor {")]
+    for i, step in enumerate(premachine.STEPS):
+        assert re.search(rf'before_{i} \[label="{re.escape(step.name)}', cluster), step.name
+        assert f"monitor_{step.name}" not in text
+    assert f"before_{len(premachine.STEPS) - 1} -> monitor__start" in text
+    assert "cluster_before" not in graph.dot([CHILD])
+    mermaid = graph.mermaid([MONITOR, CHILD])
+    assert "note left of monitor_init_handler" in mermaid
+    assert all(f". {step.name}" in mermaid for step in premachine.STEPS)
+
+
+def test_every_sync_message_is_an_edge_between_the_states_that_send_and_wait_for_it():
+    text = graph.dot([MONITOR, CHILD])
+    edges = graph.sync_edges(MONITOR, CHILD)
+    messages = [step[3] for step in graph.sequence(MONITOR, CHILD) if step[0] == "message"]
+    assert [edge.message for edge in edges] == messages
+    for edge in edges:
+        sender = explain.describe(TABLES[edge.sender], edge.sender_state).sync
+        receiver = explain.describe(TABLES[edge.receiver], edge.receiver_state).sync
+        assert ("send", edge.message) in sender and ("wait", edge.message) in receiver
+        assert edge.sender != edge.receiver
+        assert re.search(rf'^    {edge.sender}_{edge.sender_state} -> {edge.receiver}_{edge.receiver_state} '
+                         rf'\[label="{re.escape(edge.message)}", color="{graph.SYNC_COLOUR}"', text, re.M), edge
+    assert ("monitor", "spawn", "child", "startup", "STARTUP") in edges
+    assert ("child", "exec", "monitor", "sync_ready_start", explain.END_OF_FILE) in edges
+    # One machine alone has no one to talk to.
+    assert graph.SYNC_COLOUR not in graph.dot([MONITOR])
+
+
+def test_every_hook_is_drawn_from_the_state_that_runs_it():
+    text = graph.dot([MONITOR, CHILD])
+    for kind, (side, state) in hooks.POINTS.items():
+        node = f"{side}_hook_{kind.replace('-', '_')}"
+        assert f'{node} [label="lxc.hook.{kind}\\n' in text
+        assert f"{side}_{state} -> {node} [style=dotted" in text
+
+
+@needs_dot
+def test_graphviz_accepts_the_graph_with_its_cross_edges(tmp_path):
+    svg = tmp_path / "machines.svg"
+    assert cli.main(["graph", "--format", "svg", "-o", str(svg)]) == 0
+    picture = svg.read_text()
+    assert ">STARTUP<" in picture and "lxc.hook.pre&#45;start" in picture and ">preflight<" in picture
+
+
+# --- the sequence diagram as a picture -------------------------------------------------------------
+
+def test_the_sequence_svg_has_a_box_per_state_and_an_arrow_per_message(tmp_path):
+    out = tmp_path / "sequence.svg"
+    assert cli.main(["graph", "--sequence", "--format", "svg", "-o", str(out)]) == 0
+    root = ET.parse(out).getroot()
+    steps = graph.sequence(MONITOR, CHILD)
+    boxes = [(r.get("class").split()[1], r.get("data-state"), float(r.get("y")))
+             for r in root.iter(f"{SVG}rect") if (r.get("class") or "").startswith("state ")]
+    assert [(side, state) for side, state, _y in boxes] == [s[1:] for s in steps if s[0] == "state"]
+    arrows = [line for line in root.iter(f"{SVG}line") if line.get("class") == "message"]
+    labels = [t.text for t in root.iter(f"{SVG}text") if t.get("class") == "message"]
+    assert [(a.get("data-from"), a.get("data-to"), label) for a, label in zip(arrows, labels, strict=True)] == \
+           [s[1:] for s in steps if s[0] == "message"]
+    ys = [float(a.get("y1")) for a in arrows]
+    assert ys == sorted(ys) and all(a.get("y1") == a.get("y2") for a in arrows)
+    for arrow in arrows:   # from one lifeline to the other
+        direction = float(arrow.get("x2")) - float(arrow.get("x1"))
+        assert (direction > 0) == (arrow.get("data-from") == "monitor")
+    heads = [t.text for t in root.iter(f"{SVG}text") if t.get("class") == "participant"]
+    assert heads == ["monitor", "child"]
+    before = " ".join(t.text for t in root.iter(f"{SVG}text") if t.get("class") == "before")
+    assert all(step.name in before for step in premachine.STEPS)
+    hooks_drawn = " ".join(t.text for t in root.iter(f"{SVG}text") if t.get("class") == "hook")
+    assert "lxc.hook.pre-start" in hooks_drawn and "lxc.hook.start-host" in hooks_drawn
+
+
+def test_the_sequence_png_goes_through_the_svg_renderer(tmp_path, capsys):
+    if timeline_picture.find_converter() is None:
+        pytest.skip("no SVG renderer here (rsvg-convert, ImageMagick or inkscape)")
+    png = tmp_path / "sequence.png"
+    assert cli.main(["graph", "--sequence", "--format", "png", "-o", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_sequence_png_without_a_renderer_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    png = tmp_path / "sequence.png"
+    assert cli.main(["graph", "--sequence", "--format", "png", "-o", str(png)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "librsvg2-bin" in err and not png.exists()

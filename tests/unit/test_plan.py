@@ -78,3 +78,23 @@ def test_plan_of_a_veth(tmp_path):
             "child's network namespace, mtu 1500, set it up") in result.stdout
     assert ("    - net 0 (veth): rename lxcsm0 to lan0, add 198.51.100.9/24, set it and lo up, "
             "default route via 198.51.100.1") in result.stdout
+
+
+def test_plan_shows_the_steps_before_the_machines_as_steps(tmp_path):
+    """lxcsm start's own steps (engine/analysis/premachine.py) come first, marked as no states; -F has
+    no double fork, report pipe or monitor process of its own."""
+    from lxcsm.engine.analysis import premachine
+    lxcpath = tmp_path / "lxc"
+    fs = builders.make_busybox_rootfs(lxcpath / "planned" / "rootfs")
+    builders.write_config(lxcpath, "planned", fs, [])
+    for flags, expected in (([], premachine.steps(False)), (["-F"], premachine.steps(True))):
+        result = subprocess.run([sys.executable, "-m", "lxcsm.engine.cli", "plan", "planned", "-P", str(lxcpath),
+                                 *flags], capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0, result.stderr
+        lines = result.stdout.splitlines()
+        head = lines.index("before the machines: steps of lxcsm start itself, not states "
+                           "(engine/analysis/premachine.py)")
+        shown = [line[3:-1] for line in lines[head:lines.index("monitor machine")] if line.startswith("  [")]
+        assert shown == [step.name for step in expected]
+    assert "double fork" not in [step.name for step in premachine.steps(True)]
+    assert "double fork" in [step.name for step in premachine.steps(False)]
