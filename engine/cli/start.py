@@ -14,6 +14,8 @@ from lxcsm.engine.cli.options import Parser, add_name, container_name, fail, lxc
 
 SUMMARY = "start a container (like lxc-start)"
 TAKES_COMMAND = True   # lxcsm start NAME -- COMMAND [ARG...]
+# lxc-start's --share-NAMESPACE flags.
+SHAREABLE_NAMESPACES = ("net", "ipc", "uts", "pid")
 
 
 def add_options(parser: Parser) -> None:
@@ -35,6 +37,21 @@ def add_options(parser: Parser) -> None:
     parser.add_argument("--break-at", action="append", default=[], metavar="STATE",
                         help="pause right before STATE (monitor:STATE, child:STATE, or a prefix like setup)")
     parser.add_argument("--step", action="store_true", help="pause before every state")
+    # lxc-start's flags that set config keys or the monitor's fds; their checks are in _lxc_start_flags.
+    parser.add_argument("-c", "--console", metavar="FILE",
+                        help="put the container's console on the terminal FILE (lxc.console.path): lxcsm takes"
+                             " only none and auto yet, and refuses a terminal")
+    parser.add_argument("-L", "--console-log", metavar="FILE",
+                        help="copy the container's console output to FILE (lxc.console.logfile)")
+    parser.add_argument("-C", "--close-all-fds", action="store_true",
+                        help="close the file descriptors lxcsm was started with (--daemon always does); init never"
+                             " gets them, with or without -C")
+    for namespace in SHAREABLE_NAMESPACES:
+        parser.add_argument(f"--share-{namespace}", metavar="NAME|PID",
+                            help=f"join the {namespace} namespace of another container or process"
+                                 f" (lxc.namespace.share.{namespace}): not supported yet, refused")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="print none of lxcsm's messages (a log file is still written)")
     parser.epilog = "lxcsm start [options] NAME -- COMMAND [ARG...] runs COMMAND instead of lxc.init.cmd."
 
 
@@ -46,9 +63,19 @@ def run(parser: Parser, args) -> int:
     from lxcsm.engine.start import breakpoints, monitor, postmortem, supervisor
     from lxcsm.engine.start.context import StartRequest
 
+    inherited = _open_fds()   # before this process opens anything of its own
+    if args.quiet:
+        sys.stderr = open(os.devnull, "w")   # lxcsm's own messages only: init's stderr is fd 2, untouched
     name = container_name(parser, args)
     path = lxcpath(args)
     config_path = args.rcfile or os.path.join(path, name, "config")
+    try:
+        overrides = [*args.define, *_lxc_start_flags(args)]
+    except ValueError as err:
+        return fail(str(err))
+    if os.geteuid() != 0 and not args.plan:   # --plan changes nothing: anyone may ask
+        return fail("lxcsm start must run as root: it makes the container's cgroups, mounts and namespaces"
+                    " on the host (unprivileged containers are not supported)")
     try:
         level = logmod.parse_level(args.logpriority) if args.logpriority else None
     except ValueError as err:
@@ -58,7 +85,7 @@ def run(parser: Parser, args) -> int:
     except ValueError as err:
         parser.error(str(err))
     try:
-        config = loader.load(config_path, name, args.define)
+        config = loader.load(config_path, name, overrides)
         command = tuple(args.command) or config.init_cmd
         preflight.check(config, command, command_from_cli=bool(args.command))
     except loader.ConfigError as err:
@@ -115,6 +142,9 @@ def run(parser: Parser, args) -> int:
             stream.write(text + "\n")
             stream.flush()
 
+    if args.close_all_fds or not args.foreground:   # as lxc-start: -d implies -C
+        for fd in inherited:
+            os.close(fd)
     if not args.foreground:
         return monitor.daemonize(request, make_log, log_text)
     ctx = monitor.run(request, make_log())
@@ -128,3 +158,37 @@ def run(parser: Parser, args) -> int:
             log_text(text)
             print(text, file=sys.stderr)
     return monitor.exit_status(ctx)
+
+
+def _lxc_start_flags(args) -> list[str]:
+    """-c and -L as the config lines they stand for (applied after -s, as lxc-start does);
+    ValueError for what lxcsm cannot honour, rather than a flag accepted and ignored."""
+    for namespace in SHAREABLE_NAMESPACES:
+        shared = getattr(args, f"share_{namespace}")
+        if shared is not None:
+            raise ValueError(f"--share-{namespace} {shared}: lxcsm cannot share a namespace with another container"
+                             f" or process yet (lxc.namespace.share.{namespace}); nothing was started")
+    overrides = []
+    if args.console is not None:
+        if args.console not in ("none", "auto"):
+            raise ValueError(f"-c {args.console}: lxcsm cannot put the console on a terminal yet (lxc.console.path);"
+                             " -c takes none or auto, and lxc-console attaches to a running container's console")
+        overrides.append(f"lxc.console.path = {args.console}")
+    if args.console_log is not None:
+        # Made absolute here: the user means it relative to where they typed it.
+        overrides.append(f"lxc.console.logfile = {os.path.abspath(args.console_log)}")
+    return overrides
+
+
+def _open_fds() -> list[int]:
+    """This process's open file descriptors above stdio: at the top of run(), the inherited ones."""
+    fds = []
+    for entry in os.listdir("/proc/self/fd"):
+        fd = int(entry)
+        if fd > 2:
+            try:
+                os.fstat(fd)
+            except OSError:
+                continue   # the directory listing's own, closed again by now
+            fds.append(fd)
+    return fds
