@@ -34,9 +34,9 @@ POINTS = {
     "pre-start": ("monitor", "init_handler"),    # host namespaces, before anything is created
     "pre-mount": ("child", "setup_rootfs"),      # the container's mount namespace, before its rootfs
     "mount": ("child", "setup_mounts"),          # after the mounts, before pivot_root
-    "autodev": ("child", "setup_mounts"),        # after the mount hooks, when lxc.autodev is on
-    "start-host": ("monitor", "sync_ready_start"),   # host namespaces, right before init runs
-    "start": ("child", "exec"),                  # inside the container, right before exec
+    "autodev": ("child", "setup_autodev"),       # after the mount hooks, before /dev is filled (lxc.autodev)
+    "start": ("child", "setup_seccomp"),         # inside the container, under its seccomp filter
+    "start-host": ("monitor", "sync_cgroup_limits"),  # host namespaces, after the start hooks, before FDS
     "stop": ("monitor", "stopping"),             # host namespaces, init gone; also reboot, aborting
     "post-stop": ("monitor", "stopping"),        # after the boot's cleanup; also reboot, aborting
 }

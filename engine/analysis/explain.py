@@ -40,6 +40,7 @@ SYSCALLS = {
     "kernel.unshare": ("unshare(2)", ""),
     "kernel.setns": ("setns(2)", ""),
     "kernel.set_pdeathsig": ("prctl(2)", "PR_SET_PDEATHSIG"),
+    "kernel.set_no_new_privs": ("prctl(2)", "PR_SET_NO_NEW_PRIVS"),
     "kernel.drop_bounding_capability": ("prctl(2)", "PR_CAPBSET_DROP"),
     "kernel.last_capability": ("prctl(2)", "PR_CAPBSET_READ"),
     "kernel.set_comm": ("prctl(2)", "PR_SET_NAME: /proc/self/comm"),

@@ -111,6 +111,7 @@ MOUNT_ATTR_STRICTATIME = 0x20
 MOUNT_ATTR_NODIRATIME = 0x80
 
 PR_SET_PDEATHSIG = 1
+PR_SET_NO_NEW_PRIVS = 38
 PR_SET_NAME = 15
 PR_CAPBSET_READ = 23
 PR_CAPBSET_DROP = 24
@@ -215,6 +216,12 @@ def setns(fd: int, nstype: int = 0) -> None:
 def set_pdeathsig(sig: int) -> None:
     """Have the kernel send `sig` to this process when its parent dies."""
     _check(_libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0))
+
+
+def set_no_new_privs() -> None:
+    """From now on no execve of this process or its children can gain privileges (setuid bits,
+    file capabilities); it cannot be undone."""
+    _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
 
 
 def drop_bounding_capability(cap: int) -> None:

@@ -16,6 +16,8 @@ TYPE_CHECKING = False   # typing itself costs every start ~5 ms to import
 if TYPE_CHECKING:
     from typing import NoReturn
 
+    from lxcsm.engine.linux.seccomp import Filter
+
 from lxcsm.engine import log as logmod
 from lxcsm.engine.errors import describe
 from lxcsm.engine.linux import kernel
@@ -25,7 +27,8 @@ from lxcsm.engine.start.machine import CHILD
 from lxcsm.engine.start.supervisor import Supervisor
 
 
-def run_child(request: StartRequest, sock: socket.socket, signal_mask: frozenset[int]) -> NoReturn:
+def run_child(request: StartRequest, sock: socket.socket, signal_mask: frozenset[int],
+              seccomp: Filter | None = None) -> NoReturn:
     """The container child, from clone3 to exec (or to its error report)."""
     try:
         # If the monitor dies, so does the container: nobody would clean up after it.
@@ -38,7 +41,7 @@ def run_child(request: StartRequest, sock: socket.socket, signal_mask: frozenset
         logmod.set_threshold(logmod.NOTHING)
         log = logmod.logger(None, name=request.name, side="child")
         channel.log = log.bind(category="sync")
-        ctx = ChildContext(request=request, channel=channel, log=log, signal_mask=signal_mask)
+        ctx = ChildContext(request=request, channel=channel, log=log, signal_mask=signal_mask, seccomp=seccomp)
 
         def on_enter(state: str) -> None:
             kernel.set_comm(f"lxcsm:{state}")   # ps shows where the child is

@@ -88,7 +88,7 @@ class MonitorContext:
     """The monitor process's context, for as long as it lives."""
 
     __slots__ = ("request", "log", "hierarchies", "undo", "command_server", "signal_fd", "signal_mask",
-                 "console_log",
+                 "console_log", "seccomp",
                  "boot", "failure", "on_running", "on_paused", "pause", "saved_events")
 
     def __init__(self, request: StartRequest, log: Any, undo: UndoLog,
@@ -110,6 +110,7 @@ class MonitorContext:
         self.pause: Callable[[str, str], None] = lambda side, state: None
         self.saved_events: str | None = None       # where the flight record was kept, once stopped
         self.console_log = -1                      # lxc.console.logfile, open for appending
+        self.seccomp: Filter | None = None         # lxc.seccomp.profile's, built by init_handler
 
 
 class ChildContext:
@@ -119,7 +120,7 @@ class ChildContext:
                  "console", "seccomp")
 
     def __init__(self, request: StartRequest, channel: ChildEnd, log: Any,
-                 signal_mask: frozenset[int]) -> None:
+                 signal_mask: frozenset[int], seccomp: Filter | None = None) -> None:
         self.request = request
         self.channel = channel
         self.log = log
@@ -128,4 +129,4 @@ class ChildContext:
         self.failure: Failure | None = None
         self.tty_masters: list[int] = []   # for the monitor, at FDS
         self.console: tuple[int, int] | None = None   # (master, peer) of /dev/console
-        self.seccomp: Filter | None = None   # built by setup_seccomp, installed by exec
+        self.seccomp = seccomp        # built by the monitor's init_handler, loaded by setup_seccomp

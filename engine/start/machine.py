@@ -37,8 +37,10 @@ points, in this order::
     spawn               --STARTUP-->         startup
     sync_configure      <--CONFIGURE--       configure   (child has unshared its cgroup ns)
     sync_post_configure --POST_CONFIGURE-->  configure   (network is in place)
-                                             setup_*     (rootfs ... pivot_root)
+                                             setup_*     (rootfs ... pivot_root ... seccomp,
+                                                          the start hooks)
     sync_cgroup_limits  <--CGROUP_LIMITS--   sync_cgroup_limits
+    (device limits, the start-host hooks)
     sync_fds            --FDS-->             sync_cgroup_limits (its barrier ends)
     sync_fds            <--FDS--             sync_fds    (the fds the monitor keeps)
     sync_ready_start    --READY_START-->     sync_fds    (its barrier ends)
@@ -94,7 +96,7 @@ MONITOR_STATES = (
     "spawn",               # lxc.payload.NAME, clone3 into new namespaces, STARTUP
     "sync_configure",      # CONFIGURE: the host side of the network
     "sync_post_configure", # POST_CONFIGURE: the child may set itself up
-    "sync_cgroup_limits",  # CGROUP_LIMITS: the child is set up; device limits
+    "sync_cgroup_limits",  # CGROUP_LIMITS: the child is set up; device limits; start-host hooks
     "sync_fds",            # FDS: fds the monitor keeps for later
     "sync_ready_start",    # READY_START: the child execs init; RUNNING
     "poll",                # supervise init until it exits
@@ -137,13 +139,13 @@ CHILD_STATES = (
     "setup_rootfs",        # mounts made dependent; the rootfs bind-mounted
     "setup_hostname",      # uts name
     "setup_network",       # our ends of the veths: named, addressed, up
-    "setup_autodev",       # a tmpfs /dev with the basic nodes and devpts
-    "setup_mounts",        # lxc.mount.auto, lxc.mount.fstab, lxc.mount.entry
+    "setup_mounts",        # /dev's tmpfs, lxc.mount.auto, lxc.mount.fstab, lxc.mount.entry; mount hooks
+    "setup_autodev",       # autodev hooks, then /dev's basic nodes and devpts
     "setup_ttys",          # lxc.tty.max: /dev/ttyN on ptys whose masters the monitor keeps
-    "setup_seccomp",       # lxc.seccomp.profile built (installed by exec, last of all)
-    "setup_pivot_root",    # the rootfs becomes /, the host's root is detached
-    "setup_sysctl",        # lxc.sysctl.*: the container's /proc/sys
+    "setup_pivot_root",    # the rootfs becomes / (shared), the host's root is detached
+    "setup_sysctl",        # a fresh boot id; lxc.sysctl.*: the container's /proc/sys
     "setup_capabilities",  # lxc.cap.drop / lxc.cap.keep: the bounding set
+    "setup_seccomp",       # no_new_privs, the seccomp filter loaded; start hooks under them
     "sync_cgroup_limits",  # tell the monitor we are set up
     "sync_fds",            # hand the monitor our fds; wait for the go
     "exec",                # become init
@@ -158,14 +160,14 @@ CHILD = Table(
         ("configured", "configure", "setup_rootfs"),
         ("rootfs_mounted", "setup_rootfs", "setup_hostname"),
         ("hostname_set", "setup_hostname", "setup_network"),
-        ("network_configured", "setup_network", "setup_autodev"),
-        ("dev_ready", "setup_autodev", "setup_mounts"),
-        ("mounts_done", "setup_mounts", "setup_ttys"),
-        ("ttys_created", "setup_ttys", "setup_seccomp"),
-        ("seccomp_built", "setup_seccomp", "setup_pivot_root"),
+        ("network_configured", "setup_network", "setup_mounts"),
+        ("mounts_done", "setup_mounts", "setup_autodev"),
+        ("dev_ready", "setup_autodev", "setup_ttys"),
+        ("ttys_created", "setup_ttys", "setup_pivot_root"),
         ("root_pivoted", "setup_pivot_root", "setup_sysctl"),
         ("sysctls_set", "setup_sysctl", "setup_capabilities"),
-        ("capabilities_set", "setup_capabilities", "sync_cgroup_limits"),
+        ("capabilities_set", "setup_capabilities", "setup_seccomp"),
+        ("seccomp_loaded", "setup_seccomp", "sync_cgroup_limits"),
         ("limits_applied", "sync_cgroup_limits", "sync_fds"),
         ("ready_to_start", "sync_fds", "exec"),
         ("failed", CHILD_STATES[:-1], "aborting"),

@@ -19,9 +19,8 @@ Init's environment is exactly ``container=lxc`` plus lxc.environment
 A command without a slash is looked up in that environment's PATH, or
 /bin:/usr/bin, inside the container.
 
-The seccomp filter of lxc.seccomp.profile (setup_seccomp) is installed last,
-right before execve.  First the lxc.hook.start hooks run, inside the container (their program and
-/bin/sh are the container's).  Afterwards the kernel sees init, the
+All of this runs under the seccomp filter and no_new_privs that
+setup_seccomp put in force, as in LXC.  Afterwards the kernel sees init, the
 container's pid 1, running the command.
 If exec fails, the error goes to the monitor through the aborting state.
 """
@@ -30,8 +29,6 @@ from __future__ import annotations
 
 import os
 import signal
-
-from lxcsm import hooks
 
 TYPE_CHECKING = False   # typing itself costs every start ~5 ms to import
 if TYPE_CHECKING:
@@ -51,7 +48,6 @@ def environment(entries) -> dict[str, str]:
 
 def enter(ctx: ChildContext) -> None:
     request = ctx.request
-    hooks.run(request.config, "start", ctx.log)
     env = environment(request.config.environment)
     os.chdir(request.config.init_cwd or "/")
     os.setsid()
@@ -72,14 +68,11 @@ def enter(ctx: ChildContext) -> None:
     os.closerange(3, channel)
     os.closerange(channel + 1, 1 << 20)
     ctx.log.trace("exec", argv=list(request.command))
-    if ctx.seccomp is not None:   # last of all: from here on only execve is left to do
-        ctx.seccomp.load()
     os.execvpe(request.command[0], list(request.command), env)
 
 
 def plan(request: StartRequest) -> list[str]:
     env = environment(request.config.environment)
-    return [*(f"run lxc.hook.start: {s.value}" for _key, s in hooks.configured(request.config, "start")),
-            "setsid(); restore the signal mask; SIGPIPE and SIGXFSZ to default",
+    return ["setsid(); restore the signal mask; SIGPIPE and SIGXFSZ to default",
             f"chdir {request.config.init_cwd or '/'}; close every fd but 0, 1, 2",
             "execve(" + " ".join(request.command) + ") with " + " ".join(f"{k}={v}" for k, v in env.items())]

@@ -1,29 +1,32 @@
-"""setup_autodev (child) - a minimal /dev of our own (lxc.autodev = 1).
+"""setup_autodev (child) - the lxc.hook.autodev hooks, then /dev filled (lxc.autodev = 1).
 
-Replaces LXC's mount_autodev(), lxc_fill_autodev() and lxc_setup_devpts_child()
-(conf.c).
+Replaces LXC's lxc_fill_autodev() and lxc_setup_devpts_child() (conf.c), and
+the autodev hooks run right before them in lxc_setup().
 
-Afterwards the kernel sees, in the rootfs:
-* a small tmpfs on /dev (mode 0755), hiding whatever the rootfs has there;
-* the device nodes every program expects and no others: null, zero, full,
-  random, urandom, tty (mode 0666, as under LXC);
+setup_mounts put an empty tmpfs on /dev; the mounts and the mount hooks are
+done.  First the lxc.hook.autodev hooks run (LXC_ROOTFS_MOUNT is where the
+rootfs is): they see /dev as the mounts left it and may make nodes of their
+own there.  Afterwards the kernel sees, in the rootfs's /dev:
+* the device nodes every program expects: null, zero, full, random, urandom,
+  tty (mode 0666, as under LXC) - a node a hook already made is kept;
 * fd, stdin, stdout and stderr as links into /proc/self/fd;
 * a fresh devpts instance on /dev/pts (newinstance, so the container's ptys
   are not the host's), allowing lxc.pty.max ptys when that is set, with
   /dev/ptmx bind-mounted from its ptmx node.  (LXC mounts no devpts at all
   without lxc.pty.max; lxcsm always gives the container its own.)
 
-With lxc.autodev = 0 the rootfs's own /dev is used as it is.
+With lxc.autodev = 0 the rootfs's own /dev is used as it is, and no autodev
+hook runs.
 
-/dev is opened inside the rootfs (symlinks followed inside it only) and the
-tmpfs attached onto that descriptor; everything after is made through the
-tmpfs's own mount descriptor, never by a path a process writing into the
-rootfs could redirect.
+/dev is opened inside the rootfs (symlinks followed inside it only), and
+everything is made relative to that descriptor, never by a path a process
+writing into the rootfs could redirect.
 """
 
 import os
 import stat
 
+from lxcsm import hooks
 from lxcsm.engine.linux import kernel, mounts, paths
 
 NODES = {  # name: (major, minor)
@@ -40,35 +43,41 @@ def _devpts_options(config) -> str:
 
 
 def enter(ctx) -> str:
-    if not ctx.request.config.autodev:
+    config = ctx.request.config
+    if not config.autodev:
         ctx.log.trace("autodev disabled")
         return "dev_ready"
+    hooks.run(config, "autodev", ctx.log)
     root = paths.open_root(ctx.rootfs)
     try:
-        target = paths.open_in_root(root, "/dev", "dir")
+        dev = paths.open_in_root(root, "/dev", "dir")
     finally:
         os.close(root)
-    dev = None
     try:
-        dev = mounts.new_filesystem("tmpfs", "none", kernel.MS_NOSUID | kernel.MS_NOEXEC, "size=500000,mode=755")
-        mounts.attach(dev, target)
-        _populate(dev, ctx.request.config)
+        _populate(dev, config)
     finally:
-        for fd in (target, dev):
-            if fd is not None:
-                os.close(fd)
+        os.close(dev)
     ctx.log.trace("dev populated", path=f"{ctx.rootfs}/dev", nodes=" ".join(NODES))
     return "dev_ready"
 
 
 def _populate(dev: int, config) -> None:
-    """The nodes, links, devpts and ptmx, made in the fresh tmpfs `dev` (its mount's fd)."""
+    """The nodes, links, devpts and ptmx, made in the tmpfs whose fd is `dev`."""
     for name, (major, minor) in NODES.items():
-        os.mknod(name, stat.S_IFCHR | 0o666, os.makedev(major, minor), dir_fd=dev)
+        try:
+            os.mknod(name, stat.S_IFCHR | 0o666, os.makedev(major, minor), dir_fd=dev)
+        except FileExistsError:
+            continue   # made by an autodev hook or a mount entry: theirs, as with LXC
         os.chmod(name, 0o666, dir_fd=dev)   # mknod's mode is cut by the umask
     for name, target in LINKS.items():
-        os.symlink(target, name, dir_fd=dev)
-    os.mkdir("pts", 0o755, dir_fd=dev)
+        try:
+            os.symlink(target, name, dir_fd=dev)
+        except FileExistsError:
+            pass
+    try:
+        os.mkdir("pts", 0o755, dir_fd=dev)
+    except FileExistsError:
+        pass   # setup_mounts made it with the tmpfs
     pts = kernel.openat2(dev, "pts", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, 0, paths.NO_SYMLINKS_BENEATH)
     ptmx = paths.create_beneath(dev, "ptmx", 0o666)
     devpts = devpts_ptmx = ptmx_bind = None
@@ -88,7 +97,7 @@ def _populate(dev: int, config) -> None:
 def plan(request) -> list[str]:
     if not request.config.autodev:
         return ["keep the rootfs's /dev (lxc.autodev = 0)"]
-    return ["mount tmpfs on /dev (size=500000,mode=755)",
+    return [*(f"run lxc.hook.autodev: {s.value}" for _key, s in hooks.configured(request.config, "autodev")),
             "mknod " + " ".join(f"{n} {ma}:{mi}" for n, (ma, mi) in NODES.items()),
             "symlink " + " ".join(f"{n}->{t}" for n, t in LINKS.items()),
             f"mount devpts on /dev/pts ({_devpts_options(request.config)}); bind /dev/pts/ptmx on /dev/ptmx"]

@@ -1,10 +1,13 @@
-"""setup_mounts (child) - lxc.mount.auto, then lxc.mount.fstab and lxc.mount.entry.
+"""setup_mounts (child) - /dev's tmpfs, lxc.mount.auto, lxc.mount.fstab, lxc.mount.entry.
 
-Replaces LXC's lxc_mount_auto_mounts(), setup_mount() and
+Replaces LXC's mount_autodev(), lxc_mount_auto_mounts(), setup_mount() and
 setup_mount_entries() (conf.c).
 
 Afterwards the kernel sees, inside the rootfs and only in the container's
 mount namespace:
+* with lxc.autodev on: an empty tmpfs on /dev (mode 0755, holding only the
+  directory pts), hiding whatever the rootfs has there; setup_autodev fills it
+  after the hooks below, as LXC does;
 * proc (proc:mixed: /proc/sys read-only but for /proc/sys/net, which belongs
   to the container's own network namespace, and /proc/sysrq-trigger
   read-only; proc:rw: all writable);
@@ -13,7 +16,11 @@ mount namespace:
 * each mount entry, in LXC's order (the fstab file's lines, then the
   lxc.mount.entry lines), with its targets created when create=dir|file asks
   for it, bind mounts remounted to honour ro/nosuid/..., and `optional`
-  entries skipped when they fail.
+  entries skipped when they fail;
+* the container's cgroups on /sys/fs/cgroup (lxc.mount.auto = cgroup*) only
+  where LXC 5.0.2 mounts them: inside its own cgroup namespace a container
+  that keeps CAP_SYS_ADMIN mounts them itself (systemd does, with its own
+  layout) unless the token says :force, or the host has cgroup2 only.
 
 Every target is opened inside the rootfs by the kernel (openat2 with
 RESOLVE_IN_ROOT: symlinks followed inside it, ``..`` stopping at its top),
@@ -24,8 +31,8 @@ new mount's own descriptor.  No path is looked up twice, so a process writing
 into the rootfs meanwhile cannot send a mount or a created file onto the host.
 
 A failing entry names its file and line.  Then the lxc.hook.mount hooks run,
-and with lxc.autodev on the lxc.hook.autodev hooks, as in LXC: after the
-mounts, before pivot_root (LXC_ROOTFS_MOUNT is where the rootfs is).
+as in LXC: after the mounts, before /dev is filled and before pivot_root
+(LXC_ROOTFS_MOUNT is where the rootfs is).
 """
 
 import os
@@ -42,6 +49,7 @@ class MountEntryError(StateError):
 
 
 _SAFE = kernel.MS_NOSUID | kernel.MS_NODEV | kernel.MS_NOEXEC
+DEV_TMPFS = "size=500000,mode=755"   # LXC's default lxc.autodev.tmpfs.size, in bytes
 
 
 def _bind_over(filesystem: int, name: str, readonly: bool) -> None:
@@ -106,6 +114,17 @@ def cgroup_mode(token: str, config) -> str:
             return mode
     dropped = config.dropped_capabilities(kernel.last_capability())
     return "mixed" if kernel.CAPABILITIES["sys_admin"] in dropped else "rw"
+
+
+def cgroups_wanted(token: str, config) -> bool:
+    """Whether lxcsm mounts the cgroups of an lxc.mount.auto cgroup token, as LXC's cgfsng_mount()
+    decides: in its own cgroup namespace a container keeping CAP_SYS_ADMIN mounts them itself,
+    unless the token ends in :force or the host has the unified hierarchy only."""
+    if "force" in token.split(":") or "cgroup" in config.namespace_keep:
+        return True
+    if cgroups.unified_only(cgroups.hierarchies()):
+        return True
+    return kernel.CAPABILITIES["sys_admin"] in config.dropped_capabilities(kernel.last_capability())
 
 
 def mount_cgroups(root: int, token: str, mode: str) -> None:
@@ -176,21 +195,35 @@ def mount_entry(root: int, rootfs_path: str, entry) -> None:
             os.close(fd)
 
 
+def mount_dev_tmpfs(root: int) -> None:
+    """An empty tmpfs on the rootfs's /dev, with the directory pts, as LXC's mount_autodev()."""
+    target = paths.open_in_root(root, "/dev", "dir")
+    dev = None
+    try:
+        dev = mounts.new_filesystem("tmpfs", "none", kernel.MS_NOSUID | kernel.MS_NOEXEC, DEV_TMPFS)
+        mounts.attach(dev, target)
+        os.mkdir("pts", 0o755, dir_fd=dev)
+    finally:
+        for fd in (target, dev):
+            if fd is not None:
+                os.close(fd)
+
+
 def enter(ctx) -> str:
     root = paths.open_root(ctx.rootfs)
     try:
         _mount_all(ctx, root)
     finally:
         os.close(root)
-    config = ctx.request.config
-    hooks.run(config, "mount", ctx.log)
-    if config.autodev:
-        hooks.run(config, "autodev", ctx.log)
+    hooks.run(ctx.request.config, "mount", ctx.log)
     return "mounts_done"
 
 
 def _mount_all(ctx, root: int) -> None:
     config = ctx.request.config
+    if config.autodev:
+        mount_dev_tmpfs(root)
+        ctx.log.trace("mounted", what="dev", options=DEV_TMPFS)
     if config.mount_proc:
         mount_proc(root, config.mount_proc)
         ctx.log.trace("mounted", what="proc", mode=config.mount_proc)
@@ -208,7 +241,10 @@ def _mount_all(ctx, root: int) -> None:
             raise MountEntryError(f"{where}: mounting {entry.source} on {entry.target}: {describe(err)}") from None
         ctx.log.trace("mounted", source=entry.source, target=entry.target, fstype=entry.fstype,
                       options=entry.options)
-    if config.mount_cgroup:   # after the entries, as LXC mounts them
+    if config.mount_cgroup and not cgroups_wanted(config.mount_cgroup, config):
+        ctx.log.trace("cgroups left to the container", token=config.mount_cgroup,
+                      why="own cgroup namespace and CAP_SYS_ADMIN")
+    elif config.mount_cgroup:   # after the entries, as LXC mounts them
         mode = cgroup_mode(config.mount_cgroup, config)
         mount_cgroups(root, config.mount_cgroup, mode)
         ctx.log.trace("mounted", what="cgroup", token=config.mount_cgroup, mode=mode)
@@ -216,7 +252,7 @@ def _mount_all(ctx, root: int) -> None:
 
 def plan(request) -> list[str]:
     config = request.config
-    steps = []
+    steps = [f"mount tmpfs on /dev ({DEV_TMPFS}); mkdir /dev/pts"] if config.autodev else []
     if config.mount_proc:
         steps.append(f"mount proc on /proc ({config.mount_proc})")
     if config.mount_sys:
@@ -224,9 +260,11 @@ def plan(request) -> list[str]:
     for entry in config.mount_entries:
         steps.append(f"mount {entry.source} on {container_path(config.rootfs_path, entry.target)} "
                      f"type {entry.fstype} ({entry.options})  [{entry.origin.file}:{entry.origin.line}]")
-    if config.mount_cgroup:
+    if config.mount_cgroup and not cgroups_wanted(config.mount_cgroup, config):
+        steps.append(f"no cgroup mounts ({config.mount_cgroup}): the container keeps CAP_SYS_ADMIN in its own "
+                     "cgroup namespace and mounts them itself, as under LXC")
+    elif config.mount_cgroup:
         steps.append(f"mount the container's cgroups on /sys/fs/cgroup ({config.mount_cgroup}: "
                      f"{cgroup_mode(config.mount_cgroup, config)})")
-    for kind in ("mount", "autodev") if config.autodev else ("mount",):
-        steps += [f"run lxc.hook.{kind}: {s.value}" for _key, s in hooks.configured(config, kind)]
+    steps += [f"run lxc.hook.mount: {s.value}" for _key, s in hooks.configured(config, "mount")]
     return steps or ["nothing to mount"]

@@ -8,7 +8,11 @@ cannot propagate to the host) and detached lazily (MNT_DETACH), which
 leaves the new root visible.  No directory for the old root is needed.
 
 Afterwards the kernel sees: the container's / is its rootfs, no path leads
-to the host's filesystem, and the working directory is /.
+to the host's filesystem, and the working directory is /.  Every mount of
+the container is shared, in peer groups of its own (not the host's): as LXC
+does, because services that run in mount namespaces of their own (systemd's
+PrivateTmp=, ProtectSystem=...) are slaves of the container's mounts and
+must see what is mounted there later.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ def enter(ctx: ChildContext) -> str:
         kernel.mount(None, ".", None, kernel.MS_SLAVE | kernel.MS_REC)
         kernel.umount2(".", kernel.MNT_DETACH)
         os.fchdir(new_root)
+        kernel.mount(None, ".", None, kernel.MS_SHARED | kernel.MS_REC)
     finally:
         os.close(old_root)
         os.close(new_root)
@@ -41,4 +46,5 @@ def enter(ctx: ChildContext) -> str:
 
 
 def plan(request: StartRequest) -> list[str]:
-    return ["pivot_root(\".\", \".\") in the rootfs", "make the old root rslave, umount2(MNT_DETACH) it", "chdir /"]
+    return ["pivot_root(\".\", \".\") in the rootfs", "make the old root rslave, umount2(MNT_DETACH) it",
+            "make / rshared (new peer groups, the container's own)", "chdir /"]

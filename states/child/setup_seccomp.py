@@ -1,42 +1,53 @@
-"""setup_seccomp (child) - the seccomp filter of lxc.seccomp.profile, built.
+"""setup_seccomp (child) - init's last restrictions, then the lxc.hook.start hooks under them.
 
-Replaces LXC's lxc_read_seccomp_config() (seccomp.c); its lxc_seccomp_load()
-is the last thing exec does before execve.
+Replaces the steps of LXC's do_start() between lxc_setup() and the
+CGROUP_LIMITS barrier: PR_SET_NO_NEW_PRIVS (lxc.no_new_privs), then
+lxc_seccomp_load(), then run_lxc_hooks("start").
 
-The policy (read and checked by preflight) becomes a libseccomp filter here,
-before pivot_root puts libseccomp out of reach: its default action, then one
-rule per syscall of the sections for this machine (names libseccomp does not
-know are skipped and logged, as LXC does), reject_force_umount as LXC spells
-it out.  The kernel sees nothing yet: exec installs the filter right before
-execve, so the interpreter's own last steps cannot trip it, and init and
-everything it runs are filtered.  As LXC, no_new_privs is left off.
+The child is set up: pivoted, its capabilities dropped.  Afterwards the
+kernel sees:
+* with lxc.no_new_privs = 1: no_new_privs set on the child, which init and
+  everything it runs inherit (NoNewPrivs: 1 in /proc/PID/status) - no execve
+  can gain privileges through setuid bits or file capabilities;
+* with lxc.seccomp.profile: the filter the monitor built (init_handler)
+  installed on the child (Seccomp: 2), for every process the container will
+  ever have.  As LXC, the filter does not turn no_new_privs on itself;
+* whatever the lxc.hook.start hooks did: they run inside the container
+  (their program and /bin/sh are the container's), already under the
+  filter and no_new_privs, as under LXC.
 """
 
 from __future__ import annotations
 
-import os
+from lxcsm import hooks
+from lxcsm.engine.linux import kernel
 
 TYPE_CHECKING = False   # typing itself costs every start ~5 ms to import
 if TYPE_CHECKING:
     from lxcsm.engine.start.context import ChildContext, StartRequest
 
 
+def no_new_privs(config) -> bool:
+    return config.get_item("lxc.no_new_privs") == "1"
+
+
 def enter(ctx: ChildContext) -> str:
-    policies = ctx.request.config.in_effect("lxc.seccomp.profile")
-    if policies:
-        # Only configs with a policy pay for the parser and libseccomp.
-        from lxcsm.engine.config import seccomp_policy
-        from lxcsm.engine.linux import seccomp
-        setting = policies[-1][1]
-        policy = seccomp_policy.read(setting.as_path())
-        ctx.seccomp = seccomp.Filter(policy, os.uname().machine)
-        ctx.log.trace("seccomp filter built", policy=setting.value, rules=len(policy.rules),
-                      skipped=" ".join(ctx.seccomp.skipped))
-    return "seccomp_built"
+    config = ctx.request.config
+    if no_new_privs(config):
+        kernel.set_no_new_privs()
+        ctx.log.trace("no_new_privs set")
+    if ctx.seccomp is not None:
+        ctx.seccomp.load()
+        ctx.log.trace("seccomp filter loaded")
+    hooks.run(config, "start", ctx.log)
+    return "seccomp_loaded"
 
 
 def plan(request: StartRequest) -> list[str]:
-    policies = request.config.in_effect("lxc.seccomp.profile")
-    if not policies:
-        return ["nothing: no lxc.seccomp.profile"]
-    return [f"build a seccomp filter from {policies[-1][1].value} (installed by exec, right before execve)"]
+    config = request.config
+    steps = ["prctl(PR_SET_NO_NEW_PRIVS, 1)"] if no_new_privs(config) else []
+    policies = config.in_effect("lxc.seccomp.profile")
+    if policies:
+        steps.append(f"load the seccomp filter of {policies[-1][1].value} (built by init_handler)")
+    steps += [f"run lxc.hook.start: {s.value}" for _key, s in hooks.configured(config, "start")]
+    return steps or ["nothing: no lxc.no_new_privs, no lxc.seccomp.profile, no lxc.hook.start"]

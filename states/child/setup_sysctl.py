@@ -1,8 +1,15 @@
-"""setup_sysctl (child) - the container's kernel parameters.
+"""setup_sysctl (child) - the container's boot id and kernel parameters.
 
-Replaces LXC's setup_sysctl_parameters() (conf.c), near the end of lxc_setup().
+Replaces LXC's lxc_setup_boot_id() and setup_sysctl_parameters() (conf.c),
+near the end of lxc_setup(), right after pivot_root.
 
-Afterwards the kernel sees each lxc.sysctl.KEY = VALUE written to
+Afterwards the kernel sees, with lxc.autodev on (as LXC, which needs its own
+/dev for it): a fresh random UUID in /dev/.lxc-boot-id (mode 0444),
+bind-mounted read-only over /proc/sys/kernel/random/boot_id - every boot of
+the container has a boot id of its own, not the host's, which is what
+journald and `journalctl -b` go by.  Like LXC this is best-effort: without
+/proc or a writable /dev the host's boot id shows through, and the start goes
+on.  Then each lxc.sysctl.KEY = VALUE written to
 /proc/sys/KEY (dots as slashes: net.ipv4.ip_forward is
 /proc/sys/net/ipv4/ip_forward) of the container - after pivot_root, so only
 parameters of the container's own namespaces can be changed, and only where
@@ -11,6 +18,12 @@ A value the kernel refuses fails the start, naming the file, line and key.
 """
 
 from __future__ import annotations
+
+import os
+import uuid
+
+from lxcsm.engine.errors import describe
+from lxcsm.engine.linux import kernel
 
 TYPE_CHECKING = False   # typing itself costs every start ~5 ms to import
 if TYPE_CHECKING:
@@ -21,7 +34,33 @@ def _path(key: str) -> str:
     return "/proc/sys/" + key.removeprefix("lxc.sysctl.").replace(".", "/")
 
 
+BOOT_ID = "/proc/sys/kernel/random/boot_id"
+FRESH_BOOT_ID = "/dev/.lxc-boot-id"   # LXC's name for it
+
+
+def set_boot_id() -> None:
+    fd = os.open(FRESH_BOOT_ID, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o444)
+    try:
+        os.write(fd, f"{uuid.uuid4()}\n".encode())
+        os.fchmod(fd, 0o444)
+    finally:
+        os.close(fd)
+    try:
+        kernel.mount(FRESH_BOOT_ID, BOOT_ID, None, kernel.MS_BIND)
+        kernel.mount(None, BOOT_ID, None, kernel.MS_BIND | kernel.MS_REMOUNT | kernel.MS_RDONLY
+                     | kernel.MS_NOSUID | kernel.MS_NOEXEC | kernel.MS_NODEV)
+    except OSError:
+        os.unlink(FRESH_BOOT_ID)
+        raise
+
+
 def enter(ctx: ChildContext) -> str:
+    if ctx.request.config.autodev and os.access(BOOT_ID, os.F_OK):
+        try:
+            set_boot_id()
+            ctx.log.trace("boot id set", file=BOOT_ID)
+        except OSError as err:
+            ctx.log.info("boot id left as the host's", error=describe(err))
     for key, setting in ctx.request.config.in_effect("lxc.sysctl"):
         path = _path(key)
         setting.write_to(path)
@@ -30,5 +69,7 @@ def enter(ctx: ChildContext) -> str:
 
 
 def plan(request: StartRequest) -> list[str]:
-    return [f"write {setting.value} to {_path(key)}"
-            for key, setting in request.config.in_effect("lxc.sysctl")] or ["nothing: no lxc.sysctl"]
+    steps = ([f"write a random UUID to {FRESH_BOOT_ID}, bind it read-only over {BOOT_ID}"]
+             if request.config.autodev else [])
+    steps += [f"write {setting.value} to {_path(key)}" for key, setting in request.config.in_effect("lxc.sysctl")]
+    return steps or ["nothing: lxc.autodev = 0, no lxc.sysctl"]

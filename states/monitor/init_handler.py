@@ -18,6 +18,14 @@ Afterwards the kernel sees:
 * whatever the lxc.hook.pre-start hooks did, run here in the host's
   namespaces, before anything of the container exists (every boot).
 
+Then, as LXC's lxc_init() reads lxc.seccomp.profile, the policy (checked by
+preflight) becomes a libseccomp filter, held in the monitor's memory - which
+the child is a copy of: it loads the filter in setup_seccomp, after
+pivot_root, where the policy file and libseccomp are out of its reach.  Its
+default action, one rule per syscall of the sections for this machine (names
+libseccomp does not know are skipped and logged, as LXC does),
+reject_force_umount as LXC spells it out.
+
 The container's state is STARTING.  Nothing else on the host has changed yet.
 """
 
@@ -94,6 +102,16 @@ def enter(ctx) -> str:
             ctx.log.warn("not supported yet", key=setting.key, value=setting.value,
                          file=setting.file, line=setting.line)
     hooks.run(config, "pre-start", ctx.log)
+    policies = config.in_effect("lxc.seccomp.profile")
+    if policies:
+        # Only configs with a policy pay for the parser and libseccomp.
+        from lxcsm.engine.config import seccomp_policy
+        from lxcsm.engine.linux import seccomp
+        setting = policies[-1][1]
+        policy = seccomp_policy.read(setting.as_path())
+        ctx.seccomp = seccomp.Filter(policy, os.uname().machine)
+        ctx.log.trace("seccomp filter built", policy=setting.value, rules=len(policy.rules),
+                      skipped=" ".join(ctx.seccomp.skipped))
     return "handler_ready"
 
 
@@ -129,4 +147,7 @@ def plan(request) -> list[str]:
         steps.append(f"write the monitor's pid to {request.pidfile}")
     steps += [f"warn: {s.key} is not supported yet ({s.file}:{s.line})" for s in config.unsupported]
     steps += [f"run lxc.hook.pre-start: {s.value}" for _key, s in hooks.configured(config, "pre-start")]
+    policies = config.in_effect("lxc.seccomp.profile")
+    if policies:
+        steps.append(f"build a seccomp filter from {policies[-1][1].value} (loaded by the child's setup_seccomp)")
     return steps

@@ -92,7 +92,7 @@ def enter(ctx) -> str:
             os.close(cgroup2_fd)
     if pid == 0:
         monitor_sock.close()
-        run_child(request, child_sock, ctx.signal_mask)   # never returns
+        run_child(request, child_sock, ctx.signal_mask, ctx.seccomp)   # never returns
     child_sock.close()
     boot.undo.record("child", pid, handle=pidfd)
     boot.init_pid, boot.init_pidfd = pid, pidfd

@@ -16,10 +16,14 @@ mknod() of a device by the container:
   engine/linux/cgroup_devices.py), attached to the payload cgroup; none without
   such rules, as with LXC.
 (The other limits were written by spawn.)
+Then the lxc.hook.start-host hooks run in the host's namespaces, as in LXC's
+lxc_spawn(): after the device limits, before FDS; the child's start hooks
+have already run.
 """
 
 from __future__ import annotations
 
+from lxcsm import hooks
 from lxcsm.engine.errors import StateError
 from lxcsm.engine.linux import cgroups
 from lxcsm.engine.protocol.sync import SyncMsg
@@ -49,9 +53,10 @@ def enter(ctx: MonitorContext) -> str:
             count = cgroup_devices.apply(devices, unified)
             ctx.log.trace("device program attached", cgroup=unified, instructions=count,
                           default="allow" if devices.default_allow else "deny", rules=len(devices.effective()))
-        return "limits_applied"
-    for path, value in cgroups.write_limits(config, ctx.hierarchies, limits, devices=True):
-        ctx.log.trace("cgroup limit set", file=path, value=value)
+    else:
+        for path, value in cgroups.write_limits(config, ctx.hierarchies, limits, devices=True):
+            ctx.log.trace("cgroup limit set", file=path, value=value)
+    hooks.run(config, "start-host", ctx.log)
     return "limits_applied"
 
 
@@ -61,4 +66,5 @@ def plan(request: StartRequest) -> list[str]:
     v2 = [f"{setting.key} = {setting.value}" for _file, setting in cgroups.cgroup2_limits(request.config, True)]
     if v2:
         v2 = [f"cgroup2 only: load and attach an eBPF device program for: {'; '.join(v2)}"]
-    return ["wait for CGROUP_LIMITS", *v1, *v2]
+    start_host = [f"run lxc.hook.start-host: {s.value}" for _key, s in hooks.configured(request.config, "start-host")]
+    return ["wait for CGROUP_LIMITS", *v1, *v2, *start_host]

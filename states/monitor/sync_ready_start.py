@@ -3,8 +3,7 @@
 Replaces LXC's final lxc_sync_barrier_child(START_SYNC_READY_START) in
 lxc_spawn() and the RUNNING step of __lxc_start().
 
-First the lxc.hook.start-host hooks run, in the host's namespaces: the
-container is set up and waits for this message.  The child's end of the
+The child's end of the
 sync channel is close-on-exec, so a successful exec
 closes it: end-of-file here means init is running.  A failed exec sends an
 ERROR frame with the reason instead.
@@ -16,7 +15,6 @@ there), and the daemon's caller is told the start succeeded.
 
 from __future__ import annotations
 
-from lxcsm import hooks
 from lxcsm.engine.protocol.command_socket import LxcState
 from lxcsm.engine.protocol.sync import SyncMsg
 
@@ -28,7 +26,6 @@ if TYPE_CHECKING:
 def enter(ctx: MonitorContext) -> str:
     boot, server, channel = ctx.boot, ctx.command_server, ctx.boot.channel
     assert server is not None and channel is not None   # init_handler bound the one, spawn opened the other
-    hooks.run(ctx.request.config, "start-host", ctx.log)
     channel.wake(SyncMsg.READY_START)
     channel.wait_for_exec()
     channel.close()
@@ -42,6 +39,5 @@ def enter(ctx: MonitorContext) -> str:
 
 
 def plan(request: StartRequest) -> list[str]:
-    return [*(f"run lxc.hook.start-host: {s.value}" for _key, s in hooks.configured(request.config, "start-host")),
-            "send READY_START", "wait for end-of-file (init was exec'd) or ERROR",
+    return ["send READY_START", "wait for end-of-file (init was exec'd) or ERROR",
             "container state RUNNING; answer the command socket from now on"]

@@ -10,7 +10,7 @@ import pytest
 
 pytestmark = pytest.mark.root
 
-KINDS = ("pre-start", "pre-mount", "mount", "autodev", "start-host", "start", "stop", "post-stop")
+KINDS = ("pre-start", "pre-mount", "mount", "autodev", "start", "start-host", "stop", "post-stop")   # LXC 5.0.2's order
 
 # Appends one line per run: KIND|arguments|LXC_NAME|LXC_HOOK_TYPE|LXC_TARGET|LXC_ROOTFS_MOUNT
 RECORDER = """#!/bin/sh
@@ -72,8 +72,8 @@ def test_version_1_passes_the_kind_in_the_environment(make_container, tmp_path):
 
 @pytest.mark.parametrize("kind, side, state", [("pre-start", "monitor", "init_handler"),
                                                ("mount", "child", "setup_mounts"),
-                                               ("start-host", "monitor", "sync_ready_start"),
-                                               ("start", "child", "exec")])
+                                               ("start-host", "monitor", "sync_cgroup_limits"),
+                                               ("start", "child", "setup_seccomp")])
 def test_a_failing_hook_fails_the_start_and_post_stop_still_runs(make_container, tmp_path, kind, side, state):
     c, log = _hooked(make_container, tmp_path, kinds=(kind, "post-stop"))
     config = c.config.read_text()

@@ -1,5 +1,5 @@
-"""The child's states that fill the rootfs with mounts - setup_autodev, setup_mounts,
-setup_ttys - each alone.
+"""The child's states that fill the rootfs with mounts - setup_mounts, setup_autodev,
+setup_ttys - each alone (setup_autodev after the setup_mounts that puts its tmpfs on /dev).
 
 What they mount is checked as the mount table the fake kernel keeps (fake_kernel.MountTable):
 where, what, with which options and data, in the order the mounts were attached.  That
@@ -42,12 +42,19 @@ def nodes_made(host) -> list[tuple[str, int, int]]:
 
 
 @pytest.mark.state("child", "setup_autodev")
-def test_setup_autodev_mounts_a_tmpfs_dev_with_the_basic_nodes_its_own_devpts_and_ptmx(
+def test_setup_autodev_runs_the_autodev_hooks_then_fills_the_tmpfs_with_nodes_its_own_devpts_and_ptmx(
         host, run, make_request, child_ctx, mknod):
     ctx = child_ctx(make_request("lxc.pty.max = 64"))
+    assert run("child", "setup_mounts", ctx) == "mounts_done"
+    assert host.mounts.view(ctx.rootfs) == [("/dev", "tmpfs", "noexec,nosuid", "size=500000,mode=755")]
+    assert sorted(p.name for p in host.mounts.contents(f"{ctx.rootfs}/dev").iterdir()) == ["pts"]   # LXC's too
+    before = len(host.names())
 
     assert run("child", "setup_autodev", ctx) == "dev_ready"
 
+    # As LXC: the autodev hooks first, on the empty tmpfs; then the nodes.
+    assert host.names()[before] == "hooks.run" and host.calls("hooks")[-1] == ("run", "autodev")
+    assert host.names().index("os.mknod") > before
     assert host.mounts.view(ctx.rootfs) == [
         ("/dev", "tmpfs", "noexec,nosuid", "size=500000,mode=755"),
         ("/dev/pts", "devpts", "noexec,nosuid", "newinstance,ptmxmode=0666,mode=0620,gid=5,max=64"),
@@ -55,7 +62,9 @@ def test_setup_autodev_mounts_a_tmpfs_dev_with_the_basic_nodes_its_own_devpts_an
     ]
     assert nodes_made(host) == [(name, stat.S_IFCHR | 0o666, os.makedev(major, minor))
                                 for name, (major, minor) in setup_autodev.NODES.items()]
-    dev = host.mounts.contents(f"{ctx.rootfs}/dev")   # the nodes are made in the new tmpfs
+    # Made in /dev as opened inside the rootfs (the real kernel crosses into the tmpfs there;
+    # the fake's openat2 does not cross mounts, so they are in the directory under it).
+    dev = Path(ctx.rootfs, "dev")
     for name in setup_autodev.NODES:
         assert stat.S_IMODE((dev / name).stat().st_mode) == 0o666   # not cut by the umask
     assert {name: os.readlink(dev / name) for name in setup_autodev.LINKS} == setup_autodev.LINKS
@@ -65,6 +74,7 @@ def test_setup_autodev_mounts_a_tmpfs_dev_with_the_basic_nodes_its_own_devpts_an
 @pytest.mark.state("child", "setup_autodev")
 def test_setup_autodev_without_lxc_pty_max_leaves_devpts_unlimited(host, run, make_request, child_ctx, mknod):
     ctx = child_ctx(make_request())
+    run("child", "setup_mounts", ctx)
 
     assert run("child", "setup_autodev", ctx) == "dev_ready"
 
@@ -83,9 +93,22 @@ def test_setup_autodev_off_keeps_the_rootfs_dev(host, run, make_request, child_c
 
 
 @pytest.mark.state("child", "setup_autodev")
+def test_setup_autodev_keeps_a_node_an_autodev_hook_made(host, run, make_request, child_ctx, mknod):
+    ctx = child_ctx(make_request())
+    run("child", "setup_mounts", ctx)
+    Path(ctx.rootfs, "dev", "null").write_text("the hook's")   # /dev as the state opens it (see above)
+
+    assert run("child", "setup_autodev", ctx) == "dev_ready"
+
+    assert Path(ctx.rootfs, "dev", "null").read_text() == "the hook's"
+    assert [name for name, _mode, _dev in nodes_made(host)] == list(setup_autodev.NODES)   # null: EEXIST
+
+
+@pytest.mark.state("child", "setup_autodev")
 def test_setup_autodev_refused_mknod_fails_after_the_tmpfs(host, run, make_request, child_ctx, mknod):
     host.on("os.mknod", raises=PermissionError(errno.EPERM, "Operation not permitted"))
     ctx = child_ctx(make_request())
+    run("child", "setup_mounts", ctx)
 
     run.failing("child", "setup_autodev", ctx, PermissionError)
 
@@ -100,13 +123,15 @@ def test_setup_mounts_mounts_proc_sys_the_entries_then_the_cgroups_then_runs_the
         host, run, make_request, child_ctx, tmp_path):
     share = tmp_path / "share"
     share.mkdir()
-    ctx = child_ctx(make_request("lxc.mount.auto = proc:mixed sys:mixed cgroup:mixed",
+    ctx = child_ctx(make_request("lxc.mount.auto = proc:mixed sys:mixed cgroup:mixed:force",
                                  f"lxc.mount.entry = {share} srv none bind,ro,create=dir 0 0",
                                  "lxc.mount.entry = tmpfs dev/shm tmpfs defaults,create=dir 0 0"))
 
     assert run("child", "setup_mounts", ctx) == "mounts_done"
 
     assert host.mounts.view(ctx.rootfs) == [
+        # lxc.autodev: an empty tmpfs on /dev first, as LXC's mount_autodev()
+        ("/dev", "tmpfs", "noexec,nosuid", "size=500000,mode=755"),
         # proc:mixed - /proc/sys read-only but for /proc/sys/net, /proc/sysrq-trigger read-only
         ("/proc", "proc", SAFE, None),
         ("/proc/sys", "bind", f"{SAFE},ro", None, "/proc/sys"),
@@ -125,9 +150,9 @@ def test_setup_mounts_mounts_proc_sys_the_entries_then_the_cgroups_then_runs_the
         ("/sys/fs/cgroup/unified", "cgroup2", SAFE, None),
     ]
     assert Path(ctx.rootfs, "srv").is_dir() and Path(ctx.rootfs, "dev", "shm").is_dir()   # create=dir
-    # The hooks after every mount: mount, then autodev (lxc.autodev is on).
-    assert host.calls("hooks") == [("run", "mount"), ("run", "autodev")]
-    assert host.names()[-2:] == ["hooks.run", "hooks.run"]
+    # The mount hooks after every mount; the autodev hooks are setup_autodev's.
+    assert host.calls("hooks") == [("run", "mount")]
+    assert host.names()[-1] == "hooks.run"
 
 
 @pytest.mark.state("child", "setup_mounts")
@@ -138,6 +163,22 @@ def test_setup_mounts_with_nothing_to_mount_only_runs_the_mount_hooks(host, run,
 
     assert host.mounts.view() == []
     assert host.calls("hooks") == [("run", "mount")]
+
+
+@pytest.mark.state("child", "setup_mounts")
+@pytest.mark.parametrize("token,extra,mounted", [
+    ("cgroup:mixed", (), False),                          # keeps CAP_SYS_ADMIN: its init mounts them
+    ("cgroup:rw", (), False),
+    ("cgroup:mixed:force", (), True),
+    ("cgroup:mixed", ("lxc.cap.drop = sys_admin",), True),   # could not mount them itself
+    ("cgroup:mixed", ("lxc.namespace.keep = cgroup",), True),
+])
+def test_setup_mounts_mounts_the_cgroups_where_lxc_does(host, run, make_request, child_ctx, token, extra, mounted):
+    ctx = child_ctx(make_request("lxc.autodev = 0", f"lxc.mount.auto = {token}", *extra))
+
+    assert run("child", "setup_mounts", ctx) == "mounts_done"
+
+    assert any(m[0] == "/sys/fs/cgroup" for m in host.mounts.view(ctx.rootfs)) == mounted
 
 
 @pytest.fixture
@@ -171,7 +212,7 @@ def test_setup_mounts_skips_a_failing_optional_entry(host, run, make_request, ch
 
     assert run("child", "setup_mounts", ctx) == "mounts_done"
 
-    assert host.mounts.view(ctx.rootfs) == [("/tmp", "tmpfs", "", None)]
+    assert host.mounts.view(ctx.rootfs)[1:] == [("/tmp", "tmpfs", "", None)]   # after /dev's tmpfs
     [(level, fields)] = ctx.log.named("optional mount skipped")
     assert level == "info" and fields["entry"] == f"{ctx.request.config.path}:2: lxc.mount.entry"
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import errno
 import os
+import uuid
 from pathlib import Path
 
 import pytest
 
-from lxcsm.engine.linux import kernel, seccomp
-from lxcsm.states.child import setup_hostname, setup_pivot_root
+from lxcsm.engine.linux import kernel
+from lxcsm.states.child import setup_hostname, setup_pivot_root, setup_sysctl
+from tests.unit.states.fake_kernel import PASS
 
 SLAVE_REC = kernel.MS_SLAVE | kernel.MS_REC
 
@@ -127,52 +129,44 @@ def test_setup_network_failing_device_fails(host, run, make_request, child_ctx):
 # --- setup_seccomp ---------------------------------------------------------------------
 
 
-@pytest.fixture
-def filters(host, monkeypatch):
-    """seccomp.Filter(policy, machine), recorded: built, never loaded here."""
-    class FakeFilter:
-        def __init__(self, policy, machine) -> None:
-            host.rec.call("seccomp.Filter", (machine,), {})
-            self.policy, self.machine, self.skipped = policy, machine, ["not_a_syscall"]
-            self.load = host.rec.fake("seccomp.load")
-    monkeypatch.setattr(seccomp, "Filter", FakeFilter)
+class FakeFilter:
+    """A built seccomp filter (the monitor's init_handler builds it): its load is recorded."""
+    def __init__(self, host) -> None:
+        self.load = host.rec.fake("seccomp.load")
 
 
 @pytest.mark.state("child", "setup_seccomp")
-def test_setup_seccomp_builds_the_filter_of_the_last_profile_for_exec_to_load(
-        host, run, make_request, child_ctx, filters, tmp_path):
-    (tmp_path / "first.seccomp").write_text("2\ndenylist\nmount\n")
-    (tmp_path / "last.seccomp").write_text("2\ndenylist\n[all]\nmknod errno 1\nnot_a_syscall\n")
-    ctx = child_ctx(make_request(f"lxc.seccomp.profile = {tmp_path}/first.seccomp",
-                                 f"lxc.seccomp.profile = {tmp_path}/last.seccomp"))
+def test_setup_seccomp_sets_no_new_privs_loads_the_filter_then_runs_the_start_hooks_under_them(
+        host, run, make_request, child_ctx):
+    ctx = child_ctx(make_request("lxc.no_new_privs = 1", "lxc.hook.start = /bin/true"))
+    ctx.seccomp = FakeFilter(host)
 
-    assert run("child", "setup_seccomp", ctx) == "seccomp_built"
+    assert run("child", "setup_seccomp", ctx) == "seccomp_loaded"
 
-    assert host.calls() == [("seccomp.Filter", os.uname().machine)]   # and no seccomp.load: exec's job
-    assert [rule.syscall for rule in ctx.seccomp.policy.rules] == ["mknod", "not_a_syscall"]
-    [(_level, fields)] = ctx.log.named("seccomp filter built")
-    assert (fields["rules"], fields["skipped"]) == (2, "not_a_syscall")
+    # LXC's do_start(): PR_SET_NO_NEW_PRIVS, lxc_seccomp_load(), then the start hooks.
+    assert host.names() == ["kernel.set_no_new_privs", "seccomp.load", "hooks.run"]
+    assert host.calls("hooks") == [("run", "start")]
 
 
 @pytest.mark.state("child", "setup_seccomp")
-def test_setup_seccomp_without_a_profile_builds_nothing(host, run, make_request, child_ctx, filters):
-    ctx = child_ctx(make_request())
+def test_setup_seccomp_without_a_profile_or_no_new_privs_only_runs_the_start_hooks(
+        host, run, make_request, child_ctx):
+    ctx = child_ctx(make_request("lxc.no_new_privs = 0"))
 
-    assert run("child", "setup_seccomp", ctx) == "seccomp_built"
+    assert run("child", "setup_seccomp", ctx) == "seccomp_loaded"
 
-    assert host.calls() == [] and ctx.seccomp is None
+    assert host.names() == ["hooks.run"]
 
 
 @pytest.mark.state("child", "setup_seccomp")
-def test_setup_seccomp_with_its_policy_gone_fails(host, run, make_request, child_ctx, filters, tmp_path):
-    policy = tmp_path / "gone.seccomp"
-    policy.write_text("2\ndenylist\n")
-    ctx = child_ctx(make_request(f"lxc.seccomp.profile = {policy}"))
-    policy.unlink()   # between preflight and the child
+def test_setup_seccomp_refused_load_fails_before_any_start_hook(host, run, make_request, child_ctx):
+    ctx = child_ctx(make_request("lxc.hook.start = /bin/true"))
+    ctx.seccomp = FakeFilter(host)
+    host.on("seccomp.load", raises=OSError(errno.EINVAL, "seccomp_load: Invalid argument"))
 
     run.failing("child", "setup_seccomp", ctx, OSError)
 
-    assert ctx.seccomp is None
+    assert host.calls("hooks") == []
 
 
 # --- setup_pivot_root ------------------------------------------------------------------
@@ -203,12 +197,14 @@ def test_setup_pivot_root_pivots_in_the_rootfs_and_detaches_the_old_root_as_a_sl
 
     # Into the new root, which pivot_root(".", ".") makes / with the old root stacked on it;
     # onto the old root, made a slave (nothing propagates out) and detached; back; chdir /.
+    # Then, as LXC, every mount of the new root shared, in peer groups of its own.
     assert host.names() == ["os.fchdir", "kernel.pivot_root", "os.fchdir", "kernel.mount", "kernel.umount2",
-                            "os.fchdir", "os.chdir"]
+                            "os.fchdir", "kernel.mount", "os.chdir"]
     assert cwd_calls == [ctx.rootfs, "/", ctx.rootfs]
     assert host.calls("kernel") == [("pivot_root", ".", "."),
                                     ("mount", None, ".", None, kernel.MS_SLAVE | kernel.MS_REC),
-                                    ("umount2", ".", kernel.MNT_DETACH)]
+                                    ("umount2", ".", kernel.MNT_DETACH),
+                                    ("mount", None, ".", None, kernel.MS_SHARED | kernel.MS_REC)]
     assert host.calls("os")[-1] == ("chdir", "/")
     assert open_fds() == before   # both directory fds closed
 
@@ -228,9 +224,56 @@ def test_setup_pivot_root_refused_fails_without_leaking_its_fds(host, run, make_
 # --- setup_sysctl ----------------------------------------------------------------------
 
 
+@pytest.fixture
+def boot_id_file(host):
+    """setup_sysctl's os, recorded: /proc/sys/kernel/random/boot_id exists, and what is written
+    to /dev/.lxc-boot-id goes into a pipe whose read end this returns."""
+    read, write = host.pipe()
+    host.proxy(setup_sysctl, "os", access=lambda path, mode: True, open=lambda path, flags, mode: write,
+               write=PASS, fchmod=None, close=None, unlink=None)
+    return read
+
+
+@pytest.mark.state("child", "setup_sysctl")
+def test_setup_sysctl_binds_a_fresh_boot_id_read_only_over_the_kernels(host, run, make_request, child_ctx,
+                                                                        boot_id_file):
+    ctx = child_ctx(make_request())
+
+    assert run("child", "setup_sysctl", ctx) == "sysctls_set"
+
+    fresh, proc = setup_sysctl.FRESH_BOOT_ID, setup_sysctl.BOOT_ID
+    written = os.read(boot_id_file, 100).decode()
+    assert str(uuid.UUID(written.strip())) == written.strip() and written.endswith("\n")
+    assert uuid.UUID(written.strip()).version == 4
+    assert host.calls("os")[:2] == [("access", proc, os.F_OK),
+                                    ("open", fresh, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+                                     | os.O_CLOEXEC, 0o444)]
+    assert ("fchmod", host.calls("os")[2][1], 0o444) in host.calls("os")
+    assert host.calls("kernel") == [
+        ("mount", fresh, proc, None, kernel.MS_BIND),
+        ("mount", None, proc, None, kernel.MS_BIND | kernel.MS_REMOUNT | kernel.MS_RDONLY | kernel.MS_NOSUID
+         | kernel.MS_NOEXEC | kernel.MS_NODEV)]
+
+
+@pytest.mark.state("child", "setup_sysctl")
+def test_setup_sysctl_leaves_the_boot_id_alone_without_autodev_or_if_binding_fails(
+        host, run, make_request, child_ctx, boot_id_file):
+    ctx = child_ctx(make_request("lxc.autodev = 0"))
+    assert run("child", "setup_sysctl", ctx) == "sysctls_set"
+    assert host.calls() == []
+
+    host.on("kernel.mount", raises=OSError(errno.EPERM, "Operation not permitted"))
+    ctx = child_ctx(make_request())
+    assert run("child", "setup_sysctl", ctx) == "sysctls_set"   # best-effort, as LXC
+    assert host.calls("os")[-1] == ("unlink", setup_sysctl.FRESH_BOOT_ID)
+    [(level, _fields)] = ctx.log.named("boot id left as the host's")
+    assert level == "info"
+
+
 @pytest.mark.state("child", "setup_sysctl")
 def test_setup_sysctl_writes_each_key_to_proc_sys_in_config_order(host, run, make_request, child_ctx):
-    ctx = child_ctx(make_request("lxc.sysctl.net.ipv4.ip_forward = 1", "lxc.sysctl.kernel.msgmax = 16384"))
+    ctx = child_ctx(make_request("lxc.autodev = 0", "lxc.sysctl.net.ipv4.ip_forward = 1",
+                                 "lxc.sysctl.kernel.msgmax = 16384"))
 
     assert run("child", "setup_sysctl", ctx) == "sysctls_set"
 
@@ -242,11 +285,11 @@ def test_setup_sysctl_writes_each_key_to_proc_sys_in_config_order(host, run, mak
 @pytest.mark.state("child", "setup_sysctl")
 def test_setup_sysctl_refused_value_fails_naming_the_setting(host, run, make_request, child_ctx):
     Path(host.files.path("/proc/sys/net/ipv4/ip_forward")).mkdir(parents=True)   # so that the write fails
-    ctx = child_ctx(make_request("lxc.sysctl.net.ipv4.ip_forward = 1"))
+    ctx = child_ctx(make_request("lxc.autodev = 0", "lxc.sysctl.net.ipv4.ip_forward = 1"))
 
     info = run.failing("child", "setup_sysctl", ctx, OSError)
 
-    assert info.value.strerror.startswith(f"{ctx.request.config.path}:2: lxc.sysctl.net.ipv4.ip_forward: "
+    assert info.value.strerror.startswith(f"{ctx.request.config.path}:3: lxc.sysctl.net.ipv4.ip_forward: "
                                           "writing '1': ")
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from lxcsm.engine.errors import StateError
-from lxcsm.engine.linux import kernel
+from lxcsm.engine.linux import kernel, seccomp
 from lxcsm.engine.protocol import command_client, command_server
 from lxcsm.engine.protocol.command_server import AlreadyRunning
 from lxcsm.engine.protocol.command_socket import LxcState
@@ -81,6 +81,48 @@ def test_init_handler_binds_the_command_socket_routes_signals_to_a_signalfd_and_
         "LXC_ROOTFS_MOUNT": rootfs}
     [(level, fields)] = ctx.log.named("not supported yet")
     assert (level, fields["key"], fields["line"]) == ("warn", "lxc.console.size", 2)
+
+
+@pytest.fixture
+def filters(host, monkeypatch):
+    """seccomp.Filter(policy, machine), recorded: built, never loaded here."""
+    class FakeFilter:
+        def __init__(self, policy, machine) -> None:
+            host.rec.call("seccomp.Filter", (machine,), {})
+            self.policy, self.machine, self.skipped = policy, machine, ["not_a_syscall"]
+            self.load = host.rec.fake("seccomp.load")
+    monkeypatch.setattr(seccomp, "Filter", FakeFilter)
+
+
+@pytest.mark.state("monitor", "init_handler")
+def test_init_handler_builds_the_seccomp_filter_of_the_last_profile_after_pre_start_for_the_child(
+        host, run, make_request, monitor_ctx, bind, sigmask, filters, tmp_path):
+    (tmp_path / "first.seccomp").write_text("2\ndenylist\nmount\n")
+    (tmp_path / "last.seccomp").write_text("2\ndenylist\n[all]\nmknod errno 1\nnot_a_syscall\n")
+    ctx = monitor_ctx(make_request(f"lxc.seccomp.profile = {tmp_path}/first.seccomp",
+                                   f"lxc.seccomp.profile = {tmp_path}/last.seccomp"), fresh=True)
+
+    assert run("monitor", "init_handler", ctx) == "handler_ready"
+
+    # As LXC's lxc_init(): read after the pre-start hooks; loaded by the child's setup_seccomp.
+    assert host.names()[-2:] == ["hooks.run", "seccomp.Filter"]
+    assert host.calls("seccomp") == [("Filter", os.uname().machine)]
+    assert [rule.syscall for rule in ctx.seccomp.policy.rules] == ["mknod", "not_a_syscall"]
+    [(_level, fields)] = ctx.log.named("seccomp filter built")
+    assert (fields["rules"], fields["skipped"]) == (2, "not_a_syscall")
+
+
+@pytest.mark.state("monitor", "init_handler")
+def test_init_handler_with_its_seccomp_policy_gone_fails(host, run, make_request, monitor_ctx, bind, sigmask,
+                                                         filters, tmp_path):
+    policy = tmp_path / "gone.seccomp"
+    policy.write_text("2\ndenylist\n")
+    ctx = monitor_ctx(make_request(f"lxc.seccomp.profile = {policy}"), fresh=True)
+    policy.unlink()   # between preflight and the monitor
+
+    run.failing("monitor", "init_handler", ctx, OSError)
+
+    assert ctx.seccomp is None
 
 
 @pytest.mark.state("monitor", "init_handler")

@@ -152,7 +152,8 @@ def payload_cgroups(ctx) -> list[str]:
 
 
 @pytest.mark.state("monitor", "sync_cgroup_limits")
-def test_sync_cgroup_limits_waits_for_the_child_then_writes_the_device_rules_in_order(host, run, synced):
+def test_sync_cgroup_limits_waits_for_the_child_writes_the_device_rules_in_order_then_runs_start_host(
+        host, run, synced):
     ctx = synced("lxc.cgroup.cpu.shares = 512", "lxc.cgroup.devices.deny = a",
                  "lxc.cgroup.devices.allow = c 1:3 rwm")
     _cpu, devices, _unified = payload_cgroups(ctx)
@@ -163,6 +164,7 @@ def test_sync_cgroup_limits_waits_for_the_child_then_writes_the_device_rules_in_
         ("channel.wait_for", SyncMsg.CGROUP_LIMITS),
         ("files.write", os.path.join(devices, "devices.deny"), "a"),
         ("files.write", os.path.join(devices, "devices.allow"), "c 1:3 rwm"),
+        ("hooks.run", "start-host"),   # as LXC's lxc_spawn(): after the device limits, before FDS
     ]   # and not cpu.shares: spawn wrote it
     assert Path(devices, "devices.allow").read_text() == "c 1:3 rwm"
 
@@ -176,6 +178,17 @@ def test_sync_cgroup_limits_refused_rule_fails_naming_the_setting(host, run, syn
     info = run.failing("monitor", "sync_cgroup_limits", ctx, OSError)
 
     assert info.value.strerror.startswith(f"{ctx.request.config.path}:2: lxc.cgroup.devices.deny: writing 'a': ")
+    assert host.calls("hooks") == []
+
+
+@pytest.mark.state("monitor", "sync_cgroup_limits")
+def test_sync_cgroup_limits_failing_start_host_hook_never_sends_fds(host, run, synced):
+    host.on("hooks.run", raises=StateError("config:5: lxc.hook.start-host: hook '/bin/false' exited with status 1"))
+    ctx = synced()
+
+    run.failing("monitor", "sync_cgroup_limits", ctx, StateError)
+
+    assert host.names("channel") == ["channel.wait_for"]   # CGROUP_LIMITS only: no FDS
 
 
 # --- sync_fds --------------------------------------------------------------------------
@@ -222,7 +235,7 @@ def test_sync_fds_when_the_child_fails_instead_reports_its_error(host, run, sync
 
 
 @pytest.mark.state("monitor", "sync_ready_start")
-def test_sync_ready_start_runs_start_host_hooks_lets_init_exec_and_says_running(host, run, synced):
+def test_sync_ready_start_lets_init_exec_and_says_running(host, run, synced):
     ctx = synced()
     ctx.boot.init_pidfd = 77
     channel = ctx.boot.channel
@@ -231,7 +244,7 @@ def test_sync_ready_start_runs_start_host_hooks_lets_init_exec_and_says_running(
 
     assert run("monitor", "sync_ready_start", ctx) == "init_started"
 
-    assert host.calls() == [("hooks.run", "start-host"), ("channel.wake", SyncMsg.READY_START),
+    assert host.calls() == [("channel.wake", SyncMsg.READY_START),
                             ("channel.wait_for_exec",), ("channel.close",)]
     assert channel.closed and ctx.boot.channel is None
     server = ctx.command_server
@@ -255,13 +268,3 @@ def test_sync_ready_start_when_exec_fails_is_not_running(host, run, synced):
     assert info.value.state == "exec"
     assert ctx.command_server.state is LxcState.STARTING and told == []
     assert ctx.boot.channel is not None and not ctx.boot.channel.closed   # aborting closes it
-
-
-@pytest.mark.state("monitor", "sync_ready_start")
-def test_sync_ready_start_failing_start_host_hook_never_lets_init_run(host, run, synced):
-    host.on("hooks.run", raises=StateError("config:5: lxc.hook.start-host: hook '/bin/false' exited with status 1"))
-    ctx = synced()
-
-    run.failing("monitor", "sync_ready_start", ctx, StateError)
-
-    assert host.names("channel") == []
