@@ -91,7 +91,7 @@ RULES: tuple[Rule, ...] = (
     R("network", r"lxc_network_recv_from_parent|lxc_setup_network_in_child_namespaces\w*"
                  r"|__netdev_configure_container_common|lxc_network_setup_in_child_namespaces_common",
       "child:setup_network"),
-    R("conf", "mount_autodev", "child:setup_autodev"),
+    R("conf", "mount_autodev", "child:setup_mounts"),                    # /dev's tmpfs, before the mounts
     R("conf", "lxc_mount_auto_mounts|mount_entry|setup_mount\\w*", "child:setup_mounts"),
     R("cgfsng", "cgfsng_mount", "child:setup_mounts"),                   # lxc.mount.auto cgroup:...
     R("conf", "parse_vfs_attr", INHERIT),
@@ -103,7 +103,8 @@ RULES: tuple[Rule, ...] = (
     R("conf", "lxc_allocate_ttys|lxc_setup_ttys|lxc_create_ttys", "child:setup_ttys"),
     R("conf", "lxc_pivot_root", "child:setup_pivot_root"),
     R("conf", "setup_sysctl_parameters", "child:setup_sysctl"),
-    R("seccomp", r"\w+", "child:setup_seccomp"),
+    # lxc_read_seccomp_config(), from lxc_init(): the policy read before anything is created.
+    R("seccomp", r"\w+", "monitor:init_handler"),
     R("conf", "setup_personality|capabilities_deny|capabilities_allow|dropcaps_except|setup_caps",
       "child:setup_capabilities"),
     R("conf", "lxc_setup", "child:setup_pivot_root"),                    # "The container is set up"
@@ -152,7 +153,7 @@ LXC_ONLY: dict[str, str] = {
 # lxcsm states of a normal start that LXC has no lines for, and why.
 LXCSM_ONLY: dict[str, str] = {
     "child:setup_sysctl": "LXC's setup_sysctl_parameters() logs nothing for a config without lxc.sysctl",
-    "child:setup_seccomp": "LXC's lxc_read_seccomp_config() logs nothing for a config without a policy",
+    "child:setup_seccomp": "LXC's no_new_privs, lxc_seccomp_load() and start hooks log nothing when they succeed",
 }
 
 # (side, wake|wait, sequence) -> the lxcsm state that does it: where lxcsm's states block or send
