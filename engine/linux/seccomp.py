@@ -34,9 +34,9 @@ def action_bits(action: str) -> int:
 
 class Filter:
     """A filter built from a Policy with libseccomp (loaded by ctypes: lxcsm uses no Python
-    binding), to be installed later with load().  Built before pivot_root, which would
-    put libseccomp out of reach; loaded by exec, right before execve, so that nothing the
-    interpreter does afterwards can trip it."""
+    binding), to be installed later with load().  Built by the monitor (init_handler, as
+    LXC's lxc_init), where the policy file and libseccomp are in reach; loaded by the
+    child (setup_seccomp) after pivot_root, before the start hooks, as LXC's do_start()."""
 
     def __init__(self, policy: Policy, machine: str) -> None:
         import ctypes
