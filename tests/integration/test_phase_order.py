@@ -1,6 +1,6 @@
 """What the container sees of the start order: lxcsm against lxc-start 5.0.2, same container.
 
-A probing hook of every kind appends its kind, its NoNewPrivs and Seccomp, and the
+A probing hook of every kind (fixtures/hook-probe.sh) appends its kind, its NoNewPrivs and Seccomp, and the
 container's /dev as it finds it, to a file; init writes its own NoNewPrivs, boot id and
 mount table to another.  The same container is started by lxc-start and by lxcsm, with LXC's
 common.seccomp policy, lxc.no_new_privs = 1 and cgroup:mixed (issue 11):
@@ -15,21 +15,13 @@ common.seccomp policy, lxc.no_new_privs = 1 and cgroup:mixed (issue 11):
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import pytest
 
 pytestmark = pytest.mark.root
 
-PROBE = """#!/bin/sh
-kind=${3:-$LXC_HOOK_TYPE}
-if [ "$kind" = start ]; then
-    out=/probe.log; dev=/dev
-else
-    out="${LXC_ROOTFS_PATH#dir:}/probe.log"; dev="$LXC_ROOTFS_MOUNT/dev"
-fi
-status=$(grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status | tr -d '\\t' | tr '\\n' ' ')
-echo "$kind $status dev=$(ls "$dev" | tr '\\n' ,)" >> "$out"
-"""
+PROBE = Path(__file__).resolve().parents[2] / "fixtures" / "hook-probe.sh"
 INIT = ("{ grep NoNewPrivs: /proc/self/status; cat /proc/sys/kernel/random/boot_id; "
         "cut -d' ' -f5,7 /proc/self/mountinfo; echo end; } > /init.out")
 ORDER = ["pre-start", "pre-mount", "mount", "autodev", "start", "start-host"]
@@ -56,7 +48,7 @@ def _boot(c, lxc: bool) -> tuple[dict[str, list[str]], list[str], str, dict[str,
 
 def test_hooks_seccomp_no_new_privs_boot_id_propagation_and_cgroups_as_under_lxc_start(make_container):
     c = make_container("busybox")
-    (c.rootfs / "probe.sh").write_text(PROBE)
+    (c.rootfs / "probe.sh").write_text(PROBE.read_text())
     (c.rootfs / "probe.sh").chmod(0o755)
     c.config.write_text(c.config.read_text() + "\n".join([
         "lxc.mount.auto = proc:mixed sys:ro cgroup:mixed",

@@ -9,7 +9,7 @@ LXC's trace shows that a hook runs (run_script_argv), not which: for the hooks, 
 hook of every kind appended its kind and what it saw (NoNewPrivs, Seccomp, the container's
 /dev) to a file, under lxc-start (lxc-5.0.2-hook-probe.log) and under lxcsm
 (lxcsm-hook-probe.log); both ran the config of busybox-hooks-seccomp (LXC's common.seccomp
-policy, every hook kind but stop).
+policy, every hook kind but stop; `tools/record-traces --lxc` records all four again).
 """
 
 from __future__ import annotations
