@@ -109,6 +109,8 @@ RULES: tuple[Rule, ...] = (
       "child:setup_capabilities"),
     R("conf", "lxc_setup", "child:setup_pivot_root"),                    # "The container is set up"
     R("mount_utils", r"\w+", INHERIT),
+    # A hook ("Executing script ..."): part of the phase that runs it (hooks.POINTS).
+    R("conf", "run_script_argv|run_buffer", INHERIT),
     # FDS: devpts, ttys and network names handed to the monitor.
     R("conf", "lxc_send_devpts_to_parent|__lxc_send_ttys_to_parent|lxc_sync_fds_child", "child:sync_fds"),
     R("network", "lxc_network_send_name_and_ifindex_to_parent", "child:sync_fds"),
