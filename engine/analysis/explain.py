@@ -15,6 +15,8 @@ it, and adds what can be read mechanically:
 * its transitions in and out, from the table in engine/start/machine.py.
 
 `lxcsm graph --sequence` uses the same sync analysis to draw the protocol.
+`lxcsm explain LXC_FUNCTION` (lxc_spawn, do_start ...) goes the other way,
+from LXC's names to these states: engine/analysis/lxc_functions.py.
 """
 
 from __future__ import annotations

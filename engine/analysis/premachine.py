@@ -52,7 +52,7 @@ STEPS: tuple[Step, ...] = (
          phase="client:wait-running"),
     Step("double fork", "fork; the first child calls setsid() and forks the monitor, then exits, so the "
                         "monitor belongs to no terminal and is not the caller's child",
-         "do_lxcapi_start() forks twice the same way (after lxc_init_handler(), so its log has lines here)",
+         "do_lxcapi_start() forks twice the same way, once its handler is made, so its log has lines here",
          "start.monitor", "daemonize", ("os.fork()", "os.setsid()", "os.fork()"), daemon_only=True,
          phase="monitor:daemonize"),
     Step("monitor process", "stdin, stdout and stderr become /dev/null and the process is titled "

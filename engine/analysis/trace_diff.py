@@ -68,9 +68,11 @@ class LxcLine:
     category: str
     function: str
     message: str
+    file: str = ""                  # LXC's source file, as the line names it (../src/lxc/start.c)
+    time_wrong: bool = False        # its time is provably one LXC printed wrong (see the module doc)
     phase: str | None = None
     rule: Rule | None = None
-    sync: list[tuple[str, str, str, str]] = field(default_factory=list)   # (side, kind, sequence, phase)
+    sync: list[tuple[str, str, str, str | None]] = field(default_factory=list)   # (side, kind, sequence, phase)
 
     @property
     def side(self) -> str:
@@ -93,13 +95,34 @@ def read_lxc(path: str) -> tuple[list[LxcLine], int]:
             continue
         lxcsm += match["prefix"] == "lxcsm"
         lines.append(LxcLine(number, log_reader.lxc_time(match["stamp"], match["frac"], utc=True), match["level"],
-                             match["category"], where["func"], match["message"]))
+                             match["category"], where["func"], match["message"], where["file"],
+                             time_wrong=len(match["frac"]) < 3))
     if not lines:
         raise LogError(f"{path}: empty" if not other else f"{path}: not an LXC log (no line in LXC's log format)")
     if lxcsm > len(lines) / 2:
         raise LogError(f"{path} is an lxcsm log; give LXC's trace first: lxcsm trace-diff LXC_TRACE LXCSM_LOG")
+    mark_wrong_times(lines)
     assign_phases(lines)
     return lines, other
+
+
+def mark_wrong_times(lines: list[LxcLine]) -> None:
+    """Mark the lines whose printed time is provably wrong.
+
+    LXC 5.0.2 prints the first three digits of the nanoseconds, unpadded: 45 ms into a second
+    (045000000 ns) reads ".450", 4.5 ms reads ".450" too.  So a time less than 100 ms into its
+    second reads 10 to 1000 times too far in, and nothing in the line says so.  What proves it:
+    a fraction shorter than three digits (under 100 ns), and time running backwards within one
+    second - lines are written in time order, so every line of that second up to the step back
+    was before the 100 ms mark, and printed inflated.  Other lines may be wrong too, undetectably.
+    """
+    first_of_second = 0
+    for i, line in enumerate(lines):
+        if i and int(line.time) != int(lines[i - 1].time):
+            first_of_second = i
+        elif i and line.time < lines[i - 1].time:
+            for earlier in lines[first_of_second:i]:
+                earlier.time_wrong = True
 
 
 def _sync_actions(message: str) -> list[tuple[str, str, str]]:
