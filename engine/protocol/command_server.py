@@ -39,13 +39,30 @@ privileges to control NAME").  Being refused is all an unprivileged peer
 ever gets, so it never holds a kept connection.
 
 The monitor answers GET_INIT_PID, GET_INIT_PIDFD, GET_STATE,
-GET_CLONE_FLAGS, GET_CONFIG_ITEM, GET_TTY_FD, STOP, ADD_STATE_CLIENT, the
-cgroup commands - GET_CGROUP_CTX (lxc-attach moves its process into the
-fds it gets), GET_CGROUP_FD and GET_LIMIT_CGROUP_FD (lxc-info's and lxc-ls's
-statistics), GET_CGROUP and GET_LIMIT_CGROUP (their path fallbacks) and
+GET_CLONE_FLAGS, GET_CONFIG_ITEM, GET_NAME, GET_LXCPATH, GET_TTY_FD, STOP,
+ADD_STATE_CLIENT, the cgroup commands - GET_CGROUP_CTX (lxc-attach moves its
+process into the fds it gets), GET_CGROUP_FD and GET_LIMIT_CGROUP_FD
+(lxc-info's, lxc-top's, lxc-ls's statistics and lxc-cgroup's reads and
+writes, all done by the client in the directory it gets), GET_CGROUP and
+GET_LIMIT_CGROUP (their path fallbacks, and lxc-freeze's freezer on v1) and
 GET_CGROUP2_FD / GET_LIMIT_CGROUP2_FD (a cgroup2-only host's) - plus
 lxcsm's own CONTINUE; every other command is answered -ENOSYS, which LXC's
 clients handle.
+
+Freezing is the client's work too, as LXC 5 does it: lxc-freeze writes
+freezer.state (v1) or cgroup.freeze (cgroup2) itself and tells the monitor
+with SERVE_STATE_CLIENTS - FREEZING, then FROZEN (RUNNING if it failed);
+lxc-unfreeze THAWED, then RUNNING.  The monitor takes that as its state
+(THAWED is stored as RUNNING), so GET_STATE says FROZEN and lxc-wait -s
+FROZEN returns, and tells its state clients; lxc-monitor hears of it from
+the tool itself.  FREEZE and UNFREEZE (the monitor freezes; no 5.0.2 tool
+sends them) work on a cgroup2-only host only, as LXC's: they write
+cgroup.freeze and answer once cgroup.events says it is done - or when the
+request's timeout (milliseconds, -1: none) is up, successfully, as LXC's
+do.  STOP thaws after it signals, so that a frozen init can die.
+
+Every state the monitor enters itself (set_state) is also announced to
+lxc-monitor (monitor_fifo.py); a failed announcement is logged once.
 """
 
 from __future__ import annotations
@@ -58,6 +75,7 @@ import socket
 import struct
 import time
 
+from lxcsm.engine.protocol import monitor_fifo
 from lxcsm.engine.protocol.command_socket import (
     CGROUP2_SUPER_MAGIC,
     CGROUP_CTX,
@@ -82,6 +100,7 @@ REQUEST_DEADLINE = 2.0      # seconds from accept to a complete request
 MAX_PENDING = 64            # connections still sending their request, in all
 MAX_PENDING_PER_UID = 8     # ... from one unprivileged uid
 ACCEPTS_PER_WAKEUP = 128    # more than the listen backlog (100): one wakeup empties it
+FREEZE_CHECK = 0.01         # seconds between looks at cgroup.events while a FREEZE waits
 
 
 class AlreadyRunning(Exception):
@@ -129,10 +148,13 @@ class Pending:
 class CommandServer:
     """The monitor's side.  Its fileno() is readable whenever a connection needs serving."""
 
-    def __init__(self, sock: socket.socket, name: str, config) -> None:
+    def __init__(self, sock: socket.socket, name: str, config, lxcpath: str | None = None, log=None) -> None:
         self.sock = sock
         self.name = name
         self.config = config
+        self.lxcpath = lxcpath    # None: no announcements to lxc-monitor (a server in a unit test)
+        self.log = log
+        self.announce_failed = False   # logged once; later failures are the same one
         self.state = LxcState.STARTING
         self.init_pid = 0
         self.init_pidfd = -1
@@ -154,8 +176,11 @@ class CommandServer:
         self.pending: dict[socket.socket, Pending] = {}            # in the order they were accepted
         self.waiting_users: dict[int, int] = {}   # unprivileged uid -> its pending connections
         self.waiters: dict[socket.socket, list[int] | None] = {}   # kept connections -> states asked for
+        # FREEZE/UNFREEZE waiting for cgroup.events: connection -> (cgroup, frozen wanted, deadline or None)
+        self.freezing: dict[socket.socket, tuple[str, bool, float | None]] = {}
         self.pausing = False              # a start paused at a breakpoint (engine/start/breakpoints.py)
         self.pause_decision: str | None = None   # what the user said: "continue" or "abort"
+        self.on_request = lambda cmd, uid: None   # each whole request, before it is served (poll traces it)
 
     def fileno(self) -> int:
         return self.selector.fileno()
@@ -185,16 +210,48 @@ class CommandServer:
         now = time.monotonic()
         for conn in [conn for conn, pending in self.pending.items() if pending.deadline <= now]:
             self._drop(conn)
+        for conn, (path, frozen, deadline) in list(self.freezing.items()):
+            if _frozen(path) == frozen or (deadline is not None and deadline <= now):
+                del self.freezing[conn]
+                self.selector.unregister(conn)
+                self._reply(conn, 0)
 
     def timeout(self) -> float | None:
-        """Seconds until the earliest pending connection's deadline, None without one."""
-        if not self.pending:
+        """Seconds until serve_ready() must run again (the earliest pending connection's deadline,
+        or the next look at a freezing cgroup); None when nothing is due."""
+        due = [pending.deadline for pending in self.pending.values()]
+        if self.freezing:
+            due.append(time.monotonic() + FREEZE_CHECK)
+        if not due:
             return None
-        return max(0.0, min(pending.deadline for pending in self.pending.values()) - time.monotonic())
+        return max(0.0, min(due) - time.monotonic())
 
-    def set_state(self, state: LxcState) -> None:
-        """Enter `state` and tell the clients that asked for it (one message each, then close)."""
-        self.state = state
+    def set_state(self, state: LxcState, announce: bool = True) -> None:
+        """Enter `state`, tell the clients that asked for it (one message each, then close)
+        and, unless told not to, lxc-monitor."""
+        self._serve_state_clients(state)
+        if announce:
+            self.announce(state)
+
+    def announce(self, state: LxcState) -> None:
+        """Tell lxc-monitor (lxc-monitord) that the container entered `state`."""
+        if self.lxcpath is not None:
+            self._announced(monitor_fifo.announce_state(self.lxcpath, self.name, state))
+
+    def announce_exit(self, wait_status: int) -> None:
+        """Tell lxc-monitor how init ended (its wait status), as LXC does once init is reaped."""
+        if self.lxcpath is not None:
+            self._announced(monitor_fifo.announce_exit_code(self.lxcpath, self.name, wait_status))
+
+    def _announced(self, error: str | None) -> None:
+        if error is not None and not self.announce_failed:
+            self.announce_failed = True
+            if self.log is not None:
+                self.log.warn("cannot tell lxc-monitor the container's states", reason=error)
+
+    def _serve_state_clients(self, state: int) -> None:
+        """The state is `state` (THAWED: RUNNING again); the clients waiting for it hear of it."""
+        self.state = LxcState.RUNNING if state == LxcState.THAWED else LxcState(state)
         for conn, states in list(self.waiters.items()):
             if states is not None and states[state]:
                 try:
@@ -207,7 +264,7 @@ class CommandServer:
         """Stop listening, then close every connection: a kept one's client reads STOPPED."""
         self.selector.unregister(self.sock)
         self.sock.close()
-        for conn in [*self.pending, *self.waiters]:
+        for conn in [*self.pending, *self.waiters, *self.freezing]:
             self._drop(conn)
         self.selector.close()
 
@@ -216,6 +273,7 @@ class CommandServer:
             if user is conn:   # an lxc-console left: its tty is free again
                 del self.tty_users[tty]
         self.waiters.pop(conn, None)
+        self.freezing.pop(conn, None)
         if conn in self.pending:
             self._unpend(conn)
         if conn.fileno() >= 0:
@@ -281,6 +339,7 @@ class CommandServer:
         self._unpend(conn)
         self.selector.unregister(conn)
         cmd, _datalen, inline = HEADER.unpack_from(pending.received)
+        self.on_request(cmd, pending.uid)
         if pending.privileged:
             self._serve(conn, cmd, inline, pending.received[HEADER.size:])
         else:
@@ -318,6 +377,10 @@ class CommandServer:
             self._reply(conn, 0, self.state)
         elif cmd == Cmd.GET_CLONE_FLAGS:
             self._reply(conn, 0, self.clone_flags)
+        elif cmd == Cmd.GET_NAME:
+            self._reply(conn, 0, payload=self.name.encode() + b"\0")
+        elif cmd == Cmd.GET_LXCPATH and self.lxcpath is not None:
+            self._reply(conn, 0, payload=self.lxcpath.encode() + b"\0")
         elif cmd == Cmd.GET_CONFIG_ITEM:
             key = payload.rstrip(b"\0").decode(errors="replace")
             try:
@@ -344,6 +407,7 @@ class CommandServer:
                 self._reply(conn, -(err.errno or errno.EIO))
                 return
             self._keep(conn, None)   # no reply: the client waits for end-of-file
+            self._thaw()
         elif cmd == Cmd.ADD_STATE_CLIENT:
             if len(payload) != 32:
                 self._reply(conn, -errno.EINVAL)
@@ -353,6 +417,15 @@ class CommandServer:
                 self._reply(conn, self.state, self.state)
             else:
                 self._reply(conn, REGISTERED, REGISTERED, keep=True, states=states)
+        elif cmd == Cmd.SERVE_STATE_CLIENTS:
+            state = _int32(inline)
+            if not 0 <= state < len(LxcState):
+                self._reply(conn, -errno.EINVAL)
+            else:
+                self._serve_state_clients(state)
+                self._reply(conn, 0)
+        elif cmd in (Cmd.FREEZE, Cmd.UNFREEZE):
+            self._freeze(conn, cmd == Cmd.FREEZE, _int32(inline))
         elif cmd == Cmd.GET_CGROUP_CTX:
             self._cgroup_ctx(conn, payload)
         elif cmd in (Cmd.GET_CGROUP_FD, Cmd.GET_LIMIT_CGROUP_FD):
@@ -371,6 +444,46 @@ class CommandServer:
     # The container's cgroups.  The "limit" and the plain commands get the same answer: LXC
     # tells them apart only for a container nested below a limiting cgroup, which lxcsm does
     # not make.
+
+    def _unified(self) -> str | None:
+        """The container's cgroup on a cgroup2-only host, None on any other."""
+        if self._layout() != CgroupLayout.UNIFIED:
+            return None
+        return self.cgroups[0][1]
+
+    def _freeze(self, conn, frozen: bool, timeout_ms: int) -> None:
+        """FREEZE/UNFREEZE: write cgroup.freeze; answer once cgroup.events agrees, or at the timeout."""
+        path = self._unified()
+        if path is None:
+            self._reply(conn, -errno.ENOENT)   # as LXC: only on a cgroup2-only host
+            return
+        try:
+            _write(path, "cgroup.freeze", "1" if frozen else "0")
+        except OSError:
+            self._reply(conn, -1)
+            return
+        if timeout_ms == 0 or _frozen(path) == frozen:
+            self._reply(conn, 0)
+            return
+        deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms > 0 else None
+        self.freezing[conn] = (path, frozen, deadline)
+        self.selector.register(conn, selectors.EVENT_READ, self._drop)   # EOF: the client left
+
+    def _thaw(self) -> None:
+        """Let a frozen container run (STOP's signal must reach it): cgroup.freeze on a
+        cgroup2-only host, else the v1 freezer."""
+        unified = self._unified()
+        found = (unified, "cgroup.freeze", "0") if unified else None
+        if found is None:
+            freezer = self._cgroup_of("freezer")
+            found = (freezer[1], "freezer.state", "THAWED") if freezer is not None else None
+        if found is None:
+            return
+        try:
+            _write(*found)
+        except OSError as err:
+            if self.log is not None:
+                self.log.warn("cannot thaw the container", path=found[0], reason=err.strerror)
 
     def _layout(self) -> CgroupLayout:
         versions = {hierarchy.version for hierarchy, _path in self.cgroups}
@@ -446,3 +559,30 @@ class CommandServer:
         hierarchy, path = found
         relative = "/" + os.path.relpath(path, hierarchy.mountpoint)
         self._reply(conn, 0, payload=relative.encode() + b"\0")
+
+
+def _int32(inline: int) -> int:
+    """A request's inline value as the int the client put there (LXC casts through intptr_t)."""
+    value = inline & 0xFFFFFFFF
+    return value - (1 << 32) if value & 0x80000000 else value
+
+
+def _write(directory: str, name: str, value: str) -> None:
+    fd = os.open(os.path.join(directory, name), os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)
+
+
+def _frozen(directory: str) -> bool | None:
+    """What cgroup.events says ("frozen 1": every process in it is frozen); None if unreadable."""
+    try:
+        with open(os.path.join(directory, "cgroup.events")) as events:
+            for line in events:
+                key, _, value = line.partition(" ")
+                if key == "frozen":
+                    return value.strip() == "1"
+    except OSError:
+        pass
+    return None

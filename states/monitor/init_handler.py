@@ -59,7 +59,7 @@ def enter(ctx) -> str:
 
     if ctx.command_server is None:
         sock = _bind(request)
-        ctx.command_server = CommandServer(sock, request.name, config)
+        ctx.command_server = CommandServer(sock, request.name, config, request.lxcpath, ctx.log)
         ctx.undo.record("command_socket", request.name, handle=ctx.command_server)
         address = command_socket.socket_name(request.lxcpath, request.name).decode()[1:]
         ctx.log.trace("command socket bound", address=address)

@@ -5,6 +5,7 @@ Replaces the end of LXC's lxc_end().
 Afterwards the command socket's name is free (a client now gets
 ECONNREFUSED, which LXC's tools read as STOPPED), every client still
 connected reads end-of-file - also STOPPED - and the pid file is gone.
+Then, as LXC does once its socket is closed, lxc-monitor is told STOPPED.
 """
 
 from __future__ import annotations
@@ -17,10 +18,13 @@ if TYPE_CHECKING:
 
 
 def enter(ctx: MonitorContext) -> None:
-    if ctx.command_server is not None:
-        ctx.command_server.set_state(LxcState.STOPPED)
+    server = ctx.command_server
+    if server is not None:
+        server.set_state(LxcState.STOPPED, announce=False)
     ctx.boot.undo.unwind(ctx.log)   # empty, unless the way out failed before it was done
     ctx.undo.unwind(ctx.log)
+    if server is not None:
+        server.announce(LxcState.STOPPED)
     return None
 
 

@@ -6,7 +6,8 @@ Afterwards the kernel sees no ``lxc.payload.NAME`` and no
 ``lxc.monitor.NAME`` directory in any hierarchy (the monitor moved back to
 the cgroup it started in first), and no container process: init exited, and
 with it, by the pid namespace's rules, every other process of the container.
-Clients that asked to hear about STOPPING have been told.  lxc.hook.stop ran
+Clients that asked to hear about STOPPING have been told, and lxc-monitor
+of init's wait status (LXC's exit-code message) and then of STOPPING.  lxc.hook.stop ran
 before the cleanup (with the container's namespaces, held open since spawn)
 and lxc.hook.post-stop after it, both with LXC_TARGET=stop.
 """
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
 
 def enter(ctx: MonitorContext) -> str:
     assert ctx.command_server is not None   # init_handler bound it before anything could stop
+    if ctx.boot.init_status is not None:
+        ctx.command_server.announce_exit(ctx.boot.init_status)
     ctx.command_server.set_state(LxcState.STOPPING)
     hooks.run_stop(ctx, "stop")
     ctx.boot.undo.unwind(ctx.log)

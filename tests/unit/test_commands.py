@@ -641,3 +641,177 @@ def test_cgroup2_fd_only_on_a_cgroup2_only_host(server, payload_dirs):
     for cmd in (Cmd.GET_CGROUP2_FD, Cmd.GET_LIMIT_CGROUP2_FD):
         ret, _value, data, (fd,) = raw_call(server, cmd)
         assert (ret, data, fd_target(fd)) == (0, b"", payload_dirs[2][1])
+
+
+# --- freezing, and the states lxc-freeze tells ----------------------------------------
+
+
+def test_name_and_lxcpath_are_answered_for_hashed_socket_names(server):
+    assert raw_call(server, Cmd.GET_NAME) == (0, 0, server.name.encode() + b"\0", [])
+    assert raw_call(server, Cmd.GET_LXCPATH) == (0, 0, server.lxcpath.encode() + b"\0", [])
+
+
+def test_serve_state_clients_sets_the_state_and_tells_who_asked(server):
+    server.set_state(LxcState.RUNNING)
+    waiter = serve_while(server, lambda: command_client.state_waiter(server.lxcpath, server.name, LxcState.FROZEN))
+    assert raw_call(server, Cmd.SERVE_STATE_CLIENTS, inline=LxcState.FREEZING)[0] == 0
+    assert server.state is LxcState.FREEZING and len(server.waiters) == 1
+    assert raw_call(server, Cmd.SERVE_STATE_CLIENTS, inline=LxcState.FROZEN)[0] == 0
+    assert server.state is LxcState.FROZEN and server.waiters == {}
+    assert command_client.wait_state(waiter, timeout=2) is LxcState.FROZEN
+    assert raw_call(server, Cmd.GET_STATE)[1] == LxcState.FROZEN
+    # THAWED is a passing word: the state it leaves is RUNNING, as LXC stores it
+    assert raw_call(server, Cmd.SERVE_STATE_CLIENTS, inline=LxcState.THAWED)[0] == 0
+    assert server.state is LxcState.RUNNING
+    for bad in (8, -1):
+        assert raw_call(server, Cmd.SERVE_STATE_CLIENTS, inline=bad)[0] == -errno.EINVAL
+    assert server.state is LxcState.RUNNING
+
+
+@pytest.fixture
+def unified_dir(payload_dirs):
+    """The cgroup2 stand-in alone, as on a cgroup2-only host, with the files freezing uses."""
+    path = payload_dirs[2][1]
+    for name, text in (("cgroup.freeze", "0"), ("cgroup.events", "populated 1\nfrozen 0\n")):
+        with open(os.path.join(path, name), "w") as f:
+            f.write(text)
+    return payload_dirs[2:]
+
+
+def read_text(*parts: str) -> str:
+    with open(os.path.join(*parts)) as f:
+        return f.read()
+
+
+def test_freeze_is_for_a_cgroup2_only_host(server, payload_dirs):
+    server.cgroups = payload_dirs
+    assert raw_call(server, Cmd.FREEZE, inline=-1)[0] == -errno.ENOENT
+    assert raw_call(server, Cmd.UNFREEZE, inline=-1)[0] == -errno.ENOENT
+
+
+def test_freeze_without_a_timeout_answers_at_once(server, unified_dir):
+    server.cgroups = unified_dir
+    assert raw_call(server, Cmd.FREEZE, inline=0)[0] == 0
+    assert read_text(unified_dir[0][1], "cgroup.freeze") == "1"
+    assert server.freezing == {}
+
+
+def test_freeze_answers_once_cgroup_events_says_frozen(server, unified_dir):
+    server.cgroups = unified_dir
+    path = unified_dir[0][1]
+    with connect(server) as sock:
+        sock.sendall(HEADER.pack(Cmd.FREEZE, 0, -1))
+        serve_until(server, lambda: server.freezing)
+        assert read_text(path, "cgroup.freeze") == "1"
+        assert server.timeout() is not None and server.timeout() <= command_server.FREEZE_CHECK
+        server.serve_ready()
+        assert not select.select([sock], [], [], 0.05)[0]      # not frozen yet: no answer
+        with open(os.path.join(path, "cgroup.events"), "w") as events:
+            events.write("populated 1\nfrozen 1\n")             # what the kernel says once it is done
+        serve_until(server, lambda: not server.freezing)
+        assert read_reply(sock) == (0, 0, b"", [])
+    with connect(server) as sock:                             # and back, with a deadline that passes
+        sock.sendall(HEADER.pack(Cmd.UNFREEZE, 0, 50))
+        serve_until(server, lambda: server.freezing)
+        assert read_text(path, "cgroup.freeze") == "0"
+        serve_until(server, lambda: not server.freezing)
+        assert read_reply(sock) == (0, 0, b"", [])            # LXC's answer at its timeout too
+
+
+def test_a_freeze_client_that_leaves_is_forgotten(server, unified_dir):
+    server.cgroups = unified_dir
+    with connect(server) as sock:
+        sock.sendall(HEADER.pack(Cmd.FREEZE, 0, -1))
+        serve_until(server, lambda: server.freezing)
+    serve_until(server, lambda: not server.freezing)
+    assert server.timeout() is None
+
+
+def test_stop_thaws_a_frozen_container_so_its_init_can_die(server, payload_dirs, tmp_path):
+    from lxcsm.engine.linux.cgroups import Hierarchy
+    freezer = tmp_path / "freezer" / "home" / "lxc.payload.ct"
+    freezer.mkdir(parents=True)
+    (freezer / "freezer.state").write_text("FROZEN")   # a regular file: a write overwrites, not replaces
+    server.cgroups = [*payload_dirs, (Hierarchy(str(tmp_path / "freezer"), ("freezer",), 1, ""), str(freezer))]
+    init = subprocess.Popen(["sleep", "60"])
+    server.init_pidfd = os.pidfd_open(init.pid)
+    try:
+        with connect(server) as sock:
+            sock.sendall(HEADER.pack(Cmd.STOP, 0, 0))
+            serve_until(server, lambda: server.waiters)
+            assert init.wait(timeout=5) == -signal.SIGKILL
+            assert (freezer / "freezer.state").read_text() == "THAWED"
+    finally:
+        os.close(server.init_pidfd)
+        init.kill()
+        init.wait()
+
+
+# --- lxc-monitor ----------------------------------------------------------------------
+
+
+class Warnings:
+    def __init__(self):
+        self.lines = []
+
+    def warn(self, message, **fields):
+        self.lines.append((message, fields))
+
+
+@pytest.fixture
+def monitor_fifo_dir(tmp_path, monkeypatch):
+    """RUNDIR in tmp_path, and lxc-monitord's FIFO for the server's lxcpath, read end open:
+    read_messages() -> [(type, name, value)] written to it so far."""
+    from lxcsm.engine.protocol import monitor_fifo
+    monkeypatch.setattr(monitor_fifo, "RUNTIME_PATH", str(tmp_path))
+
+    def make(lxcpath: str):
+        fifo = monitor_fifo.fifo_path(lxcpath)
+        os.makedirs(os.path.dirname(fifo))
+        os.mkfifo(fifo, 0o600)
+        reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+
+        def read_messages():
+            try:
+                data = os.read(reader, 64 * STATE_MSG_SIZE)
+            except BlockingIOError:
+                data = b""
+            return [(kind, name.rstrip(b"\0").decode(), value)
+                    for kind, name, value in command_socket.STATE_MSG.iter_unpack(data)]
+        return read_messages, reader
+    opened = []
+
+    def fixture(lxcpath):
+        read_messages, reader = make(lxcpath)
+        opened.append(reader)
+        return read_messages
+    yield fixture
+    for fd in opened:
+        os.close(fd)
+
+
+def test_set_state_is_announced_to_lxc_monitor_and_what_clients_say_is_not(server, monitor_fifo_dir):
+    read_messages = monitor_fifo_dir(server.lxcpath)
+    server.set_state(LxcState.RUNNING)
+    server.announce_exit(9)                                   # killed by SIGKILL: a wait status
+    server.set_state(LxcState.STOPPING)
+    server.set_state(LxcState.STOPPED, announce=False)
+    server.announce(LxcState.STOPPED)
+    # lxc-freeze tells lxc-monitor itself: the monitor must not say it twice
+    assert raw_call(server, Cmd.SERVE_STATE_CLIENTS, inline=LxcState.FROZEN)[0] == 0
+    assert read_messages() == [(0, server.name, LxcState.RUNNING), (2, server.name, 9),
+                               (0, server.name, LxcState.STOPPING), (0, server.name, LxcState.STOPPED)]
+
+
+def test_no_lxc_monitor_listening_is_normal_and_a_broken_fifo_is_warned_about_once(server, monitor_fifo_dir,
+                                                                                  tmp_path):
+    from lxcsm.engine.protocol import monitor_fifo
+    server.log = Warnings()
+    server.set_state(LxcState.RUNNING)                         # no FIFO at all: nobody listens
+    fifo = monitor_fifo.fifo_path(server.lxcpath)
+    os.makedirs(fifo)                                          # not a FIFO: cannot be written
+    server.set_state(LxcState.STOPPING)
+    server.announce_exit(0)
+    assert [message for message, _fields in server.log.lines] == ["cannot tell lxc-monitor the container's states"]
+    assert "Is a directory" in server.log.lines[0][1]["reason"]
+    assert server.state is LxcState.STOPPING                   # and nothing else changed for it

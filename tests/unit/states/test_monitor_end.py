@@ -193,10 +193,36 @@ def test_reboot_undoes_the_boot_between_its_hooks_and_keeps_the_command_socket(h
     assert (level, fields["boot"]) == ("notice", 1)
 
 
+def told_lxc_monitor(server) -> list:
+    """What the command server announces to lxc-monitor, recorded instead of written to its FIFO:
+    ("state", STATE, command socket open?) and ("exit", WAIT_STATUS)."""
+    told: list = []
+    server.announce = lambda state: told.append(("state", state, server.sock.fileno() != -1))
+    server.announce_exit = lambda status: told.append(("exit", status))
+    return told
+
+
+@pytest.mark.state("monitor", "reboot")
+def test_reboot_is_stopping_for_the_stop_hooks_and_stopped_for_the_post_stop_hooks_as_lxc_end(host, run, booted):
+    ctx = booted().ctx
+    ctx.boot.init_status = signal.SIGHUP   # the wait status of an init killed by SIGHUP
+    told = told_lxc_monitor(ctx.command_server)
+    seen = []
+    for hook in ("hooks.run_stop", "hooks.run_post_stop"):
+        host.on(hook, effect=lambda target: seen.append(ctx.command_server.state))
+
+    assert run("monitor", "reboot", ctx) == "boot_cleaned_up"
+
+    assert seen == [LxcState.STOPPING, LxcState.STOPPED]
+    assert told == [("exit", signal.SIGHUP), ("state", LxcState.STOPPING, True), ("state", LxcState.STOPPED, True)]
+
+
 @pytest.mark.state("monitor", "stopping")
 def test_stopping_says_stopping_then_undoes_the_boot_between_its_hooks(host, run, booted):
     scene = booted()
     ctx = scene.ctx
+    ctx.boot.init_status = 3 << 8   # exit(3)
+    told = told_lxc_monitor(ctx.command_server)
     seen = []
     host.on("hooks.run_stop", effect=lambda target: seen.append(ctx.command_server.state))
 
@@ -205,6 +231,7 @@ def test_stopping_says_stopping_then_undoes_the_boot_between_its_hooks(host, run
     assert host.calls() == [("hooks.run_stop", "stop"), ("cgroups.remove", str(scene.payload)),
                             ("hooks.run_post_stop", "stop")]
     assert seen == [LxcState.STOPPING]
+    assert told == [("exit", 3 << 8), ("state", LxcState.STOPPING, True)]   # init's end first, as LXC
     assert not scene.payload.exists() and not is_open(scene.kept) and ctx.boot.undo.changes == []
     assert ctx.undo.changes == [Change("command_socket", "c1")]   # stopped's to close
 
@@ -258,12 +285,14 @@ def test_stopped_says_stopped_then_closes_the_command_socket_and_removes_the_pid
     ctx = scene.ctx
     ctx.undo.record("pidfile", str(pidfile))
     server = ctx.command_server
+    told = told_lxc_monitor(server)
 
     assert run("monitor", "stopped", ctx) is None
     assert "stopped" in MONITOR.final
 
     assert server.state is LxcState.STOPPED and server.sock.fileno() == -1
     assert not pidfile.exists()
+    assert told == [("state", LxcState.STOPPED, False)]   # as LXC: once nobody can ask any more
     # What a way out left behind (here: the whole boot) goes first, then the monitor's own.
     assert host.calls() == [("cgroups.remove", str(scene.payload))]
     assert ctx.boot.undo.changes == [] and ctx.undo.changes == []
