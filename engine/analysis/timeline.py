@@ -1,6 +1,7 @@
 """`lxcsm timeline`: where the time of a start went, state by state, on both sides.
 
-    lxcsm timeline LOGFILE [--start N] [--svg FILE | --png FILE]
+    lxcsm timeline LOGFILE [--start N] [--svg FILE | --png FILE] [--chrome-trace FILE]
+    lxcsm timeline LOGFILE... [--runs N]
 
 Reads any lxcsm log written at TRACE - LXC's line format or JSON lines, even
 mixed, and the ``lxcsm-last-start.log`` a start leaves next to its config
@@ -31,6 +32,13 @@ A log holds several starts when the container rebooted (the monitor enters
 init_handler again) or when several runs were appended to one ``-o`` file;
 ``--start N`` picks one (default the first).
 
+Several logs, or ``--runs N`` (the last N starts that reached RUNNING in the
+logs given), give each state's median offset and duration with its minimum
+and maximum (`medians`): one start is one sample, and single starts on a busy
+machine vary by a third.  The tables say what the timestamps can resolve:
+LXC's line format has whole milliseconds, JSON lines microseconds.
+``--chrome-trace`` writes one start for Perfetto (engine/analysis/chrome_trace.py).
+
 A sync barrier is a ``sync wait`` event (side, sequence).  The side waited
 until the peer's ``sync wake`` with the same sequence (zero if the peer had
 woken it before it began to wait), or, when the peer sends nothing - the
@@ -39,6 +47,7 @@ monitor's wait for ``exec`` ends at end-of-file - until that side's next event.
 
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import dataclass, field
 
@@ -246,6 +255,7 @@ def table(start: Start, path: str = "") -> str:
     lines = [head + (f" ({pids})" if pids else ""),
              f"wall time {fmt_ms(start.wall)} ms: from init_handler at "
              f"{time.strftime('%H:%M:%S', time.localtime(start.t0))}.{int(start.t0 * 1000) % 1000:03d} to {end}",
+             resolution_note([e for s in start.spans for e in s.events]),
              "",
              f"  {'side':<8} {'state':<20} {'at ms':>8} {'dur ms':>8} {'%':>6}  "
              f"{'waterfall (# working, ~ waiting at a sync barrier)'}"]
@@ -291,3 +301,89 @@ def table(start: Start, path: str = "") -> str:
             lines.append(f"  {span.side:<8} {span.state:<20} {fmt_ms(span.begin - start.t0):>8} "
                          f"{fmt_ms(span.duration):>8}")
     return "\n".join(lines)
+
+
+# --- several starts: medians -----------------------------------------------------------------------
+
+@dataclass
+class Medians:
+    """Per-state durations of several starts of one container, by median."""
+    starts: list[tuple[str, Start]]                       # (log path, start), the starts summarised
+    left_out: list[tuple[str, Start]]                     # starts that did not reach RUNNING
+    rows: list[tuple[str, str, list[float], list[float]]]  # (side, state, offsets, durations)
+    waits: list[tuple[str, str, list[float]]]             # (side, sequence, waited)
+
+    @property
+    def walls(self) -> list[float]:
+        return [start.wall for _path, start in self.starts]
+
+
+def medians(found: list[tuple[str, Start]], runs: int | None = None) -> Medians:
+    """The starts that reached RUNNING (the last `runs` of them, if given), state by state.
+
+    A state missing from some starts (a reboot's, a state added between two runs) is
+    summarised over the starts that have it; the table says how many those are."""
+    running = [(path, start) for path, start in found if start.outcome == "running"]
+    left_out = [(path, start) for path, start in found if start.outcome != "running"]
+    if not running:
+        raise LogError("no start in these logs reached RUNNING: nothing to take medians of")
+    if runs is not None:
+        if len(running) < runs:
+            raise LogError(f"--runs {runs}: the logs hold {len(running)} start{'s' * (len(running) != 1)} "
+                           f"that reached RUNNING")
+        running = running[-runs:]
+    rows: dict[tuple[str, str], tuple[list[float], list[float]]] = {}
+    waits: dict[tuple[str, str], list[float]] = {}
+    for _path, start in running:
+        for span in start.spans:
+            if not span.tail:
+                offsets, durations = rows.setdefault((span.side, span.state), ([], []))
+                offsets.append(span.begin - start.t0)
+                durations.append(span.duration)
+        for wait in start.waits:
+            if wait.begin < start.t_end:
+                waits.setdefault((wait.side, wait.sequence), []).append(wait.waited)
+    ordered = sorted(rows.items(), key=lambda item: statistics.median(item[1][0]))
+    return Medians(running, left_out, [(side, state, offsets, durations) for (side, state), (offsets, durations)
+                                       in ordered],
+                   [(side, sequence, waited) for (side, sequence), waited in waits.items()])
+
+
+def _spread(values: list[float]) -> str:
+    return f"{fmt_ms(statistics.median(values)):>8} {fmt_ms(min(values)):>8} {fmt_ms(max(values)):>8}"
+
+
+def median_table(summary: Medians) -> str:
+    """Each state's median offset and duration (with min and max) over several starts."""
+    n = len(summary.starts)
+    names = sorted({start.name for _path, start in summary.starts if start.name})
+    logs = list(dict.fromkeys(path for path, _start in summary.starts))
+    lines = [f"{', '.join(names) or 'container'}: medians of {n} start{'s' * (n != 1)} that reached RUNNING, "
+             f"from {len(logs)} log{'s' * (len(logs) != 1)} ({', '.join(logs)})"]
+    if summary.left_out:
+        lines.append(f"left out: {len(summary.left_out)} start{'s' * (len(summary.left_out) != 1)} that did not "
+                     f"reach RUNNING")
+    lines.append(f"wall time: median {fmt_ms(statistics.median(summary.walls))} ms "
+                 f"(min {fmt_ms(min(summary.walls))}, max {fmt_ms(max(summary.walls))})")
+    lines.append(resolution_note([e for _path, start in summary.starts for s in start.spans for e in s.events]))
+    lines += ["", f"  {'side':<8} {'state':<20} {'at ms':>8} {'dur ms':>8} {'min':>8} {'max':>8}  of starts"]
+    for side, state, offsets, durations in summary.rows:
+        lines.append(f"  {side:<8} {state:<20} {fmt_ms(statistics.median(offsets)):>8} {_spread(durations)}  "
+                     f"{len(durations)}/{n}")
+    if summary.waits:
+        lines += ["", "sync barriers: median wait by side and sequence",
+                  f"  {'side':<8} {'sequence':<15} {'wait ms':>8} {'min':>8} {'max':>8}  of starts"]
+        for side, sequence, waited in summary.waits:
+            lines.append(f"  {side:<8} {sequence:<15} {_spread(waited)}  {len(waited)}/{n}")
+    return "\n".join(lines)
+
+
+def resolution_note(events: list[dict]) -> str:
+    """What the log's timestamps can tell: LXC's line format has whole milliseconds, JSON lines more."""
+    coarse = [abs(e["time"] * 1000 - round(e["time"] * 1000)) < 1e-3 for e in events]
+    advice = "a duration under a few ms is mostly rounding; lxcsm start --log-format json writes microseconds"
+    if all(coarse):
+        return f"timestamps: whole milliseconds (LXC's line format): {advice}"
+    if sum(coarse) > len(coarse) / 10:    # by chance, one JSON stamp in a thousand is a whole millisecond
+        return f"timestamps: whole milliseconds in part of the log (LXC's line format): {advice}"
+    return "timestamps: microseconds (JSON lines)"

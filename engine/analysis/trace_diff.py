@@ -27,7 +27,9 @@ the end so the table can be extended.
 LXC 5.0.2 writes its timestamps in UTC, and the milliseconds are the first
 three digits of the nanoseconds without zero padding (log.c), so they are
 wrong during the first 100 ms of every second.  Order is therefore taken from
-line numbers; times are shown, and the output says when they run backwards.
+line numbers.  A time that is provably such (`mark_wrong_times`: it runs
+backwards within its second) is shown as ``?``, and so is every offset from
+it; the others cannot be checked, which the output says.
 """
 
 from __future__ import annotations
@@ -211,6 +213,7 @@ class Diff:
     order_differs: set[str]
     unmapped: list[LxcLine]
     lxc_t0: float
+    lxc_t0_wrong: bool                        # the line times are measured from printed its time wrong
     lxc_running: LxcLine | None
     backwards: list[int]                      # LXC line numbers whose time runs backwards
 
@@ -290,10 +293,19 @@ def diff(lxc_path: str, lxcsm_path: str, start_index: int = 1, lxc_index: int = 
     running = next((line for line in reversed(lines) if line.phase == "monitor:sync_ready_start"), None)
     backwards = [b.number for a, b in itertools.pairwise(lines) if b.time < a.time]
     return Diff(lxc_path, lxcsm_path, lines, lxc_index, len(starts), start, phases, rows, order_differs,
-                unmapped, init.time, running, backwards)
+                unmapped, init.time, init.time_wrong, running, backwards)
 
 
 # --- output ----------------------------------------------------------------------------------------
+
+WRONG_TIME = "?"
+
+
+def lxc_offset(d: Diff, line: LxcLine) -> str:
+    """A line's time from LXC's first init_handler line, in ms - or `WRONG_TIME` where LXC printed
+    either time wrong (mark_wrong_times), rather than a number that only looks like one."""
+    return WRONG_TIME if line.time_wrong or d.lxc_t0_wrong else fmt_ms(line.time - d.lxc_t0)
+
 
 def marks(d: Diff, phase: Phase) -> str:
     found = []
@@ -326,7 +338,7 @@ def phase_table(d: Diff) -> list[str]:
         if key == "monitor:poll":
             out.append(f"  {'':-<8} {' RUNNING ':-<24}|{'':-<25}|{'':-<26}|")
         first = phase.first_line
-        lxc = (f"{first.number:>5} {fmt_ms(first.time - d.lxc_t0):>8} {len(phase.lxc):>6}" if first
+        lxc = (f"{first.number:>5} {lxc_offset(d, first):>8} {len(phase.lxc):>6}" if first
                else f"{'-':>5} {'':>8} {'':>6}")
         if phase.spans:
             duration = sum(span.duration for span in phase.spans)
@@ -409,9 +421,20 @@ def sync_table(d: Diff) -> list[str]:
     return out
 
 
+def _ranges(numbers: list[int]) -> str:
+    """1, 2, 3, 7 -> '1-3, 7'."""
+    runs: list[list[int]] = []
+    for n in numbers:
+        if runs and n == runs[-1][-1] + 1:
+            runs[-1].append(n)
+        else:
+            runs.append([n])
+    return ", ".join(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]) for run in runs)
+
+
 def report(d: Diff, annotate: bool = False) -> str:
     s = d.start
-    lxc_wall = (f", {fmt_ms(d.lxc_running.time - d.lxc_t0)} ms to RUNNING" if d.lxc_running else ", never RUNNING")
+    lxc_wall = (f", {lxc_offset(d, d.lxc_running)} ms to RUNNING" if d.lxc_running else ", never RUNNING")
     lines = [f"LXC:   {d.lxc_path}: start {d.lxc_index} of {d.lxc_count}, lines "
              f"{d.lxc_lines[0].number}-{d.lxc_lines[-1].number}{lxc_wall}",
              f"lxcsm: {d.lxcsm_path}: start {s.index} of {s.count}, "
@@ -437,9 +460,14 @@ def report(d: Diff, annotate: bool = False) -> str:
         shown = ", ".join(f"{line.number} {line.category}:{line.function}" for line in d.unmapped[:8])
         lines += ["", f"{len(d.unmapped)} LXC lines no rule knows (given the phase before them): {shown}"
                       + (" ..." if len(d.unmapped) > 8 else "")]
+    wrong = [line.number for line in d.lxc_lines if line.time_wrong]
+    lines += ["", "LXC's times: LXC 5.0.2 prints the first three digits of the nanoseconds unpadded, so a line "
+                  "less than 100 ms into its second shows 10 to 1000 times its real fraction. "
+                  + (f"Lines {_ranges(wrong)} provably do (their time runs backwards within a second): their "
+                     f"times are shown as {WRONG_TIME}. " if wrong else "No line of this start provably does. ")
+                  + "The other times cannot be checked; the order is by line number."]
     if d.backwards:
-        lines += ["", f"LXC's time runs backwards at lines {', '.join(map(str, d.backwards[:8]))}: LXC 5 "
-                      f"prints wrong milliseconds in the first 100 ms of a second; the order is by line"]
+        lines.append(f"  (time runs backwards at lines {', '.join(map(str, d.backwards[:8]))})")
     if annotate:
         lines += ["", "LXC's lines with their phases"]
         lines += [f"  {line.number:>5} {line.phase or '?':<30} {line.category}:{line.function} - {line.message}"

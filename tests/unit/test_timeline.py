@@ -286,3 +286,128 @@ def test_lines_that_are_not_log_lines_are_skipped_with_a_warning(tmp_path, capsy
     captured = capsys.readouterr()
     assert "wall time" in captured.out
     assert captured.err.count("\n") == 1 and "line 1" in captured.err
+
+
+# --- honest times -------------------------------------------------------------------------------------
+
+def test_json_keeps_sub_millisecond_times_and_the_lxc_format_stays_lxcs():
+    event = {"name": "bb", "event": "state", "level": logmod.Level.TRACE, "time": 1795437874.6405813,
+             "side": "monitor", "state": "init_handler", "where": "x.py:enter:1"}
+    assert json.loads(logmod.render_json(event))["time"] == event["time"]        # every digit survives
+    line = logmod.render_lxc(event)
+    assert line.split(" ")[2].endswith(".640")    # YYYYmmddHHMMSS.mmm, as LXC writes it
+    assert log_reader.parse_line(line)["time"] == pytest.approx(1795437874.640, abs=1e-6)
+
+
+@BOTH
+def test_the_table_says_what_its_timestamps_can_tell(path, capsys):
+    assert cli.main(["timeline", str(path)]) == 0
+    out = capsys.readouterr().out
+    if path == JSON_FORMAT:
+        assert "timestamps: microseconds (JSON lines)" in out
+        spans = timeline.analyse(log_reader.read_events(str(path))).spans
+        assert any(0 < s.duration * 1000 % 1 for s in spans)      # durations that are no whole ms
+    else:
+        assert "timestamps: whole milliseconds (LXC's line format)" in out
+
+
+def _stretched(factor: float, shift: float) -> str:
+    """The JSON fixture's start with every offset from its first event multiplied by `factor`."""
+    events = [json.loads(line) for line in JSON_FORMAT.read_text().splitlines()]
+    t0 = events[0]["time"]
+    return "".join(json.dumps({**e, "time": t0 + shift + (e["time"] - t0) * factor}) + "\n" for e in events)
+
+
+def test_runs_give_the_median_of_each_state(tmp_path, capsys):
+    """Three starts in one log, the second twice as slow as the first, the third three times: every
+    median is the second start's, min the first's and max the third's."""
+    log = tmp_path / "three.log"
+    log.write_text(_stretched(1, 0) + _stretched(2, 100) + _stretched(3, 200))
+    events = log_reader.read_events(str(log))
+    starts = [timeline.analyse(events, i) for i in (1, 2, 3)]
+    summary = timeline.medians([(str(log), s) for s in starts])
+    middle = {(s.side, s.state): s.duration for s in starts[1].spans if not s.tail}
+    assert {(side, state) for side, state, _o, _d in summary.rows} == set(middle)
+    for side, state, _offsets, durations in summary.rows:
+        assert sorted(durations) == pytest.approx(sorted([middle[side, state] / 2, middle[side, state],
+                                                          middle[side, state] * 1.5]))
+    assert cli.main(["timeline", str(log), "--runs", "3"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("bb: medians of 3 starts that reached RUNNING, from 1 log")
+    init = next(line.split() for line in out.splitlines() if line.startswith("  monitor  init_handler"))
+    first = next(s for s in starts[1].spans if s.state == "init_handler")
+    assert init[3:6] == [timeline.fmt_ms(first.duration), timeline.fmt_ms(first.duration / 2),
+                         timeline.fmt_ms(first.duration * 1.5)] and init[6] == "3/3"
+    assert "sync barriers: median wait by side and sequence" in out
+    # The last N starts: --runs 1 is the third alone.
+    assert cli.main(["timeline", str(log), "--runs", "1"]) == 0
+    wall = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("wall time"))
+    assert wall.startswith(f"wall time: median {timeline.fmt_ms(starts[2].wall)} ms")
+
+
+def test_several_logs_are_several_runs_and_failed_starts_are_left_out(tmp_path, capsys):
+    lines = LXC_FORMAT.read_text().splitlines()
+    cut = next(i for i, line in enumerate(lines) if "state=setup_pivot_root" in line)
+    failed = tmp_path / "failed.log"
+    failed.write_text("\n".join(lines[:cut]) + "\n")      # never reached poll
+    assert cli.main(["timeline", str(LXC_FORMAT), str(JSON_FORMAT), str(failed)]) == 0
+    out = capsys.readouterr().out
+    assert "medians of 2 starts" in out and "from 2 logs" in out
+    assert "left out: 1 start that did not reach RUNNING" in out
+    assert "whole milliseconds in part of the log" in out
+    assert cli.main(["timeline", str(JSON_FORMAT), "--runs", "2"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--runs 2: the logs hold 1 start that reached RUNNING" in err
+    with pytest.raises(SystemExit):
+        cli.main(["timeline", str(JSON_FORMAT), "--runs", "1", "--svg", str(tmp_path / "x.svg")])
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+# --- Chrome's trace-event format -----------------------------------------------------------------------
+
+@BOTH
+def test_the_chrome_trace_has_two_tracks_and_the_shape_perfetto_reads(path, tmp_path, capsys):
+    out = tmp_path / "start.json"
+    assert cli.main(["timeline", str(path), "--chrome-trace", str(out)]) == 0
+    trace = json.loads(out.read_text())
+    assert set(trace) == {"traceEvents", "displayTimeUnit", "otherData"} and trace["displayTimeUnit"] == "ms"
+    events = trace["traceEvents"]
+    start = timeline.analyse(log_reader.read_events(str(path)))
+    pids = {side: start.pids[side] for side in TABLES}
+    assert len(set(pids.values())) == 2
+    for event in events:
+        assert event["ph"] in ("M", "X", "i", "s", "f") and isinstance(event["name"], str)
+        assert isinstance(event["pid"], int) and event["tid"] == event["pid"] and event["pid"] in pids.values()
+        if event["ph"] != "M":
+            assert isinstance(event["ts"], (int, float)) and event["ts"] >= 0 and isinstance(event["cat"], str)
+        if event["ph"] == "X":
+            assert event["dur"] >= 0
+        if event["ph"] == "i":
+            assert event["s"] == "t"
+    names = {e["pid"]: e["args"]["name"] for e in events if e["ph"] == "M" and e["name"] == "process_name"}
+    assert names == {pid: f"lxcsm {side} (pid {pid})" for side, pid in pids.items()}
+    # One complete event per state, on its side's track, one after the other.
+    for side, pid in pids.items():
+        states = [e for e in events if e["ph"] == "X" and e["cat"] == "state" and e["pid"] == pid]
+        assert [e["name"] for e in states] == [s.state for s in start.spans if s.side == side]
+        for a, b in zip(states, states[1:], strict=False):
+            assert a["ts"] + a["dur"] <= b["ts"] + 0.001
+        # Each wait lies inside a state of its own track.
+        for wait in (e for e in events if e["ph"] == "X" and e["cat"] == "sync wait" and e["pid"] == pid):
+            assert any(s["ts"] <= wait["ts"] and wait["ts"] + wait["dur"] <= s["ts"] + s["dur"] + 0.001
+                       for s in states), wait
+    # Messages: an instant where the wake was sent, and a flow from it to the other track.
+    wakes = [e for e in events if e["ph"] == "i" and e["cat"] == "sync"]
+    assert len(wakes) == sum(1 for e in log_reader.read_events(str(path)) if e["event"] == "sync wake")
+    flows = {}
+    for e in events:
+        if e["ph"] in ("s", "f"):
+            flows.setdefault(e["id"], {})[e["ph"]] = e
+    assert flows and all(set(pair) == {"s", "f"} and pair["s"]["pid"] != pair["f"]["pid"]
+                         and pair["s"]["ts"] <= pair["f"]["ts"] for pair in flows.values())
+    assert trace["otherData"]["wall time (ms)"] == pytest.approx(start.wall * 1000, abs=0.001)
+
+
+def test_a_chrome_trace_that_cannot_be_written_is_one_line(tmp_path, capsys):
+    assert cli.main(["timeline", str(JSON_FORMAT), "--chrome-trace", str(tmp_path / "no" / "t.json")]) == 1
+    assert capsys.readouterr().err.count("\n") == 1

@@ -164,3 +164,63 @@ def test_an_lxc_log_without_a_start(tmp_path, capsys):
     only_commands.write_text("\n".join(lines) + "\n")
     assert cli.main(["trace-diff", str(only_commands), str(LXCSM)]) == 1
     assert "no start" in capsys.readouterr().err
+
+
+# --- LXC's wrong milliseconds ------------------------------------------------------------------------
+
+def _restamped(tmp_path: Path, fracs: dict[int, str]) -> Path:
+    """The reference trace with the fraction of some lines (by number) printed differently."""
+    lines = LXC.read_text().splitlines()
+    for number, frac in fracs.items():
+        words = lines[number - 1].split(" ")
+        words[2] = words[2].split(".")[0] + "." + frac
+        lines[number - 1] = " ".join(words)
+    path = tmp_path / "restamped.trace.log"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _second(number: int) -> str:
+    return LXC.read_text().splitlines()[number - 1].split(" ")[2].split(".")[0]
+
+
+def test_times_that_run_backwards_within_a_second_are_blanked(tmp_path):
+    """The lines of one second up to stopping's first line (429) printed .990, the next line of that
+    second less: they were before the 100 ms mark, printed ten or more times too far in.  Earlier
+    seconds are unaffected."""
+    assert _second(430) == _second(429) != _second(3)
+    first = next(n for n in range(1, 485) if _second(n) == _second(429))
+    trace = _restamped(tmp_path, dict.fromkeys(range(first, 430), "990"))
+    d = trace_diff.diff(str(trace), str(LXCSM))
+    wrong = [line.number for line in d.lxc_lines if line.time_wrong]
+    assert wrong == list(range(first, 430))
+    assert not d.lxc_t0_wrong
+    assert d.phases["monitor:stopping"].first_line.number == 429
+    table = trace_diff.phase_table(d)
+    stopping = next(line for line in table if " stopping " in line)
+    assert stopping.split("|")[1].split()[1] == trace_diff.WRONG_TIME
+    init = next(line for line in table if " init_handler " in line)
+    assert init.split("|")[1].split()[1] == "0.0"
+    assert f"Lines {first}-429 provably do" in trace_diff.report(d)
+    # The reference itself has no such step: nothing blanked, and the output says the rest is unchecked.
+    untouched = trace_diff.report(trace_diff.diff(str(LXC), str(LXCSM)))
+    assert "No line of this start provably does" in untouched and "cannot be checked" in untouched
+
+
+def test_a_wrong_first_time_blanks_every_offset(tmp_path):
+    """When the line offsets are measured from (init_handler's) is wrong, so is every offset."""
+    first_second = [n for n in range(1, 485) if _second(n) == _second(3)]
+    trace = _restamped(tmp_path, dict.fromkeys(first_second[:10], "999"))
+    d = trace_diff.diff(str(trace), str(LXCSM))
+    assert d.lxc_t0_wrong
+    cells = [line.split("|")[1].split() for line in trace_diff.phase_table(d)[2:] if "|" in line]
+    assert {cell[1] for cell in cells if len(cell) == 3} == {trace_diff.WRONG_TIME}
+    assert f", {trace_diff.WRONG_TIME} ms to RUNNING" in trace_diff.report(d)
+
+
+def test_a_fraction_under_three_digits_is_wrong(tmp_path):
+    """Under 100 ns into a second LXC prints one or two digits; read as milliseconds they would lie."""
+    first = next(n for n in range(2, 485) if _second(n) != _second(n - 1))   # the first line of a second
+    trace = _restamped(tmp_path, {first: "45"})
+    lines, _other = trace_diff.read_lxc(str(trace))
+    assert [line.number for line in lines if line.time_wrong] == [first]
