@@ -62,8 +62,8 @@ def trace_events(start: Start, path: str = "") -> dict:
                                "tid": pid, "ts": us(event["time"]), "args": args})
     for number, wait in enumerate(start.waits, 1):
         pid = _pid(start, wait.side)
-        span = next((s for s in start.spans if s.side == wait.side and s.begin <= wait.begin <= s.end), None)
-        end = min(wait.end, span.end) if span is not None else wait.end
+        waited_in = next((s for s in start.spans if s.side == wait.side and s.begin <= wait.begin <= s.end), None)
+        end = min(wait.end, waited_in.end) if waited_in is not None else wait.end
         events.append({"ph": "X", "cat": "sync wait", "name": f"wait {wait.sequence}", "pid": pid, "tid": pid,
                        "ts": us(wait.begin), "dur": round(max(0.0, us(end) - us(wait.begin)), 3),
                        "args": {"sequence": wait.sequence, "ended by": wait.ended_by}})

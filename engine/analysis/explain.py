@@ -25,6 +25,7 @@ import ast
 import inspect
 import re
 import textwrap
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -122,7 +123,7 @@ SYSCALLS = {
 # A message is a SyncMsg name, or END_OF_FILE: what the monitor reads when exec closes
 # the child's close-on-exec end.
 END_OF_FILE = "end-of-file (exec)"
-SYNC_METHODS = {
+SYNC_METHODS: dict[str, Callable[..., list[tuple[str, object]]]] = {
     "wake": lambda msg, *_: [("send", msg)],
     "wait_for": lambda msg: [("wait", msg)],
     "barrier": lambda wake, wait_for, *_: [("send", wake), ("wait", wait_for)],
@@ -172,7 +173,10 @@ def _analyse(module: ModuleType) -> tuple[tuple[Call, ...], tuple[tuple[str, str
     source = inspect.getsource(module)
     tree = ast.parse(source)
     helpers = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
-    calls, sync, undo, seen = [], [], [], set()
+    calls: list[Call] = []
+    sync: list[tuple[str, str]] = []
+    undo: list[str] = []
+    seen: set[str] = set()
 
     def visit(function: ast.FunctionDef) -> None:
         seen.add(function.name)
@@ -185,15 +189,15 @@ def _analyse(module: ModuleType) -> tuple[tuple[Call, ...], tuple[tuple[str, str
             key = name if name in SYSCALLS else f".{method}" if method in SYNC_METHODS else None
             if key:
                 syscall, files = SYSCALLS[key]
-                code = " ".join(ast.get_source_segment(source, node).split())
+                code = " ".join((ast.get_source_segment(source, node) or "").split())
                 calls.append(Call(syscall, _short(code), files))
             if method in SYNC_METHODS:
                 messages = SYNC_METHODS[method](*[_resolve(module, arg) for arg in node.args])
-                sync.extend((kind, getattr(msg, "name", msg)) for kind, msg in messages)
+                sync.extend((kind, str(getattr(msg, "name", msg))) for kind, msg in messages)
             elif name.startswith("os.exec"):
                 sync.append(("send", END_OF_FILE))
             if method == "record" and node.args and isinstance(node.args[0], ast.Constant):
-                undo.append(node.args[0].value)
+                undo.append(str(node.args[0].value))
             elif method == "unwind":
                 undo.append("unwind")
 
@@ -203,7 +207,7 @@ def _analyse(module: ModuleType) -> tuple[tuple[Call, ...], tuple[tuple[str, str
 
 def _chain(node: ast.expr) -> list[str] | None:
     """`a.b.c` as ["a", "b", "c"]; None for anything but names and attributes."""
-    parts = []
+    parts: list[str] = []
     while isinstance(node, ast.Attribute):
         parts.insert(0, node.attr)
         node = node.value

@@ -384,12 +384,12 @@ def svg_sequence(monitor: Table, child: Table) -> str:
            _svg_text(16, 46, "each state a box on its machine's lifeline; red arrows: sync messages, "
                              "from the state that sends to the state that waits", anchor="start", fill="#666")]
     # lxcsm start's steps before the machines: text, not boxes - they are no states.
-    y = 74
+    y = 74.0
     out.append(_svg_text(16, y, "before the machines (lxcsm start; steps, not states):", anchor="start",
                          fill="#555", weight="bold", size=10))
-    for step in before:
-        note = " (-d only)" if step.daemon_only else ""
-        for j, line in enumerate(textwrap.wrap(f"{step.name}{note}: {step.does}", 130)):
+    for before_step in before:
+        note = " (-d only)" if before_step.daemon_only else ""
+        for j, line in enumerate(textwrap.wrap(f"{before_step.name}{note}: {before_step.does}", 130)):
             y += 15
             out.append(_svg_text(28 + 12 * bool(j), y, line, anchor="start", fill="#555", size=10, css="before"))
     # Heads and lifelines.

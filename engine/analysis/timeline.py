@@ -204,15 +204,15 @@ def analyse(events: list[dict], index: int = 1) -> Start:
         in_start = [s for s in spans[side] if not s.tail]
         if in_start:
             in_start[-1].end = t_end
-    spans = sorted(spans["monitor"] + spans["child"], key=lambda s: (s.tail, s.begin))
+    ordered = sorted(spans["monitor"] + spans["child"], key=lambda s: (s.tail, s.begin))
     outcome = "incomplete" if end_span is None else "running" if end_span.state == "poll" else "aborted"
     pids = {}
     for side in SIDES:
-        first = next((s for s in spans if s.side == side), None)
+        first = next((s for s in ordered if s.side == side), None)
         if first is not None:
             pids[side] = first.pid
     return Start(index, len(starts), str(events[0].get("name", "")), events[0]["time"], t_end, outcome,
-                 spans, _waits(events, spans), pids)
+                 ordered, _waits(events, ordered), pids)
 
 
 # --- the table ----------------------------------------------------------------------------------

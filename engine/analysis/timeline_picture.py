@@ -72,7 +72,7 @@ class _Axis:
         return ((x3 - x2) / (hi2 - lo2)) / ((x1 - x0) / (hi - lo))
 
     def ticks(self) -> list[float]:
-        found = []
+        found: list[float] = []
         for lo, hi, x0, x1 in self.parts:
             step = _tick_step((hi - lo) * _PLOT_W / max(x1 - x0, 1))
             tick = math.ceil(lo / step - 1e-9) * step
@@ -115,7 +115,7 @@ def _sync_arrows(start: Start, x, row_y: dict[int, float]) -> list[str]:
     # Messages of one millisecond (LXC's line format) would be drawn on top of each other:
     # each one close to the one before moves 10 px to the right of it.
     arrows.sort(key=lambda a: a[0])
-    out, previous = [], None
+    out, previous = [], 0.0
     for i, (x1, y1, x2, y2, sequence) in enumerate(arrows):
         shift = max(0.0, previous + 10 - x1) if i and x1 - arrows[i - 1][0] < 10 else 0.0
         x1, x2, previous = x1 + shift, x2 + shift, x1 + shift
@@ -165,7 +165,7 @@ def svg(start: Start, path: str = "") -> str:
             rows += [("span", s) for s in spans]
     top = 92
     height = top + len(rows) * _ROW + 70
-    row_y = {id(item): top + i * _ROW for i, (_kind, item) in enumerate(rows)}
+    row_y: dict[int, float] = {id(item): top + i * _ROW for i, (_kind, item) in enumerate(rows)}
     tail_x = _PLOT_X + _PLOT_W + 16
 
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{_WIDTH}" height="{height}" '
@@ -188,11 +188,12 @@ def svg(start: Start, path: str = "") -> str:
     # Lane backgrounds, then the time grid over them.
     for kind, item in rows:
         if kind == "lane":
-            spans = [s for s in start.spans if s.side == item]
+            side = str(item)
+            spans = [s for s in start.spans if s.side == side]
             y0 = row_y[id(item)]
-            out.append(_box(0, y0, _WIDTH, _ROW * (len(spans) + 1), COLOURS[item][1]))
-            out.append(_text(_LABEL_X, y0 + 14, f"{item} (pid {start.pids.get(item, '?')})", size=12,
-                             weight="bold", fill=COLOURS[item][0]))
+            out.append(_box(0, y0, _WIDTH, _ROW * (len(spans) + 1), COLOURS[side][1]))
+            out.append(_text(_LABEL_X, y0 + 14, f"{side} (pid {start.pids.get(side, '?')})", size=12,
+                             weight="bold", fill=COLOURS[side][0]))
     bottom = top + len(rows) * _ROW
     if axis.cut is not None:
         cut_x = axis.x(axis.cut)
@@ -223,17 +224,18 @@ def svg(start: Start, path: str = "") -> str:
     # Tail bars share the tail column in proportion to log(1 + ms), so a long poll
     # does not hide a short stopping.
     weights = [math.log1p(s.duration * 1000) + 0.3 for s in tail]
-    tail_pos, cursor = {}, tail_x
-    for span, weight in zip(tail, weights, strict=True):
+    tail_pos: dict[int, tuple[float, float]] = {}
+    cursor = float(tail_x)
+    for tail_span, weight in zip(tail, weights, strict=True):
         width = max(6.0, (_TAIL_W - 2 * len(tail)) * weight / sum(weights))
-        tail_pos[id(span)] = (cursor, width)
+        tail_pos[id(tail_span)] = (cursor, width)
         cursor += width + 2
 
     # One <rect> per state.
-    for kind, item in rows:
-        if kind != "span":
+    for _kind, item in rows:
+        if not isinstance(item, Span):
             continue
-        span: Span = item
+        span = item
         y = row_y[id(span)]
         out.append(_text(_PLOT_X - 8, y + 14, span.state, anchor="end"))
         if span.tail:
@@ -252,13 +254,13 @@ def svg(start: Start, path: str = "") -> str:
 
     # Waiting at a barrier: the hatched part of a bar.
     for wait in start.waits:
-        span = next((s for s in start.spans if s.side == wait.side and not s.tail
-                     and s.begin <= wait.begin <= s.end and s.state == wait.state), None)
-        if span is None or wait.waited <= 0:
+        waited_in = next((s for s in start.spans if s.side == wait.side and not s.tail
+                          and s.begin <= wait.begin <= s.end and s.state == wait.state), None)
+        if waited_in is None or wait.waited <= 0:
             continue
-        y = row_y[id(span)] + (_ROW - _BAR) / 2
+        y = row_y[id(waited_in)] + (_ROW - _BAR) / 2
         wx = x(wait.begin)
-        ww = max(1.0, min(x(wait.end), x(span.end)) - wx)
+        ww = max(1.0, min(x(wait.end), x(waited_in.end)) - wx)
         out.append(_box(wx, y, ww, _BAR, "url(#waiting)", ' class="wait"'))
 
     out += _sync_arrows(start, x, row_y)

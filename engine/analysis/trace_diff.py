@@ -92,7 +92,7 @@ def read_lxc(path: str) -> tuple[list[LxcLine], int]:
     for number, raw in enumerate(text, 1):
         match = log_reader.LXC_LINE.match(raw.strip())
         where = _WHERE.match(match["where"]) if match else None
-        if not where:
+        if match is None or where is None:
             other += bool(raw.strip())
             continue
         lxcsm += match["prefix"] == "lxcsm"
@@ -256,9 +256,9 @@ def diff(lxc_path: str, lxcsm_path: str, start_index: int = 1, lxc_index: int = 
     for line in lines:
         if line.phase:
             phases.setdefault(line.phase, Phase(line.phase)).lxc.append(line)
-        for *_rest, phase in line.sync:
-            if phase and phase != line.phase:
-                phases.setdefault(phase, Phase(phase)).lxc_sync.append(line)
+        for *_rest, sync_phase in line.sync:
+            if sync_phase and sync_phase != line.phase:
+                phases.setdefault(sync_phase, Phase(sync_phase)).lxc_sync.append(line)
     for span in start.spans:
         phases.setdefault(f"{span.side}:{span.state}", Phase(f"{span.side}:{span.state}")).spans.append(span)
 
@@ -272,7 +272,8 @@ def diff(lxc_path: str, lxcsm_path: str, start_index: int = 1, lxc_index: int = 
                     phases[line.phase].lxc_runs += 1
                 previous = line.phase
 
-    lxc_order = sorted((p for p in phases.values() if p.first_line), key=lambda p: p.first_line.number)
+    first_lines = {p.key: p.first_line.number for p in phases.values() if p.first_line}
+    lxc_order = sorted((p for p in phases.values() if p.key in first_lines), key=lambda p: first_lines[p.key])
     lxcsm_order = sorted((p for p in phases.values() if p.spans), key=lambda p: p.spans[0].begin)
     rows = [p.key for p in lxc_order]
     for i, phase in enumerate(lxcsm_order):
