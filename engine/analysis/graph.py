@@ -1,7 +1,7 @@
 """`lxcsm graph`: diagrams of the two machines, drawn from the tables the engine runs.
 
     lxcsm graph [--machine monitor|child|both] [--format mermaid|dot|svg|png] [-o FILE]
-    lxcsm graph --sequence [-o FILE]
+    lxcsm graph --sequence [--format mermaid|svg|png] [-o FILE]
 
 The state diagrams are written from `Table`s (engine/start/machine.py) - the CLI
 passes machine.TABLES, the very tables the supervisor builds its Machines
@@ -16,14 +16,26 @@ nearly every state) is drawn once, from a dashed box naming the states it
 does not come from, as h11 leaves out its arrows to ERROR; the mermaid text
 still has one comment line per source, so every transition is written down.
 
+Besides the tables, the diagrams show what a start does between and around
+the machines, each read from where the code declares it: lxcsm start's steps
+before the first state (engine/analysis/premachine.py), drawn as plain steps,
+not states; each lxc.hook.* beside the state that runs it (hooks.POINTS); and,
+when both machines are drawn, every sync message as an edge from the state
+that sends it to the state that waits for it (`sync_edges`, from the same play
+of the protocol as `sequence`).  Invisible edges put the state after a wait
+below the message's sender, so the picture runs top to bottom in time.
+
 mermaid and dot are text; svg and png are rendered by graphviz's ``dot``
 program, which only those two formats need.
 
 `--sequence` draws the sync protocol as a mermaid sequence diagram: each
 side's states as notes, and the messages between them in the order they are
-exchanged.  Who sends and who waits for what is read from the state modules
-by engine/analysis/explain.py; the order comes from playing both machines' normal
-start against each other (`sequence`).
+exchanged; with ``--format svg|png`` the same is drawn here as SVG
+(`svg_sequence`: lifelines, state boxes, message arrows; PNG through the SVG
+renderer `lxcsm timeline --png` uses), so no Mermaid renderer is needed.
+Who sends and who waits for what is read from the state modules by
+engine/analysis/explain.py; the order comes from playing both machines'
+normal start against each other (`sequence`).
 """
 
 from __future__ import annotations
@@ -221,9 +233,11 @@ def _dot_sync(tables: list[Table], indent: str) -> list[str]:
 def dot(tables: list[Table]) -> str:
     """Both machines (or one) as clusters; lxcsm start's steps before them; each state's hooks; and
     with both machines the sync messages between them, in red."""
+    legend = ("blue: states that block at a sync barrier; red: sync messages between the machines; "
+              if len(tables) > 1 else "blue: states that block at a sync barrier; ") + "notes: lxc.hook.* runs"
     lines = ["digraph lxcsm {",
              '    graph [fontname="Helvetica", nodesep=0.4, ranksep=0.35, labelloc=t, fontsize=16, newrank=true,',
-             '           label="lxcsm: the state machines of a start (engine/start/machine.py)"];',
+             f'           label={_quote("lxcsm: the state machines of a start (engine/start/machine.py)", legend)}];',
              '    node [shape=box, style="rounded,filled", fillcolor=white, fontname="Helvetica", fontsize=11];',
              '    edge [fontname="Helvetica", fontsize=9];']
     if any(table.side == "monitor" for table in tables):
