@@ -429,21 +429,31 @@ class CommandServer:
         elif cmd == Cmd.GET_CGROUP_CTX:
             self._cgroup_ctx(conn, payload)
         elif cmd in (Cmd.GET_CGROUP_FD, Cmd.GET_LIMIT_CGROUP_FD):
-            self._cgroup_fd(conn, payload)
+            self._cgroup_fd(conn, payload, limit=cmd == Cmd.GET_LIMIT_CGROUP_FD)
         elif cmd in (Cmd.GET_CGROUP, Cmd.GET_LIMIT_CGROUP):
-            self._cgroup_path(conn, payload)
+            self._cgroup_path(conn, payload, limit=cmd == Cmd.GET_LIMIT_CGROUP)
         elif cmd in (Cmd.GET_CGROUP2_FD, Cmd.GET_LIMIT_CGROUP2_FD):
-            unified = [path for hierarchy, path in self.cgroups if hierarchy.version == 2]
-            if self._layout() != CgroupLayout.UNIFIED or not unified:
+            unified = self._unified()
+            if unified is None:
                 self._reply(conn, -errno.EINVAL)   # as LXC: only on a cgroup2-only host
             else:
-                self._reply_with_dirs(conn, unified, lambda fds: b"")
+                path = self._limit(unified) if cmd == Cmd.GET_LIMIT_CGROUP2_FD else unified
+                self._reply_with_dirs(conn, [path], lambda fds: b"")
         else:
             self._reply(conn, -errno.ENOSYS)
 
-    # The container's cgroups.  The "limit" and the plain commands get the same answer: LXC
-    # tells them apart only for a container nested below a limiting cgroup, which lxcsm does
-    # not make.
+    # The container's cgroups.  The "limit" commands get the cgroup its limits are written to,
+    # the plain ones the cgroup its processes are in: the same, unless the config puts them
+    # one level further down (lxc.cgroup.dir.container.inner), where the container cannot
+    # lift its own limits.  Freezing and thawing act on the limit cgroup, and so on all of it.
+
+    def _limit(self, path: str) -> str:
+        """The limit cgroup of one of the container's cgroups."""
+        try:
+            inner = self.config.get_item("lxc.cgroup.dir.container.inner")
+        except KeyError:
+            inner = None
+        return os.path.dirname(path) if inner else path
 
     def _unified(self) -> str | None:
         """The container's cgroup on a cgroup2-only host, None on any other."""
@@ -453,10 +463,11 @@ class CommandServer:
 
     def _freeze(self, conn, frozen: bool, timeout_ms: int) -> None:
         """FREEZE/UNFREEZE: write cgroup.freeze; answer once cgroup.events agrees, or at the timeout."""
-        path = self._unified()
-        if path is None:
+        unified = self._unified()
+        if unified is None:
             self._reply(conn, -errno.ENOENT)   # as LXC: only on a cgroup2-only host
             return
+        path = self._limit(unified)
         try:
             _write(path, "cgroup.freeze", "1" if frozen else "0")
         except OSError:
@@ -473,10 +484,10 @@ class CommandServer:
         """Let a frozen container run (STOP's signal must reach it): cgroup.freeze on a
         cgroup2-only host, else the v1 freezer."""
         unified = self._unified()
-        found = (unified, "cgroup.freeze", "0") if unified else None
+        found = (self._limit(unified), "cgroup.freeze", "0") if unified else None
         if found is None:
             freezer = self._cgroup_of("freezer")
-            found = (freezer[1], "freezer.state", "THAWED") if freezer is not None else None
+            found = (self._limit(freezer[1]), "freezer.state", "THAWED") if freezer is not None else None
         if found is None:
             return
         try:
@@ -527,7 +538,7 @@ class CommandServer:
                 return CGROUP_CTX.pack(self._layout(), 0, len(fds), *padded)[:len(payload)]
             self._reply_with_dirs(conn, [path for _h, path in self.cgroups], describe)
 
-    def _cgroup_fd(self, conn, payload: bytes) -> None:
+    def _cgroup_fd(self, conn, payload: bytes, limit: bool) -> None:
         """GET_(LIMIT_)CGROUP_FD: the directory of the hierarchy with the controller asked for."""
         request = payload[:CGROUP_FD.size].ljust(CGROUP_FD.size, b"\0")   # a shorter struct: zeros
         _layout, _utilities, fstype, _fd, controller = CGROUP_FD.unpack(request)
@@ -544,10 +555,10 @@ class CommandServer:
         if fstype not in (0, magic):
             self._reply(conn, -errno.EINVAL)   # the client wants the controller in the other version
             return
-        self._reply_with_dirs(conn, [path], lambda fds: CGROUP_FD.pack(
+        self._reply_with_dirs(conn, [self._limit(path) if limit else path], lambda fds: CGROUP_FD.pack(
             self._layout(), 0, magic, fds[0], controller)[:len(payload)])
 
-    def _cgroup_path(self, conn, payload: bytes) -> None:
+    def _cgroup_path(self, conn, payload: bytes, limit: bool) -> None:
         """GET_(LIMIT_)CGROUP: the controller's cgroup as a path below its hierarchy's mount."""
         if payload and (not payload.endswith(b"\0") or b"\0" in payload[:-1]):
             self._reply(conn, -errno.EINVAL)
@@ -557,7 +568,7 @@ class CommandServer:
             self._drop(conn)
             return
         hierarchy, path = found
-        relative = "/" + os.path.relpath(path, hierarchy.mountpoint)
+        relative = "/" + os.path.relpath(self._limit(path) if limit else path, hierarchy.mountpoint)
         self._reply(conn, 0, payload=relative.encode() + b"\0")
 
 

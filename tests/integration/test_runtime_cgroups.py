@@ -90,6 +90,31 @@ def test_lxc_cgroup_and_lxcsm_cgroup_read_and_change_a_limit(make_container):
     assert gone.returncode == 1 and "is not running" in gone.stderr
 
 
+def test_with_an_inner_cgroup_lxc_cgroup_reads_the_limit_above_it_and_freezes_all_of_it(make_container):
+    top = f"w1-{os.getpid()}-{time.monotonic_ns()}"
+    c = make_container(extra=[f"lxc.cgroup.dir.container = {top}/ct", f"lxc.cgroup.dir.monitor = {top}/mon",
+                              "lxc.cgroup.dir.container.inner = ns", f"{LIMIT_KEY} = 30"])
+    try:
+        init = _start(c)
+        assert _lxc("lxc-cgroup", c, "pids.max").stdout.strip() == "30"   # from ct, not from ct/ns ("max")
+        assert c.run("cgroup", "pids.max").stdout == "30\n"
+        assert _lxc("lxc-freeze", c).returncode == 0
+        with open(f"/proc/{init}/status") as status:
+            assert "State:\tD" in status.read()
+        assert _lxc("lxc-unfreeze", c).returncode == 0
+        assert c.run("stop", "-k").returncode == 0
+        assert c.monitor_exited()
+    finally:
+        c.force_cleanup()   # a failed test's monitor first: its cgroups can go only once it has
+        for hierarchy in cgroups.hierarchies():   # LXC leaves the directories on the way: so does lxcsm
+            for path in (os.path.join(hierarchy.home, top, "ct", "ns"), os.path.join(hierarchy.home, top, "ct"),
+                         os.path.join(hierarchy.home, top, "mon"), os.path.join(hierarchy.home, top)):
+                try:
+                    os.rmdir(path)
+                except OSError:
+                    pass   # gone already, or (the test failed) busy: the leak check says so
+
+
 @pytest.mark.parametrize("tools", ["lxc", "lxcsm"])
 def test_freeze_stops_every_process_and_unfreeze_resumes_them(make_container, tools):
     c = make_container()

@@ -643,6 +643,23 @@ def test_cgroup2_fd_only_on_a_cgroup2_only_host(server, payload_dirs):
         assert (ret, data, fd_target(fd)) == (0, b"", payload_dirs[2][1])
 
 
+class InnerConfig(FakeConfig):
+    items = {**FakeConfig.items, "lxc.cgroup.dir.container.inner": "inner"}
+
+
+def test_with_an_inner_cgroup_the_limit_commands_answer_the_cgroup_above_it(server, payload_dirs):
+    server.config = InnerConfig()                 # the stand-ins are the inner cgroups: limits one up
+    server.cgroups = payload_dirs
+    container, limit = payload_dirs[1][1], os.path.dirname(payload_dirs[1][1])
+    assert fd_target(raw_call(server, Cmd.GET_CGROUP_FD, cgroup_fd_request(b"pids"))[3][0]) == container
+    assert fd_target(raw_call(server, Cmd.GET_LIMIT_CGROUP_FD, cgroup_fd_request(b"pids"))[3][0]) == limit
+    assert raw_call(server, Cmd.GET_CGROUP, b"pids\0")[2] == b"/home/lxc.payload.ct\0"
+    assert raw_call(server, Cmd.GET_LIMIT_CGROUP, b"pids\0")[2] == b"/home\0"
+    server.cgroups = payload_dirs[2:]
+    assert fd_target(raw_call(server, Cmd.GET_CGROUP2_FD)[3][0]) == payload_dirs[2][1]
+    assert fd_target(raw_call(server, Cmd.GET_LIMIT_CGROUP2_FD)[3][0]) == os.path.dirname(payload_dirs[2][1])
+
+
 # --- freezing, and the states lxc-freeze tells ----------------------------------------
 
 
