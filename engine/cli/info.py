@@ -9,8 +9,8 @@ container's cgroup is a cgroup2 one (a cgroup2-only host), where lxc-info
 finds none of those files and prints no figure, the same figures come from
 cgroup2's files (cpu.stat, io.stat, memory.current, memory.stat's kernel).
 Pids (pids.current) is lxcsm's addition.  -s, -p and -S pick parts.  Exit 0,
-also for a stopped container ("State: STOPPED"); 1 if the monitor cannot be
-asked.
+also for a stopped container ("State: STOPPED"); 1 for one that is neither
+running nor has LXCPATH/NAME/config, or if the monitor cannot be asked.
 """
 
 from __future__ import annotations
@@ -47,6 +47,8 @@ def run(parser: Parser, args) -> int:
 
     try:
         state = command_client.get_state(path, name)
+        if state == LxcState.STOPPED and not os.path.exists(os.path.join(path, name, "config")):
+            return fail(f"{name} doesn't exist")   # as lxc-info: neither running nor defined
         if everything:
             show("Name:", name)
         if everything or args.state:

@@ -99,3 +99,14 @@ def test_a_directory_outside_every_cgroup_mount_is_refused(freezer_dir):
     _path, fd = freezer_dir
     with pytest.raises(ValueError, match="is not in a cgroup hierarchy mounted here"):
         cgroup_files.check_directory(fd)
+
+
+def test_info_of_a_stopped_container_and_of_none(tmp_path, capsys):
+    (tmp_path / "box").mkdir()
+    (tmp_path / "box" / "config").write_text("lxc.uts.name = box\n")
+    assert cli_main(["info", "box", "-P", str(tmp_path)]) == 0
+    assert capsys.readouterr().out == "Name:           box\nState:          STOPPED\n"
+    assert cli_main(["info", "-s", "-H", "box", "-P", str(tmp_path)]) == 0
+    assert capsys.readouterr().out == "STOPPED\n"
+    assert cli_main(["info", "nobox", "-P", str(tmp_path)]) == 1
+    assert capsys.readouterr().err == "lxcsm: nobox doesn't exist\n"
