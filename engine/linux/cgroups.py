@@ -34,6 +34,7 @@ from lxcsm.engine.errors import StateError
 
 INIT_SCOPE = "init.scope"
 PIVOT = "lxc.pivot"
+KILL_PATIENCE = 10.0   # seconds the processes cgroup.kill ended may take to exit
 
 
 class Hierarchy(namedtuple("Hierarchy", (
@@ -335,8 +336,11 @@ def remove(path: str, patience: float = 2.0) -> None:
             leftovers = _populated(path)
         except FileNotFoundError:
             leftovers = False
-        if leftovers and os.getpid() not in members(path):
-            kill(path)
+        if leftovers and os.getpid() not in members(path) and kill(path):
+            # SIGKILLed processes take a moment to exit (longer on a slow or loaded machine).
+            deadline = time.monotonic() + max(patience, KILL_PATIENCE)
+            while _populated(path) and time.monotonic() < deadline:
+                time.sleep(0.01)
         for below, dirs, _files in os.walk(path, topdown=False):
             for name in dirs:
                 _rmdir(os.path.join(below, name), patience)
