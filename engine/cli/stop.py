@@ -115,10 +115,10 @@ def run(parser: Parser, args) -> int:
         if args.kill:
             return _kill(path, name)
         # Imported here: `stop -k` and a stop of a stopped container need no config (~5 ms of imports).
-        from lxcsm.engine.config import loader
+        from lxcsm.engine.config import loader, model
         try:
             config = loader.load(args.rcfile or os.path.join(path, name, "config"), name)
-        except loader.ConfigError as err:
+        except model.ConfigError as err:
             return fail(f"{err} (stop reads lxc.signal.halt and lxc.signal.reboot from it; -f names the start's"
                         " config, -k kills without it)")
         if args.reboot:

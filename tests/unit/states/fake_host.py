@@ -23,7 +23,7 @@ from pathlib import Path
 
 import lxcsm.engine.linux
 from lxcsm import hooks
-from lxcsm.engine.config import loader
+from lxcsm.engine.config import model
 from lxcsm.engine.linux import cgroups
 from lxcsm.engine.linux.cgroups import Hierarchy
 from tests.unit.states.fake_kernel import Recorder
@@ -207,7 +207,7 @@ class KernelFiles:
 
 
 def install_kernel_files(monkeypatch, rec: Recorder, files: KernelFiles) -> None:
-    real_write_to = loader.Setting.write_to
+    real_write_to = model.Setting.write_to
 
     def write_to(setting, path):
         def write(path, _value):
@@ -216,4 +216,4 @@ def install_kernel_files(monkeypatch, rec: Recorder, files: KernelFiles) -> None
             real_write_to(setting, str(where))
         rec.call("files.write", (path, setting.value), {}, default=write)
 
-    monkeypatch.setattr(loader.Setting, "write_to", write_to)
+    monkeypatch.setattr(model.Setting, "write_to", write_to)
