@@ -21,8 +21,9 @@ default level that succeeds never loads it.
 
 Whatever the threshold, every event is also *recorded*, unrendered, by the
 flight recorder: a ring of the last 200 events of this start (a dict append,
-no formatting), which the monitor prints when a start fails and keeps in a
-file next to the container's config (`lxcsm explain-failure NAME`).
+no formatting), which the monitor prints when a start fails; and the monitor
+writes every event, as it happens, to a file next to the container's config
+(engine/start/postmortem.py, `lxcsm explain-failure NAME`).
 
 The container child has no sink of its own: it records into the sync channel
 instead (`record_to`), so the monitor receives every child event, records it
@@ -84,15 +85,24 @@ def set_threshold(level: int) -> None:
 
 
 class FlightRecorder:
-    """The last events of a start, whatever the log level, oldest first."""
+    """The last events of a start, whatever the log level, oldest first; and, in the
+    monitor, every event also handed to `file` (engine/start/postmortem.py's FlightRecord)."""
 
     def __init__(self, size: int = FLIGHT_RECORDER_SIZE) -> None:
         self.events: collections.deque[dict] = collections.deque(maxlen=size)
         self.seen = 0
+        self.file: Any = None
 
     def __call__(self, event: dict) -> None:
         self.events.append(event)
         self.seen += 1
+        if self.file is not None:
+            self.file.add(event)
+
+    def flush(self) -> None:
+        """Write what the file has not written yet: before a wait that may block."""
+        if self.file is not None:
+            self.file.flush()
 
     def clear(self) -> None:
         self.events.clear()

@@ -89,7 +89,9 @@ def run(parser: Parser, args) -> int:
         command = tuple(args.command) or config.init_cmd
         preflight.check(config, command, command_from_cli=bool(args.command))
     except loader.ConfigError as err:
-        return fail(str(err))
+        fail(str(err))
+        postmortem.record_refusal(config_path, name, str(err), tuple(args.command))   # for explain-failure
+        return 1
 
     try:
         sync_timeout = float(os.environ.get("LXCSM_SYNC_TIMEOUT", StartRequest._field_defaults["sync_timeout"]))

@@ -18,6 +18,7 @@ import os
 import signal
 import sys
 
+from lxcsm.engine import log as logmod
 from lxcsm.engine.errors import describe
 from lxcsm.engine.linux import kernel
 from lxcsm.engine.start import breakpoints, postmortem, undo
@@ -40,15 +41,18 @@ def run(request: StartRequest, log, on_running=lambda: None,
         on_paused=lambda text: print(text, file=sys.stderr, flush=True)) -> MonitorContext:
     """The monitor's life; afterwards ctx.saved_events is where the flight record was kept."""
     def running() -> None:
-        on_running()   # the caller first: keeping the record must not delay RUNNING
+        on_running()
         # The collector was off for the start (cli.run).  What exists now lives as long as
         # the monitor: frozen, later collections skip it and leave its pages shared with
         # the next boot's child.
         gc.freeze()
         gc.enable()
-        postmortem.save(request.config_file, ctx.log)
 
-    journal = undo.Journal(undo.journal_path(request.config_file))
+    record = postmortem.FlightRecord(postmortem.last_start_path(request.config_file))
+    record.on_error = lambda error: log.error(postmortem.NOT_KEPT, file=record.path, error=error)
+    logmod.flight_recorder.file = record
+    journal = undo.Journal(undo.journal_path(request.config_file),
+                           on_leftovers=lambda changes: _undo_leftovers(changes, record, log))
     ctx = MonitorContext(request=request, log=log, on_running=running, on_paused=on_paused,
                          undo=undo.UndoLog(journal))
     ctx.pause = lambda side, state: breakpoints.pause(ctx, side, state)
@@ -70,9 +74,23 @@ def run(request: StartRequest, log, on_running=lambda: None,
         ctx.boot.undo.unwind(log)
         ctx.undo.unwind(log)
         journal.finish()
-    if not (ctx.failure and ctx.failure.already_running):   # that record is the running monitor's
-        ctx.saved_events = postmortem.save(request.config_file, log)
+        already_running = bool(ctx.failure and ctx.failure.already_running)
+        if not already_running:   # otherwise the record on disk is the running monitor's
+            log.trace(postmortem.MONITOR_EXITED, failed=ctx.failure is not None, left_on_host=journal.outstanding)
+        logmod.flight_recorder.file = None
+        ctx.saved_events = record.close(claim=not already_running)
     return ctx
+
+
+def _undo_leftovers(changes: list[undo.Change], record: postmortem.FlightRecord, log) -> list[undo.Change]:
+    """What a monitor that died left on the host, undone before this start changes anything
+    (see undo.Journal); its flight record, the only account of how it died, is kept aside."""
+    try:
+        if not postmortem.read(record.path).finished:
+            os.replace(record.path, postmortem.died_start_path(record.path))
+    except OSError:
+        pass   # no record of it: nothing to keep
+    return undo.undo_after_crash(changes, log)
 
 
 def failure_report(ctx: MonitorContext, with_error_line: bool = True) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 from collections.abc import Callable
 
 from transitions import MachineError
@@ -54,6 +55,9 @@ class Supervisor:
         self.log = log
         self.on_enter = on_enter
         self.failpoints = failpoints(os.environ.get("LXCSM_FAILPOINTS", ""))
+        # LXCSM_HANGPOINTS=STATE[,STATE...]: states that, once entered, wait forever - for a
+        # test to kill the process there, in states no breakpoint can hold (init_handler, stopped).
+        self.hangpoints = failpoints(os.environ.get("LXCSM_HANGPOINTS", ""))
         # Every state's module is imported now: the child cannot import anything
         # once it has pivoted into the container's rootfs.
         self.modules = {state: table.module(state) for state in table.states}
@@ -84,6 +88,9 @@ class Supervisor:
         self.ctx.log.trace("state", state=state, where=logmod.where(module.enter.__code__))
         try:
             self.on_enter(state)   # may pause at a breakpoint, and abort from there
+            while (self.table.side, state) in self.hangpoints:
+                logmod.flight_recorder.flush()
+                select.select([], [], [])
             if (self.table.side, state) in self.failpoints:
                 raise StateError(f"failpoint: {self.table.side} state {state} made to fail (LXCSM_FAILPOINTS)")
             return module.enter(self.ctx)

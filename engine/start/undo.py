@@ -20,6 +20,19 @@ was killed leaves it behind, and `lxcsm cleanup NAME` undoes what it lists
 with `UNDO_AFTER_CRASH` - the same record, read by another process, so each
 kind has an undo that needs no live handle.
 
+A start that finds such a journal does what `lxcsm cleanup` would, before it
+changes anything itself: the leftovers are undone, and what cannot be undone
+(or read) is carried over into the new journal, which then outlives a clean
+stop for `lxcsm cleanup` to report.  Refusing to start until someone runs
+cleanup would be the other way, but a host that lost power leaves a journal
+behind for every container that ran, whose changes the reboot undid already:
+each autostart would be refused for nothing.  Appending to the old journal,
+as starts once did, was wrong: the clean stop that removed it forgot what the
+dead monitor had left (a veth with a random name, say).  This happens when the
+first change is journalled - the command socket - because only then does this
+monitor hold the container's name, so no live monitor's changes can be taken
+for a dead one's.
+
 A start refuses to go on without its journal (a full disk, a read-only
 LXCPATH): a change the journal does not list could not be found by `lxcsm
 cleanup` after a crash, so a change that cannot be journalled fails its state
@@ -121,12 +134,16 @@ class Journal:
     truncated away again, so the file only ever holds whole lines.
     """
 
-    def __init__(self, path: str | None) -> None:
+    def __init__(self, path: str | None,
+                 on_leftovers: Callable[[list[Change]], list[Change]] = lambda changes: changes) -> None:
         self.path = path
         self.fd = -1
         self.size = 0          # bytes of whole lines in the file
         self.outstanding = 0   # changes made and not (yet) undone, whatever the file could be told
         self.failed = False    # a write failed and was reported: later failures are the same story
+        # Given what a dead monitor's journal lists (oldest first), undoes it and returns what
+        # could not be undone: that is carried over.
+        self.on_leftovers = on_leftovers
 
     def made(self, change: Change) -> None:
         """Journal a change; an OSError naming the file if it cannot be."""
@@ -143,8 +160,7 @@ class Journal:
         line, written = (json.dumps(entry) + "\n").encode(), 0
         try:
             if self.fd < 0:   # created on the first change: a start refused early writes nothing
-                self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
-                self.size = os.fstat(self.fd).st_size
+                self._open()
             while written < len(line):
                 written += os.write(self.fd, line[written:])
         except OSError as err:
@@ -155,6 +171,26 @@ class Journal:
                     pass      # then `pending` reports the line as cut short
             raise OSError(err.errno, err.strerror, self.path) from None
         self.size += len(line)
+
+    def _open(self) -> None:
+        """Open the journal afresh, carrying over what a dead monitor's left undone (see above)."""
+        carried = b""
+        try:
+            made, unreadable = _scan(self.path)
+        except FileNotFoundError:
+            made, unreadable = [], []
+        if made:
+            made = self.on_leftovers(made)
+        carried = b"".join((json.dumps({"change": c.kind, "target": c.target}) + "\n").encode() for c in made)
+        carried += b"".join(raw.rstrip(b"\n") + b"\n" for _number, raw in unreadable)
+        if carried:
+            with open(self.path + ".new", "wb") as new:
+                new.write(carried)
+            os.replace(self.path + ".new", self.path)
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+                          | (0 if carried else os.O_TRUNC), 0o644)
+        self.size = len(carried)
+        self.outstanding += len(made) + len(unreadable)
 
     def finish(self) -> None:
         """Close; remove the file when nothing is left for `lxcsm cleanup` to do."""
@@ -249,18 +285,44 @@ UNDO_AFTER_CRASH: dict[str, Callable[[Change], None]] = {
 }
 
 
+def undo_after_crash(changes: list[Change], log) -> list[Change]:
+    """Undo what a dead monitor's journal lists (oldest first), newest first, as `lxcsm
+    cleanup` does; each is logged.  Returns what could not be undone, oldest first."""
+    kept = []
+    for change in reversed(changes):
+        try:
+            UNDO_AFTER_CRASH[change.kind](change)
+        except Exception as err:
+            log.error("left by a dead monitor, not undone", kind=change.kind, target=change.target,
+                      error=describe(err) if isinstance(err, OSError) else f"{type(err).__name__}: {err}")
+            kept.insert(0, change)
+            continue
+        log.warn("left by a dead monitor, undone", kind=change.kind, target=change.target)
+    return kept
+
+
 def pending(path: str) -> tuple[list[Change], list[str]]:
     """The changes a journal lists as made and not undone, oldest first, and what it could not
     read: one text per line that is cut short (a full disk, a crash mid-write) or not an entry."""
+    made, unreadable = _scan(path)
+    texts = []
+    for number, raw in unreadable:
+        why = "is cut short" if not raw.endswith(b"\n") else "is not a journal entry"
+        shown = raw.rstrip(b"\n").decode(errors="replace")
+        texts.append(f"line {number} {why}: {shown[:100]!r}")
+    return made, texts
+
+
+def _scan(path: str) -> tuple[list[Change], list[tuple[int, bytes]]]:
+    """The changes made and not undone, oldest first, and the (number, bytes) of each line
+    that is not a whole entry."""
     made: list[Change] = []
-    unreadable: list[str] = []
+    unreadable: list[tuple[int, bytes]] = []
     with open(path, "rb") as journal:
         for number, raw in enumerate(journal, start=1):
             entry = _entry(raw)
             if entry is None:
-                why = "is cut short" if not raw.endswith(b"\n") else "is not a journal entry"
-                shown = raw.rstrip(b"\n").decode(errors="replace")
-                unreadable.append(f"line {number} {why}: {shown[:100]!r}")
+                unreadable.append((number, raw))
             elif entry[0] == "change":
                 made.append(entry[1])
             elif entry[1] in made:

@@ -15,14 +15,26 @@ runs on.
 How init ended is the trigger: killed by SIGHUP means reboot(2) was called
 with RB_AUTOBOOT inside the pid namespace, SIGINT means halt or power-off,
 anything else is an ordinary exit.
+
+Each command served, each signal forwarded and init's end are TRACE events;
+at init's end, before stopping removes the container's cgroup, the limits it
+hit are read from it (pids.events, memory.events, and cgroup v1's
+memory.oom_control) and recorded, so `lxcsm explain-failure` can tell a fork
+bomb or the OOM killer from an ordinary exit.
 """
 
 import os
 import select
 import signal
 
+from lxcsm.engine import log as logmod
 from lxcsm.engine.errors import describe
 from lxcsm.engine.linux import kernel
+from lxcsm.engine.protocol.command_socket import Cmd
+
+# The counters that say a limit was hit, by file: (cgroup v2 or v1) file -> its keys that count.
+LIMIT_COUNTERS = {"pids.events": ("max",), "memory.events": ("max", "oom", "oom_kill"),
+                  "memory.oom_control": ("oom_kill",)}
 
 
 def enter(ctx) -> str:
@@ -32,7 +44,10 @@ def enter(ctx) -> str:
         poller.register(fd, select.POLLIN)
     console, draining = ctx.command_server.ttys.get(0, -1), False
     console_log = ConsoleLog(ctx)
+    ctx.command_server.on_request = lambda cmd, uid: ctx.log.trace(
+        "command served", command=Cmd(cmd).name if cmd in Cmd._value2member_map_ else cmd, uid=uid)
     while True:
+        logmod.flight_recorder.flush()   # what the last wakeup recorded, before waiting again
         # The console is drained while no lxc-console holds it (then the client reads it).
         held = 0 in ctx.command_server.tty_users
         if console >= 0 and draining == held:
@@ -61,6 +76,8 @@ def enter(ctx) -> str:
             elif fd == boot.init_pidfd:
                 _pid, status = os.waitpid(boot.init_pid, 0)
                 boot.init_status = status
+                ctx.command_server.on_request = lambda cmd, uid: None
+                _record_limits_hit(ctx)
                 return _why_init_ended(ctx, status)
             else:
                 ctx.command_server.serve_ready()
@@ -91,10 +108,24 @@ class ConsoleLog:
                                   file=self.ctx.request.config.get_item("lxc.console.logfile"))
 
 
+def _record_limits_hit(ctx) -> None:
+    """One event per cgroup file whose counters say the container hit a limit."""
+    for cgroup in ctx.boot.payload_cgroups:
+        for file, keys in LIMIT_COUNTERS.items():
+            try:
+                with open(os.path.join(cgroup, file)) as counters:
+                    found = dict(line.split() for line in counters if len(line.split()) == 2)
+            except OSError:
+                continue   # not this hierarchy's controller
+            hit = {key: int(found[key]) for key in keys if found.get(key, "0").isdigit() and int(found[key])}
+            if hit:
+                ctx.log.info("cgroup limit hit", file=os.path.join(cgroup, file), **hit)
+
+
 def _why_init_ended(ctx, status: int) -> str:
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
-        ctx.log.info("init killed", signal=signal.Signals(sig).name)
+        ctx.log.info("init killed", signal=signal.Signals(sig).name, core_dumped=os.WCOREDUMP(status))
         if sig == signal.SIGHUP:
             return "init_rebooted"
         if sig == signal.SIGINT:
@@ -107,4 +138,5 @@ def _why_init_ended(ctx, status: int) -> str:
 def plan(request) -> list[str]:
     return ["wait on init's pidfd, the signalfd and the command socket",
             "forward every watched signal but SIGCHLD to init",
-            "init killed by SIGHUP: reboot; by SIGINT: halt; otherwise: exit"]
+            "init killed by SIGHUP: reboot; by SIGINT: halt; otherwise: exit",
+            "record the limits the container hit (pids.events, memory.events) before its cgroup goes"]

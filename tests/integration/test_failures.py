@@ -107,7 +107,7 @@ def test_explain_failure_reads_the_last_start(make_container):
                                capture_output=True, text=True, timeout=30)
     assert explained.returncode == 0, explained.stderr
     first = explained.stdout.splitlines()[0]
-    assert first.startswith(f"{c.name}: the last start failed in the child state exec:"), first
+    assert re.match(rf"{c.name}: the last start failed in the child state exec at [-\d]+ [\d:.]+: ", first), first
     assert "exec (child) - become init." in explained.stdout      # the state's own docstring
     assert " state side=child " in explained.stdout
 

@@ -8,13 +8,14 @@ start must fail with exactly one printable line on stderr matching the
 expected pattern, the expected exit status (1 unless told), no traceback,
 nothing on stdout, and nothing created: no cgroup or command socket for the
 container, no host mount, and no new file anywhere in LXCPATH, the rootfs or
-the working directory (a start refused before it began leaves no
-lxcsm-last-start.log either).
+the working directory - but for the container's lxcsm-last-start.log,
+which records the refusal (lxcsm explain-failure).
 """
 
 from __future__ import annotations
 
 import ast
+import json
 import os
 import random
 import re
@@ -233,5 +234,9 @@ def test_bad_input_is_refused_with_one_line(case, tmp_path, rootfs):
     for name in names:
         assert cgroup_dirs(name) == []
         assert not command_socket_bound(run.lxcpath, name)
-    assert snapshot(run.lxcpath, rootfs.path, run.cwd) == before
+    after = snapshot(run.lxcpath, rootfs.path, run.cwd)
+    record = run.lxcpath / run.name / "lxcsm-last-start.log"   # the refusal, for explain-failure
+    if after.pop(str(record), None):
+        assert [json.loads(e)["event"] for e in record.read_text().splitlines()] == ["start refused"]
+    assert after == before
     assert host_mounts() == mounts_before

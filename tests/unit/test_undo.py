@@ -19,6 +19,9 @@ class Log:
     def trace(self, event, **fields):
         self.events.append(("trace", event, fields))
 
+    def warn(self, event, **fields):
+        self.events.append(("warn", event, fields))
+
     def error(self, event, **fields):
         self.events.append(("error", event, fields))
 
@@ -311,3 +314,63 @@ def test_a_failed_undo_keeps_the_journal_for_cleanup(tmp_path, undone, monkeypat
     journal.finish()
     # "fine" is listed too (the full disk kept its undo out): cleanup's undos tolerate what is gone
     assert undo_module.pending(str(path)) == ([Change("broken", "/stuck"), Change("a", "fine")], [])
+
+
+# --- a start after a crash: the dead monitor's journal ----------------------------------------
+
+
+def test_a_new_start_undoes_a_dead_monitors_leftovers_first_and_forgets_nothing(tmp_path, undone):
+    """What a killed monitor left is handed to on_leftovers (which undoes it) before the new
+    monitor's first change is journalled; what it could not undo is carried over, so the
+    journal outlives the new monitor's clean stop."""
+    path = _journalled(tmp_path, ("a", "old cgroup"), ("b", "random veth"), ("c", "undone later"))
+    with open(path, "a") as journal:
+        journal.write('{"undone": "c", "target": "undone later"}\n')
+    offered = []
+
+    def leftovers(changes):
+        offered.append(list(changes))
+        return [c for c in changes if c.target == "random veth"]   # this one could not be undone
+
+    journal = undo_module.Journal(path, on_leftovers=leftovers)
+    undo = UndoLog(journal)
+    undo.record("c", "command socket")
+    assert offered == [[Change("a", "old cgroup"), Change("b", "random veth")]]
+    assert undo_module.pending(path) == ([Change("b", "random veth"), Change("c", "command socket")], [])
+    undo.unwind(Log())
+    journal.finish()                                 # a clean stop ...
+    assert undo_module.pending(path) == ([Change("b", "random veth")], [])   # ... remembers the veth
+
+
+def test_a_dead_monitors_journal_fully_undone_is_replaced(tmp_path, undone):
+    path = _journalled(tmp_path, ("a", "old cgroup"))
+    journal = undo_module.Journal(path, on_leftovers=lambda changes: [])
+    undo = UndoLog(journal)
+    undo.record("b", "new")
+    assert open(path).read() == '{"change": "b", "target": "new"}\n'
+    undo.unwind(Log())
+    journal.finish()
+    assert not os.path.exists(path)
+
+
+def test_lines_of_a_dead_monitors_journal_that_cannot_be_read_are_kept_for_cleanup(tmp_path, undone):
+    path = _journalled(tmp_path, ("a", "old cgroup"))
+    with open(path, "ab") as journal:
+        journal.write(b'{"change": "b", "targ')          # cut short by the crash
+    journal = undo_module.Journal(path, on_leftovers=lambda changes: [])
+    undo = UndoLog(journal)
+    undo.record("c", "new")
+    undo.unwind(Log())
+    journal.finish()
+    changes, unreadable = undo_module.pending(path)
+    assert changes == [] and len(unreadable) == 1 and '{"change": "b", "targ' in unreadable[0]
+
+
+def test_undo_after_crash_undoes_newest_first_and_returns_what_failed(undone):
+    log = Log()
+    kept = undo_module.undo_after_crash([Change("a", "1"), Change("broken", "2"), Change("b", "3")], log)
+    assert [c.target for c in undone] == ["3", "2", "1"]
+    assert kept == [Change("broken", "2")]
+    assert [(level, event) for level, event, _ in log.events] == [
+        ("warn", "left by a dead monitor, undone"), ("error", "left by a dead monitor, not undone"),
+        ("warn", "left by a dead monitor, undone")]
