@@ -123,6 +123,8 @@ def explain(name: str, record: postmortem.Record, journal: str, running: bool = 
             shown_until = events.index(ended) + 1
         elif record.finished:
             lines.append(f"{name}: the last start did not fail" + (" (init ran)" if _last(events, "started") else ""))
+    if not record.finished:
+        shown_until = len(events)   # the story ends where the monitor died, whatever it was doing
     if failed is not None:
         lines.append(_what_state_does(failed["failed_side"], failed["failed_state"]))
     if _last(events, "left by a dead monitor, undone") or _last(events, "left by a dead monitor, not undone"):
