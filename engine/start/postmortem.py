@@ -51,10 +51,10 @@ REFUSED = "start refused"
 TRIMMED = "flight record trimmed"
 # The event after which this monitor alone holds the container's name (init_handler).
 CLAIMED_BY = "command socket bound"
-# Events after which the process may block (or, for "state", starts a state's work):
-# the batch so far is written first.  The child's events count too: they arrive while
+# Events after which the monitor may block (or, for "state", starts a state's work): the
+# batch so far is written then.  A child's state or hook counts too: its events arrive while
 # the monitor waits for it.
-FLUSHED_AFTER = frozenset({"state", "sync wait", "sync wake", "hook", "paused", "started"})
+FLUSHED_AFTER = frozenset({"state", "sync wait", "hook", "paused", "started"})
 # A long-running container's record (commands served, signals) is bounded: past this size
 # it is cut back to the start itself plus the latest events.
 MAX_RECORD_BYTES = 1 << 20
@@ -104,6 +104,8 @@ class FlightRecord:
         self.added += 1
         name = event["event"]
         if name in FLUSHED_AFTER or name == CLAIMED_BY:
+            if name == "sync wait" and event.get("side") == "child":
+                return   # the child blocks, not the monitor: its next wait writes this
             if name == CLAIMED_BY and event.get("side", "monitor") == "monitor":
                 self.claim()
             self.flush()
