@@ -113,6 +113,9 @@ def explain(name: str, record: postmortem.Record, journal: str, running: bool = 
     else:
         if not record.finished:
             lines.append(died(name, events, journal))
+        if bug := _last(events, postmortem.MONITOR_FAILED):
+            lines.append(f"{name}: the monitor failed at {_at(bug)}, outside any state (a bug in lxcsm): "
+                         f"{bug['error']}")
         if failed is not None:
             lines.append(f"{name}: the last start failed in the {failed['failed_side']} state "
                          f"{failed['failed_state']} at {_at(failed)}: {failed['error']}")
@@ -121,7 +124,7 @@ def explain(name: str, record: postmortem.Record, journal: str, running: bool = 
         elif ended is not None:
             lines += init_ended(name, events, ended)
             shown_until = events.index(ended) + 1
-        elif record.finished:
+        elif record.finished and not bug:
             lines.append(f"{name}: the last start did not fail" + (" (init ran)" if _last(events, "started") else ""))
     if not record.finished:
         shown_until = len(events)   # the story ends where the monitor died, whatever it was doing
@@ -132,7 +135,8 @@ def explain(name: str, record: postmortem.Record, journal: str, running: bool = 
                      f"(its record: {postmortem.died_start_path(record.path)}).")
     before = events[:shown_until]
     shown = before[-postmortem.SHOWN_EVENTS:]
-    lines.append(f"The {len(shown)} events before it (monitor and child, oldest first), from {record.path}:")
+    lines.append(f"The {len(shown)} {'latest events' if running else 'events before it'} (monitor and child, "
+                 f"oldest first), from {record.path}:")
     lines += [f"  {logmod.render_lxc(e)}" for e in shown]
     cleanup = [e for e in events[shown_until:] if e["event"] in CLEANUP_EVENTS]
     if cleanup:

@@ -67,6 +67,9 @@ def run(request: StartRequest, log, on_running=lambda: None,
         CHILD.module(state)
     try:
         Supervisor(MONITOR, ctx, log, on_enter=on_enter).run()
+    except Exception as err:   # a bug outside any state: the record says so before it ends
+        log.error(postmortem.MONITOR_FAILED, error=describe(err))
+        raise
     finally:
         # Normally empty by now; after a way-out state failed (or was made to fail), or an
         # error escaped the machine, the monitor's last act is still to leave nothing

@@ -47,6 +47,7 @@ LOG_NOT_WRITTEN = "log file not written"
 NOT_WRITTEN = {NOT_KEPT: "this start's events could not be kept in", LOG_NOT_WRITTEN: "the log could not be written to"}
 # The record's own events: the monitor's last, a refusal's only one, the gap left by trimming.
 MONITOR_EXITED = "monitor exited"
+MONITOR_FAILED = "monitor failed"   # an error outside any state: a bug
 REFUSED = "start refused"
 TRIMMED = "flight record trimmed"
 # The event after which this monitor alone holds the container's name (init_handler).

@@ -160,3 +160,11 @@ def test_a_refusal_is_the_verdict_with_its_hints():
     lines = explained(events)
     assert lines[0].startswith("box: the last start was refused before it began, at ")
     assert lines[1] == "hint: create the bridge first: ip link add br7 type bridge && ip link set br7 up"
+
+
+def test_a_monitor_that_failed_outside_any_state_is_called_a_bug():
+    events = [*START, event(postmortem.MONITOR_FAILED, 3.0, error="KeyError: 'x'"),
+              event(postmortem.MONITOR_EXITED, 3.1)]
+    assert explained(events)[0].startswith("box: the monitor failed at ")
+    assert explained(events)[0].endswith(", outside any state (a bug in lxcsm): KeyError: 'x'")
+    assert not any("did not fail" in line for line in explained(events))

@@ -130,6 +130,40 @@ def test_poll_answers_the_command_socket_while_init_runs(host, run, running, rea
 
 
 @pytest.mark.state("monitor", "poll")
+def test_poll_traces_each_command_it_serves(host, run, running, reap):
+    server = running.ctx.command_server
+
+    def serve_ready():
+        server.sock.recv(1)
+        server.on_request(3, 0)   # as the real server does, before it answers GET_STATE
+        running.init_exits()
+    server.serve_ready = host.rec.fake("command_server.serve_ready", serve_ready)
+    host.command_client.send(b"?")
+
+    assert run("monitor", "poll", running.ctx) == "init_exited"
+
+    assert running.ctx.log.named("command served") == [("trace", {"command": "GET_STATE", "uid": 0})]
+
+
+@pytest.mark.state("monitor", "poll")
+def test_poll_records_the_limits_init_hit_before_its_cgroup_goes(host, run, running, reap, tmp_path):
+    pids, memory, quiet = tmp_path / "pids", tmp_path / "memory", tmp_path / "cpu"
+    for cgroup in (pids, memory, quiet):
+        cgroup.mkdir()
+    (pids / "pids.events").write_text("max 7\n")
+    (memory / "memory.events").write_text("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n")
+    (quiet / "pids.events").write_text("max 0\n")                 # a limit not hit says nothing
+    running.ctx.boot.payload_cgroups = [str(pids), str(memory), str(quiet)]
+    running.init_exits()
+
+    assert run("monitor", "poll", running.ctx) == "init_exited"
+
+    assert running.ctx.log.named("cgroup limit hit") == [
+        ("info", {"file": str(pids / "pids.events"), "max": 7}),
+        ("info", {"file": str(memory / "memory.events"), "max": 3, "oom": 1, "oom_kill": 1})]
+
+
+@pytest.mark.state("monitor", "poll")
 def test_poll_drains_the_console_into_the_console_log(host, run, running, reap, tmp_path):
     console, container_writes = host.pipe()
     running.ctx.command_server.ttys = {0: console}
