@@ -218,7 +218,7 @@ CGROUP_FILE = re.compile(r"(lxc\.cgroup2?)\.(\S+?): (?:no file \S+ in the|.*ENOE
 NO_LINK = re.compile(r"lxc\.net\.\d+\.link: no network interface (\S+) on the host")
 
 
-def hints(error: str, events: list[dict] = ()) -> list[str]:
+def hints(error: str, events: list[dict] | None = None) -> list[str]:
     """Concrete next steps for an error lxcsm knows (a refusal's or a failed state's)."""
     found = []
     if match := MISSING_TARGET.search(error):
@@ -231,7 +231,7 @@ def hints(error: str, events: list[dict] = ()) -> list[str]:
             found.append(f"no cgroup file is named {file}: did you mean {closest[0]} ({match[1]}.{closest[0]})?")
     if match := NO_LINK.search(error):
         found.append(f"create the bridge first: ip link add {match[1]} type bridge && ip link set {match[1]} up")
-    if "ENOENT" in error and any(e["event"] == "exec" for e in events):
+    if "ENOENT" in error and events and any(e["event"] == "exec" for e in events):
         found += _interpreter_hints(events)
     return found
 

@@ -121,8 +121,7 @@ def daemonize(request: StartRequest, make_log, log_text) -> int:
             if not chunk:
                 break
             report += chunk
-    report = report.rstrip(b"\0").decode(errors="replace")
-    verdict, _, detail = report.partition(" ")
+    verdict, _, detail = report.rstrip(b"\0").decode(errors="replace").partition(" ")
     if verdict == "RUNNING":
         return 0
     if verdict == "PAUSED":

@@ -174,7 +174,7 @@ class Journal:
 
     def _open(self) -> None:
         """Open the journal afresh, carrying over what a dead monitor's left undone (see above)."""
-        carried = b""
+        assert self.path is not None   # a journal without a file opens none
         try:
             made, unreadable = _scan(self.path)
         except FileNotFoundError:
@@ -197,7 +197,7 @@ class Journal:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
-            if self.outstanding == 0:
+            if self.outstanding == 0 and self.path is not None:
                 try:
                     os.unlink(self.path)
                 except FileNotFoundError:
@@ -288,7 +288,7 @@ UNDO_AFTER_CRASH: dict[str, Callable[[Change], None]] = {
 def undo_after_crash(changes: list[Change], log) -> list[Change]:
     """Undo what a dead monitor's journal lists (oldest first), newest first, as `lxcsm
     cleanup` does; each is logged.  Returns what could not be undone, oldest first."""
-    kept = []
+    kept: list[Change] = []
     for change in reversed(changes):
         try:
             UNDO_AFTER_CRASH[change.kind](change)
