@@ -90,7 +90,7 @@ def run(parser: Parser, args) -> int:
         preflight.check(config, command, command_from_cli=bool(args.command))
     except loader.ConfigError as err:
         fail(str(err))
-        postmortem.record_refusal(config_path, name, str(err), tuple(args.command))   # for explain-failure
+        postmortem.record_refusal(config_path, path, name, str(err), tuple(args.command))   # for explain-failure
         return 1
 
     try:

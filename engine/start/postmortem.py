@@ -154,7 +154,8 @@ class FlightRecord:
         except OSError:
             return data
         self.size = self.head
-        latest = sorted(logmod.flight_recorder.events, key=lambda e: e["time"])[-KEPT_AFTER_TRIM:]
+        since_head = min(KEPT_AFTER_TRIM, self.added - self.added_at_head)
+        latest = sorted(list(logmod.flight_recorder.events)[-since_head:], key=lambda e: e["time"])
         note = {"event": TRIMMED, "level": int(logmod.Level.INFO), "side": "monitor",
                 "time": latest[0]["time"] if latest else time.time(),
                 "dropped": max(0, self.added - self.added_at_head - len(latest))}
@@ -178,7 +179,7 @@ class FlightRecord:
         return self.path if self.claimed and not self.failed else None
 
 
-def record_refusal(config_path: str, name: str, error: str, command: tuple[str, ...] = ()) -> None:
+def record_refusal(config_path: str, lxcpath: str, name: str, error: str, command: tuple[str, ...] = ()) -> None:
     """Keep a start refused before it began as the container's last record (best effort: the
     refusal has been said on stderr already).  A record lives next to a config file: none for
     a config that is missing or not a file.  Never over the record of a container that runs."""
@@ -186,9 +187,8 @@ def record_refusal(config_path: str, name: str, error: str, command: tuple[str, 
     from lxcsm.engine.protocol.command_socket import LxcState
     if not os.path.isfile(config_path):
         return
-    directory = os.path.dirname(os.path.abspath(config_path))
     try:
-        if command_client.get_state(os.path.dirname(directory), name) != LxcState.STOPPED:
+        if command_client.get_state(lxcpath, name) != LxcState.STOPPED:
             return
     except (command_client.MonitorError, OSError, ValueError):
         return

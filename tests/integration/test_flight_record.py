@@ -224,3 +224,17 @@ def test_a_start_after_a_crash_undoes_what_the_dead_monitor_left_and_forgets_not
         assert any(json.loads(line).get("state") == "sync_configure" for line in died)
     cleanup = subprocess.run([*LXCSM, "cleanup", c.name, "-P", c.lxcpath], capture_output=True, text=True)
     assert cleanup.returncode == 1 and f"could not undo pidfile {undoable}" in cleanup.stderr
+
+
+def test_neither_a_refusal_nor_a_second_start_touches_a_running_containers_record(make_container):
+    c = make_container()
+    assert c.run("start", "--", "/bin/sleep", "600").returncode == 0
+    record = os.path.join(c.lxcpath, c.name, "lxcsm-last-start.log")
+    with open(record) as before:
+        started = before.read()
+    assert c.run("start", "-s", "lxc.no.such.key=1", "--", "/bin/true").returncode == 1   # refused
+    assert c.run("start", "--", "/bin/true").returncode == 0                              # already running
+    with open(record) as after:
+        assert after.read().startswith(started)
+    assert explain(c)[0].startswith(f"{c.name} is running: this is the record of its monitor")
+    assert c.run("stop", "-k").returncode == 0

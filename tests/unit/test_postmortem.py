@@ -182,10 +182,11 @@ def test_a_refused_start_is_the_containers_last_record(tmp_path):
     config = tmp_path / "lxc" / "box" / "config"
     config.parent.mkdir(parents=True)
     config.write_text("")
-    postmortem.record_refusal(str(config), "box", "config:3: lxc.bad: unknown key", ("/bin/true",))
+    postmortem.record_refusal(str(config), str(tmp_path / "lxc"), "box", "config:3: lxc.bad: unknown key",
+                              ("/bin/true",))
     record = postmortem.read(postmortem.last_start_path(str(config)))
     assert [(e["event"], e["error"], e["command"]) for e in record.events] == [
         (postmortem.REFUSED, "config:3: lxc.bad: unknown key", ["/bin/true"])]
     assert record.finished
-    postmortem.record_refusal(str(config.parent), "x", "cannot read config: Is a directory")
+    postmortem.record_refusal(str(config.parent), str(tmp_path / "lxc"), "x", "cannot read config: Is a directory")
     assert not (tmp_path / "lxc" / postmortem.LAST_START).exists()   # none but next to a config file
