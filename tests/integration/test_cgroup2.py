@@ -12,13 +12,14 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import subprocess
 import threading
 import time
 
 import pytest
 
 from lxcsm.engine.linux import cgroup_devices, cgroups
-from tests.conftest import unique_name
+from tests.conftest import LXCSM, unique_name
 
 pytestmark = pytest.mark.root
 
@@ -318,3 +319,26 @@ def test_processes_left_in_the_container_cgroup_are_killed_at_stop(make_containe
         undo = [line for line in log.read_text().splitlines() if "undo" in line]
         assert time.monotonic() < deadline, f"the container's sleep (pid {pid}) outlived it: " + "\n".join(undo)
         time.sleep(0.05)
+
+
+@needs_unified_only
+def test_a_cgroup_without_the_controllers_asked_for_says_how_to_get_them(make_container):
+    """Started (lxc.cgroup.relative) from a cgroup whose parent hands it no controllers - a
+    session scope systemd made without Delegate=yes - a cgroup2 limit cannot be set: the error
+    names the controller and the systemd-run line that gives a delegated cgroup."""
+    outer = os.path.join(UNIFIED.home, unique_name("nodelegate"))
+    os.mkdir(outer)
+    leaf = os.path.join(outer, "session.scope")
+    os.mkdir(leaf)
+    try:
+        c = make_container(extra=["lxc.cgroup.relative = 1", "lxc.cgroup2.pids.max = 20"])
+        command = " ".join(["exec", *LXCSM, "start", "-n", c.name, "-P", c.lxcpath, "-F", "--", "/bin/true"])
+        result = subprocess.run(["sh", "-c", f"echo $$ > {leaf}/cgroup.procs && {command}"],
+                                capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL)
+        assert result.returncode == 1, result.stderr
+        assert "'pids' is not enabled" in result.stderr, result.stderr
+        assert "systemd-run --scope -p Delegate=yes" in result.stderr
+        assert "Traceback" not in result.stderr
+        assert os.listdir(leaf) and not [d for d in os.listdir(leaf) if d.startswith("lxc.")]
+    finally:
+        cgroups.remove(outer)
