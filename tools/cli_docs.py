@@ -68,6 +68,10 @@ if init was killed by a signal.
 \\fBlxcsm stop\\fR exits as lxc\\-stop does: 0 when the container stopped (or, with
 \\fB\\-r\\fR, runs again; with \\fB\\-t 0\\fR or \\fB\\-W\\fR, when the signal was sent), 1 when it
 did not or the command line cannot be used, and 2 when the container is not running.
+.PP
+\\fBlxcsm autostart\\fR exits as lxc\\-autostart does: 0 when every container it picked was
+done (or needed nothing), 1 when all of them failed or the command line cannot be used, and
+2 when some failed.
 """
 
 FILES_TEXT = f"""\
@@ -80,8 +84,8 @@ unless \\fB\\-f\\fR names another; \\fILXCPATH\\fR is {DEFAULT_LXCPATH} unless \
 the events of the last start, kept when it failed; \\fBlxcsm explain\\-failure\\fR reads it
 """
 
-SEE_ALSO = ("lxc-start(1)", "lxc-stop(1)", "lxc-info(1)", "lxc-attach(1)", "lxc-console(1)", "lxc-wait(1)",
-            "lxc.container.conf(5)")
+SEE_ALSO = ("lxc-start(1)", "lxc-stop(1)", "lxc-autostart(1)", "lxc-info(1)", "lxc-attach(1)", "lxc-console(1)",
+            "lxc-wait(1)", "lxc.container.conf(5)")
 
 
 def parsers() -> list[tuple[str, object, argparse.ArgumentParser]]:

@@ -19,6 +19,7 @@ SUBCOMMANDS = {
     "start": "start",
     "continue": "resume",
     "stop": "stop",
+    "autostart": "autostart",
     "cgroup": "cgroup",
     "freeze": "freeze",
     "unfreeze": "unfreeze",
