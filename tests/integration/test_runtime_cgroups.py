@@ -42,25 +42,29 @@ def _start(c) -> int:
     return int(_lxc("lxc-info", c, "-p", "-H").stdout)
 
 
-def _payload(c, controller: str) -> str:
-    """The container's cgroup directory with `controller`, as the host sees it."""
+def _payload(c, controller: str, relative: str | None = None) -> str:
+    """The container's cgroup directory with `controller` as the host sees it: lxc.payload.NAME,
+    or `relative` below the hierarchy's base."""
     for hierarchy in cgroups.hierarchies():
         if UNIFIED_ONLY or controller in hierarchy.controllers:
+            if relative is not None:
+                return os.path.join(hierarchy.home, relative)
             for top, dirs, _files in os.walk(hierarchy.mountpoint):
                 if f"lxc.payload.{c.name}" in dirs:
                     return os.path.join(top, f"lxc.payload.{c.name}")
     raise AssertionError(f"no lxc.payload.{c.name} with {controller}")
 
 
-def _frozen(c, pid: int) -> bool:
-    """Is the container frozen, by its freezer (v1 freezer.state, cgroup2 cgroup.events), and is
-    its init out of the scheduler's reach (state D, as a frozen task shows)?"""
+def _frozen(c, pid: int, relative: str | None = None) -> bool:
+    """Is the container frozen?  By the v1 freezer, freezer.state FROZEN and init in state D (a
+    frozen task's); by cgroup2's, cgroup.events "frozen 1" (its tasks show S: they wait in the
+    freezer's trap, interruptibly)."""
+    freezer = _payload(c, "freezer", relative)
     if UNIFIED_ONLY:
-        with open(os.path.join(_payload(c, "freezer"), "cgroup.events")) as events:
-            by_freezer = "frozen 1" in events.read().splitlines()
-    else:
-        with open(os.path.join(_payload(c, "freezer"), "freezer.state")) as state:
-            by_freezer = state.read().strip() == "FROZEN"
+        with open(os.path.join(freezer, "cgroup.events")) as events:
+            return "frozen 1" in events.read().splitlines()
+    with open(os.path.join(freezer, "freezer.state")) as state:
+        by_freezer = state.read().strip() == "FROZEN"
     with open(f"/proc/{pid}/status") as status:
         task_state = next(line.split()[1] for line in status if line.startswith("State:"))
     return by_freezer and task_state == "D"
@@ -99,8 +103,7 @@ def test_with_an_inner_cgroup_lxc_cgroup_reads_the_limit_above_it_and_freezes_al
         assert _lxc("lxc-cgroup", c, "pids.max").stdout.strip() == "30"   # from ct, not from ct/ns ("max")
         assert c.run("cgroup", "pids.max").stdout == "30\n"
         assert _lxc("lxc-freeze", c).returncode == 0
-        with open(f"/proc/{init}/status") as status:
-            assert "State:\tD" in status.read()
+        assert _frozen(c, init, f"{top}/ct")
         assert _lxc("lxc-unfreeze", c).returncode == 0
         assert c.run("stop", "-k").returncode == 0
         assert c.monitor_exited()
@@ -171,7 +174,8 @@ def test_lxc_info_lxc_top_lxc_ls_and_lxcsm_info_show_figures(make_container):
                          start_new_session=True, preexec_fn=_timeout_alarm(3))
     rows = [line.split(",") for line in top.stdout.splitlines() if line.split(",")[1:2] == [c.name]]
     assert rows, top.stdout + top.stderr
-    assert int(rows[0][2]) > 0 and (UNIFIED_ONLY or int(rows[0][7]) > 0)   # cpu_nanos, mem_used_bytes
+    if not UNIFIED_ONLY:   # lxc-top reads v1 files too: on a cgroup2-only host every figure is 0, for lxc-start's too
+        assert int(rows[0][2]) > 0 and int(rows[0][7]) > 0   # cpu_nanos, mem_used_bytes
 
     ls = subprocess.run(["lxc-ls", "-f", "-F", "name,state,ram", "-P", c.lxcpath], capture_output=True,
                         text=True, timeout=60)
@@ -310,7 +314,9 @@ def lxc_pivot_removed():
 
 
 def test_lxc_monitor_sees_what_it_sees_of_lxc_start(make_container, lxc_monitor, lxc_pivot_removed):
-    c = make_container()
+    # LXC refuses a kernel whose AppArmor it finds incomplete (Debian's, in tools/vm's guest) unless
+    # the container runs unconfined; lxcsm does no AppArmor yet either way.
+    c = make_container(extra=["lxc.apparmor.profile = unconfined"])
     monitor = lxc_monitor(c)
     seen = {}
     for starter in ("lxc-start", "lxcsm"):
@@ -328,7 +334,10 @@ def test_lxc_monitor_sees_what_it_sees_of_lxc_start(make_container, lxc_monitor,
         lines += monitor.until("[STOPPED]")
         seen[starter] = lines
     assert seen["lxcsm"] == seen["lxc-start"]
-    assert _states(seen["lxcsm"]) == ["STARTING", "RUNNING", "FREEZING", "FROZEN", "FROZEN", "THAWED", "THAWED",
+    # lxc-freeze on a v1 freezer says FROZEN (and lxc-unfreeze THAWED) twice, once when the freezer
+    # reached it and once when done (freezer.c); on cgroup2 once (cgfsng.c cgroup_freeze)
+    twice = 1 if UNIFIED_ONLY else 2
+    assert _states(seen["lxcsm"]) == ["STARTING", "RUNNING", "FREEZING", *["FROZEN"] * twice, *["THAWED"] * twice,
                                       "RUNNING", "0", "STOPPING", "STOPPED"]
     assert f"'{c.name}' exited with status [0]" in seen["lxcsm"]   # lxc-monitor prints WEXITSTATUS of SIGKILL
 
