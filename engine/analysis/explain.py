@@ -260,7 +260,8 @@ def listing(tables: dict[str, Table] = TABLES) -> str:
         for state in table.states:
             lines.append(f"  {state:<20} {describe(table, state).summary}")
         lines.append("")
-    lines.append("lxcsm explain STATE (or SIDE:STATE) says more about one of them.")
+    lines.append("lxcsm explain STATE (or SIDE:STATE) says more about one of them; lxcsm explain LXC_FUNCTION "
+                 "(lxc_spawn, do_start, lxc_setup, lxc_poll, lxc_end ...) names the states doing its work.")
     return "\n".join(lines)
 
 
