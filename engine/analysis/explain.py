@@ -77,6 +77,9 @@ SYSCALLS = {
     "cgroups.cgroup2_limits": ("(none)", "the lxc.cgroup2.* settings"),
     "cgroups.write_cgroup2_limits": ("write(2)", "/sys/fs/cgroup/.../lxc.payload.NAME/FILE"),
     "cgroups.kill": ("write(2)", "/sys/fs/cgroup/.../cgroup.kill"),
+    # engine/linux/cgroup_devices.py: cgroup2's device rules
+    "cgroup_devices.apply": ("bpf(2)", "BPF_PROG_LOAD (CGROUP_DEVICE), BPF_PROG_ATTACH (BPF_CGROUP_DEVICE) "
+                                       "to the payload cgroup"),
     # engine/linux/netlink.py: rtnetlink, through pyroute2
     "netlink.link_mtu": ("RTM_GETLINK", "the bridge"),
     "netlink.create_veth": ("RTM_NEWLINK", "a veth pair, its peer in the child's network namespace"),
