@@ -25,6 +25,7 @@ SUBCOMMANDS = {
     "unfreeze": "unfreeze",
     "info": "info",
     "cleanup": "cleanup",
+    "serve": "serve",
     "plan": "plan",
     "explain": "explain",
     "explain-failure": "explain_failure",
@@ -66,6 +67,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.parse_args(argv)   # --help, --version, or the one-line error for a missing command
         return 2
     name = argv[0]
+    if name == "start":   # warm, through `lxcsm serve`, when one answers: before argparse or the engine is imported
+        from lxcsm.engine.start import server_client
+        if not server_client.IN_SERVER:
+            status = server_client.start([sys.argv[0], *argv])
+            if status is not None:
+                return status
     # Everything after `--` is init's command line, options and all.
     command = argv[argv.index("--") + 1:] if "--" in argv else []
     options = argv[1: argv.index("--")] if "--" in argv else argv[1:]

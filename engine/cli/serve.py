@@ -1,0 +1,296 @@
+"""lxcsm serve: the start server, a resident process that makes `lxcsm start` warm.
+
+It imports once what every start needs (the engine, every state of both
+machines, the child's path, structlog for a traced start, pyroute2 with
+--netlink or when a container under the default LXCPATH has a veth), then
+listens on a unix socket only root may use (mode 0600, and the peer checked
+with SO_PEERCRED).  For each `lxcsm start` that connects
+(engine/start/server_client.py) it forks:
+
+* a waiter, which joins the caller's cgroups on every hierarchy, starts a
+  session of its own, forks the process below, waits for it and sends the
+  client its wait status (the caller cannot wait for a process that is not its
+  child, and this host's PID 1 may never reap an orphan);
+* the process that does the start: it becomes the caller (engine/start/server.py:
+  namespaces, root, cwd, credentials, umask, rlimits, environment, signal
+  state, its fds 0-2, its ps title), sends the client its pidfd for relaying
+  signals, and runs `lxcsm start` with the caller's argv - the same code as a
+  cold start, so the same output, errors and exit status.  With -F it is the
+  monitor; with -d it daemonizes the monitor as a cold start does, which
+  leaves it reparented away from the server.
+
+Neither is the server's child for long (the waiter is reaped by SIGCHLD being
+ignored, the rest are its children), nothing of theirs is in the server's
+cgroups, and no parent-death signal ties them to it: stopping or restarting
+the server leaves every running container and its monitor alone.
+
+Socket activation: under systemd (LISTEN_FDS) the socket is fd 3; see
+tools/systemd/lxcsm-serve.{socket,service}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import signal
+import socket
+import struct
+import sys
+
+from lxcsm.engine.cli.options import Parser
+from lxcsm.engine.start import server_client
+
+SUMMARY = "serve warm starts: a resident process that runs lxcsm start for root's clients"
+SYSTEMD_FIRST_FD = 3
+TITLE_ROOM = 4096   # bytes of command line each forked process can retitle itself within
+
+
+def add_options(parser: Parser) -> None:
+    parser.add_argument("--socket", metavar="PATH", default=server_client.socket_path(),
+                        help=f"listen on PATH (default: $LXCSM_START_SOCKET or {server_client.SOCKET_PATH})")
+    parser.add_argument("--netlink", action="store_true",
+                        help="import pyroute2 now, for containers with a veth (else only if a config under"
+                             " the default LXCPATH has one)")
+    parser.add_argument("--title-room", default="", help=argparse.SUPPRESS)
+
+
+def run(parser: Parser, args) -> int:
+    if os.geteuid() != 0:
+        print("lxcsm serve: must run as root: it starts root's containers", file=sys.stderr)
+        return 1
+    if len(args.title_room) < TITLE_ROOM:
+        _reexec_with_title_room()
+    _preload(args.netlink)
+    listener, owned = _listener(args.socket)
+    if listener is None:
+        return 1
+
+    def stop(_signo, _frame) -> None:
+        if owned:
+            try:
+                os.unlink(args.socket)
+            except OSError:
+                pass
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)   # waiters are reaped by the kernel
+    sys.stdout.flush()
+    sys.stderr.flush()
+    gc.collect()
+    gc.freeze()   # what the imports made stays shared with every forked process
+    while True:
+        try:
+            conn, _ = listener.accept()
+        except InterruptedError:
+            continue
+        pid, uid, _gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                             struct.calcsize("3i")))
+        if uid != 0:
+            _send(conn, server_client.REFUSED + b"only root may start containers through the server")
+            conn.close()
+            continue
+        if os.fork() == 0:
+            listener.close()
+            _waiter(conn, pid)
+        conn.close()
+
+
+def _reexec_with_title_room() -> None:
+    """Run again with TITLE_ROOM bytes of command line: a forked process retitles itself
+    (as the caller's command line, or [lxcsm monitor] ...) within the room its argv has."""
+    argv = [a for a in sys.orig_argv if not a.startswith("--title-room")]
+    os.execv(sys.executable, [*argv, "--title-room=" + "." * TITLE_ROOM])
+
+
+def _preload(netlink: bool) -> None:
+    """Import everything a start imports, so that no forked process imports anything."""
+    import structlog  # noqa: F401  (a traced start's first line)
+
+    from lxcsm.engine.cli import parser_for, start  # noqa: F401
+    from lxcsm.engine.config import loader, preflight  # noqa: F401
+    from lxcsm.engine.protocol import command_client, command_server  # noqa: F401
+    from lxcsm.engine.start import breakpoints, child, monitor, postmortem, supervisor  # noqa: F401
+    from lxcsm.engine.start.machine import CHILD, MONITOR
+
+    for table in (MONITOR, CHILD):
+        for state in table.states:
+            table.module(state)
+    parser_for("start")
+    if netlink or _veth_configured():
+        from lxcsm.engine.linux import netlink as netlink_module  # noqa: F401
+
+
+def _veth_configured() -> bool:
+    from lxcsm.engine.cli.options import DEFAULT_LXCPATH
+    try:
+        names = os.listdir(DEFAULT_LXCPATH)
+    except OSError:
+        return False
+    for name in names:
+        try:
+            with open(os.path.join(DEFAULT_LXCPATH, name, "config")) as config:
+                for line in config:
+                    key, _, value = line.partition("=")
+                    if key.strip().startswith("lxc.net.") and key.strip().endswith(".type") \
+                            and value.strip() == "veth":
+                        return True
+        except OSError:
+            continue
+    return False
+
+
+def _listener(path: str) -> tuple[socket.socket | None, bool]:
+    """(listening socket, whether we made its path): systemd's, or one bound here, mode 0600."""
+    if os.environ.get("LISTEN_PID") == str(os.getpid()) and int(os.environ.get("LISTEN_FDS", "0")) >= 1:
+        for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+            os.environ.pop(name, None)
+        listener = socket.socket(fileno=SYSTEMD_FIRST_FD)
+        os.set_inheritable(SYSTEMD_FIRST_FD, False)
+        return listener, False
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+        print(f"lxcsm serve: {path}: a start server already answers there", file=sys.stderr)
+        return None, False
+    except OSError:
+        pass   # nobody answers: a stale socket file, or none
+    finally:
+        probe.close()
+    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)   # the socket is born 0600: no moment where others may connect
+    try:
+        listener.bind(path)
+    finally:
+        os.umask(old_umask)
+    os.chmod(path, 0o600)
+    listener.listen(128)
+    return listener, True
+
+
+def _send(conn: socket.socket, message: bytes, fds: tuple[int, ...] = ()) -> None:
+    try:
+        if fds:
+            conn.sendmsg([message], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds))])
+        else:
+            conn.sendall(message)
+    except OSError:
+        pass   # the client is gone: nobody to tell
+
+
+def _waiter(conn: socket.socket, caller: int) -> None:
+    from lxcsm.engine.linux import kernel
+    from lxcsm.engine.start import server
+
+    try:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        server.check(caller)
+        server.move_into_cgroups(caller)   # first: everything forked from here on is the caller's
+        os.setsid()
+        kernel.set_comm("lxcsm waiter")
+        worker = os.fork()
+        if worker == 0:
+            try:
+                _worker(conn, caller)
+            except BaseException:
+                import traceback
+                traceback.print_exc()
+            finally:
+                os._exit(1)   # only if the worker itself failed before the start ran
+        _pid, status = os.waitpid(worker, 0)
+        _send(conn, server_client.EXIT + str(status).encode())
+    except server.Refused as err:
+        _send(conn, server_client.REFUSED + str(err).encode())
+    except BaseException as err:   # a bug: the client falls back to a cold start
+        _send(conn, server_client.REFUSED + f"the server failed: {err!r}".encode())
+    finally:
+        os._exit(0)
+
+
+def _worker(conn: socket.socket, caller: int) -> None:
+    from lxcsm.engine import cli
+    from lxcsm.engine.start import server
+
+    server_client.IN_SERVER = True   # this process's `lxcsm start` is the one asked for, not a new request
+    try:
+        payload, fds = server_client.read_request(conn)
+        argv, environ, stdio, blocked, ignored = server_client.decode_request(payload)
+        if len(fds) != len(stdio):
+            raise ValueError("the request's fds do not match it")
+        server.enter_namespaces(caller)
+        server.take_process_settings(caller)
+        server.take_title(caller)
+    except (server.Refused, ValueError, OSError) as err:
+        _send(conn, server_client.REFUSED + str(err).encode())
+        os._exit(0)
+    server.take_environment(environ)
+    for std in (0, 1, 2):
+        if std in stdio:
+            os.dup2(fds[stdio.index(std)], std)
+        else:
+            os.close(std)
+    pidfd = os.pidfd_open(os.getpid())
+    _send(conn, server_client.PROCESS, (pidfd,))
+    conn.close()
+    os.closerange(3, os.sysconf("SC_OPEN_MAX") if os.sysconf("SC_OPEN_MAX") < 65536 else 65536)
+    server.take_signal_state(blocked, ignored)
+    _std_streams()
+    sys.argv = argv
+    gc.disable()   # as the `lxcsm` command (cli.run): the monitor turns it on once RUNNING
+    try:
+        status = cli.main(argv[1:])
+    except SystemExit as leaving:
+        status = leaving.code if isinstance(leaving.code, int) else (0 if leaving.code is None else 1)
+        if not isinstance(leaving.code, int | None):
+            print(leaving.code, file=sys.stderr)
+    except KeyboardInterrupt:
+        import traceback
+        traceback.print_exc()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)   # as a Python process dies of an uncaught Ctrl-C
+        status = 130
+    except BaseException:
+        import traceback
+        traceback.print_exc()
+        status = 1
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(status)
+
+
+def _std_streams() -> None:
+    """sys.stdin/stdout/stderr on the caller's fds, set up as a fresh interpreter sets them up."""
+    encoding = sys.stdout.encoding if sys.stdout else "utf-8"
+    sys.stdin = sys.__stdin__ = _stream(0, "r", encoding, "strict", False)
+    sys.stdout = sys.__stdout__ = _stream(1, "w", encoding, "strict", os.isatty(1) if _open(1) else False)
+    sys.stderr = sys.__stderr__ = _stream(2, "w", encoding, "backslashreplace", True)
+
+
+def _open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+        return True
+    except OSError:
+        return False
+
+
+def _stream(fd: int, mode: str, encoding: str, errors: str, line_buffering: bool):
+    if not _open(fd):
+        return None
+    stream = open(fd, mode, encoding=encoding, errors=errors, closefd=False)
+    stream.reconfigure(line_buffering=line_buffering)
+    return stream

@@ -1,0 +1,157 @@
+"""Becoming the caller: what a process forked by the start server changes so that the start
+it runs is the caller's own (engine/cli/serve.py forks it; server_client.py is the caller).
+
+A cold `lxcsm start` is a process the user's shell made: in the shell's cgroups
+and namespaces, with its credentials, cwd, root, umask, rlimits, nice value,
+CPU affinity, environment, signal dispositions and mask, and its terminal on
+fds 0-2.  A process forked by the server has the server's instead, and
+everything the monitor and the container inherit would come from there: a
+container started from a shell inside a network namespace would get its veth
+in the host's, its cgroups would be below the server's unit, and a SIGINT the
+user's shell ignores would not be ignored.  `adopt` takes each from the caller,
+as the server's root reads it in /proc/PID (the peer's pid from SO_PEERCRED,
+alive because it waits for the answer):
+
+* cgroups first (``move_into_cgroups``, every hierarchy, before anything else
+  happens in the process): so that what it forks is accounted and limited
+  where the caller is, and stopping the server's unit does not kill it;
+* namespaces: cgroup, ipc, uts, net and mount, by setns(2) on the caller's
+  /proc/PID/ns files; then its root and cwd.  A caller in another pid or user
+  namespace is refused (``Refused``): the monitor's pid and its children's
+  would belong to the server's pid namespace, which no setns can change for
+  the process itself;
+* credentials (gid, supplementary groups; the uid is 0, the server accepts
+  only root), umask, rlimits, nice value and CPU affinity;
+* environment, signal dispositions and mask (as the client reports them from
+  before it set its relays), and fds 0-2 (the client's, passed over the socket).
+
+Not taken yet: the caller's capability sets and securebits (root's full set
+is assumed), its LSM label, its fds above 2 (the client has them; --daemon and
+-C close them anyway) and its time namespace.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+
+from lxcsm.engine.linux import cgroups, kernel
+
+# setns order: the mount namespace last, so the caller's /proc/PID files are opened in ours.
+NAMESPACES = ("cgroup", "ipc", "uts", "net", "mnt")
+
+
+class Refused(Exception):
+    """A caller this server cannot become; the message says why (the client starts cold)."""
+
+
+def same_namespace(pid: int, kind: str) -> bool:
+    mine, theirs = os.stat(f"/proc/self/ns/{kind}"), os.stat(f"/proc/{pid}/ns/{kind}")
+    return (mine.st_dev, mine.st_ino) == (theirs.st_dev, theirs.st_ino)
+
+
+def check(pid: int) -> None:
+    """Refused for a caller whose start this server cannot run as its own."""
+    for kind, why in (("pid", "its containers' monitors would be in the server's pid namespace"),
+                      ("user", "the server cannot take its credentials there")):
+        if not same_namespace(pid, kind):
+            raise Refused(f"the caller (pid {pid}) is in another {kind} namespace than the server: {why}")
+
+
+def move_into_cgroups(pid: int) -> None:
+    """Move this process into the caller's cgroup on every hierarchy the caller is in."""
+    mounts = cgroups._mounts()
+    for controllers, path in cgroups._memberships(str(pid)).items():
+        mount = next((m for m in mounts
+                      if (m[0] == "cgroup2") == (not controllers) and m[1].issuperset(controllers)), None)
+        if mount is None:
+            if controllers:   # a v1 hierarchy the server cannot see: the caller's place in it would be lost
+                raise Refused(f"the caller's cgroup hierarchy {','.join(controllers)} is not mounted for the server")
+            continue          # the empty cgroup2 line of a host without a mounted cgroup2
+        _fstype, _options, mountpoint, root = mount
+        directory = cgroups._inside(mountpoint, root, path)
+        try:
+            with open(os.path.join(directory, "cgroup.procs"), "w") as procs:
+                procs.write("0")
+        except OSError as err:
+            raise Refused(f"cannot join the caller's cgroup {directory}: {err.strerror}") from None
+
+
+def enter_namespaces(pid: int) -> None:
+    """setns into the caller's namespaces, then take its root and cwd."""
+    opened = {}
+    try:
+        for kind in NAMESPACES:
+            if not same_namespace(pid, kind):
+                opened[kind] = os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC)
+        root = os.open(f"/proc/{pid}/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        cwd = os.open(f"/proc/{pid}/cwd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as err:
+        raise Refused(f"cannot open the caller's /proc/{pid}: {err.strerror}") from None
+    try:
+        for kind in NAMESPACES:
+            if kind in opened:
+                kernel.setns(opened[kind])
+        os.fchdir(root)
+        os.chroot(".")
+        os.fchdir(cwd)
+    except OSError as err:
+        raise Refused(f"cannot enter the caller's namespaces: {err.strerror}") from None
+    finally:
+        for fd in (*opened.values(), root, cwd):
+            os.close(fd)
+
+
+def take_process_settings(pid: int) -> None:
+    """gid, groups, umask, rlimits, nice value and CPU affinity of the caller."""
+    status = {}
+    with open(f"/proc/{pid}/status") as lines:
+        for line in lines:
+            key, _, value = line.partition(":")
+            status[key] = value.split()
+    os.setgroups([int(g) for g in status.get("Groups", [])])
+    os.setgid(int(status["Gid"][0]))
+    if "Umask" in status:
+        os.umask(int(status["Umask"][0], 8))
+    for name in dir(resource):
+        if name.startswith("RLIMIT_"):
+            limit = getattr(resource, name)
+            resource.setrlimit(limit, resource.prlimit(pid, limit))
+    os.setpriority(os.PRIO_PROCESS, 0, os.getpriority(os.PRIO_PROCESS, pid))
+    os.sched_setaffinity(0, os.sched_getaffinity(pid))
+
+
+def take_signal_state(blocked: list[int], ignored: list[int]) -> None:
+    """The caller's ignored signals and mask; every other signal gets the disposition a fresh
+    Python process has (SIGINT raises KeyboardInterrupt, SIGPIPE and SIGXFSZ are ignored)."""
+    python_ignores = {signal.SIGPIPE, signal.SIGXFSZ}
+    for signo in signal.valid_signals():
+        if signo in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        if signo in ignored or signo in python_ignores:
+            handler = signal.SIG_IGN
+        elif signo == signal.SIGINT:
+            handler = signal.default_int_handler
+        else:
+            handler = signal.SIG_DFL
+        try:
+            signal.signal(signo, handler)
+        except (OSError, ValueError):
+            pass   # the real-time signals glibc keeps for itself
+    signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+
+def take_environment(environ: dict[str, str]) -> None:
+    os.environ.clear()
+    os.environ.update(environ)
+
+
+def take_title(pid: int) -> None:
+    """The caller's command line and comm, as ps shows a cold `lxcsm start` (cut to the room
+    this process's own argv has; see `lxcsm serve`)."""
+    with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+        title = cmdline.read().rstrip(b"\0").decode(errors="surrogateescape")   # NULs between the arguments
+    with open(f"/proc/{pid}/comm") as comm:
+        kernel.set_comm(comm.read().rstrip("\n"))
+    kernel.set_cmdline(title)

@@ -1,0 +1,369 @@
+"""`lxcsm start` through the start server (`lxcsm serve`) against the same start made cold.
+
+Each test starts the same container both ways, from the same caller, and compares
+what the user sees (output, errors, exit status) and what the monitor is to the
+host (cgroups, namespaces, credentials, signal state, rlimits, title).  The server
+is this module's own, on a socket of its own: other tests keep starting cold.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import signal
+import subprocess
+import sys
+import termios
+import time
+import uuid
+
+import pytest
+
+from lxcsm.engine.protocol import command_client, command_socket
+from tests.conftest import LXCSM, unique_name
+
+pytestmark = pytest.mark.root
+
+
+@pytest.fixture(scope="module")
+def start_server():
+    """(socket path, server process): a server of this module's own."""
+    directory = f"/run/lxcsm-test-{uuid.uuid4().hex[:8]}"
+    path = f"{directory}/start.sock"
+    server = subprocess.Popen([*LXCSM, "serve", "--socket", path], stdin=subprocess.DEVNULL)
+    try:
+        wait_for_server(path, server)
+        yield path, server
+    finally:
+        if server.poll() is None:
+            server.terminate()
+            server.wait(timeout=30)
+        for leftover in (path, directory):
+            try:
+                os.unlink(leftover) if leftover == path else os.rmdir(leftover)
+            except OSError:
+                pass
+
+
+def wait_for_server(path: str, server: subprocess.Popen, timeout: float = 60) -> None:
+    import socket
+    deadline = time.monotonic() + timeout
+    while True:
+        assert server.poll() is None, "the start server exited"
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(path)
+            return
+        except OSError:
+            assert time.monotonic() < deadline, "the start server never answered"
+            time.sleep(0.05)
+        finally:
+            probe.close()
+
+
+def env_for(mode: str, path: str) -> dict[str, str]:
+    """The environment of a cold start (mode "off") or one the server must serve ("require")."""
+    return {**os.environ, "LXCSM_START_SERVER": mode, "LXCSM_START_SOCKET": path}
+
+
+MODES = ("off", "require")
+
+
+def run_both(container, path: str, *args: str, wrapper: tuple[str, ...] = ()) -> dict[str, subprocess.CompletedProcess]:
+    results = {}
+    for mode in MODES:
+        results[mode] = subprocess.run([*wrapper, *LXCSM, *args[:1], "-n", container.name, "-P", container.lxcpath,
+                                        *args[1:]], capture_output=True, text=True, timeout=120,
+                                       stdin=subprocess.DEVNULL, env=env_for(mode, path))
+        container.monitor_exited()
+    return results
+
+
+def same(results: dict[str, subprocess.CompletedProcess]) -> subprocess.CompletedProcess:
+    cold, warm = results["off"], results["require"]
+    assert (warm.returncode, warm.stdout, warm.stderr) == (cold.returncode, cold.stdout, cold.stderr)
+    return cold
+
+
+def test_foreground_output_and_exit_status_are_a_cold_starts(make_container, start_server):
+    c = make_container()
+    result = same(run_both(c, start_server[0], "start", "-F", "--", "/bin/sh", "-c",
+                           "echo out $$; hostname; echo err >&2; exit 7"))
+    assert result.returncode == 7 and result.stdout.split() == ["out", "1", c.name] and result.stderr == "err\n"
+
+
+@pytest.mark.parametrize("bad", [
+    ("-s", "lxc.no.such.key = 1"),
+    ("-s", "lxc.rootfs.path = /no/such/rootfs"),
+    ("-l", "LOUDEST"),
+    ("--no-such-flag",),
+    ("--share-net", "1"),
+])
+def test_refusals_are_a_cold_starts(make_container, start_server, bad):
+    c = make_container()
+    result = same(run_both(c, start_server[0], "start", "-F", *bad, "--", "/bin/true"))
+    assert result.returncode != 0 and result.stderr.count("\n") == 1, result.stderr
+
+
+def test_a_bad_config_file_is_refused_as_cold(make_container, start_server):
+    c = make_container()
+    with open(c.config, "a") as config:
+        config.write("lxc.mount.entry = proc proc proc nosuchoption 0 0\nlxc.bogus.key = 2\n")
+    result = same(run_both(c, start_server[0], "start", "-d"))
+    assert result.returncode == 1 and "lxc.bogus.key" in result.stderr
+
+
+def test_daemon_start_and_stop_as_cold_and_lxc_info_sees_it(make_container, start_server):
+    c = make_container()
+    path = start_server[0]
+    for mode in MODES:
+        env = env_for(mode, path)
+        started = c.run("start", "-d", "--", "/bin/sleep", "600", env=env)
+        assert started.returncode == 0 and started.stdout == started.stderr == "", (mode, started.stderr)
+        again = c.run("start", "-d", "--", "/bin/sleep", "600", env=env)
+        assert again.returncode == 0 and "already running" in again.stderr
+        info = subprocess.run(["lxc-info", "-n", c.name, "-P", c.lxcpath, "-s", "-H"], capture_output=True, text=True)
+        assert info.stdout.strip() == "RUNNING"
+        monitor = _monitor_of(c)
+        with open(f"/proc/{monitor}/cmdline", "rb") as cmdline:
+            assert cmdline.read().rstrip(b"\0") == f"[lxcsm monitor] {c.lxcpath} {c.name}".encode()
+        assert _ppid(monitor) != start_server[1].pid
+        assert c.run("stop", "-k").returncode == 0
+        assert c.monitor_exited()
+
+
+def test_a_breakpoint_pauses_and_continue_and_stop_work_through_the_server(make_container, start_server):
+    c = make_container()
+    env = env_for("require", start_server[0])
+    paused = c.run("start", "-d", "--break-at", "monitor:spawn", "--", "/bin/sleep", "600", env=env)
+    assert paused.returncode == 0 and "spawn" in paused.stderr, paused.stderr
+    assert c.run("continue", env=env).returncode == 0
+    deadline = time.monotonic() + 30
+    while command_client.get_state(c.lxcpath, c.name) != command_socket.LxcState.RUNNING:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert c.run("stop", "-k").returncode == 0
+    assert c.monitor_exited()
+
+
+def _monitor_of(c) -> int:
+    """The monitor: init's parent."""
+    command = ["lxc-info", "-n", c.name, "-P", c.lxcpath, "-p", "-H"]
+    if c.netns is not None:   # its command socket is in that network namespace
+        command = ["nsenter", f"--net=/run/netns/{c.netns}", *command]
+    return _ppid(int(subprocess.run(command, capture_output=True, text=True, check=True).stdout))
+
+
+def _ppid(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as stat:
+        return int(stat.read().rsplit(")", 1)[1].split()[1])
+
+
+def _portrait(pid: int) -> dict[str, object]:
+    """What the host can tell of a process: the fields a cold and a warm monitor must share."""
+    with open(f"/proc/{pid}/status") as status:
+        fields = dict(line.rstrip("\n").split(":\t", 1) for line in status if ":\t" in line)
+    kept = ("Uid", "Gid", "Groups", "Umask", "SigIgn", "SigBlk", "SigCgt", "CapInh", "CapPrm", "CapEff",
+            "CapBnd", "NoNewPrivs", "Seccomp", "Cpus_allowed_list")
+    portrait: dict[str, object] = {key: fields.get(key) for key in kept}
+    portrait["ns"] = {kind: os.readlink(f"/proc/{pid}/ns/{kind}")
+                      for kind in ("cgroup", "ipc", "mnt", "net", "pid", "user", "uts")}
+    for name in ("cgroup", "limits", "cmdline", "comm"):
+        with open(f"/proc/{pid}/{name}", "rb") as proc_file:
+            portrait[name] = proc_file.read().rstrip(b"\0")
+    portrait["cwd"], portrait["root"] = os.readlink(f"/proc/{pid}/cwd"), os.readlink(f"/proc/{pid}/root")
+    portrait["nice"] = os.getpriority(os.PRIO_PROCESS, pid)
+    portrait["fds 0-2"] = [os.readlink(f"/proc/{pid}/fd/{fd}").split("[")[0] for fd in (0, 1, 2)]
+    return portrait
+
+
+@pytest.fixture
+def test_cgroups():
+    """A cgroup of this test's own on every hierarchy we are in: (paths, shell lines moving $$ there)."""
+    from lxcsm.engine.linux import cgroups
+    made = []
+    for hierarchy in cgroups.hierarchies():
+        directory = os.path.join(hierarchy.mountpoint, unique_name("srvcg"))
+        os.mkdir(directory)
+        made.append(directory)
+        if "cpuset" in hierarchy.controllers:   # v1 takes no process into a cpuset without cpus and mems
+            for key in ("cpuset.cpus", "cpuset.mems"):
+                with open(os.path.join(hierarchy.mountpoint, key)) as parent, \
+                        open(os.path.join(directory, key), "w") as child:
+                    child.write(parent.read())
+    try:
+        yield made
+    finally:
+        for top in made:   # the container's own below it are gone unless the test failed
+            for directory in [d for d, _subdirs, _files in os.walk(top, topdown=False)]:
+                deadline = time.monotonic() + 10
+                while True:
+                    try:
+                        os.rmdir(directory)
+                        break
+                    except OSError:
+                        assert time.monotonic() < deadline, f"{directory} stayed busy"
+                        time.sleep(0.05)
+
+
+def test_the_monitor_is_the_callers_cgroups_namespaces_and_credentials(test_netns, test_cgroups, make_container,
+                                                                     start_server, tmp_path):
+    """A caller in a test-made netns, cgroups, uts and ipc namespaces, with its own groups, gid, umask, nice
+    value, rlimit, CPU affinity, ignored and blocked signals and cwd: the warm monitor has all of it, as
+    the cold one does."""
+    c = make_container(extra=["lxc.cgroup.relative = 1"], netns=test_netns.name)
+    moves = "; ".join(f"echo $$ > {d}/cgroup.procs" for d in test_cgroups)
+    caller = (f"{moves}; umask 027; trap '' HUP USR2; ulimit -n 777; cd {tmp_path}; "
+              f'exec "$@"')
+    wrapper = ["nsenter", f"--net=/run/netns/{test_netns.name}", "unshare", "--uts", "--ipc", "--",
+               "setpriv", "--groups", "4242,4243", "--regid", "4242", "--", "nice", "-n", "3",
+               "taskset", "-c", "0", "sh", "-c", caller, "caller"]
+    portraits = {}
+    for mode in MODES:
+        command = [*wrapper, *LXCSM, "start", "-n", c.name, "-P", c.lxcpath, "-F", "--", "/bin/sleep", "600"]
+        with subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              env=env_for(mode, start_server[0])) as client:
+            try:
+                deadline = time.monotonic() + 60
+                while not c.run("info", "-s", "-H").stdout.strip() == "RUNNING":
+                    assert client.poll() is None, client.stderr.read()
+                    assert time.monotonic() < deadline
+                    time.sleep(0.05)
+                monitor = _monitor_of(c)
+                portrait = _portrait(monitor)
+                portrait["client's"] = {kind: os.readlink(f"/proc/{client.pid}/ns/{kind}") for kind in ("uts", "ipc")}
+                portraits[mode] = portrait
+                assert c.run("stop", "-k").returncode == 0
+                assert client.wait(timeout=60) == 128 + signal.SIGKILL
+            finally:
+                if client.poll() is None:
+                    client.kill()
+        assert c.monitor_exited()
+    cold, warm = portraits["off"], portraits["require"]
+    # The caller's own uts/ipc namespaces are new for each run: compare each with its own caller's.
+    for portrait in (cold, warm):
+        for kind in ("uts", "ipc"):
+            assert portrait["ns"][kind] == portrait["client's"][kind]
+            del portrait["ns"][kind]
+        del portrait["client's"]
+    assert warm == cold
+    assert os.stat(f"/run/netns/{test_netns.name}").st_ino == int(str(warm["ns"]["net"]).split("[")[1].rstrip("]"))
+    assert all(any(d.split("/")[-1] in line for line in warm["cgroup"].decode().splitlines()) for d in test_cgroups)
+    assert warm["Groups"].split() == ["4242", "4243"] and warm["Gid"].split()[0] == "4242"
+    assert warm["Umask"] == "0027" and warm["nice"] == 3 and warm["Cpus_allowed_list"] == "0"
+    assert int(warm["SigIgn"], 16) & (1 << (signal.SIGHUP - 1))
+    assert b"Max open files            777" in warm["limits"]
+    assert warm["cwd"] == str(tmp_path)
+
+
+def test_a_caller_in_another_pid_namespace_is_refused_and_starts_cold(make_container, start_server):
+    c = make_container()
+    command = ["unshare", "--pid", "--fork", "--", *LXCSM, "start", "-n", c.name, "-P", c.lxcpath, "-F",
+               "--", "/bin/sh", "-c", "exit 5"]
+    refused = subprocess.run(command, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+                             env=env_for("require", start_server[0]))
+    assert refused.returncode == 1 and "another pid namespace" in refused.stderr, refused.stderr
+    cold = subprocess.run(command, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+                          env=env_for("auto", start_server[0]))
+    assert cold.returncode == 5, cold.stderr
+
+
+def test_no_server_falls_back_to_the_cold_path_with_the_same_output(make_container, tmp_path):
+    c = make_container()
+    env = {**os.environ, "LXCSM_START_SOCKET": str(tmp_path / "nobody.sock"), "LXCSM_START_SERVER": "auto"}
+    result = c.run("start", "-F", "--", "/bin/sh", "-c", "echo cold; exit 4", env=env)
+    assert (result.returncode, result.stdout, result.stderr) == (4, "cold\n", "")
+    required = c.run("start", "-F", "--", "/bin/true", env={**env, "LXCSM_START_SERVER": "require"})
+    assert required.returncode == 1 and "nobody.sock" in required.stderr
+
+
+def test_the_client_imports_no_engine(make_container, start_server):
+    c = make_container()
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "lxcsm.engine.cli", "start", "-n", c.name,
+                             "-P", c.lxcpath, "-F", "--", "/bin/true"], capture_output=True, text=True, timeout=120,
+                            stdin=subprocess.DEVNULL, env=env_for("require", start_server[0]))
+    assert result.returncode == 0, result.stderr
+    imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+    assert "lxcsm.engine.start.server_client" in imported
+    engine = ("lxcsm.engine.start.monitor", "lxcsm.engine.config", "lxcsm.engine.log", "lxcsm.engine.cli.options",
+              "lxcsm.states", "transitions", "structlog", "argparse", "json")
+    heavy = {m for m in imported if m.startswith(engine)}
+    assert heavy == set()
+
+
+def test_foreground_on_a_terminal_ctrl_c_reaches_init_as_cold(make_container, start_server):
+    """-F on a pty: init's output on the terminal, Ctrl-C typed there is forwarded to init (which
+    exits 7 from its trap), and the client exits as the cold start does."""
+    c = make_container()
+    init = "trap 'echo trapped; exit 7' INT; echo ready; while :; do sleep 0.05; done"
+    outcomes = {}
+    for mode in MODES:
+        master, slave = pty.openpty()
+
+        def controlling_terminal() -> None:
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+        command = [*LXCSM, "start", "-n", c.name, "-P", c.lxcpath, "-F", "--", "/bin/sh", "-c", init]
+        with subprocess.Popen(command, stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
+                              preexec_fn=controlling_terminal, env=env_for(mode, start_server[0])) as client:
+            os.close(slave)
+            seen = b""
+            try:
+                deadline = time.monotonic() + 60
+                while b"ready" not in seen:
+                    assert time.monotonic() < deadline, seen
+                    seen += _read(master)
+                os.write(master, b"\x03")
+                status = client.wait(timeout=60)
+                while (more := _read(master, 0.2)):
+                    seen += more
+            finally:
+                if client.poll() is None:
+                    client.kill()
+                os.close(master)
+        outcomes[mode] = (status, b"trapped" in seen)
+        assert c.monitor_exited()
+    assert outcomes["require"] == outcomes["off"] == (7, True)
+
+
+def _read(fd: int, timeout: float = 1.0) -> bytes:
+    import select
+    if not select.select([fd], [], [], timeout)[0]:
+        return b""
+    try:
+        return os.read(fd, 4096)
+    except OSError:
+        return b""
+
+
+def test_a_container_outlives_a_killed_server_and_stops(make_container, start_server, tmp_path):
+    """The server killed (SIGKILL) under a -d and a -F container: both keep running, lxc-info and
+    stop work, and the -F client still exits with init's status."""
+    path = str(tmp_path / "own.sock")
+    server = subprocess.Popen([*LXCSM, "serve", "--socket", path], stdin=subprocess.DEVNULL)
+    try:
+        wait_for_server(path, server)
+        daemon, foreground = make_container(), make_container()
+        env = env_for("require", path)
+        assert daemon.run("start", "-d", "--", "/bin/sleep", "600", env=env).returncode == 0
+        command = [*LXCSM, "start", "-n", foreground.name, "-P", foreground.lxcpath, "-F", "--", "/bin/sleep", "600"]
+        with subprocess.Popen(command, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env) as client:
+            deadline = time.monotonic() + 60
+            while foreground.run("info", "-s", "-H").stdout.strip() != "RUNNING":
+                assert client.poll() is None and time.monotonic() < deadline
+                time.sleep(0.05)
+            server.kill()
+            server.wait()
+            for c in (daemon, foreground):
+                info = subprocess.run(["lxc-info", "-n", c.name, "-P", c.lxcpath, "-s", "-H"],
+                                      capture_output=True, text=True)
+                assert info.stdout.strip() == "RUNNING"
+            assert foreground.run("stop", "-k").returncode == 0
+            assert client.wait(timeout=60) == 128 + signal.SIGKILL
+        assert daemon.run("stop", "-k").returncode == 0
+        assert daemon.monitor_exited() and foreground.monitor_exited()
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
