@@ -37,6 +37,36 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def start_server_mode():
+    """LXCSM_TEST_START_SERVER=1: every `lxcsm start` of the session goes through a start server
+    (`lxcsm serve`) of the session's own, and fails rather than start cold (LXCSM_START_SERVER=require)."""
+    if os.environ.get("LXCSM_TEST_START_SERVER") != "1" or os.geteuid() != 0:
+        yield None
+        return
+    import socket
+    directory = f"/run/lxcsm-test-{uuid.uuid4().hex[:8]}"
+    path = f"{directory}/start.sock"
+    server = subprocess.Popen([*LXCSM, "serve", "--socket", path], stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while server.poll() is None and not os.path.exists(path) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.connect(path)
+        probe.close()
+        os.environ.update(LXCSM_START_SOCKET=path, LXCSM_START_SERVER="require")
+        yield path
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        for leftover in (path, directory):
+            try:
+                os.unlink(leftover) if leftover == path else os.rmdir(leftover)
+            except OSError:
+                pass
+
+
 def _cgroup_dirs(name: str) -> list[str]:
     found = []
     for top, dirs, _files in os.walk("/sys/fs/cgroup"):
