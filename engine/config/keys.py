@@ -293,7 +293,7 @@ KEYS: Mapping[str, KeySpec] = MappingProxyType({
     "lxc.namespace.share.": KeySpec(no_value, members=_namespace_share_members),
     "lxc.net": KeySpec(no_value, honoured=True, repeat=Repeat.RESET_ONLY, family="lxc.net"),
     "lxc.net.": KeySpec(no_value, members=_net_members),
-    "lxc.no_new_privs": KeySpec(boolean),
+    "lxc.no_new_privs": KeySpec(boolean, honoured=True),
     # One value per resource or sysctl name: setting it again replaces it.
     "lxc.prlimit": _family("lxc.prlimit", rlimit, Repeat.REPLACE, RLIMIT_RESOURCES, honoured=True),
     "lxc.proc": _family("lxc.proc", anything, Repeat.APPEND, honoured=True),

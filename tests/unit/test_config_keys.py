@@ -108,7 +108,7 @@ HONOURED_KEYS = {
     "lxc.cap.drop", "lxc.cap.keep", "lxc.prlimit", "lxc.proc", "lxc.sysctl", "lxc.pty.max", "lxc.tty.max",
     "lxc.console.logfile", "lxc.console.path", "lxc.seccomp.profile", "lxc.cgroup2", "lxc.cgroup.relative",
     "lxc.cgroup.dir", "lxc.cgroup.dir.container", "lxc.cgroup.dir.container.inner", "lxc.cgroup.dir.monitor",
-    "lxc.cgroup.dir.monitor.pivot",
+    "lxc.cgroup.dir.monitor.pivot", "lxc.no_new_privs",
     *(f"lxc.hook.{kind}" for kind in ("pre-start", "pre-mount", "mount", "autodev", "start-host",
                                       "start", "stop", "post-stop", "clone", "destroy")),
 }
