@@ -43,6 +43,8 @@ from lxcsm.engine.start import server_client
 
 SUMMARY = "serve warm starts: a resident process that runs lxcsm start for root's clients"
 SYSTEMD_FIRST_FD = 3
+OWNED_SOCKET = "LXCSM_SERVE_OWNS_SOCKET"   # across a re-exec: the socket file is ours to remove
+PENDING = "LXCSM_SERVE_PENDING_FD"          # across a re-exec: the accepted request to serve first
 TITLE_ROOM = 4096   # bytes of command line each forked process can retitle itself within
 
 
@@ -80,23 +82,62 @@ def run(parser: Parser, args) -> int:
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)   # waiters are reaped by the kernel
     sys.stdout.flush()
     sys.stderr.flush()
+    code = _code_on_disk()
     gc.collect()
     gc.freeze()   # what the imports made stays shared with every forked process
+    pending = os.environ.pop(PENDING, None)   # a request the previous run of this server left to this one
     while True:
-        try:
-            conn, _ = listener.accept()
-        except InterruptedError:
-            continue
+        if pending is not None:
+            conn, pending = socket.socket(fileno=int(pending)), None
+        else:
+            try:
+                conn, _ = listener.accept()
+            except InterruptedError:
+                continue
         pid, uid, _gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
                                                              struct.calcsize("3i")))
         if uid != 0:
             _send(conn, server_client.REFUSED + b"only root may start containers through the server")
             conn.close()
             continue
+        if _code_on_disk() != code:
+            # lxcsm was upgraded (or edited) under us: a start must not mix the modules loaded
+            # here with newer ones it imports later.  The server runs again with the code on
+            # disk and serves this request first; the next ones wait in the listen queue.
+            _reexec_listening(listener, args.socket if owned else None, conn)
         if os.fork() == 0:
             listener.close()
             _waiter(conn, pid)
         conn.close()
+
+
+def _code_on_disk() -> dict[str, int]:
+    """lxcsm's loaded module files and their modification times."""
+    code = {}
+    for name, module in list(sys.modules.items()):
+        path = getattr(module, "__file__", None)
+        if name.startswith("lxcsm.") and path:
+            try:
+                code[path] = os.stat(path).st_mtime_ns
+            except OSError:
+                code[path] = -1
+    return code
+
+
+def _reexec_listening(listener: socket.socket, owned_path: str | None, conn: socket.socket) -> None:
+    """Run again, keeping the listening socket (passed as systemd passes one) and the request
+    `conn` not served yet."""
+    request = conn.fileno() if conn.fileno() != SYSTEMD_FIRST_FD else os.dup(conn.fileno())
+    os.set_inheritable(request, True)
+    os.environ[PENDING] = str(request)
+    if listener.fileno() == SYSTEMD_FIRST_FD:
+        os.set_inheritable(SYSTEMD_FIRST_FD, True)
+    else:
+        os.dup2(listener.fileno(), SYSTEMD_FIRST_FD)   # inheritable
+    os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS="1")
+    if owned_path:
+        os.environ[OWNED_SOCKET] = owned_path
+    os.execv(sys.executable, sys.orig_argv)
 
 
 def _reexec_with_title_room() -> None:
@@ -150,7 +191,7 @@ def _listener(path: str) -> tuple[socket.socket | None, bool]:
             os.environ.pop(name, None)
         listener = socket.socket(fileno=SYSTEMD_FIRST_FD)
         os.set_inheritable(SYSTEMD_FIRST_FD, False)
-        return listener, False
+        return listener, os.environ.pop(OWNED_SOCKET, None) == path
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         probe.connect(path)

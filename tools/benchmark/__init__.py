@@ -1,7 +1,7 @@
 """tools/bench: lxcsm side by side with LXC's lxc-start, on this machine, as root.
 
     tools/bench [--runs N] [--samples N] [--parallel N] [--rounds N] [--only 1,3,...]
-                [--markdown | --json]
+                [--server] [--markdown | --json]
 
 The bench is this package; tools/bench only launches it (``python3 -m
 tools.benchmark`` from the checkout does the same).  One concern a module:
@@ -33,6 +33,15 @@ Rows of the table (the issue's numbering):
    ``start -d`` all at once, until every command has returned; then ``stop -k`` all at
    once, until every command has returned and every monitor has exited (``--rounds``,
    default 2).  5a and 5b are the two halves.
+
+6. ``start -F -l TRACE -o FILE -- /bin/true``: a traced start, its log written to a file.
+7. (row 1b) row 1 back to back: each tool's runs one after the other, not alternating, so
+   that no run pays the kernel's first cgroup migration after an idle moment (see below).
+
+``--server``: lxcsm's starts go through a start server (``lxcsm serve --netlink``) the bench
+runs for itself (LXCSM_START_SERVER=require: a start that cannot use it fails the run).
+Run the bench with and without it for both tables; each gives ratios to lxc-start measured
+in the same run.
 
 First, one untimed warm-up per tool (start -F, start -d, stop -k).  Then runs alternate
 between the tools (lxc-start, lxcsm, lxc-start, lxcsm ...) to cancel drift; the table

@@ -75,6 +75,8 @@ def parse_args(argv):
     p.add_argument("--parallel", type=int, default=50, metavar="N", help="containers of row 5 (50)")
     p.add_argument("--rounds", type=int, default=2, metavar="N", help="rounds of row 5 per tool (2)")
     p.add_argument("--only", metavar="ROWS", help="comma-separated rows to measure, e.g. 1,3")
+    p.add_argument("--server", action="store_true",
+                   help="lxcsm's starts through a start server (lxcsm serve) the bench runs for itself")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--markdown", action="store_true",
                      help="print only the table and the machine line (for the README); no diagnostics")
@@ -117,6 +119,8 @@ def main(argv=None) -> int:
     diag: dict = {}
     interrupted = None
     try:
+        if args.server:
+            bench.start_server()
         bench.warm_up()
         for number in sorted(args.rows):
             rows += ROWS[number](bench)

@@ -90,6 +90,21 @@ class Bench:
             outdir.mkdir(parents=True)
             self.tools.append(Tool(key, start, stop, str(lxcpath), outdir))
         self.lxcsm = self.tools[-1]
+        self.lxcsm_cmd = lxcsm_cmd
+        self.server: subprocess.Popen | None = None
+
+    def start_server(self) -> None:
+        """--server: an `lxcsm serve` of the bench's own (pyroute2 preloaded for row 2), which every
+        lxcsm start of the run must go through (LXCSM_START_SERVER=require)."""
+        path = str(self.tmp / "start.sock")
+        self.server = subprocess.Popen([*self.lxcsm_cmd, "serve", "--netlink", "--socket", path],
+                                       env=self.env, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while not os.path.exists(path):
+            if self.server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("lxcsm serve did not start")
+            time.sleep(0.05)
+        self.env.update(LXCSM_START_SOCKET=path, LXCSM_START_SERVER="require")
 
     # -- containers
 
@@ -208,6 +223,9 @@ class Bench:
         """Stop every container started, remove their cgroups and row 2's namespace; what is left."""
         self.runner.reap()
         left = []
+        if self.server is not None:
+            self.server.terminate()
+            self.server.wait(timeout=30)
         for tool in self.tools:
             left += self.ensure_stopped(tool, tool.names)
         for pivot in set(glob.glob("/sys/fs/cgroup/*/lxc.pivot")) - self.pivots_before:

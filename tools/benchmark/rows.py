@@ -63,6 +63,35 @@ def row1(bench: Bench) -> list[Row]:
     return [row, floor]
 
 
+def row1b(bench: Bench) -> list[Row]:
+    row = Row("1b", f"same as 1, back to back: each tool's runs in a row (n={bench.args.runs})",
+              target=("ratio", RATIO_TARGET))
+    progress(f"row 1b: {bench.args.runs} runs of start -F -- /bin/true per tool, one tool after the other")
+    for tool in bench.tools:
+        name = bench.make(tool, "b")
+        for run in range(1, bench.args.runs + 1):
+            foreground_run(bench, row, tool, name, run)
+    return [row]
+
+
+def row6(bench: Bench) -> list[Row]:
+    row = Row("6", f"`start -F -l TRACE -o FILE -- /bin/true` (n={bench.args.runs})", target=("ratio", RATIO_TARGET))
+    names = {tool.key: bench.make(tool, "t") for tool in bench.tools}
+    progress(f"row 6: {bench.args.runs} traced runs of start -F -- /bin/true per tool, alternating")
+    for run, tool in alternate(bench, bench.args.runs):
+        log = str(bench.out(tool, "trace-log"))
+        result = bench.runner.run(tool.argv("start", names[tool.key], "-F", "-l", "TRACE", "-o", log, "--",
+                                            "/bin/true"), bench.out(tool))
+        side = "lxc" if tool.key == "lxc" else "lxcsm"
+        if result.ok:
+            getattr(row, side).append(result.seconds)
+        else:
+            bench.fail("6", tool, run, result.detail)
+            setattr(row, f"{side}_failed", getattr(row, f"{side}_failed") + 1)
+            bench.ensure_stopped(tool, [names[tool.key]])
+    return [row]
+
+
 def row2(bench: Bench) -> list[Row]:
     row = Row("2", f"same as 1 with a veth on a bridge (n={bench.args.runs})", target=("ratio", RATIO_TARGET))
     prefix = bench.network_wrapper()    # row 2's network namespace, a bridge in it
@@ -181,4 +210,4 @@ def parallel_round(bench: Bench, tool: Tool, names: list[str], run: int):
 
 
 # Row number (--only) -> the function that measures it, in the table's order.
-ROWS = {1: row1, 2: row2, 3: row3, 4: row4, 5: row5}
+ROWS = {1: row1, 2: row2, 3: row3, 4: row4, 5: row5, 6: row6, 7: row1b}
