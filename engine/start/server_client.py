@@ -10,7 +10,8 @@ those of a cold start; this side only relays the signals it gets to that
 process (Ctrl-C, SIGTERM, SIGHUP, SIGWINCH, Ctrl-Z and fg) and exits as it did.
 
 This module is the whole client: it imports only the standard library's
-small C modules, never the engine (checked by test_start_server.py).
+small C modules, never the engine (checked by test_start_server.py), and not
+even the signal and socket modules' Python halves.
 
 LXCSM_START_SERVER=off never asks a server, =require fails instead of falling
 back to the cold path; LXCSM_START_SOCKET names another socket (tests run
@@ -19,9 +20,9 @@ their own server there).
 
 from __future__ import annotations
 
+import _signal as signal  # signal and socket themselves import enum, a few ms of every start
+import _socket as socket
 import os
-import signal
-import socket
 import struct
 import sys
 
@@ -71,7 +72,7 @@ def start(argv: list[str]) -> int | None:
     return _follow(conn, fds[0])
 
 
-def _follow(conn: socket.socket, pidfd: int) -> int:
+def _follow(conn, pidfd: int) -> int:
     """Relay signals to the process doing the start until its waiter reports how it ended."""
     def relay(signo, _frame) -> None:
         signal.pidfd_send_signal(pidfd, signo)
@@ -103,7 +104,7 @@ def _follow(conn: socket.socket, pidfd: int) -> int:
     return os.waitstatus_to_exitcode(status)
 
 
-def _receive(conn: socket.socket) -> tuple[bytes, str, list[int]]:
+def _receive(conn) -> tuple[bytes, str, list[int]]:
     """One reply: its kind, its text, the fds it carried.  EOF is kind b""."""
     while True:
         try:
@@ -157,7 +158,7 @@ def decode_request(payload: bytes) -> tuple[list[str], dict[str, str], list[int]
     return argv, environ, numbers(fields[1]), numbers(fields[2]), numbers(fields[3])
 
 
-def read_request(conn: socket.socket) -> tuple[bytes, list[int]]:
+def read_request(conn) -> tuple[bytes, list[int]]:
     """The request's payload and the fds sent with it (server side)."""
     data, ancillary, _flags, _addr = conn.recvmsg(65536, socket.CMSG_SPACE(3 * 4))
     fds: list[int] = []

@@ -28,7 +28,8 @@ Rows of the table (the issue's numbering):
    and 3b are its two halves.  The container runs the rootfs's init (busybox init).
 4. VmRSS (and 4b: PSS from smaps_rollup) of the monitor process -
    ``[lxc monitor] LXCPATH NAME`` or ``[lxcsm monitor] LXCPATH NAME`` - 0.5 s after
-   ``start -d -- /bin/sleep 1000`` returned (``--samples``, default 3).
+   ``start -d -- /bin/sleep 1000`` returned (``--samples``, default 3).  4c: the PSS of each
+   monitor while 20 such containers run at once (a page shared by N processes counts 1/N).
 5. ``--parallel`` containers (default 50), each with its own busybox rootfs:
    ``start -d`` all at once, until every command has returned; then ``stop -k`` all at
    once, until every command has returned and every monitor has exited (``--rounds``,

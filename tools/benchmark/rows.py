@@ -19,6 +19,7 @@ from .timing import wait_exited
 
 RATIO_TARGET = 4.0
 RSS_TARGET = 25 * MIB
+RUNNING_AT_ONCE = 20          # row 4c
 SETTLE_SECONDS = 0.5          # row 4: how long after RUNNING the monitor's memory is read
 
 
@@ -148,7 +149,32 @@ def row4(bench: Bench) -> list[Row]:
         if proportional is not None:
             getattr(pss, side).append(proportional)
         bench.stop_timed(tool, name, started[1], "4", run)
-    return [rss, pss]
+    return [rss, pss, many_running_pss(bench)]
+
+
+def many_running_pss(bench: Bench) -> Row:
+    """Row 4c: PSS of each monitor while RUNNING_AT_ONCE containers run.  PSS divides a shared page
+    among the processes mapping it, so one lone monitor forked by a start server (row 4b) shares
+    its pages with the server alone; with many running, each pays its private pages and a share."""
+    row = Row("4c", f"… monitor PSS, each of {RUNNING_AT_ONCE} running at once", unit="bytes")
+    progress(f"row 4c: {RUNNING_AT_ONCE} containers running at once per tool, their monitors' PSS")
+    for tool in bench.tools:
+        side = "lxc" if tool.key == "lxc" else "lxcsm"
+        names = [bench.make(tool, f"m{i:02d}") for i in range(RUNNING_AT_ONCE)]
+        monitors = []
+        for run, name in enumerate(names, 1):
+            started = bench.start_stop(tool, name, "4c", run, "/bin/sleep", "1000")
+            if started is None:
+                setattr(row, f"{side}_failed", getattr(row, f"{side}_failed") + 1)
+            else:
+                monitors.append(started[1])
+        time.sleep(SETTLE_SECONDS)
+        for pid in monitors:
+            _size, proportional = memory_of(pid)
+            if proportional is not None:
+                getattr(row, side).append(proportional)
+        bench.ensure_stopped(tool, names)
+    return row
 
 
 def row5(bench: Bench) -> list[Row]:
