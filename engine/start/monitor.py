@@ -51,8 +51,9 @@ def run(request: StartRequest, log, on_running=lambda: None,
     record = postmortem.FlightRecord(postmortem.last_start_path(request.config_file))
     record.on_error = lambda error: log.error(postmortem.NOT_KEPT, file=record.path, error=error)
     logmod.flight_recorder.file = record
+    # Called at the first change journalled, in init_handler: logged as that state's.
     journal = undo.Journal(undo.journal_path(request.config_file),
-                           on_leftovers=lambda changes: _undo_leftovers(changes, record, log))
+                           on_leftovers=lambda changes: _undo_leftovers(changes, record, ctx.log))
     ctx = MonitorContext(request=request, log=log, on_running=running, on_paused=on_paused,
                          undo=undo.UndoLog(journal))
     ctx.pause = lambda side, state: breakpoints.pause(ctx, side, state)
@@ -65,10 +66,11 @@ def run(request: StartRequest, log, on_running=lambda: None,
     # forked with them loaded instead of importing them between clone and STARTUP.
     for state in CHILD.states:
         CHILD.module(state)
+    own_log = log.bind(category="monitor")   # this module's events, outside any state
     try:
         Supervisor(MONITOR, ctx, log, on_enter=on_enter).run()
     except Exception as err:   # a bug outside any state: the record says so before it ends
-        log.error(postmortem.MONITOR_FAILED, error=describe(err))
+        own_log.error(postmortem.MONITOR_FAILED, error=describe(err))
         raise
     finally:
         # Normally empty by now; after a way-out state failed (or was made to fail), or an
@@ -79,7 +81,7 @@ def run(request: StartRequest, log, on_running=lambda: None,
         journal.finish()
         already_running = bool(ctx.failure and ctx.failure.already_running)
         if not already_running:   # otherwise the record on disk is the running monitor's
-            log.trace(postmortem.MONITOR_EXITED, failed=ctx.failure is not None, left_on_host=journal.outstanding)
+            own_log.trace(postmortem.MONITOR_EXITED, failed=ctx.failure is not None, left_on_host=journal.outstanding)
         logmod.flight_recorder.file = None
         ctx.saved_events = record.close(claim=not already_running)
     return ctx

@@ -176,6 +176,11 @@ class FlightRecord:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+            if self.failed and self.size == 0:   # nothing could be written (a full disk): no empty record
+                try:
+                    os.unlink(self.path)
+                except OSError:
+                    pass
         return self.path if self.claimed and not self.failed else None
 
 

@@ -190,3 +190,15 @@ def test_a_refused_start_is_the_containers_last_record(tmp_path):
     assert record.finished
     postmortem.record_refusal(str(config.parent), str(tmp_path / "lxc"), "x", "cannot read config: Is a directory")
     assert not (tmp_path / "lxc" / postmortem.LAST_START).exists()   # none but next to a config file
+
+
+def test_a_record_nothing_of_which_could_be_written_leaves_no_empty_file(tmp_path, events, monkeypatch):
+    path = tmp_path / postmortem.LAST_START
+    record = postmortem.FlightRecord(str(path))
+    record.claim()
+    with monkeypatch.context() as full:
+        full.setattr(os, "write", _refuse)
+        record.add(event("state", 1.0, state="init_handler"))
+        record.add(event("start failed", 2.0))
+        assert record.close() is None
+    assert not path.exists()
