@@ -55,8 +55,9 @@ def wait_until(condition, what: str, timeout: float = 30):
 
 
 def kill_monitor(c) -> None:
-    pids = _monitor_pids(c.lxcpath, c.name)
-    assert len(pids) == 1, pids
+    # Just after the clone, the child still has the monitor's title until it sets its own.
+    pids = wait_until(lambda: (found := _monitor_pids(c.lxcpath, c.name)) and len(found) == 1 and found,
+                      "one process titled as the monitor")
     os.kill(pids[0], signal.SIGKILL)
     wait_until(lambda: not _monitor_pids(c.lxcpath, c.name), "the monitor is gone")
 
