@@ -87,8 +87,9 @@ SYSCALLS = {
     "netlink.create_macvlan": ("RTM_NEWLINK", "a macvlan on the host's link, in the child's namespace"),
     "netlink.configure_in_container": ("RTM_SETLINK RTM_NEWADDR RTM_NEWROUTE", "the container end"),
     # engine/linux/terminal.py: ptys of the container's devpts
-    "terminal.open_pty": ("open(2) ioctl(2)", "the container's /dev/ptmx: TIOCSPTLCK, TIOCGPTN, TIOCGPTPEER"),
-    "terminal.take_as_controlling": ("ioctl(2)", "TIOCSCTTY: the console becomes init's terminal"),
+    "terminal.open_pty": ("open(2) ioctl(2)",
+                          "the container's /dev/ptmx (the host's for the console if lxc.pty.max <= 1):"
+                          " TIOCSPTLCK, TIOCGPTN, TIOCGPTPEER"),
     # hooks/: lxc.hook.* through /bin/sh -c
     "hooks.run": ("posix_spawn(3) wait4(2)", "/bin/sh -c, the lxc.hook.* of this point"),
     "hooks.run_stop": ("posix_spawn(3) wait4(2)", "/bin/sh -c, lxc.hook.stop"),

@@ -1,11 +1,12 @@
-"""terminal: pseudo-terminals of the container's own devpts, for its ttys.
+"""terminal: pseudo-terminals for the container's console and ttys, and the relay of
+lxc-start -F's terminal to the console.
 
 Replaces the tty parts of LXC's terminal.c and conf.c (lxc_devpts_terminal,
-lxc_allocate_ttys).  A pty is opened through the container's /dev/ptmx - not
-os.openpty(), which would use the /dev/ptmx of the root the process still
-has, the host's - and its other end through TIOCGPTPEER, so no path is looked
-up in a devpts that may not be ours.  Imported only for a config with
-lxc.tty.max.
+lxc_allocate_ttys, lxc_terminal_peer_default, lxc_setup_tios).  A pty is
+opened through a given /dev/ptmx - the container's, or the host's for a
+console when lxc.pty.max <= 1 - not os.openpty()'s, and its other end
+through TIOCGPTPEER, so no path is looked up in a devpts that may not be
+ours.  Imported only for a config with a console or lxc.tty.max.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import struct
 TIOCGPTN = 0x80045430      # the pty's number in its devpts
 TIOCSPTLCK = 0x40045431    # (un)lock the peer side
 TIOCGPTPEER = 0x5441       # open the peer side from the master
-TIOCSCTTY = 0x540E         # make a terminal the caller's controlling terminal
 
 
 def open_pty(ptmx: str) -> tuple[int, int, int]:
@@ -33,6 +33,77 @@ def open_pty(ptmx: str) -> tuple[int, int, int]:
     return master, peer, number
 
 
-def take_as_controlling(fd: int) -> None:
-    """Make the terminal `fd` the controlling terminal of this (session leader) process."""
-    fcntl.ioctl(fd, TIOCSCTTY, 0)
+def console_is_stdio(foreground: bool) -> bool:
+    """Whether init's stdin, stdout and stderr are the console: in a daemon, and in the
+    foreground when lxcsm's stdin is a terminal (the monitor relays it to the console)."""
+    return not foreground or os.isatty(0)
+
+
+class ConsoleProxy:
+    """The user's terminal relayed to the container's console, as lxc-start -F's monitor
+    relays it (LXC's lxc_terminal_peer_default and lxc_setup_tios): the terminal in raw
+    mode - what is typed, Ctrl-C included, reaches the console's line discipline, whose
+    foreground process gets the signal - the console the terminal's window size, and
+    the terminal's settings restored at the end."""
+
+    def __init__(self, user: int, console: int) -> None:
+        import termios
+        self.user, self.console = user, console
+        self.saved = termios.tcgetattr(user)
+        raw = termios.tcgetattr(user)
+        # ssh's settings, as LXC takes them: no input translation or flow control, no
+        # signals, no canonical mode or echo on this side; output still gets CR before LF.
+        raw[0] = (raw[0] | termios.IGNPAR) & ~(termios.ISTRIP | termios.INLCR | termios.IGNCR | termios.ICRNL
+                                               | termios.IXON | termios.IXANY | termios.IXOFF | termios.IUCLC)
+        raw[1] |= termios.OPOST | termios.ONLCR
+        raw[3] &= ~(termios.TOSTOP | termios.ISIG | termios.ICANON | termios.ECHO | termios.ECHOE
+                    | termios.ECHOK | termios.ECHONL | termios.IEXTEN)
+        raw[6][termios.VMIN], raw[6][termios.VTIME] = 1, 0
+        self._set(raw)
+        self.resize()
+
+    def _set(self, attributes) -> None:
+        """tcsetattr, also from a background process group: SIGTTOU ignored meanwhile (not
+        for good: a reboot's next init would inherit it)."""
+        import signal
+        import termios
+        previous = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+        try:
+            termios.tcsetattr(self.user, termios.TCSAFLUSH, attributes)
+        finally:
+            signal.signal(signal.SIGTTOU, previous)
+
+    def resize(self) -> None:
+        """The console gets the terminal's window size (its foreground process a SIGWINCH)."""
+        import termios
+        try:
+            size = fcntl.ioctl(self.user, termios.TIOCGWINSZ, b"\0" * 8)
+            fcntl.ioctl(self.console, termios.TIOCSWINSZ, size)
+        except OSError:
+            pass   # the terminal is gone: nothing to size after
+
+    def typed(self) -> bool:
+        """Relay what was typed to the console; False once the terminal is gone (EOF, EIO)."""
+        try:
+            data = os.read(self.user, 4096)
+        except OSError:
+            return False
+        if not data:
+            return False
+        while data:
+            data = data[os.write(self.console, data):]
+        return True
+
+    def show(self, data: bytes) -> None:
+        """What the console wrote, on the terminal (dropped if the terminal is gone)."""
+        try:
+            while data:
+                data = data[os.write(self.user, data):]
+        except OSError:
+            pass
+
+    def restore(self) -> None:
+        try:
+            self._set(self.saved)
+        except OSError:
+            pass   # the terminal is gone

@@ -169,6 +169,7 @@ class CommandServer:
         # the lxc-console client holding each.
         self.ttys: dict[int, int] = {}
         self.tty_users: dict[int, socket.socket] = {}
+        self.devpts = -1   # the container's devpts, where lxc-attach allocates its pty
         self.stop_signal = config.signal_stop
         self.request_deadline = REQUEST_DEADLINE
         self.selector = selectors.DefaultSelector()
@@ -185,12 +186,13 @@ class CommandServer:
     def fileno(self) -> int:
         return self.selector.fileno()
 
-    def new_ttys(self, ttys: dict[int, int]) -> None:
-        """A boot's terminals (none before FDS): the previous boot's lxc-console clients
-        are let go."""
+    def new_ttys(self, ttys: dict[int, int], devpts: int = -1) -> None:
+        """A boot's terminals and devpts (none before FDS): the previous boot's lxc-console
+        clients are let go."""
         for conn in set(self.tty_users.values()):
             self._drop(conn)
         self.ttys = ttys
+        self.devpts = devpts
 
     def _free_tty(self, asked: int) -> int | None:
         """The tty an lxc-console may have: tty N if it exists and is free, for -1 the first
@@ -366,6 +368,11 @@ class CommandServer:
             else:
                 self.tty_users[tty] = conn
                 self._reply(conn, 0, tty, fds=[self.ttys[tty]], keep=True)
+        elif cmd == Cmd.GET_DEVPTS_FD:
+            if self.devpts >= 0:
+                self._reply(conn, 0, fds=[self.devpts])
+            else:
+                self._reply(conn, -errno.EBADF)
         elif cmd == Cmd.GET_INIT_PID:
             self._reply(conn, 0, self.init_pid)
         elif cmd == Cmd.GET_INIT_PIDFD:

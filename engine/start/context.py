@@ -117,7 +117,7 @@ class ChildContext:
     """The container child's context, from clone3 to exec."""
 
     __slots__ = ("request", "channel", "log", "signal_mask", "rootfs", "failure", "tty_masters",
-                 "console", "seccomp")
+                 "tty_peers", "devpts", "console", "seccomp")
 
     def __init__(self, request: StartRequest, channel: ChildEnd, log: Any,
                  signal_mask: frozenset[int], seccomp: Filter | None = None) -> None:
@@ -128,5 +128,7 @@ class ChildContext:
         self.rootfs = ""              # where the container's / is mounted before pivot_root
         self.failure: Failure | None = None
         self.tty_masters: list[int] = []   # for the monitor, at FDS
+        self.tty_peers: list[int] = []     # kept open by the monitor, as LXC's keeps them
+        self.devpts = -1                   # the container's /dev/pts, for lxc-attach's ptys
         self.console: tuple[int, int] | None = None   # (master, peer) of /dev/console
         self.seccomp = seccomp        # built by the monitor's init_handler, loaded by setup_seccomp

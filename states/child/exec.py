@@ -11,8 +11,12 @@ descriptor but 0, 1, 2 and the sync channel - which is close-on-exec: the
 monitor reads its end-of-file as "init runs".
 
 A daemonised container's init has the console (setup_ttys) as its stdin,
-stdout, stderr and controlling terminal; with -F it keeps lxcsm's own fds
-0, 1 and 2, so that the caller's terminal or pipes reach init directly.
+stdout and stderr, and so has a foreground one started from a terminal,
+whose monitor relays between that terminal and the console (poll), as
+lxc-start -F does; with -F from pipes, init keeps lxcsm's own fds 0, 1 and
+2, so that the caller's pipes reach init directly.  As under LXC, the
+console is not init's controlling terminal: busybox init's askfirst shell,
+or a getty, makes it theirs, with job control.
 
 Init's environment is exactly ``container=lxc`` plus lxc.environment
 (``KEY=VALUE``, or a bare ``KEY`` copying the value lxcsm was started with).
@@ -53,13 +57,10 @@ def enter(ctx: ChildContext) -> None:
     os.setsid()
     if ctx.console is not None:
         console = ctx.console[1]
-        if not request.foreground:
-            # A daemon's init talks to its console, as under lxc-start -d: stdio, and the
-            # controlling terminal of its session.
-            from lxcsm.engine.linux import terminal  # loaded by setup_ttys, before pivot_root
+        from lxcsm.engine.linux import terminal  # loaded by setup_ttys, before pivot_root
+        if terminal.console_is_stdio(request.foreground):
             for fd in (0, 1, 2):
                 os.dup2(console, fd)
-            terminal.take_as_controlling(0)
         os.close(console)
     for sig in (signal.SIGPIPE, signal.SIGXFSZ):
         signal.signal(sig, signal.SIG_DFL)

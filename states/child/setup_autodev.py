@@ -11,7 +11,8 @@ own there.  Afterwards the kernel sees, in the rootfs's /dev:
   tty (mode 0666, as under LXC) - a node a hook already made is kept;
 * fd, stdin, stdout and stderr as links into /proc/self/fd;
 * a fresh devpts instance on /dev/pts (newinstance, so the container's ptys
-  are not the host's), allowing lxc.pty.max ptys when that is set, with
+  are not the host's), allowing lxc.pty.max + lxc.tty.max ptys when
+  lxc.pty.max is set, as LXC sizes it, with
   /dev/ptmx bind-mounted from its ptmx node.  (LXC mounts no devpts at all
   without lxc.pty.max; lxcsm always gives the container its own.)
 
@@ -38,8 +39,11 @@ LINKS = {"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0",
 
 
 def _devpts_options(config) -> str:
+    # LXC's size: the container's own ptys plus its ttys (which setup_ttys takes from it);
+    # the console is one of the ptys, or one of the host's when lxc.pty.max <= 1.
     pty_max = config.get_item("lxc.pty.max")
-    return "newinstance,ptmxmode=0666,mode=0620,gid=5" + (f",max={pty_max}" if pty_max else "")
+    return "newinstance,ptmxmode=0666,mode=0620,gid=5" + (
+        f",max={int(pty_max) + config.tty_count()}" if pty_max else "")
 
 
 def enter(ctx) -> str:

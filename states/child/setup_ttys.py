@@ -1,18 +1,26 @@
 """setup_ttys (child) - the container's console and ttys, for lxc-console.
 
 Replaces LXC's lxc_setup_console() and lxc_create_ttys() (conf.c), before
-the switch to the new root.
+the switch to the new root, and the console half of lxc_terminal_parent().
 
-Afterwards the kernel sees, in the container's mount namespace, pseudo-
-terminals of the container's own devpts: one whose peer side is
-bind-mounted on /dev/console (unless lxc.console.path = none), and
-lxc.tty.max more, the Nth on /dev/ttyN (where a getty of the container's
-init finds it).  The child hands their master sides - and the console's
-peer, which keeps it open - to the monitor at FDS; the monitor drains the
-console into lxc.console.logfile and gives a tty to each lxc-console client
-(GET_TTY_FD; tty 0 is the console).  A daemonised container's init has the
-console as its stdin, stdout and stderr; with -F it keeps lxcsm's.  All this
-needs the container's own devpts (lxc.autodev = 1).
+Afterwards the kernel sees, in the container's mount namespace:
+* /dev/console: the peer side of a pty bind-mounted on it (unless
+  lxc.console.path = none).  As with LXC, the pty is one of the container's
+  devpts when lxc.pty.max is more than 1, and otherwise one of the host's
+  devpts (LXC's monitor allocates it there; the child, still seeing the
+  host's /dev, does it here): the container's devpts then has room for its
+  ttys only (setup_autodev sizes it lxc.pty.max + lxc.tty.max), as with
+  LXC's busybox template (lxc.pty.max = 1, lxc.tty.max = 5);
+* lxc.tty.max more ptys of the container's devpts, the Nth on /dev/ttyN
+  (where a getty of the container's init finds it).
+The child hands the monitor at FDS (sync_fds) the console's master and peer,
+each tty's master and peer - the monitor keeps the peers open, as LXC's does,
+so a tty whose shell logs out does not hang up its lxc-console - and a
+descriptor of the container's devpts, which the monitor hands to
+`lxc-attach` (GET_DEVPTS_FD) so an interactive attach gets a pty of the
+container's own.  The monitor drains the console into lxc.console.logfile
+and gives a tty to each lxc-console client (GET_TTY_FD; tty 0 is the
+console).  All this needs the container's own devpts (lxc.autodev = 1).
 
 /dev and its ptmx are opened inside the rootfs (openat2, RESOLVE_IN_ROOT);
 each target is opened - made empty if missing - in /dev's descriptor with
@@ -24,36 +32,48 @@ import os
 from lxcsm.engine.linux import kernel, paths
 from lxcsm.engine.linux.paths import proc_fd
 
+HOST_PTMX = "/dev/ptmx"   # the host's: the child's mount namespace is still a copy of the host's
 
-def _pty_on(ctx, dev: int, ptmx: int, name: str) -> tuple[int, int, int]:
-    """A pty of the container's devpts whose peer is bind-mounted on /dev/NAME."""
-    from lxcsm.engine.linux import terminal  # only containers with a console or ttys pay for it
-    master, peer, index = terminal.open_pty(proc_fd(ptmx))
+
+def console_on_host_devpts(config) -> bool:
+    """LXC's rule (lxc_terminal_parent): the console comes from the container's devpts only
+    when lxc.pty.max leaves room for it beside the container's own ptys."""
+    return int(config.get_item("lxc.pty.max") or 0) <= 1
+
+
+def _bind_pty(ctx, dev: int, peer: int, name: str, index: int) -> None:
+    """Bind-mount the pty whose peer side is `peer` on /dev/NAME of the rootfs."""
     target = paths.create_beneath(dev, name, 0o600)
     try:
         kernel.mount(proc_fd(peer), proc_fd(target), None, kernel.MS_BIND)
     finally:
         os.close(target)
     ctx.log.trace("tty created", tty=f"/dev/{name}", pts=index)
-    return master, peer, index
 
 
 def enter(ctx) -> str:
     config = ctx.request.config
-    if not config.has_console() and not config.tty_count():
+    if not config.autodev:
         return "ttys_created"
+    from lxcsm.engine.linux import terminal  # only containers with a console or ttys pay for it
     root = paths.open_root(ctx.rootfs)
     dev = ptmx = None
     try:
         dev = paths.open_in_root(root, "/dev")
         ptmx = paths.open_in_root(root, "/dev/ptmx")
+        ctx.devpts = paths.open_in_root(root, "/dev/pts")
         if config.has_console():
-            master, peer, _index = _pty_on(ctx, dev, ptmx, "console")
+            on_host = console_on_host_devpts(config)
+            master, peer, index = terminal.open_pty(HOST_PTMX if on_host else proc_fd(ptmx))
             ctx.console = (master, peer)
+            os.fchmod(peer, 0o620)
+            _bind_pty(ctx, dev, peer, "console", index)
+            ctx.log.trace("console devpts", devpts="host" if on_host else "container")
         for number in range(1, config.tty_count() + 1):
-            master, peer, _index = _pty_on(ctx, dev, ptmx, f"tty{number}")
+            master, peer, index = terminal.open_pty(proc_fd(ptmx))
             ctx.tty_masters.append(master)
-            os.close(peer)
+            ctx.tty_peers.append(peer)
+            _bind_pty(ctx, dev, peer, f"tty{number}", index)
     finally:
         for fd in (root, dev, ptmx):
             if fd is not None:
@@ -62,10 +82,15 @@ def enter(ctx) -> str:
 
 
 def plan(request) -> list[str]:
+    config = request.config
+    if not config.autodev:
+        return ["nothing: the rootfs's own /dev (lxc.autodev = 0)"]
     steps = []
-    if request.config.has_console():
-        steps.append("open a pty in the container's devpts; bind its peer on /dev/console")
-    ttys = request.config.tty_count()
+    if config.has_console():
+        where = "the host's devpts (lxc.pty.max <= 1)" if console_on_host_devpts(config) else "the container's devpts"
+        steps.append(f"open a pty in {where}; bind its peer on /dev/console")
+    ttys = config.tty_count()
     if ttys:
         steps.append(f"open {ttys} ptys in the container's devpts; bind each on /dev/tty1..{ttys}")
-    return steps or ["nothing: no console (lxc.console.path = none or lxc.autodev = 0), no lxc.tty.max"]
+    steps.append("open the container's /dev/pts, for lxc-attach's ptys (GET_DEVPTS_FD)")
+    return steps

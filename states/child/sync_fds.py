@@ -1,9 +1,10 @@
 """sync_fds (child) - hand the monitor the fds it keeps, then wait for the go.
 
 Replaces LXC's lxc_sync_fds_child() and the READY_START wait of do_start().
-The FDS frame carries the console's master and peer sides, then the master
-sides of the container's ttys (setup_ttys), in tty order, which the monitor
-keeps; the child closes its copies (all but the console's peer, for exec).
+The FDS frame carries the console's master and peer sides, then each of the
+container's ttys' master and peer sides (setup_ttys), in tty order, then the
+container's devpts (with lxc.autodev = 1), all of which the monitor keeps;
+the child closes its copies (all but the console's peer, for exec).
 It then blocks until READY_START: after it, the next thing it does is exec.
 """
 
@@ -19,11 +20,14 @@ if TYPE_CHECKING:
 
 
 def enter(ctx: ChildContext) -> str:
-    fds = [*(ctx.console or ()), *ctx.tty_masters]
-    ctx.channel.wake(SyncMsg.FDS, fds=fds)
-    for fd in ctx.tty_masters:
+    ttys = [fd for pair in zip(ctx.tty_masters, ctx.tty_peers, strict=True) for fd in pair]
+    devpts = [ctx.devpts] if ctx.devpts >= 0 else []
+    ctx.channel.wake(SyncMsg.FDS, fds=[*(ctx.console or ()), *ttys, *devpts])
+    for fd in ttys + devpts:
         os.close(fd)
     ctx.tty_masters.clear()
+    ctx.tty_peers.clear()
+    ctx.devpts = -1
     if ctx.console is not None:   # exec still needs the peer: init's stdio in a daemon
         os.close(ctx.console[0])
     ctx.channel.wait_for(SyncMsg.READY_START)
@@ -31,4 +35,4 @@ def enter(ctx: ChildContext) -> str:
 
 
 def plan(request: StartRequest) -> list[str]:
-    return ["send FDS (with the tty masters, if any)", "wait for READY_START"]
+    return ["send FDS (the console's and ttys' masters and peers, the devpts)", "wait for READY_START"]

@@ -10,7 +10,11 @@ only now, so a client never sees a half-started container), and the
 container's console, drained into lxc.console.logfile while no lxc-console
 client holds it.  A console log that cannot be written (its disk is full)
 loses that output, and says so once, at WARN: as under LXC, the container
-runs on.
+runs on.  A foreground start from a terminal (lxc-start -F) relays that
+terminal, in raw mode, to the console - the console's output goes to it as
+well - and restores it when init ends; its window size follows SIGWINCH.
+The console then belongs to that terminal: lxc-console -t 0 is refused, as
+LXC refuses a second peer.
 
 How init ended is the trigger: killed by SIGHUP means reboot(2) was called
 with RB_AUTOBOOT inside the pid namespace, SIGINT means halt or power-off,
@@ -44,12 +48,35 @@ def enter(ctx) -> str:
         poller.register(fd, select.POLLIN)
     console, draining = ctx.command_server.ttys.get(0, -1), False
     console_log = ConsoleLog(ctx)
+    proxy = _proxy(ctx, console, poller)
+    try:
+        return _supervise(ctx, poller, console, draining, console_log, proxy)
+    finally:
+        if proxy is not None:
+            proxy.restore()
+            ctx.command_server.ttys[0] = console
+
+
+def _proxy(ctx, console: int, poller):
+    """lxc-start -F's terminal relayed to the console, or None."""
+    if console < 0 or not ctx.request.foreground:
+        return None
+    from lxcsm.engine.linux import terminal  # loaded by the child's setup_ttys already
+    if not terminal.console_is_stdio(ctx.request.foreground):
+        return None
+    del ctx.command_server.ttys[0]   # no lxc-console -t 0 meanwhile
+    poller.register(0, select.POLLIN)
+    return terminal.ConsoleProxy(0, console)
+
+
+def _supervise(ctx, poller, console: int, draining: bool, console_log, proxy) -> str:
+    boot = ctx.boot
     ctx.command_server.on_request = lambda cmd, uid: ctx.log.trace(
         "command served", command=Cmd(cmd).name if cmd in Cmd._value2member_map_ else cmd, uid=uid)
     while True:
         logmod.flight_recorder.flush()   # what the last wakeup recorded, before waiting again
         # The console is drained while no lxc-console holds it (then the client reads it).
-        held = 0 in ctx.command_server.tty_users
+        held = 0 in ctx.command_server.tty_users and proxy is None
         if console >= 0 and draining == held:
             if held:
                 poller.unregister(console)
@@ -63,10 +90,18 @@ def enter(ctx) -> str:
             ctx.command_server.serve_ready()
         for fd, _events in events:
             if fd == console:
-                console_log.drain(console)
+                shown = console_log.drain(console)
+                if proxy is not None:
+                    proxy.show(shown)
+                continue
+            if fd == 0 and proxy is not None:
+                if not proxy.typed():   # the terminal is gone: the container runs on
+                    poller.unregister(0)
                 continue
             if fd == ctx.signal_fd:
                 signo, sender = kernel.read_signalfd(fd)
+                if signo == signal.SIGWINCH and proxy is not None:
+                    proxy.resize()
                 if signo != signal.SIGCHLD:
                     ctx.log.trace("forwarding signal", signal=signal.Signals(signo).name, sender=sender)
                     try:
@@ -78,6 +113,9 @@ def enter(ctx) -> str:
                 boot.init_status = status
                 ctx.command_server.on_request = lambda cmd, uid: None
                 _record_limits_hit(ctx)
+                if proxy is not None:   # init's last words (poweroff's), before the terminal is restored
+                    while select.select([console], [], [], 0)[0] and (shown := console_log.drain(console)):
+                        proxy.show(shown)
                 return _why_init_ended(ctx, status)
             else:
                 ctx.command_server.serve_ready()
@@ -90,22 +128,25 @@ class ConsoleLog:
         self.ctx = ctx
         self.dropping = False   # said, until a write succeeds again
 
-    def drain(self, console: int) -> None:
+    def drain(self, console: int) -> bytes:
+        """Read what the console has, log it, and return it (b"" if nothing could be read)."""
         try:
             data = os.read(console, 65536)
         except OSError:   # EIO: nobody has the console open just now (EAGAIN: nothing to read)
-            return
+            return b""
         if self.ctx.console_log < 0:
-            return
+            return data
         try:
-            while data:
-                data = data[os.write(self.ctx.console_log, data):]
+            written = data
+            while written:
+                written = written[os.write(self.ctx.console_log, written):]
             self.dropping = False
         except OSError as err:
             if not self.dropping:
                 self.dropping = True
                 self.ctx.log.warn("console output dropped", error=describe(err),
                                   file=self.ctx.request.config.get_item("lxc.console.logfile"))
+        return data
 
 
 def _record_limits_hit(ctx) -> None:

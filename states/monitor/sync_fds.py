@@ -2,9 +2,13 @@
 
 Replaces LXC's lxc_sync_fds_parent(): after FDS the child sends the fds the
 monitor keeps for the boot: the console's master and peer, then the master
-sides of the container's ttys (lxc.tty.max), in tty order.  Afterwards the command socket hands them out
-to lxc-console (GET_TTY_FD); each is recorded, closed when the boot ends.
-Any fd beyond lxc.tty.max is closed rather than leaked.
+and peer sides of each of the container's ttys (lxc.tty.max), in tty order,
+then the container's devpts (with lxc.autodev = 1).  Afterwards the command
+socket hands the masters to lxc-console (GET_TTY_FD) and the devpts to
+lxc-attach (GET_DEVPTS_FD); the peers are only kept open, as LXC's monitor
+keeps them, so a tty whose last process closed it (a shell logging out)
+does not hang up under its lxc-console.  Each fd is recorded, closed when
+the boot ends.  Any fd beyond those is closed rather than leaked.
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ def enter(ctx: MonitorContext) -> str:
     channel.wake(SyncMsg.FDS)
     _payload, fds = channel.wait_for(SyncMsg.FDS)
     config = ctx.request.config
-    expected = (2 if config.has_console() else 0) + config.tty_count()
+    console = 2 if config.has_console() else 0
+    devpts = 1 if config.autodev else 0
+    expected = console + 2 * config.tty_count() + devpts
     for fd in fds[expected:]:
         os.close(fd)
     fds = fds[:expected]
@@ -32,13 +38,13 @@ def enter(ctx: MonitorContext) -> str:
         ctx.boot.undo.record("kept_fd", fd)
     # The console's peer (fds[1]) is only kept open: with no process of the container on
     # it, its master would report a hang-up, again and again, to the poll state.
-    masters = [fds[0], *fds[2:]] if config.has_console() else [None, *fds]
+    masters = [fds[0] if console else None, *fds[console:expected - devpts:2]]
     ttys = {number: fd for number, fd in enumerate(masters) if fd is not None}
-    server.new_ttys(ttys)
+    server.new_ttys(ttys, devpts=fds[-1] if devpts and len(fds) == expected else -1)
     if ttys:
         ctx.log.trace("terminals received", ttys=" ".join(map(str, sorted(ttys))))
     return "fds_received"
 
 
 def plan(request: StartRequest) -> list[str]:
-    return ["send FDS", "wait for FDS (the tty masters, if lxc.tty.max is set)"]
+    return ["send FDS", "wait for FDS (the console's and ttys' masters and peers, the devpts)"]

@@ -236,16 +236,16 @@ def ptys(host, monkeypatch, child_ctx, make_request):
 
 
 def with_dev(ctx):
-    """The rootfs as setup_autodev leaves it: a /dev with a ptmx."""
-    Path(ctx.rootfs, "dev").mkdir()
+    """The rootfs as setup_autodev leaves it: a /dev with a ptmx and a pts."""
+    Path(ctx.rootfs, "dev", "pts").mkdir(parents=True)
     Path(ctx.rootfs, "dev", "ptmx").touch()
     return ctx
 
 
 @pytest.mark.state("child", "setup_ttys")
-def test_setup_ttys_binds_a_pty_on_dev_console_and_each_dev_ttyN_keeping_their_masters(
+def test_setup_ttys_binds_a_pty_on_dev_console_and_each_dev_ttyN_keeping_masters_and_peers(
         host, run, make_request, child_ctx, ptys):
-    ctx = with_dev(child_ctx(make_request("lxc.tty.max = 2")))
+    ctx = with_dev(child_ctx(make_request("lxc.tty.max = 2", "lxc.pty.max = 2")))
 
     assert run("child", "setup_ttys", ctx) == "ttys_created"
 
@@ -255,20 +255,36 @@ def test_setup_ttys_binds_a_pty_on_dev_console_and_each_dev_ttyN_keeping_their_m
                                             ("/dev/tty1", "bind", "", None, tty1[2]),
                                             ("/dev/tty2", "bind", "", None, tty2[2])]
     assert all(Path(ctx.rootfs, "dev", name).is_file() for name in ("console", "tty1", "tty2"))
-    # The monitor gets the masters at FDS; the console's peer stays for exec, the ttys' go.
+    # The monitor gets masters and peers at FDS, and the devpts for lxc-attach.
     assert ctx.console == (console[0], console[1]) and still_open(console[1], console[4])
-    assert ctx.tty_masters == [tty1[0], tty2[0]]
-    assert not still_open(tty1[1], tty1[4]) and not still_open(tty2[1], tty2[4])
+    assert ctx.tty_masters == [tty1[0], tty2[0]] and ctx.tty_peers == [tty1[1], tty2[1]]
+    assert still_open(tty1[1], tty1[4]) and still_open(tty2[1], tty2[4])
+    assert os.readlink(f"/proc/self/fd/{ctx.devpts}") == f"{ctx.rootfs}/dev/pts"
 
 
 @pytest.mark.state("child", "setup_ttys")
-def test_setup_ttys_without_a_console_or_ttys_opens_nothing(host, run, make_request, child_ctx, ptys):
+def test_setup_ttys_takes_the_console_from_the_hosts_devpts_when_pty_max_leaves_no_room(
+        host, run, make_request, child_ctx, ptys):
+    """LXC's busybox template: lxc.pty.max = 1, lxc.tty.max = 5."""
+    ctx = with_dev(child_ctx(make_request("lxc.tty.max = 1", "lxc.pty.max = 1")))
+
+    assert run("child", "setup_ttys", ctx) == "ttys_created"
+
+    console, tty1 = ptys
+    assert console[3] == "/dev/ptmx" and tty1[3] == f"{ctx.rootfs}/dev/ptmx"
+    assert host.mounts.view(ctx.rootfs) == [("/dev/console", "bind", "", None, console[2]),
+                                            ("/dev/tty1", "bind", "", None, tty1[2])]
+
+
+@pytest.mark.state("child", "setup_ttys")
+def test_setup_ttys_without_a_console_or_ttys_opens_no_pty(host, run, make_request, child_ctx, ptys):
     ctx = with_dev(child_ctx(make_request("lxc.console.path = none")))
 
     assert run("child", "setup_ttys", ctx) == "ttys_created"
 
-    assert host.calls() == [] and host.mounts.view() == []
+    assert "terminal.open_pty" not in host.names() and host.mounts.view() == []
     assert ctx.console is None and ctx.tty_masters == []
+    assert os.readlink(f"/proc/self/fd/{ctx.devpts}") == f"{ctx.rootfs}/dev/pts"   # for lxc-attach still
 
 
 @pytest.mark.state("child", "setup_ttys")

@@ -94,24 +94,27 @@ def test_sync_cgroup_limits_fails_when_the_monitor_fails(host, run, make_request
 
 
 @pytest.mark.state("child", "sync_fds")
-def test_sync_fds_hands_over_the_console_and_tty_masters_keeping_only_the_console_peer(
+def test_sync_fds_hands_over_the_console_ttys_and_devpts_keeping_only_the_console_peer(
         host, run, make_request, child_ctx):
     ctx = child_ctx(make_request("lxc.tty.max = 2"))
     console_master, console_peer = host.pipe()
-    tty1, _ = host.pipe()
-    tty2, _ = host.pipe()
-    ctx.console, ctx.tty_masters = (console_master, console_peer), [tty1, tty2]
+    tty1, peer1 = host.pipe()
+    tty2, peer2 = host.pipe()
+    devpts, _ = host.pipe()
+    ctx.console, ctx.tty_masters, ctx.tty_peers, ctx.devpts = (console_master, console_peer), [tty1, tty2], \
+        [peer1, peer2], devpts
     open_when_sent = []
     host.on("channel.wake", effect=lambda msg, fds=(): open_when_sent.extend(is_open(fd) for fd in fds))
 
     assert run("child", "sync_fds", ctx) == "ready_to_start"
 
-    assert host.calls() == [("channel.wake", SyncMsg.FDS, {"fds": [console_master, console_peer, tty1, tty2]}),
+    sent = [console_master, console_peer, tty1, peer1, tty2, peer2, devpts]
+    assert host.calls() == [("channel.wake", SyncMsg.FDS, {"fds": sent}),
                             ("channel.wait_for", SyncMsg.READY_START)]
-    assert open_when_sent == [True] * 4
+    assert open_when_sent == [True] * 7
     # The monitor has its copies now: the child keeps only what exec needs, the console's peer.
-    assert [is_open(fd) for fd in (console_master, console_peer, tty1, tty2)] == [False, True, False, False]
-    assert ctx.tty_masters == []
+    assert [is_open(fd) for fd in sent] == [False, True, False, False, False, False, False]
+    assert ctx.tty_masters == [] and ctx.tty_peers == [] and ctx.devpts == -1
 
 
 @pytest.mark.state("child", "sync_fds")
@@ -138,10 +141,10 @@ def test_sync_fds_to_a_monitor_that_is_gone_fails(host, run, make_request, child
 @pytest.fixture
 def process(host, monkeypatch):
     """exec's os and signal calls that would change the test process, as recording fakes
-    (os.close for real); terminal.take_as_controlling recorded too."""
+    (os.close for real); lxcsm's stdin is no terminal (a foreground start from pipes)."""
     host.proxy(exec_state, "os", chdir=None, setsid=None, dup2=None, close=PASS, closerange=None, execvpe=None)
     host.proxy(exec_state, "signal", signal=None, pthread_sigmask=None)
-    monkeypatch.setattr(terminal, "take_as_controlling", host.rec.fake("terminal.take_as_controlling"))
+    monkeypatch.setattr(terminal.os, "isatty", lambda fd: False)
 
 
 class FakeFilter:
@@ -170,8 +173,7 @@ def test_exec_of_a_daemon_gives_init_the_console_a_clean_process_and_its_environ
     assert host.calls() == [
         ("os.chdir", "/srv"),
         ("os.setsid",),
-        ("os.dup2", peer, 0), ("os.dup2", peer, 1), ("os.dup2", peer, 2),
-        ("terminal.take_as_controlling", 0),
+        ("os.dup2", peer, 0), ("os.dup2", peer, 1), ("os.dup2", peer, 2),   # not its controlling tty
         ("os.close", peer),
         ("signal.signal", signal.SIGPIPE, signal.SIG_DFL), ("signal.signal", signal.SIGXFSZ, signal.SIG_DFL),
         ("signal.pthread_sigmask", signal.SIG_SETMASK, ctx.signal_mask),
@@ -191,7 +193,7 @@ def test_exec_in_the_foreground_keeps_lxcsms_stdio(
 
     assert run("child", "exec", ctx) is None
 
-    assert "os.dup2" not in host.names() and "terminal.take_as_controlling" not in host.names()
+    assert "os.dup2" not in host.names()
     assert host.calls("os")[:3] == [("chdir", "/"), ("setsid",), ("close", peer)]
     assert host.calls("os")[-1] == ("execvpe", "/sbin/init", ["/sbin/init"], {"container": "lxc"})
 

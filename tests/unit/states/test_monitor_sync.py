@@ -195,30 +195,33 @@ def test_sync_cgroup_limits_failing_start_host_hook_never_sends_fds(host, run, s
 
 
 @pytest.mark.state("monitor", "sync_fds")
-def test_sync_fds_sends_fds_then_keeps_the_console_and_tty_masters_it_receives(host, run, synced):
+def test_sync_fds_sends_fds_then_keeps_the_console_ttys_and_devpts_it_receives(host, run, synced):
     ctx = synced("lxc.tty.max = 2")   # and the console: lxc.autodev is on
-    fds = [host.pipe()[0] for _ in range(5)]   # console master and peer, tty1, tty2, one too many
+    # console master and peer, tty1's and tty2's master and peer, the devpts, one too many
+    fds = [host.pipe()[0] for _ in range(8)]
     host.on("channel.wait_for", (b"", fds), when=waits_for(SyncMsg.FDS))
 
     assert run("monitor", "sync_fds", ctx) == "fds_received"
 
     assert host.calls() == [("channel.wake", SyncMsg.FDS), ("channel.wait_for", SyncMsg.FDS)]
-    assert ctx.boot.undo.changes == [Change("kept_fd", str(fd)) for fd in fds[:4]]
-    assert [is_open(fd) for fd in fds] == [True, True, True, True, False]   # the extra one is closed
-    # tty 0 is the console's master; its peer is only kept open.
-    assert ctx.command_server.ttys == {0: fds[0], 1: fds[2], 2: fds[3]}
+    assert ctx.boot.undo.changes == [Change("kept_fd", str(fd)) for fd in fds[:7]]
+    assert [is_open(fd) for fd in fds] == [True] * 7 + [False]   # the extra one is closed
+    # tty 0 is the console's master; the peers are only kept open; the devpts is lxc-attach's.
+    assert ctx.command_server.ttys == {0: fds[0], 1: fds[2], 2: fds[4]}
+    assert ctx.command_server.devpts == fds[6]
 
 
 @pytest.mark.state("monitor", "sync_fds")
 def test_sync_fds_without_a_console_numbers_the_ttys_from_one(host, run, synced):
     ctx = synced("lxc.console.path = none", "lxc.tty.max = 1")
-    tty1, _ = host.pipe()
-    host.on("channel.wait_for", (b"", [tty1]), when=waits_for(SyncMsg.FDS))
+    tty1, peer1 = host.pipe()
+    devpts, _ = host.pipe()
+    host.on("channel.wait_for", (b"", [tty1, peer1, devpts]), when=waits_for(SyncMsg.FDS))
 
     assert run("monitor", "sync_fds", ctx) == "fds_received"
 
-    assert ctx.command_server.ttys == {1: tty1}
-    assert ctx.boot.undo.changes == [Change("kept_fd", str(tty1))]
+    assert ctx.command_server.ttys == {1: tty1} and ctx.command_server.devpts == devpts
+    assert ctx.boot.undo.changes == [Change("kept_fd", str(fd)) for fd in (tty1, peer1, devpts)]
 
 
 @pytest.mark.state("monitor", "sync_fds")
