@@ -78,6 +78,33 @@ def _gateway_honoured(value: str) -> bool:
     return value != "auto"   # LXC's "auto" means the bridge's address, which lxcsm does not look up
 
 
+# LXC's tests for the two LSMs it drives: AppArmor's module parameter (lsm/apparmor.c), and
+# libselinux's is_selinux_enabled(), which needs selinuxfs mounted.  Without either, LXC runs
+# its "nop" LSM, which ignores every apparmor and selinux key: so does lxcsm, which honours
+# them that way.  On a host with the LSM, preflight refuses them.
+LSM_PRESENT = MappingProxyType({
+    "apparmor": ("/sys/module/apparmor/parameters/enabled", "Y"),
+    "selinux": ("/sys/fs/selinux/enforce", None),
+})
+
+
+def lsm_enabled(lsm: str) -> bool:
+    path, expected = LSM_PRESENT[lsm]
+    try:
+        with open(path) as state:
+            return expected is None or state.read(1) == expected
+    except OSError:
+        return False
+
+
+def _apparmor_absent(value: str) -> bool:
+    return not lsm_enabled("apparmor")
+
+
+def _selinux_absent(value: str) -> bool:
+    return not lsm_enabled("selinux")
+
+
 # --- the key table -----------------------------------------------------------
 
 class Repeat(enum.Enum):
@@ -230,10 +257,10 @@ _cgroup_path = KeySpec(relative_cgroup_path, honoured=True)
 # lxc.namespace.share.NAMESPACE. A bare prefix without the dot (lxc.cgroup)
 # only resets its members; one ending in a dot is not a key on its own.
 KEYS: Mapping[str, KeySpec] = MappingProxyType({
-    "lxc.apparmor.allow_incomplete": KeySpec(boolean),
-    "lxc.apparmor.allow_nesting": KeySpec(boolean),
-    "lxc.apparmor.profile": KeySpec(anything),
-    "lxc.apparmor.raw": KeySpec(anything, repeat=Repeat.APPEND),
+    "lxc.apparmor.allow_incomplete": KeySpec(boolean, honoured=_apparmor_absent),
+    "lxc.apparmor.allow_nesting": KeySpec(boolean, honoured=_apparmor_absent),
+    "lxc.apparmor.profile": KeySpec(anything, honoured=_apparmor_absent),
+    "lxc.apparmor.raw": KeySpec(anything, honoured=_apparmor_absent, repeat=Repeat.APPEND),
     "lxc.arch": KeySpec(one_of(*ARCHITECTURES)),
     "lxc.autodev": KeySpec(boolean, honoured=True),
     "lxc.autodev.tmpfs.size": KeySpec(signed),
@@ -307,8 +334,8 @@ KEYS: Mapping[str, KeySpec] = MappingProxyType({
     "lxc.seccomp.notify.cookie": KeySpec(anything),
     "lxc.seccomp.notify.proxy": KeySpec(unix_socket_address),
     "lxc.seccomp.profile": KeySpec(anything, honoured=True),
-    "lxc.selinux.context": KeySpec(anything),
-    "lxc.selinux.context.keyring": KeySpec(anything),
+    "lxc.selinux.context": KeySpec(anything, honoured=_selinux_absent),
+    "lxc.selinux.context.keyring": KeySpec(anything, honoured=_selinux_absent),
     "lxc.signal.halt": KeySpec(parse_signal, honoured=True),
     "lxc.signal.reboot": KeySpec(parse_signal, honoured=True),
     "lxc.signal.stop": KeySpec(parse_signal, honoured=True),

@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import socket
 
+from lxcsm.engine.config import keys
 from lxcsm.engine.config.model import ConfigError, Setting
 from lxcsm.engine.config.values import parse_command
 from lxcsm.engine.linux import cgroups
@@ -208,6 +209,23 @@ def _check_veth(config, device, shares_host_network: bool) -> None:
                 raise _error(setting, f"a gateway needs an address ({prefix}.{family}.address)")
 
 
+# --- what would weaken the container if it were ignored -----------------------
+
+def _check_security(config) -> None:
+    """Refuse what LXC would enforce but lxcsm cannot yet: running it unenforced would give
+    the container more than its config grants."""
+    idmaps = config.in_effect("lxc.idmap")
+    if idmaps:
+        raise _error(idmaps[0][1], "user namespaces (lxc.idmap) are not supported yet: "
+                                   "init would run as the host's real root")
+    for lsm in keys.LSM_PRESENT:
+        settings = [setting for key in keys.KEYS if key.startswith(f"lxc.{lsm}.")
+                    for _canonical, setting in config.in_effect(key)]
+        if settings and keys.lsm_enabled(lsm):
+            raise _error(settings[-1][1], f"this host runs {lsm}, whose confinement lxcsm does not "
+                                          f"apply yet (LXC would)")
+
+
 # --- cgroups -----------------------------------------------------------------
 
 # On cgroup2, LXC turns devices.allow/devices.deny into a BPF program: no such files.
@@ -304,6 +322,7 @@ def check(config, command: tuple[str, ...], command_from_cli: bool) -> None:
             raise _fail(config, entry.origin.key, f"filesystem type {entry.fstype!r} is not known to this kernel",
                         entry.origin)
 
+    _check_security(config)
     binds = _binds(config)
     exec_path = _exec_path(config)
     _check_hooks(config, binds, exec_path)

@@ -111,6 +111,9 @@ HONOURED_KEYS = {
     "lxc.cgroup.dir.monitor.pivot", "lxc.no_new_privs",
     *(f"lxc.hook.{kind}" for kind in ("pre-start", "pre-mount", "mount", "autodev", "start-host",
                                       "start", "stop", "post-stop", "clone", "destroy")),
+    # As LXC's "nop" LSM does on a host without AppArmor or SELinux: ignored.
+    *(key for key in keys.KEYS for lsm in keys.LSM_PRESENT
+      if key.startswith(f"lxc.{lsm}.") and not keys.lsm_enabled(lsm)),
 }
 
 
@@ -179,12 +182,12 @@ def test_unsupported_lists_valid_keys_not_honoured_yet(tmp_path):
         "lxc.net.0.type = phys\n"
         "lxc.net.0.link = br0\n"
         "lxc.net.1.type = empty\n"
-        "lxc.apparmor.profile = unconfined\n"))
+        "lxc.seccomp.notify.cookie = x\n"))
     path = str(tmp_path / "config")
     assert cfg.unsupported == (
         Setting(path, 2, "lxc.console.size", "4096"),
         Setting(path, 3, "lxc.net.0.type", "phys"),
-        Setting(path, 6, "lxc.apparmor.profile", "unconfined"),
+        Setting(path, 6, "lxc.seccomp.notify.cookie", "x"),
     )
 
 
