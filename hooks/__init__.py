@@ -10,8 +10,14 @@ lxc.hook.version = 0 (the default) the shell runs
 monitor's environment, which init_handler filled with LXC_NAME,
 LXC_CONFIG_FILE, LXC_ROOTFS_PATH and LXC_ROOTFS_MOUNT; stop and post-stop
 hooks also get LXC_TARGET (stop or reboot).  Its stdin is /dev/null; every
-line it writes is a DEBUG event of the state that runs it.  Several hooks of
-one kind run in config order, each to its end.
+line it writes is a DEBUG event of the state that runs it, as it comes.  Several
+hooks of one kind run in config order, each to its end.
+
+As LXC, a hook may run as long as it likes.  One still running after
+LXCSM_HOOK_WARN_AFTER seconds (10 by default; 0 never warns) is named in a
+WARN event - its state, command and pid - repeated every as many seconds;
+`lxcsm info NAME` shows it too (from the "hook" event, which has its pid).  A
+hook the monitor runs takes `serve` (the command server), answered meanwhile.
 
 `POINTS` says where each kind runs - its state's docstring says so too.  A
 hook that exits non-zero fails its state (and so the start, cleaned up by
@@ -25,9 +31,13 @@ keeps them open for it, only when the config has a stop hook.
 from __future__ import annotations
 
 import os
+import select
 import shlex
+import time
 
 from lxcsm.engine.errors import StateError
+
+WARN_AFTER = 10.0   # seconds; LXCSM_HOOK_WARN_AFTER overrides it
 
 # kind -> (side, state) of the start that runs it.
 POINTS = {
@@ -51,9 +61,9 @@ def configured(config, kind: str) -> list:
 
 
 def run(config, kind: str, log, args: tuple[str, ...] = (), env: dict[str, str] | None = None,
-        must_succeed: bool = True) -> None:
+        must_succeed: bool = True, serve=None) -> None:
     """Run every lxc.hook.KIND; a failure raises StateError, or with must_succeed=False is
-    logged at ERROR and the next hook runs."""
+    logged at ERROR and the next hook runs.  `serve`: the monitor's command server."""
     version_one = config.get_item("lxc.hook.version") == "1"
     for _key, setting in configured(config, kind):
         words = [setting.value] if version_one else [setting.value, shlex.quote(config.name), "lxc", kind]
@@ -61,10 +71,8 @@ def run(config, kind: str, log, args: tuple[str, ...] = (), env: dict[str, str] 
         hook_env = dict(os.environ, **(env or {}))
         if version_one:
             hook_env.update(LXC_HOOK_TYPE=kind, LXC_HOOK_SECTION="lxc")
-        log.trace("hook", kind=kind, command=command)
-        status, output = _run_shell(command, hook_env)
-        for line in output:
-            log.debug("hook output", kind=kind, line=line)
+        status, output = _run_shell(command, hook_env, kind, log, serve)
+        log.trace("hook ended", kind=kind, status=status)
         if status == 0:
             continue
         how = (f"was killed by signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
@@ -87,12 +95,21 @@ def run_post_stop(ctx, target: str) -> None:
     run(ctx.request.config, "post-stop", ctx.log, (), {"LXC_TARGET": target}, must_succeed=False)
 
 
-def _run_shell(command: str, env: dict[str, str]) -> tuple[int, list[str]]:
+def warn_after() -> float:
+    """LXCSM_HOOK_WARN_AFTER, in seconds (0: never warn); the default if unset or not a number."""
+    try:
+        return max(0.0, float(os.environ.get("LXCSM_HOOK_WARN_AFTER", WARN_AFTER)))
+    except ValueError:
+        return WARN_AFTER
+
+
+def _run_shell(command: str, env: dict[str, str], kind: str, log, serve=None) -> tuple[int, list[str]]:
     """/bin/sh -c COMMAND with stdin /dev/null and stdout+stderr read back: (wait status, lines).
+    Each line is logged as it comes; a hook still running is warned about (warn_after()).
 
     posix_spawn, not subprocess: the start hook runs after pivot_root, where the monitor's
-    Python library is out of reach, and only os is sure to be loaded.  The monitor's
-    blocked signals are unblocked for the hook."""
+    Python library is out of reach, and only modules loaded before (os, select, time) are
+    sure to be there.  The monitor's blocked signals are unblocked for the hook."""
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
     devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
     try:
@@ -103,9 +120,36 @@ def _run_shell(command: str, env: dict[str, str]) -> tuple[int, list[str]]:
     finally:
         os.close(write_end)
         os.close(devnull)
-    chunks = []
-    with os.fdopen(read_end, "rb") as output:
-        while chunk := output.read(65536):
-            chunks.append(chunk)
+    log.trace("hook", kind=kind, command=command, hook_pid=pid)
+    every = warn_after()
+    started = time.monotonic()
+    next_warning = started + every if every else None
+    lines: list[str] = []
+    partial = b""
+    watched = [read_end] + ([serve] if serve is not None else [])
+    try:
+        while True:
+            due = [t for t in (None if next_warning is None else max(0.0, next_warning - time.monotonic()),
+                               serve.timeout() if serve is not None else None) if t is not None]
+            ready = select.select(watched, [], [], min(due) if due else None)[0]
+            if read_end in ready:
+                chunk = os.read(read_end, 65536)
+                if not chunk:
+                    break
+                *complete, partial = (partial + chunk).split(b"\n")
+                for line in complete:
+                    lines.append(line.decode(errors="replace"))
+                    log.debug("hook output", kind=kind, line=lines[-1])
+            if serve is not None:
+                serve.serve_ready()
+            if next_warning is not None and time.monotonic() >= next_warning:
+                log.warn("hook still running", kind=kind, command=command, hook_pid=pid,
+                         seconds=round(time.monotonic() - started, 1))
+                next_warning = time.monotonic() + every
+    finally:
+        os.close(read_end)
+    if partial:
+        lines.append(partial.decode(errors="replace"))
+        log.debug("hook output", kind=kind, line=lines[-1])
     _, status = os.waitpid(pid, 0)
-    return status, b"".join(chunks).decode(errors="replace").splitlines()
+    return status, lines

@@ -11,6 +11,13 @@ cgroup2's files (cpu.stat, io.stat, memory.current, memory.stat's kernel).
 Pids (pids.current) is lxcsm's addition.  -s, -p and -S pick parts.  Exit 0,
 also for a stopped container ("State: STOPPED"); 1 for one that is neither
 running nor has LXCPATH/NAME/config, or if the monitor cannot be asked.
+
+While the container is STARTING (lxcsm's monitor only: it answers lxcsm's
+START_STATUS), info shows the start itself instead of figures: how long it
+has taken, each machine's state and for how long, the hook running now (its
+side, state, command, pid, how long) with its output so far, and the
+breakpoint it is paused at.  `--start` shows the same of a running
+container's start.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from lxcsm.engine.cli.options import Parser, add_name, container_name, fail, lxc
 from lxcsm.engine.linux import cgroup_files
 from lxcsm.engine.protocol import command_client
 from lxcsm.engine.protocol.command_socket import Cmd, LxcState
+from lxcsm.engine.protocol.start_status import decode
 
 SUMMARY = "show a container's state, init's pid and its CPU, I/O, memory and pids figures (like lxc-info)"
 
@@ -34,6 +42,9 @@ def add_options(parser: Parser) -> None:
     parser.add_argument("-S", "--stats", action="store_true", help="show the CPU, I/O, memory and pids figures")
     parser.add_argument("-H", "--no-humanize", action="store_true",
                         help="print raw numbers (and a single value alone, as lxc-info -H)")
+    parser.add_argument("--start", action="store_true",
+                        help="show the start: its machines' states, the running hook, the pause "
+                             "(always while STARTING)")
 
 
 def run(parser: Parser, args) -> int:
@@ -57,12 +68,46 @@ def run(parser: Parser, args) -> int:
             reply = command_client.call(path, name, Cmd.GET_INIT_PID)
             if reply is not None and reply.ret == 0 and reply.value > 0:
                 show("PID:", str(reply.value))
-        if state != LxcState.STOPPED and (everything or args.stats):
+        watching = args.start or (everything and state == LxcState.STARTING)
+        if state != LxcState.STOPPED and watching:
+            status = start_status(path, name)
+            for label, value in start_lines(status) if status is not None else ():
+                show(label, value)
+        if state != LxcState.STOPPED and (everything or args.stats) and state != LxcState.STARTING:
             for label, value in figures(path, name, humanize):
                 show(label, value)
     except command_client.MonitorError as err:
         return fail(str(err))
     return 0
+
+
+def start_status(path: str, name: str) -> dict | None:
+    """The monitor's START_STATUS; None if it is gone or is not lxcsm's (LXC: -ENOSYS)."""
+    reply = command_client.call(path, name, Cmd.START_STATUS)
+    if reply is None or reply.ret != 0:
+        return None
+    return decode(reply.data)
+
+
+def start_lines(status: dict) -> list[tuple[str, str]]:
+    """(label, value) of what a start is doing, from START_STATUS."""
+    lines = []
+    if status["running_for"] is None:
+        lines.append(("Starting for:", f"{status['start_for']:.1f} s"))
+    else:
+        lines.append(("Started in:", f"{status['start_for']:.3f} s, running for {status['running_for']:.1f} s"))
+    for side in ("monitor", "child"):
+        machine = status["machines"].get(side)
+        if machine is not None:
+            lines.append((f"{side.capitalize()} state:", f"{machine['state']} (for {machine['for']:.1f} s)"))
+    hook = status["hook"]
+    if hook is not None:
+        lines.append(("Hook:", f"{hook['kind']} ({hook['side']} state {hook['state']}), pid {hook['pid']}, "
+                               f"running for {hook['for']:.1f} s: {hook['command']}"))
+        lines += [("Hook output:", line) for line in hook["output"]]
+    if status["paused"]:
+        lines.append(("Paused before:", f"{status['paused']} (lxcsm continue)"))
+    return lines
 
 
 def figures(path: str, name: str, humanize: bool) -> list[tuple[str, str]]:

@@ -94,7 +94,7 @@ def run(parser: Parser, args) -> int:
         return 1
 
     try:
-        sync_timeout = float(os.environ.get("LXCSM_SYNC_TIMEOUT", StartRequest._field_defaults["sync_timeout"]))
+        sync_timeout = float(os.environ["LXCSM_SYNC_TIMEOUT"]) if os.environ.get("LXCSM_SYNC_TIMEOUT") else None
     except ValueError:
         return fail(f"LXCSM_SYNC_TIMEOUT={os.environ['LXCSM_SYNC_TIMEOUT']}: not a number of seconds")
     try:

@@ -46,8 +46,10 @@ process into the fds it gets), GET_CGROUP_FD and GET_LIMIT_CGROUP_FD
 writes, all done by the client in the directory it gets), GET_CGROUP and
 GET_LIMIT_CGROUP (their path fallbacks, and lxc-freeze's freezer on v1) and
 GET_CGROUP2_FD / GET_LIMIT_CGROUP2_FD (a cgroup2-only host's) - plus
-lxcsm's own CONTINUE; every other command is answered -ENOSYS, which LXC's
-clients handle.
+lxcsm's own CONTINUE (its value: how many pauses the start has had) and
+START_STATUS (start_status.py's snapshot, as JSON); every other command is
+answered -ENOSYS, which LXC's clients handle.  The monitor serves them from
+its sync waits and while it runs a hook too, so a start is watched as it goes.
 
 Freezing is the client's work too, as LXC 5 does it: lxc-freeze writes
 freezer.state (v1) or cgroup.freeze (cgroup2) itself and tells the monitor
@@ -91,6 +93,7 @@ from lxcsm.engine.protocol.command_socket import (
     LxcState,
     socket_name,
 )
+from lxcsm.engine.protocol.start_status import StartStatus
 
 TYPE_CHECKING = False   # typing itself costs every start ~5 ms to import
 if TYPE_CHECKING:
@@ -181,6 +184,7 @@ class CommandServer:
         self.freezing: dict[socket.socket, tuple[str, bool, float | None]] = {}
         self.pausing = False              # a start paused at a breakpoint (engine/start/breakpoints.py)
         self.pause_decision: str | None = None   # what the user said: "continue" or "abort"
+        self.start_status = StartStatus()   # fed the start's events by init_handler
         self.on_request = lambda cmd, uid: None   # each whole request, before it is served (poll traces it)
 
     def fileno(self) -> int:
@@ -401,9 +405,11 @@ class CommandServer:
         elif cmd == Cmd.CONTINUE:
             if self.pausing:
                 self.pause_decision = "continue"
-                self._reply(conn, 0)
+                self._reply(conn, 0, self.start_status.pauses)
             else:
                 self._reply(conn, -errno.EINVAL)
+        elif cmd == Cmd.START_STATUS:
+            self._reply(conn, 0, payload=self.start_status.encode(self.state.name))
         elif cmd == Cmd.STOP and self.pausing:
             self.pause_decision = "abort"
             self._keep(conn, None)   # closed once the abort has cleaned up: the client reads success

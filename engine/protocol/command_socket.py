@@ -51,6 +51,7 @@ class Cmd(enum.IntEnum):
     GET_LIMIT_CGROUP_FD = 25
     # lxcsm's own, far above LXC's numbers (LXC answers -ENOSYS from 27 on):
     CONTINUE = 1000   # resume a start paused by --break-at or --step
+    START_STATUS = 1001   # what the start is doing: states, running hook, pause (JSON, start_status.py)
 
 
 class LxcState(enum.IntEnum):

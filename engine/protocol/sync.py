@@ -21,10 +21,15 @@ kind byte and a payload.  The kinds are a closed vocabulary:
 
 Each end is typed by its owner (`MonitorEnd`, `ChildEnd`) with methods named
 for intent; a barrier names both of its messages, there is no ``sequence + 1``.
-Every wait has a deadline and treats end-of-file as the peer's death, so
-neither side can hang on the other.  The child's end is close-on-exec: once
-init is exec'd the monitor reads end-of-file, which is how it learns the exec
-worked.
+Every wait treats end-of-file as the peer's death: the child dies with the
+monitor (PR_SET_PDEATHSIG) and the monitor reads end-of-file when the child
+exits, so a dead peer ends any wait.  A live but slow peer does not: as LXC's
+sync waits (sync.c reads without a timeout), waits have no deadline by default
+- a hook may take as long as it takes, and is named by its hung-hook warnings
+(hooks/) and by `lxcsm info` meanwhile, which the monitor answers from inside
+its waits (`serve`).  LXCSM_SYNC_TIMEOUT gives every wait a deadline, for
+tests.  The child's end is close-on-exec: once init is exec'd the monitor
+reads end-of-file, which is how it learns the exec worked.
 """
 
 from __future__ import annotations
@@ -85,10 +90,10 @@ class _End:
 
     me = peer = ""
 
-    def __init__(self, sock: socket.socket, log, timeout: float) -> None:
+    def __init__(self, sock: socket.socket, log, timeout: float | None) -> None:
         self.sock = sock
         self.log = log
-        self.timeout = timeout
+        self.timeout = timeout   # seconds a wait may last (LXCSM_SYNC_TIMEOUT); None: until the peer dies
         self._early: list[tuple[SyncMsg | None, bytes, list[int]]] = []   # read ahead while paused
 
     def fileno(self) -> int:
@@ -134,7 +139,7 @@ class _End:
         remaining = None if deadline is None else deadline - time.monotonic()
         if (remaining is not None and remaining <= 0) or not select.select([self.sock], [], [], remaining)[0]:
             raise SyncError(f"timed out after {self.timeout:g}s waiting for {self.peer} "
-                            f"to send {waiting_for}")
+                            f"to send {waiting_for} (LXCSM_SYNC_TIMEOUT)")
         try:
             data, fds, _flags, _addr = socket.recv_fds(self.sock, _MAX_FRAME, _MAX_FDS)
         except ConnectionResetError:
@@ -150,7 +155,8 @@ class _End:
               deadline: bool = True) -> tuple[bytes, list[int]]:
         """Read frames until `expected` (None: until end-of-file) arrives."""
         waiting_for = expected.label if expected else "end-of-file"
-        limit = (lambda: time.monotonic() + self.timeout) if deadline else (lambda: None)
+        timeout = self.timeout if deadline else None
+        limit = (lambda: time.monotonic() + timeout) if timeout is not None else (lambda: None)
         until = limit()
         while True:
             kind, payload, fds = self._recv(until, waiting_for)
@@ -178,11 +184,25 @@ class _End:
 class MonitorEnd(_End):
     me, peer = "monitor", "child"
 
-    def __init__(self, sock: socket.socket, log, timeout: float, on_child_log: Callable[[dict], None],
-                 on_child_paused: Callable[[str], None] = lambda state: None) -> None:
+    def __init__(self, sock: socket.socket, log, timeout: float | None, on_child_log: Callable[[dict], None],
+                 on_child_paused: Callable[[str], None] = lambda state: None, serve=None) -> None:
         super().__init__(sock, log, timeout)
         self.on_child_log = on_child_log
         self.on_child_paused = on_child_paused
+        # The command server (fileno(), timeout(), serve_ready()), answered while waiting: a
+        # start is watched (`lxcsm info`) and stopped (`lxcsm stop`) from inside its waits.
+        self.serve = serve
+
+    def _read(self, deadline: float | None, waiting_for: str) -> tuple[SyncMsg | None, bytes, list[int]]:
+        while self.serve is not None:
+            due = [t for t in (self.serve.timeout(),
+                               None if deadline is None else max(0.0, deadline - time.monotonic()))
+                   if t is not None]
+            ready = select.select([self.sock, self.serve], [], [], min(due) if due else None)[0]
+            if self.sock in ready or (deadline is not None and time.monotonic() >= deadline):
+                break
+            self.serve.serve_ready()   # a command, or a command connection's deadline
+        return super()._read(deadline, waiting_for)
 
     def _replay(self, event: dict) -> None:
         self.on_child_log(event)

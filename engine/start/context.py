@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 class StartRequest(namedtuple("StartRequest", (
         "name", "lxcpath", "config", "command", "foreground", "pidfile", "sync_timeout", "breakpoints",
-    ), defaults=(None, 30.0, None))):
+    ), defaults=(None, None, None))):
     # The fields' types, for a type checker; a namedtuple costs a start nothing to import.
     name: str
     lxcpath: str
@@ -41,9 +41,9 @@ class StartRequest(namedtuple("StartRequest", (
     command: tuple[str, ...]       # init's argv: `-- COMMAND` or lxc.init.cmd
     foreground: bool
     pidfile: str | None
-    # How long either side waits for the other at a sync point before giving up;
-    # LXCSM_SYNC_TIMEOUT overrides it (a test's silent child should not cost 30 s).
-    sync_timeout: float
+    # How long either side waits for the other at a sync point before giving up: as LXC,
+    # None (only the peer's death ends a wait); LXCSM_SYNC_TIMEOUT sets one, for tests.
+    sync_timeout: float | None
     breakpoints: Breakpoints | None
 
     __slots__ = ()

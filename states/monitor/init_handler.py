@@ -34,6 +34,7 @@ import signal
 import time
 
 from lxcsm import hooks
+from lxcsm.engine import log as logmod
 from lxcsm.engine.errors import StateError
 from lxcsm.engine.linux import cgroups, kernel
 from lxcsm.engine.protocol import command_client, command_server, command_socket
@@ -60,6 +61,14 @@ def enter(ctx) -> str:
     if ctx.command_server is None:
         sock = _bind(request)
         ctx.command_server = CommandServer(sock, request.name, config, request.lxcpath, ctx.log)
+        # Every event of the start, the child's included, also tells the status lxcsm info shows.
+        observe = ctx.command_server.start_status.observe
+
+        def record(event: dict) -> None:
+            observe(event)   # first: it makes a child hook's pid the host's, for the record too
+            logmod.flight_recorder(event)
+
+        logmod.record_to(record)
         ctx.undo.record("command_socket", request.name, handle=ctx.command_server)
         address = command_socket.socket_name(request.lxcpath, request.name).decode()[1:]
         ctx.log.trace("command socket bound", address=address)
@@ -101,7 +110,7 @@ def enter(ctx) -> str:
         for setting in config.unsupported:
             ctx.log.warn("not supported yet", key=setting.key, value=setting.value,
                          file=setting.file, line=setting.line)
-    hooks.run(config, "pre-start", ctx.log)
+    hooks.run(config, "pre-start", ctx.log, serve=ctx.command_server)
     policies = config.in_effect("lxc.seccomp.profile")
     if policies:
         # Only configs with a policy pay for the parser and libseccomp.

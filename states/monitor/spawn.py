@@ -116,7 +116,8 @@ def enter(ctx) -> str:
 
     boot.channel = sync.MonitorEnd(monitor_sock, ctx.log.bind(category="sync"), request.sync_timeout,
                                    on_child_log=replay_child_event,
-                                   on_child_paused=lambda state: ctx.pause("child", state))
+                                   on_child_paused=lambda state: ctx.pause("child", state),
+                                   serve=ctx.command_server)
     boot.channel.wake(sync.SyncMsg.STARTUP)
     return "child_spawned"
 

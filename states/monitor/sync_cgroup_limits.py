@@ -56,7 +56,7 @@ def enter(ctx: MonitorContext) -> str:
     else:
         for path, value in cgroups.write_limits(config, ctx.hierarchies, limits, devices=True):
             ctx.log.trace("cgroup limit set", file=path, value=value)
-    hooks.run(config, "start-host", ctx.log)
+    hooks.run(config, "start-host", ctx.log, serve=ctx.command_server)
     return "limits_applied"
 
 

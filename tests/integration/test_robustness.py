@@ -132,8 +132,8 @@ def test_a_silent_child_times_out_naming_the_state_and_sequence(make_container, 
     paused = c.run("start", "--break-at", "child:configure", "-o", str(log), "--", "/bin/true", env=env)
     child = int(re.search(r"child pid (\d+)", paused.stderr).group(1))
     os.kill(child, signal.SIGSTOP)       # alive but silent: only a deadline can end the wait
-    assert c.run("continue").returncode == 0
     monitor = _monitor_pid(c)
+    assert c.run("continue").returncode == 0   # it waits for what comes next: here, the monitor's end
     assert _gone(monitor, timeout=60), "the monitor hung on a silent child"
     text = log.read_text()
     assert re.search(r"failed_state=sync_configure .*timed out after 2s waiting for child to send configure",

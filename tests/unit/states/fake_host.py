@@ -92,11 +92,12 @@ def install_monitor_end(monkeypatch, rec: Recorder, made: list[FakeChannel]) -> 
     FakeChannel holding the real socket (which `made` keeps, for the test to close)."""
     from lxcsm.engine.protocol import sync
 
-    def monitor_end(sock, log, timeout, on_child_log, on_child_paused=lambda state: None) -> FakeChannel:
+    def monitor_end(sock, log, timeout, on_child_log, on_child_paused=lambda state: None, serve=None) -> FakeChannel:
         rec.call("sync.MonitorEnd", (), {"timeout": timeout})
         channel = FakeChannel(rec)
         channel.sock = sock
-        channel.built_with = {"timeout": timeout, "on_child_log": on_child_log, "on_child_paused": on_child_paused}
+        channel.built_with = {"timeout": timeout, "on_child_log": on_child_log, "on_child_paused": on_child_paused,
+                              "serve": serve}
         made.append(channel)
         return channel
 
@@ -105,7 +106,7 @@ def install_monitor_end(monkeypatch, rec: Recorder, made: list[FakeChannel]) -> 
 
 def install_hooks(monkeypatch, rec: Recorder) -> None:
     """hooks.run(config, KIND, log, ARGS...) is recorded as ("hooks.run", KIND, *ARGS)."""
-    def run(config, kind, log, args=(), env=None, must_succeed=True):
+    def run(config, kind, log, args=(), env=None, must_succeed=True, serve=None):
         return rec.call("hooks.run", (kind, *args), {})
 
     monkeypatch.setattr(hooks, "run", run)
