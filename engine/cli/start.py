@@ -39,8 +39,8 @@ def add_options(parser: Parser) -> None:
     parser.add_argument("--step", action="store_true", help="pause before every state")
     # lxc-start's flags that set config keys or the monitor's fds; their checks are in _lxc_start_flags.
     parser.add_argument("-c", "--console", metavar="FILE",
-                        help="put the container's console on the terminal FILE (lxc.console.path): lxcsm takes"
-                             " only none and auto yet, and refuses a terminal")
+                        help="put the container's console on the terminal FILE (lxc.console.path): the monitor"
+                             " relays between FILE, in raw mode, and the console")
     parser.add_argument("-L", "--console-log", metavar="FILE",
                         help="copy the container's console output to FILE (lxc.console.logfile)")
     parser.add_argument("-C", "--close-all-fds", action="store_true",
@@ -173,8 +173,12 @@ def _lxc_start_flags(args) -> list[str]:
     overrides = []
     if args.console is not None:
         if args.console not in ("none", "auto"):
-            raise ValueError(f"-c {args.console}: lxcsm cannot put the console on a terminal yet (lxc.console.path);"
-                             " -c takes none or auto, and lxc-console attaches to a running container's console")
+            args.console = os.path.abspath(args.console)
+            from lxcsm.engine.linux import terminal
+            try:
+                os.close(terminal.open_terminal(args.console))
+            except OSError as err:
+                raise ValueError(f"-c {args.console}: {err.strerror}; nothing was started") from None
         overrides.append(f"lxc.console.path = {args.console}")
     if args.console_log is not None:
         # Made absolute here: the user means it relative to where they typed it.

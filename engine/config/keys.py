@@ -276,8 +276,8 @@ KEYS: Mapping[str, KeySpec] = MappingProxyType({
     "lxc.cgroup2": _family("lxc.cgroup2", anything, Repeat.APPEND, form=_CGROUP2_FILE, honoured=True),
     "lxc.console.buffer.size": KeySpec(byte_size_or_auto),
     "lxc.console.logfile": KeySpec(anything, honoured=True),
-    # A device path is LXC's too; lxcsm only makes its own pty (auto) or none.
-    "lxc.console.path": KeySpec(anything, honoured=lambda value: value in ("auto", "none")),
+    # auto, none, or a terminal the monitor relays to the console (lxc-start -c), as LXC's.
+    "lxc.console.path": KeySpec(anything, honoured=True),
     "lxc.console.rotate": KeySpec(boolean),
     "lxc.console.size": KeySpec(byte_size_or_auto),
     "lxc.environment": KeySpec(environment_entry, honoured=True, repeat=Repeat.APPEND),

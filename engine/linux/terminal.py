@@ -33,10 +33,26 @@ def open_pty(ptmx: str) -> tuple[int, int, int]:
     return master, peer, number
 
 
-def console_is_stdio(foreground: bool) -> bool:
-    """Whether init's stdin, stdout and stderr are the console: in a daemon, and in the
-    foreground when lxcsm's stdin is a terminal (the monitor relays it to the console)."""
-    return not foreground or os.isatty(0)
+def console_is_stdio(foreground: bool, path: str | None) -> bool:
+    """Whether init's stdin, stdout and stderr are the console: in a daemon, with the console
+    on a terminal of the user's (lxc.console.path, lxc-start -c), and in the foreground when
+    lxcsm's stdin is a terminal (the monitor relays either to the console)."""
+    return not foreground or on_terminal(path) or os.isatty(0)
+
+
+def on_terminal(path: str | None) -> bool:
+    """Whether lxc.console.path names a terminal to relay the console to (not auto or none)."""
+    return path not in (None, "", "auto", "none")
+
+
+def open_terminal(path: str) -> int:
+    """The terminal lxc.console.path names, opened for the relay (never as a controlling
+    terminal); OSError if it cannot be opened or is no terminal."""
+    fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    if not os.isatty(fd):
+        os.close(fd)
+        raise OSError(25, "not a terminal (lxc.console.path)", path)   # ENOTTY
+    return fd
 
 
 class ConsoleProxy:
@@ -107,3 +123,5 @@ class ConsoleProxy:
             self._set(self.saved)
         except OSError:
             pass   # the terminal is gone
+        if self.user > 2:   # a terminal opened for lxc.console.path, not lxcsm's stdin
+            os.close(self.user)

@@ -13,8 +13,9 @@ monitor reads its end-of-file as "init runs".
 A daemonised container's init has the console (setup_ttys) as its stdin,
 stdout and stderr, and so has a foreground one started from a terminal,
 whose monitor relays between that terminal and the console (poll), as
-lxc-start -F does; with -F from pipes, init keeps lxcsm's own fds 0, 1 and
-2, so that the caller's pipes reach init directly.  As under LXC, the
+lxc-start -F does, and so has one whose console is on a terminal of the
+user's (lxc.console.path, lxc-start -c); with -F from pipes, init keeps
+lxcsm's own fds 0, 1 and 2, so that the caller's pipes reach init directly.  As under LXC, the
 console is not init's controlling terminal: busybox init's askfirst shell,
 or a getty, makes it theirs, with job control.
 
@@ -58,7 +59,7 @@ def enter(ctx: ChildContext) -> None:
     if ctx.console is not None:
         console = ctx.console[1]
         from lxcsm.engine.linux import terminal  # loaded by setup_ttys, before pivot_root
-        if terminal.console_is_stdio(request.foreground):
+        if terminal.console_is_stdio(request.foreground, request.config.get_item("lxc.console.path")):
             for fd in (0, 1, 2):
                 os.dup2(console, fd)
         os.close(console)

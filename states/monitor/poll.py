@@ -11,7 +11,8 @@ container's console, drained into lxc.console.logfile while no lxc-console
 client holds it.  A console log that cannot be written (its disk is full)
 loses that output, and says so once, at WARN: as under LXC, the container
 runs on.  A foreground start from a terminal (lxc-start -F) relays that
-terminal, in raw mode, to the console - the console's output goes to it as
+terminal, in raw mode, to the console, as does any start whose
+lxc.console.path names a terminal (lxc-start -c) - the console's output goes to it as
 well - and restores it when init ends; its window size follows SIGWINCH.
 The console then belongs to that terminal: lxc-console -t 0 is refused, as
 LXC refuses a second peer.
@@ -58,15 +59,21 @@ def enter(ctx) -> str:
 
 
 def _proxy(ctx, console: int, poller):
-    """lxc-start -F's terminal relayed to the console, or None."""
-    if console < 0 or not ctx.request.foreground:
+    """The terminal relayed to the console - lxc.console.path's (lxc-start -c), or lxc-start
+    -F's stdin if it is one - or None."""
+    if console < 0:
         return None
     from lxcsm.engine.linux import terminal  # loaded by the child's setup_ttys already
-    if not terminal.console_is_stdio(ctx.request.foreground):
+    path = ctx.request.config.get_item("lxc.console.path")
+    if terminal.on_terminal(path):
+        user = terminal.open_terminal(path)
+    elif ctx.request.foreground and os.isatty(0):
+        user = 0
+    else:
         return None
     del ctx.command_server.ttys[0]   # no lxc-console -t 0 meanwhile
-    poller.register(0, select.POLLIN)
-    return terminal.ConsoleProxy(0, console)
+    poller.register(user, select.POLLIN)
+    return terminal.ConsoleProxy(user, console)
 
 
 def _supervise(ctx, poller, console: int, draining: bool, console_log, proxy) -> str:
@@ -94,9 +101,9 @@ def _supervise(ctx, poller, console: int, draining: bool, console_log, proxy) ->
                 if proxy is not None:
                     proxy.show(shown)
                 continue
-            if fd == 0 and proxy is not None:
+            if proxy is not None and fd == proxy.user:
                 if not proxy.typed():   # the terminal is gone: the container runs on
-                    poller.unregister(0)
+                    poller.unregister(fd)
                 continue
             if fd == ctx.signal_fd:
                 signo, sender = kernel.read_signalfd(fd)

@@ -4,7 +4,8 @@ console is a pty of the host's devpts and its devpts is sized pty.max + tty.max,
 the askfirst shell on the console has job control under lxc-console -t 0; a tty whose shell
 logs out stays connected under lxc-console -t N; an interactive lxc-attach gets its pty from
 the container's devpts (GET_DEVPTS_FD); `lxcsm start -F` from a terminal relays it to the
-console (boot output, "Please press Enter", Ctrl-C, window size) until poweroff gives it back."""
+console (boot output, "Please press Enter", Ctrl-C, window size) until poweroff gives it back,
+and `-c TERMINAL` relays that terminal the same way (what is no terminal is refused)."""
 
 from __future__ import annotations
 
@@ -209,3 +210,25 @@ def test_start_F_relays_the_terminal_to_the_console_until_poweroff(busybox_templ
         assert termios.tcgetattr(user.fd)[3] == cooked               # as it was before
     finally:
         _end(pid, user)
+
+
+def test_start_c_relays_a_terminal_to_the_console_and_refuses_what_is_none(busybox_template):
+    c = busybox_template
+    refused = c.run("start", "-d", "-c", "/dev/null")
+    assert refused.returncode == 1 and refused.stderr.count("\n") == 1
+    assert refused.stderr.startswith("lxcsm: -c /dev/null: not a terminal")
+    master, peer = os.openpty()
+    user = Terminal(master)
+    try:
+        started = c.run("start", "-d", "-c", os.ttyname(peer))
+        assert started.returncode == 0, started.stderr
+        os.close(peer)   # the monitor has its own
+        peer = -1
+        user.converse(b"", ASKFIRST, timeout=30)
+        user.prompt()
+        assert b"relayed8" in user.converse(b"echo relayed$((4+4))\r", b"relayed8")
+        assert _tty(c, 0).ret < 0                                   # the console is that terminal's
+    finally:
+        os.close(master)
+        if peer >= 0:
+            os.close(peer)

@@ -53,7 +53,6 @@ def test_console_none_gives_the_container_no_console(make_container):
 
 
 @pytest.mark.parametrize("flags, named", [
-    (("-c", "/dev/tty5"), "-c /dev/tty5"),
     (("--share-net", "other"), "--share-net other"),
     (("--share-ipc", "1"), "--share-ipc 1"),
     (("--share-uts", "other"), "--share-uts other"),
