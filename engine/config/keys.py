@@ -278,8 +278,8 @@ KEYS: Mapping[str, KeySpec] = MappingProxyType({
     "lxc.console.logfile": KeySpec(anything, honoured=True),
     # auto, none, or a terminal the monitor relays to the console (lxc-start -c), as LXC's.
     "lxc.console.path": KeySpec(anything, honoured=True),
-    "lxc.console.rotate": KeySpec(boolean),
-    "lxc.console.size": KeySpec(byte_size_or_auto),
+    "lxc.console.rotate": KeySpec(boolean, honoured=True),
+    "lxc.console.size": KeySpec(byte_size_or_auto, honoured=True),
     "lxc.environment": KeySpec(environment_entry, honoured=True, repeat=Repeat.APPEND),
     "lxc.ephemeral": KeySpec(boolean),
     "lxc.execute.cmd": KeySpec(parse_command),

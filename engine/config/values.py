@@ -8,6 +8,7 @@ for their results.  `shown` makes any text fit for one line of an error.
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import signal
@@ -275,13 +276,30 @@ def cgroup_dir_name(value: str) -> str:
     return value
 
 
-_BYTE_SIZE = r"(?i)[0-9]+\s*(?:[kmg]?b)?"
+# LXC's parse_byte_size_string: a number, then kB, MB or GB (powers of 1024), or a single
+# letter it ignores (so "1M" is 1 byte, as LXC reads it).
+_BYTE_SIZE = r"(?i)([0-9]+)\s*([kmg]b|[a-z])?"
+_MULTIPLIERS = {"kb": 1 << 10, "mb": 1 << 20, "gb": 1 << 30}
 
 
 def byte_size_or_auto(value: str) -> str:
     if value != "auto" and not re.fullmatch(_BYTE_SIZE, value):
         raise ValueError(f"{value!r} is not a size (e.g. 128kB, 1MB) or 'auto'")
     return value
+
+
+def console_size(value: str | None) -> int:
+    """lxc.console.size or lxc.console.buffer.size in bytes, as LXC sets them: 0 (none) when
+    unset, 128 KiB for auto, else at least a page, rounded up to a power of two."""
+    if not value:
+        return 0
+    if value == "auto":
+        return 1 << 17
+    match = re.fullmatch(_BYTE_SIZE, value)
+    assert match is not None   # byte_size_or_auto checked it at load
+    size = int(match[1]) * _MULTIPLIERS.get((match[2] or "").lower(), 1)
+    size = max(size, os.sysconf("SC_PAGE_SIZE"))
+    return 1 << (size - 1).bit_length()
 
 
 def time_offset(value: str) -> str:

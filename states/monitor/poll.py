@@ -8,7 +8,8 @@ exits), the signalfd of init_handler (every watched signal but SIGCHLD is
 forwarded to init, as LXC forwards it), the command socket (answered
 only now, so a client never sees a half-started container), and the
 container's console, drained into lxc.console.logfile while no lxc-console
-client holds it.  A console log that cannot be written (its disk is full)
+client holds it, within lxc.console.size (truncated, or rotated with
+lxc.console.rotate, as LXC does).  A console log that cannot be written (its disk is full)
 loses that output, and says so once, at WARN: as under LXC, the container
 runs on.  A foreground start from a terminal (lxc-start -F) relays that
 terminal, in raw mode, to the console, as does any start whose
@@ -31,6 +32,7 @@ bomb or the OOM killer from an ordinary exit.
 import os
 import select
 import signal
+import stat
 
 from lxcsm.engine import log as logmod
 from lxcsm.engine.errors import describe
@@ -120,8 +122,10 @@ def _supervise(ctx, poller, console: int, draining: bool, console_log, proxy) ->
                 boot.init_status = status
                 ctx.command_server.on_request = lambda cmd, uid: None
                 _record_limits_hit(ctx)
-                if proxy is not None:   # init's last words (poweroff's), before the terminal is restored
-                    while select.select([console], [], [], 0)[0] and (shown := console_log.drain(console)):
+                # Init's last words (poweroff's), still in the console: to the log and the relayed
+                # terminal, as LXC's monitor drains the console once more after init's end.
+                while draining and select.select([console], [], [], 0)[0] and (shown := console_log.drain(console)):
+                    if proxy is not None:
                         proxy.show(shown)
                 return _why_init_ended(ctx, status)
             else:
@@ -129,11 +133,18 @@ def _supervise(ctx, poller, console: int, draining: bool, console_log, proxy) ->
 
 
 class ConsoleLog:
-    """What the container writes to its console, into lxc.console.logfile (if there is one)."""
+    """What the container writes to its console, into lxc.console.logfile (if there is one),
+    kept within lxc.console.size as LXC keeps it (lxc_terminal_write_log_file): a log that
+    would grow past it is truncated, or with lxc.console.rotate = 1 renamed to LOGFILE.1 and
+    begun anew; a log that is no regular file gets nothing once a size is set."""
 
     def __init__(self, ctx) -> None:
+        from lxcsm.engine.config.values import console_size
         self.ctx = ctx
         self.dropping = False   # said, until a write succeeds again
+        config = ctx.request.config
+        self.size = console_size(config.get_item("lxc.console.size"))
+        self.rotate = config.get_item("lxc.console.rotate") == "1"
 
     def drain(self, console: int) -> bytes:
         """Read what the console has, log it, and return it (b"" if nothing could be read)."""
@@ -144,9 +155,7 @@ class ConsoleLog:
         if self.ctx.console_log < 0:
             return data
         try:
-            written = data
-            while written:
-                written = written[os.write(self.ctx.console_log, written):]
+            self._write(data)
             self.dropping = False
         except OSError as err:
             if not self.dropping:
@@ -154,6 +163,39 @@ class ConsoleLog:
                 self.ctx.log.warn("console output dropped", error=describe(err),
                                   file=self.ctx.request.config.get_item("lxc.console.logfile"))
         return data
+
+    def _write(self, data: bytes) -> None:
+        log = self.ctx.console_log
+        if self.size:
+            status = os.fstat(log)
+            if not stat.S_ISREG(status.st_mode):
+                return   # LXC neither rotates nor limits a device or a pipe: it writes nothing
+            room = self.size - status.st_size
+            if len(data) > room:
+                if room > 0:
+                    _write_all(log, data[:room])
+                    data = data[room:]
+                self._start_anew()
+                data = data[:self.size]   # more than the whole log may hold: the rest is lost
+        _write_all(log, data)
+
+    def _start_anew(self) -> None:
+        """The full log truncated, or rotated to LOGFILE.1 (keeping its fd number, which the
+        undo log closes at the end)."""
+        log = self.ctx.console_log
+        if not self.rotate:
+            os.ftruncate(log, 0)
+            return
+        path = self.ctx.request.config.get_item("lxc.console.logfile")
+        os.rename(path, f"{path}.1")
+        fresh = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        os.dup2(fresh, log, inheritable=False)
+        os.close(fresh)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    while data:
+        data = data[os.write(fd, data):]
 
 
 def _record_limits_hit(ctx) -> None:

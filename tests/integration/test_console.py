@@ -5,7 +5,8 @@ the askfirst shell on the console has job control under lxc-console -t 0; a tty 
 logs out stays connected under lxc-console -t N; an interactive lxc-attach gets its pty from
 the container's devpts (GET_DEVPTS_FD); `lxcsm start -F` from a terminal relays it to the
 console (boot output, "Please press Enter", Ctrl-C, window size) until poweroff gives it back,
-and `-c TERMINAL` relays that terminal the same way (what is no terminal is refused)."""
+and `-c TERMINAL` relays that terminal the same way (what is no terminal is refused); the
+console log kept within lxc.console.size, truncated or rotated (lxc.console.rotate)."""
 
 from __future__ import annotations
 
@@ -232,3 +233,22 @@ def test_start_c_relays_a_terminal_to_the_console_and_refuses_what_is_none(busyb
         os.close(master)
         if peer >= 0:
             os.close(peer)
+
+
+@pytest.mark.parametrize("rotate", ["0", "1"])
+def test_the_console_log_is_kept_within_lxc_console_size(make_container, tmp_path, rotate):
+    log = tmp_path / "console.log"
+    c = make_container("busybox", [f"lxc.console.logfile = {log}", "lxc.console.size = 1M",   # LXC reads 1 byte: a page
+                                   f"lxc.console.rotate = {rotate}"])
+    page = os.sysconf("SC_PAGE_SIZE")
+    lines = "i=0; while [ $i -lt 400 ]; do echo line-$i-of-the-console-log; i=$((i+1)); done"
+    assert c.run("start", "-d", "--", "/bin/sh", "-c", lines).returncode == 0
+    assert c.monitor_exited(30)
+    kept = log.read_bytes()
+    assert kept.endswith(b"line-399-of-the-console-log\r\n") and 0 < len(kept) <= page
+    assert b"line-0-" not in kept                                   # 400 lines are more than a page
+    rotated = tmp_path / "console.log.1"
+    if rotate == "1":
+        assert rotated.stat().st_size == page and b"line-" in rotated.read_bytes()
+    else:
+        assert not rotated.exists()
