@@ -110,6 +110,7 @@ HONOURED_KEYS = {
     "lxc.seccomp.profile", "lxc.cgroup2", "lxc.cgroup.relative",
     "lxc.cgroup.dir", "lxc.cgroup.dir.container", "lxc.cgroup.dir.container.inner", "lxc.cgroup.dir.monitor",
     "lxc.cgroup.dir.monitor.pivot", "lxc.no_new_privs",
+    "lxc.group", "lxc.start.auto", "lxc.start.delay", "lxc.start.order",
     *(f"lxc.hook.{kind}" for kind in ("pre-start", "pre-mount", "mount", "autodev", "start-host",
                                       "start", "stop", "post-stop", "clone", "destroy")),
     # As LXC's "nop" LSM does on a host without AppArmor or SELinux: ignored.
