@@ -18,13 +18,14 @@ fails) still fails in its state, and is cleaned up by the aborting state.
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 
 from lxcsm.engine.config import keys
 from lxcsm.engine.config.model import ConfigError, Setting
 from lxcsm.engine.config.values import parse_command
-from lxcsm.engine.linux import cgroups
+from lxcsm.engine.linux import cgroups, kernel
 from lxcsm.engine.linux.mount_options import parse_mount_options
 from lxcsm.engine.linux.paths import container_path, in_rootfs
 
@@ -226,6 +227,20 @@ def _check_security(config) -> None:
                                           f"apply yet (LXC would)")
 
 
+def _check_core_scheduling(config) -> None:
+    """LXC's core_scheduling() fails the start after the clone; here before anything."""
+    if config.get_item("lxc.sched.core") != "1":
+        return
+    if "pid" in config.namespace_keep:
+        raise _fail(config, "lxc.sched.core", "core scheduling needs the container's own pid namespace")
+    try:
+        kernel.core_scheduling_cookie(os.getpid())
+    except OSError as err:
+        if err.errno == errno.EINVAL:
+            raise _fail(config, "lxc.sched.core", "this kernel does not support core scheduling "
+                                                  "(CONFIG_SCHED_CORE); LXC fails the start too") from None
+
+
 # --- cgroups -----------------------------------------------------------------
 
 # On cgroup2, LXC turns devices.allow/devices.deny into a BPF program: no such files.
@@ -323,6 +338,7 @@ def check(config, command: tuple[str, ...], command_from_cli: bool) -> None:
                         entry.origin)
 
     _check_security(config)
+    _check_core_scheduling(config)
     binds = _binds(config)
     exec_path = _exec_path(config)
     _check_hooks(config, binds, exec_path)

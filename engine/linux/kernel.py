@@ -25,8 +25,8 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _libc_gil = ctypes.PyDLL(None, use_errno=True)
 
 _SYSCALLS = {
-    "x86_64": {"pivot_root": 155, "signalfd4": 289},
-    "aarch64": {"pivot_root": 41, "signalfd4": 74},
+    "x86_64": {"pivot_root": 155, "signalfd4": 289, "keyctl": 250},
+    "aarch64": {"pivot_root": 41, "signalfd4": 74, "keyctl": 219},
 }[os.uname().machine]
 SYS_CLONE3 = 435
 SYS_OPEN_TREE = 428
@@ -111,6 +111,14 @@ MOUNT_ATTR_STRICTATIME = 0x20
 MOUNT_ATTR_NODIRATIME = 0x80
 
 PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+PR_SCHED_CORE = 62
+PR_SCHED_CORE_GET = 0
+PR_SCHED_CORE_CREATE = 1
+PR_SCHED_CORE_SCOPE_THREAD_GROUP = 1
+KEYCTL_JOIN_SESSION_KEYRING = 1
 PR_SET_NO_NEW_PRIVS = 38
 PR_SET_NAME = 15
 PR_CAPBSET_READ = 23
@@ -216,6 +224,37 @@ def setns(fd: int, nstype: int = 0) -> None:
 def set_pdeathsig(sig: int) -> None:
     """Have the kernel send `sig` to this process when its parent dies."""
     _check(_libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0))
+
+
+def set_dumpable() -> None:
+    """Make this process dumpable again (a uid change cleared it): its /proc files are its
+    own user's, and it may dump core."""
+    _check(_libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0))
+
+
+def clear_ambient_capabilities() -> None:
+    _check(_libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0))
+
+
+def join_new_session_keyring() -> int:
+    """Give this process a new, empty, anonymous session keyring (keyctl
+    KEYCTL_JOIN_SESSION_KEYRING with no name): the keys of the session it came
+    from are out of its reach.  Returns the keyring's serial."""
+    return _check(_libc.syscall(_SYSCALLS["keyctl"], KEYCTL_JOIN_SESSION_KEYRING, None, 0, 0, 0))
+
+
+def create_core_scheduling_cookie(pid: int) -> None:
+    """Put every thread of process `pid` into a new core scheduling group: no task
+    outside it shares a physical core with them (prctl PR_SCHED_CORE_CREATE)."""
+    _check(_libc.prctl(PR_SCHED_CORE, PR_SCHED_CORE_CREATE, pid, PR_SCHED_CORE_SCOPE_THREAD_GROUP, 0),
+           f"pid {pid}")
+
+
+def core_scheduling_cookie(pid: int) -> int:
+    cookie = ctypes.c_uint64(0)
+    _check(_libc.prctl(PR_SCHED_CORE, PR_SCHED_CORE_GET, pid, PR_SCHED_CORE_SCOPE_THREAD_GROUP,
+                       ctypes.addressof(cookie)), f"pid {pid}")
+    return cookie.value
 
 
 def set_no_new_privs() -> None:

@@ -19,6 +19,16 @@ lxcsm's own fds 0, 1 and 2, so that the caller's pipes reach init directly.  As 
 console is not init's controlling terminal: busybox init's askfirst shell,
 or a getty, makes it theirs, with job control.
 
+Then, as LXC's do_start(), the child takes init's credentials: stdio not on
+/dev/null is given to lxc.init.uid; the supplementary groups become
+lxc.init.groups, or none at all; the gid and uid become lxc.init.gid and
+lxc.init.uid (setresgid, setresuid: real, effective and saved; default 0,
+left alone), which takes every capability from an init that is not root.
+It is made dumpable again (a uid change clears that), its ambient
+capabilities are cleared, and when lxc.monitor.signal.pdeath names another
+signal than SIGKILL, that becomes the signal init gets when the monitor
+dies (set after the uid change, which resets it).
+
 Init's environment is exactly ``container=lxc`` plus lxc.environment
 (``KEY=VALUE``, or a bare ``KEY`` copying the value lxcsm was started with).
 A command without a slash is looked up in that environment's PATH, or
@@ -34,6 +44,8 @@ from __future__ import annotations
 
 import os
 import signal
+
+from lxcsm.engine.linux import kernel
 
 TYPE_CHECKING = False   # typing itself costs every start ~5 ms to import
 if TYPE_CHECKING:
@@ -51,6 +63,48 @@ def environment(entries) -> dict[str, str]:
     return env
 
 
+def credentials(config) -> tuple[int | None, int | None, list[int]]:
+    """(uid, gid, supplementary groups) init runs with; None: left as it is (root's 0)."""
+    uid, gid = (int(config.get_item(key) or 0) for key in ("lxc.init.uid", "lxc.init.gid"))
+    groups = [int(group) for group in (config.get_item("lxc.init.groups") or "").split(",") if group]
+    return uid or None, gid or None, groups
+
+
+def _take_credentials(config, log) -> None:
+    uid, gid, groups = credentials(config)
+    if uid is not None:
+        _give_stdio(uid)
+    os.setgroups(groups)
+    if gid is not None:
+        os.setresgid(gid, gid, gid)
+    if uid is not None:
+        os.setresuid(uid, uid, uid)
+    if uid is not None or gid is not None or groups:
+        log.trace("credentials", uid=os.getuid(), gid=os.getgid(), groups=" ".join(map(str, groups)))
+    kernel.set_dumpable()
+    kernel.clear_ambient_capabilities()
+    pdeath = int(config.get_item("lxc.monitor.signal.pdeath") or signal.SIGKILL)
+    if pdeath != signal.SIGKILL:
+        # Armed at STARTUP with SIGKILL, and cleared again by setresuid: set it anew, then make
+        # sure the monitor did not die in between (our parent would then be someone else).
+        monitor = os.getppid()
+        kernel.set_pdeathsig(pdeath)
+        if os.getppid() != monitor:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _give_stdio(uid: int) -> None:
+    """As LXC's fix_stdio_permissions(): init's stdio (but /dev/null) belongs to its user."""
+    null = os.stat("/dev/null").st_rdev if os.path.exists("/dev/null") else None
+    for fd in (0, 1, 2):
+        try:
+            status = os.fstat(fd)
+            if status.st_rdev != null:
+                os.fchown(fd, uid, -1)
+        except OSError:
+            pass   # LXC only warns: a closed or foreign fd does not stop init
+
+
 def enter(ctx: ChildContext) -> None:
     request = ctx.request
     env = environment(request.config.environment)
@@ -63,6 +117,7 @@ def enter(ctx: ChildContext) -> None:
             for fd in (0, 1, 2):
                 os.dup2(console, fd)
         os.close(console)
+    _take_credentials(request.config, ctx.log)
     for sig in (signal.SIGPIPE, signal.SIGXFSZ):
         signal.signal(sig, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, ctx.signal_mask)
@@ -74,7 +129,20 @@ def enter(ctx: ChildContext) -> None:
 
 
 def plan(request: StartRequest) -> list[str]:
-    env = environment(request.config.environment)
-    return ["setsid(); restore the signal mask; SIGPIPE and SIGXFSZ to default",
-            f"chdir {request.config.init_cwd or '/'}; close every fd but 0, 1, 2",
-            "execve(" + " ".join(request.command) + ") with " + " ".join(f"{k}={v}" for k, v in env.items())]
+    config = request.config
+    env = environment(config.environment)
+    uid, gid, groups = credentials(config)
+    steps = [f"chdir {config.init_cwd or '/'}; setsid()"]
+    if uid is not None:
+        steps.append(f"fchown init's stdio (not /dev/null) to uid {uid}")
+    steps.append(f"setgroups({', '.join(map(str, groups)) or 'none'})")
+    steps += [f"setresgid({gid})"] if gid is not None else []
+    steps += [f"setresuid({uid})"] if uid is not None else []
+    steps.append("dumpable again; no ambient capabilities")
+    pdeath = int(config.get_item("lxc.monitor.signal.pdeath") or signal.SIGKILL)
+    if pdeath != signal.SIGKILL:
+        steps.append(f"prctl(PR_SET_PDEATHSIG, {pdeath}) (lxc.monitor.signal.pdeath)")
+    return steps + ["restore the signal mask; SIGPIPE and SIGXFSZ to default",
+                    "close every fd but 0, 1, 2",
+                    "execve(" + " ".join(request.command) + ") with "
+                    + " ".join(f"{k}={v}" for k, v in env.items())]

@@ -18,6 +18,12 @@ Afterwards the kernel sees:
   woken with STARTUP.  It has not changed anything yet: it waited for
   STARTUP so that everything it creates from now on is accounted to the
   container's cgroups;
+* with lxc.sched.core = 1, the child's threads in a core scheduling group of
+  their own (prctl PR_SCHED_CORE_CREATE, right after the clone as LXC's
+  core_scheduling()): no task outside the container shares a physical core
+  with them, and init and its descendants inherit the cookie.  A kernel
+  without SMT in use (ENODEV) skips it, as LXC does; one without core
+  scheduling at all was refused by preflight, as LXC fails the start;
 * with a stop hook configured, the monitor holding the child's namespaces
   open (/proc/PID/ns/*), for the hook to find after init is gone.
 
@@ -28,6 +34,7 @@ The child unshares its cgroup namespace itself, after STARTUP: only then is
 its cgroup the payload one, which its namespace must take as its root.
 """
 
+import errno
 import os
 
 from lxcsm import hooks
@@ -98,6 +105,8 @@ def enter(ctx) -> str:
     boot.init_pid, boot.init_pidfd = pid, pidfd
     ctx.command_server.clone_flags = flags
     ctx.log.trace("cloned", child=pid, flags=hex(flags), into_cgroup2=cgroup2_fd is not None)
+    if request.config.get_item("lxc.sched.core") == "1":
+        _core_scheduling(pid, ctx.log)
 
     for hierarchy, path in zip(ctx.hierarchies, boot.payload_cgroups, strict=True):
         if hierarchy.version == 1:
@@ -122,6 +131,17 @@ def enter(ctx) -> str:
     return "child_spawned"
 
 
+def _core_scheduling(pid: int, log) -> None:
+    try:
+        kernel.create_core_scheduling_cookie(pid)
+    except OSError as err:
+        if err.errno != errno.ENODEV:
+            raise
+        log.info("no core scheduling: the kernel does not use simultaneous multithreading (SMT)")
+        return
+    log.trace("core scheduling domain created", cookie=kernel.core_scheduling_cookie(pid))
+
+
 def plan(request) -> list[str]:
     flags = clone_flags(request.config)
     names = "|".join(f"CLONE_NEW{n.upper()}" if n != "mnt" else "CLONE_NEWNS"
@@ -138,5 +158,7 @@ def plan(request) -> list[str]:
             f"cgroup2 only: enable the base's controllers in cgroup.subtree_control down to {where.container}",
             *v1, *v2,
             f"clone3({names}|CLONE_PIDFD|CLONE_INTO_CGROUP) into the cgroup2 {where.container}",
+            *(["prctl(PR_SCHED_CORE_CREATE) for the child's thread group (lxc.sched.core)"]
+              if request.config.get_item("lxc.sched.core") == "1" else []),
             "write the child's pid into cgroup.procs of every v1 lxc.payload directory",
             "send STARTUP"]

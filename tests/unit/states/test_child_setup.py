@@ -78,14 +78,35 @@ def test_setup_hostname_sets_lxc_uts_name(host, run, make_request, child_ctx, se
 
     assert run("child", "setup_hostname", ctx) == "hostname_set"
 
-    assert host.calls() == [("socket.sethostname", "box")]
+    assert host.calls() == [("socket.sethostname", "box"), ("kernel.join_new_session_keyring",)]
 
 
 @pytest.mark.state("child", "setup_hostname")
 def test_setup_hostname_without_lxc_uts_name_keeps_the_inherited_one(host, run, make_request, child_ctx, sethostname):
     assert run("child", "setup_hostname", child_ctx(make_request())) == "hostname_set"
 
+    assert host.calls() == [("kernel.join_new_session_keyring",)]
+
+
+@pytest.mark.state("child", "setup_hostname")
+def test_setup_hostname_with_lxc_keyring_session_1_keeps_the_inherited_keyring(
+        host, run, make_request, child_ctx, sethostname):
+    # LXC 5.0's parser stores lxc.keyring.session = 1 as "disable the session keyring".
+    request = make_request("lxc.keyring.session = 1")
+    assert run("child", "setup_hostname", child_ctx(request)) == "hostname_set"
+
     assert host.calls() == []
+    assert "keep the inherited session keyring" in " ".join(setup_hostname.plan(request))
+
+
+@pytest.mark.state("child", "setup_hostname")
+def test_setup_hostname_where_keyrings_are_refused_goes_on(host, run, make_request, child_ctx, sethostname):
+    host.on("kernel.join_new_session_keyring", raises=PermissionError(errno.EACCES, "Permission denied"))
+    ctx = child_ctx(make_request())
+
+    assert run("child", "setup_hostname", ctx) == "hostname_set"
+
+    assert ctx.log.named("session keyring kept") == [("debug", {"error": "Permission denied"})]
 
 
 @pytest.mark.state("child", "setup_hostname")

@@ -142,7 +142,8 @@ def test_sync_fds_to_a_monitor_that_is_gone_fails(host, run, make_request, child
 def process(host, monkeypatch):
     """exec's os and signal calls that would change the test process, as recording fakes
     (os.close for real); lxcsm's stdin is no terminal (a foreground start from pipes)."""
-    host.proxy(exec_state, "os", chdir=None, setsid=None, dup2=None, close=PASS, closerange=None, execvpe=None)
+    host.proxy(exec_state, "os", chdir=None, setsid=None, dup2=None, close=PASS, closerange=None, execvpe=None,
+               setgroups=None, setresgid=None, setresuid=None, fchown=None, getppid=lambda: 4242, kill=None)
     host.proxy(exec_state, "signal", signal=None, pthread_sigmask=None)
     monkeypatch.setattr(terminal.os, "isatty", lambda fd: False)
 
@@ -175,6 +176,8 @@ def test_exec_of_a_daemon_gives_init_the_console_a_clean_process_and_its_environ
         ("os.setsid",),
         ("os.dup2", peer, 0), ("os.dup2", peer, 1), ("os.dup2", peer, 2),   # not its controlling tty
         ("os.close", peer),
+        ("os.setgroups", []),   # as LXC: no supplementary group of lxcsm's is left to init
+        ("kernel.set_dumpable",), ("kernel.clear_ambient_capabilities",),
         ("signal.signal", signal.SIGPIPE, signal.SIG_DFL), ("signal.signal", signal.SIGXFSZ, signal.SIG_DFL),
         ("signal.pthread_sigmask", signal.SIG_SETMASK, ctx.signal_mask),
         ("os.closerange", 3, channel), ("os.closerange", channel + 1, 1 << 20),   # all but the channel
@@ -196,6 +199,43 @@ def test_exec_in_the_foreground_keeps_lxcsms_stdio(
     assert "os.dup2" not in host.names()
     assert host.calls("os")[:3] == [("chdir", "/"), ("setsid",), ("close", peer)]
     assert host.calls("os")[-1] == ("execvpe", "/sbin/init", ["/sbin/init"], {"container": "lxc"})
+
+
+@pytest.mark.state("child", "exec")
+def test_exec_takes_lxc_init_uid_gid_groups_and_the_pdeath_signal(
+        host, run, make_request, child_ctx, process):
+    ctx = child_ctx(make_request("lxc.init.uid = 1000", "lxc.init.gid = 100", "lxc.init.groups = 5,27",
+                                 "lxc.monitor.signal.pdeath = SIGTERM", foreground=True))
+
+    assert run("child", "exec", ctx) is None
+
+    calls = host.calls()
+    credentials = calls[calls.index(("os.setsid",)) + 1:calls.index(("signal.signal", signal.SIGPIPE, signal.SIG_DFL))]
+    # stdio first (LXC's fix_stdio_permissions), then groups, gid, and uid last: after it, none
+    # of the others would be allowed; the pdeath signal after the uid change, which resets it.
+    chowns = [call for call in credentials if call[0] == "os.fchown"]
+    assert all(call[2:] == (1000, -1) for call in chowns)
+    assert [call for call in credentials if call[0] != "os.fchown"] == [
+        ("os.setgroups", [5, 27]),
+        ("os.setresgid", 100, 100, 100),
+        ("os.setresuid", 1000, 1000, 1000),
+        ("kernel.set_dumpable",), ("kernel.clear_ambient_capabilities",),
+        ("os.getppid",), ("kernel.set_pdeathsig", signal.SIGTERM), ("os.getppid",),
+    ]
+    assert "setresuid(1000)" in exec_state.plan(ctx.request)
+
+
+@pytest.mark.state("child", "exec")
+def test_exec_whose_monitor_died_before_the_pdeath_signal_was_set_kills_itself(
+        host, run, make_request, child_ctx, process):
+    parents = iter((4242, 1))
+    host.proxy(exec_state, "os", chdir=None, setsid=None, close=PASS, closerange=None, execvpe=None,
+               setgroups=None, getppid=lambda: next(parents), kill=None, getpid=lambda: 7)
+    ctx = child_ctx(make_request("lxc.monitor.signal.pdeath = SIGTERM", foreground=True))
+
+    run("child", "exec", ctx)
+
+    assert ("os.kill", 7, signal.SIGKILL) in host.calls()
 
 
 @pytest.mark.state("child", "exec")

@@ -1,0 +1,167 @@
+"""Config keys LXC 5.0.2 honours at start, honoured the same way: each container is started
+by lxc-start 5.0.2 and by lxcsm, and what its init finds is compared.
+
+Init writes what it sees to /out (mode 1777, so an init that is not root can write there):
+* lxc.init.uid / .gid / .groups: its credentials and capabilities;
+* lxc.keyring.session: its session keyring, new or the caller's (LXC 5.0 stores 1 as "keep");
+* lxc.time.offset.boot / .monotonic: the offsets of its time namespace;
+* lxc.monitor.signal.pdeath: the signal init gets when its monitor is killed;
+* lxc.sched.core: refused before anything changes where the kernel lacks core scheduling, as
+  lxc-start fails; AppArmor and SELinux keys on a host without either: ignored, as LXC's nop LSM.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from tests.conftest import LXCSM, _monitor_pids
+
+pytestmark = pytest.mark.root
+
+STATUS_FIELDS = ("Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapAmb")
+# The caller's session keyring serial, as init asks it (keyctl GET_KEYRING_ID of @s).
+KEYRING = ("import ctypes; libc = ctypes.CDLL(None, use_errno=True); "
+           "print(libc.syscall(250, 0, -3, 0))")
+
+
+def _session_keyring() -> int:
+    return ctypes.CDLL(None, use_errno=True).syscall(250, 0, -3, 0)
+
+
+def _with_out(c) -> None:
+    (c.rootfs / "out").mkdir(exist_ok=True)
+    os.chmod(c.rootfs / "out", 0o1777)
+    for old in (c.rootfs / "out").iterdir():
+        old.unlink()
+
+
+def _boot(c, script: str, lxc: bool) -> dict[str, str]:
+    """Run `script` as init in the foreground, under lxc-start or lxcsm: {file in /out: text}."""
+    _with_out(c)
+    if lxc:
+        result = subprocess.run(["lxc-start", "-n", c.name, "-P", c.lxcpath, "-F", "--", "/bin/sh", "-c", script],
+                                stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    else:
+        result = c.start_fg("/bin/sh", "-c", script, options=("-l", "WARN"))
+        assert "not supported yet" not in result.stderr, result.stderr
+    assert result.returncode == 0, result.stderr
+    assert c.monitor_exited()
+    return {path.name: path.read_text() for path in (c.rootfs / "out").iterdir()}
+
+
+def test_init_uid_gid_groups_as_under_lxc_start(make_container):
+    c = make_container(extra=["lxc.mount.auto = proc:mixed", "lxc.init.uid = 1000", "lxc.init.gid = 1001",
+                              "lxc.init.groups = 5,27"])
+    script = "grep -E '^(" + "|".join(STATUS_FIELDS) + "):' /proc/self/status > /out/status"
+
+    under_lxc = _boot(c, script, lxc=True)
+    under_lxcsm = _boot(c, script, lxc=False)
+
+    assert under_lxcsm == under_lxc
+    status = dict(line.split(":", 1) for line in under_lxcsm["status"].splitlines())
+    assert status["Uid"].split() == ["1000"] * 4 and status["Gid"].split() == ["1001"] * 4
+    assert status["Groups"].split() == ["5", "27"]
+    assert int(status["CapEff"], 16) == 0   # an init that is not root holds no capability
+
+
+def test_init_without_groups_has_none_of_the_callers(make_container):
+    c = make_container(extra=["lxc.mount.auto = proc:mixed"])
+    script = "grep -E '^(Uid|Groups):' /proc/self/status > /out/status"
+    os.setgroups([4242])   # the test's own supplementary group, which init must not inherit
+    try:
+        under_lxc = _boot(c, script, lxc=True)
+        under_lxcsm = _boot(c, script, lxc=False)
+    finally:
+        os.setgroups([])
+    assert under_lxcsm == under_lxc
+    assert "4242" not in under_lxcsm["status"]
+
+
+@pytest.mark.parametrize("setting", [None, "lxc.keyring.session = 0", "lxc.keyring.session = 1"])
+def test_session_keyring_as_under_lxc_start(make_container, setting):
+    c = make_container(extra=[setting] if setting else [])
+    script = f"/usr/bin/python3 -c '{KEYRING}' > /out/keyring"
+    caller = _session_keyring()
+
+    under_lxc = int(_boot(c, script, lxc=True)["keyring"])
+    under_lxcsm = int(_boot(c, script, lxc=False)["keyring"])
+
+    assert under_lxc > 0 and under_lxcsm > 0
+    # LXC 5.0's parser stores lxc.keyring.session = 1 as "disable": the caller's keyring is kept.
+    assert (under_lxcsm == caller) == (under_lxc == caller) == (setting == "lxc.keyring.session = 1")
+
+
+def test_time_offsets_as_under_lxc_start(make_container):
+    c = make_container(extra=["lxc.mount.auto = proc:mixed", "lxc.time.offset.boot = 2h",
+                              "lxc.time.offset.monotonic = -30s"])
+    script = "cat /proc/self/timens_offsets > /out/offsets; cut -d. -f1 /proc/uptime > /out/uptime"
+
+    under_lxc = _boot(c, script, lxc=True)
+    under_lxcsm = _boot(c, script, lxc=False)
+    host_uptime = time.clock_gettime(time.CLOCK_BOOTTIME)
+
+    assert under_lxcsm["offsets"] == under_lxc["offsets"]
+    assert sorted(line.split() for line in under_lxcsm["offsets"].splitlines()) == [
+        ["boottime", "7200", "0"], ["monotonic", "-30", "0"]]
+    assert int(under_lxcsm["uptime"]) >= host_uptime + 7200 - 60   # boot time runs 2 h ahead
+
+
+def _wait_for(path, what: str) -> None:
+    deadline = time.monotonic() + 30
+    while not path.exists():
+        assert time.monotonic() < deadline, f"never: {what}"
+        time.sleep(0.05)
+
+
+def test_pdeath_signal_reaches_init_when_its_monitor_is_killed(make_container):
+    c = make_container(extra=["lxc.monitor.signal.pdeath = SIGUSR1"])
+    _with_out(c)
+    script = "trap 'echo USR1 > /out/pdeath; exit 0' USR1; echo ready > /out/ready; while :; do sleep 0.1; done"
+    result = c.run("start", "-d", "--", "/bin/sh", "-c", script)
+    assert result.returncode == 0, result.stderr
+    _wait_for(c.rootfs / "out" / "ready", "init runs")
+    (monitor,) = _monitor_pids(c.lxcpath, c.name)
+
+    os.kill(monitor, signal.SIGKILL)
+
+    _wait_for(c.rootfs / "out" / "pdeath", "init gets SIGUSR1")
+    assert (c.rootfs / "out" / "pdeath").read_text() == "USR1\n"
+    # The dead monitor's cgroups, as after any monitor's death: lxcsm cleanup undoes them.
+    repaired = subprocess.run([*LXCSM, "cleanup", c.name, "-P", c.lxcpath], capture_output=True, text=True)
+    assert repaired.returncode == 0, repaired.stderr
+
+
+def _kernel_has_core_scheduling() -> bool:
+    libc = ctypes.CDLL(None, use_errno=True)
+    cookie = ctypes.c_uint64()
+    return libc.prctl(62, 0, os.getpid(), 1, ctypes.addressof(cookie)) == 0 or ctypes.get_errno() != 22
+
+
+def test_sched_core_where_the_kernel_lacks_it_fails_as_lxc_start_does(make_container):
+    if _kernel_has_core_scheduling():
+        pytest.skip("this kernel has core scheduling")
+    c = make_container(extra=["lxc.sched.core = 1"])
+    lxc = subprocess.run(["lxc-start", "-n", c.name, "-P", c.lxcpath, "-F", "--", "/bin/true"],
+                         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    result = c.start_fg("/bin/true")
+
+    assert lxc.returncode != 0
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"lxcsm: {c.config}:5: lxc.sched.core: this kernel does not support core scheduling "
+        f"(CONFIG_SCHED_CORE); LXC fails the start too"]
+
+
+def test_lsm_keys_on_a_host_without_the_lsm_are_ignored_as_lxc_does(make_container):
+    from lxcsm.engine.config import keys
+    if any(keys.lsm_enabled(lsm) for lsm in keys.LSM_PRESENT):
+        pytest.skip("this host runs AppArmor or SELinux")
+    c = make_container(extra=["lxc.apparmor.profile = generated", "lxc.apparmor.allow_nesting = 1",
+                              "lxc.selinux.context = system_u:system_r:lxc_t:s0:c22"])
+    assert _boot(c, "echo ran > /out/ran", lxc=True) == _boot(c, "echo ran > /out/ran", lxc=False)
