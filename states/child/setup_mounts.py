@@ -6,8 +6,9 @@ setup_mount_entries() (conf.c).
 Afterwards the kernel sees, inside the rootfs and only in the container's
 mount namespace:
 * with lxc.autodev on: an empty tmpfs on /dev (mode 0755, holding only the
-  directory pts), hiding whatever the rootfs has there; setup_autodev fills it
-  after the hooks below, as LXC does;
+  directory pts, of lxc.autodev.tmpfs.size bytes, 500000 when unset or 0),
+  hiding whatever the rootfs has there; setup_autodev fills it after the
+  hooks below, as LXC does;
 * proc (proc:mixed: /proc/sys read-only but for /proc/sys/net, which belongs
   to the container's own network namespace, and /proc/sysrq-trigger
   read-only; proc:rw: all writable);
@@ -49,7 +50,11 @@ class MountEntryError(StateError):
 
 
 _SAFE = kernel.MS_NOSUID | kernel.MS_NODEV | kernel.MS_NOEXEC
-DEV_TMPFS = "size=500000,mode=755"   # LXC's default lxc.autodev.tmpfs.size, in bytes
+DEV_TMPFS_SIZE = 500000   # LXC's default lxc.autodev.tmpfs.size, in bytes (the key is bytes, too)
+
+
+def dev_tmpfs_options(config) -> str:
+    return f"size={int(config.get_item('lxc.autodev.tmpfs.size') or 0) or DEV_TMPFS_SIZE},mode=755"
 
 
 def _bind_over(filesystem: int, name: str, readonly: bool) -> None:
@@ -195,12 +200,12 @@ def mount_entry(root: int, rootfs_path: str, entry) -> None:
             os.close(fd)
 
 
-def mount_dev_tmpfs(root: int) -> None:
+def mount_dev_tmpfs(root: int, options: str) -> None:
     """An empty tmpfs on the rootfs's /dev, with the directory pts, as LXC's mount_autodev()."""
     target = paths.open_in_root(root, "/dev", "dir")
     dev = None
     try:
-        dev = mounts.new_filesystem("tmpfs", "none", kernel.MS_NOSUID | kernel.MS_NOEXEC, DEV_TMPFS)
+        dev = mounts.new_filesystem("tmpfs", "none", kernel.MS_NOSUID | kernel.MS_NOEXEC, options)
         mounts.attach(dev, target)
         os.mkdir("pts", 0o755, dir_fd=dev)
     finally:
@@ -222,8 +227,9 @@ def enter(ctx) -> str:
 def _mount_all(ctx, root: int) -> None:
     config = ctx.request.config
     if config.autodev:
-        mount_dev_tmpfs(root)
-        ctx.log.trace("mounted", what="dev", options=DEV_TMPFS)
+        options = dev_tmpfs_options(config)
+        mount_dev_tmpfs(root, options)
+        ctx.log.trace("mounted", what="dev", options=options)
     if config.mount_proc:
         mount_proc(root, config.mount_proc)
         ctx.log.trace("mounted", what="proc", mode=config.mount_proc)
@@ -252,7 +258,7 @@ def _mount_all(ctx, root: int) -> None:
 
 def plan(request) -> list[str]:
     config = request.config
-    steps = [f"mount tmpfs on /dev ({DEV_TMPFS}); mkdir /dev/pts"] if config.autodev else []
+    steps = [f"mount tmpfs on /dev ({dev_tmpfs_options(config)}); mkdir /dev/pts"] if config.autodev else []
     if config.mount_proc:
         steps.append(f"mount proc on /proc ({config.mount_proc})")
     if config.mount_sys:

@@ -24,7 +24,10 @@ the child is a copy of: it loads the filter in setup_seccomp, after
 pivot_root, where the policy file and libseccomp are out of its reach.  Its
 default action, one rule per syscall of the sections for this machine (names
 libseccomp does not know are skipped and logged, as LXC does),
-reject_force_umount as LXC spells it out.
+reject_force_umount as LXC spells it out.  As LXC's use_seccomp(), a
+monitor that already runs under a seccomp filter (lxcsm started inside a
+container) builds none, unless lxc.seccomp.allow_nesting = 1 asks for the
+policy to be stacked on top; nor does one on a kernel without seccomp.
 
 The container's state is STARTING.  Nothing else on the host has changed yet.
 """
@@ -112,7 +115,10 @@ def enter(ctx) -> str:
                          file=setting.file, line=setting.line)
     hooks.run(config, "pre-start", ctx.log, serve=ctx.command_server)
     policies = config.in_effect("lxc.seccomp.profile")
-    if policies:
+    if policies and not seccomp_wanted(config):
+        ctx.log.info("already seccomp-confined (or no seccomp): policy not loaded",
+                     policy=policies[-1][1].value)
+    elif policies:
         # Only configs with a policy pay for the parser and libseccomp.
         from lxcsm.engine.config import seccomp_policy
         from lxcsm.engine.linux import seccomp
@@ -122,6 +128,22 @@ def enter(ctx) -> str:
         ctx.log.trace("seccomp filter built", policy=setting.value, rules=len(policy.rules),
                       skipped=" ".join(ctx.seccomp.skipped))
     return "handler_ready"
+
+
+def seccomp_confined() -> bool | None:
+    """Whether this process runs under a seccomp filter or in strict mode; None: the kernel
+    has no seccomp (no Seccomp: line in /proc/self/status)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("Seccomp:"):
+                return line.split()[1] != "0"
+    return None
+
+
+def seccomp_wanted(config) -> bool:
+    if config.get_item("lxc.seccomp.allow_nesting") == "1":
+        return True
+    return seccomp_confined() is False
 
 
 def _bind(request):
@@ -157,6 +179,9 @@ def plan(request) -> list[str]:
     steps += [f"warn: {s.key} is not supported yet ({s.file}:{s.line})" for s in config.unsupported]
     steps += [f"run lxc.hook.pre-start: {s.value}" for _key, s in hooks.configured(config, "pre-start")]
     policies = config.in_effect("lxc.seccomp.profile")
-    if policies:
+    if policies and not seccomp_wanted(config):
+        steps.append(f"build no seccomp filter from {policies[-1][1].value}: lxcsm is already under one "
+                     "(lxc.seccomp.allow_nesting = 1 would stack it), or the kernel has no seccomp")
+    elif policies:
         steps.append(f"build a seccomp filter from {policies[-1][1].value} (loaded by the child's setup_seccomp)")
     return steps

@@ -165,3 +165,51 @@ def test_lsm_keys_on_a_host_without_the_lsm_are_ignored_as_lxc_does(make_contain
     c = make_container(extra=["lxc.apparmor.profile = generated", "lxc.apparmor.allow_nesting = 1",
                               "lxc.selinux.context = system_u:system_r:lxc_t:s0:c22"])
     assert _boot(c, "echo ran > /out/ran", lxc=True) == _boot(c, "echo ran > /out/ran", lxc=False)
+
+
+def test_autodev_tmpfs_size_as_under_lxc_start(make_container):
+    c = make_container(extra=["lxc.autodev.tmpfs.size = 2097152"])
+    script = "grep ' /dev tmpfs ' /proc/mounts | grep -o 'size=[0-9a-z]*' > /out/dev"
+    c.config.write_text(c.config.read_text() + "lxc.mount.auto = proc:mixed\n")
+
+    under_lxc = _boot(c, script, lxc=True)
+    under_lxcsm = _boot(c, script, lxc=False)
+
+    assert under_lxcsm == under_lxc == {"dev": "size=2048k\n"}
+
+
+# An allow-everything seccomp filter (one BPF instruction: return SECCOMP_RET_ALLOW), for
+# starting lxc-start and lxcsm as they would run inside a container that has a filter.
+def _under_a_seccomp_filter() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    class SockFilter(ctypes.Structure):
+        _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte), ("k", ctypes.c_uint)]
+
+    class SockFprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(SockFilter))]
+
+    allow = (SockFilter * 1)(SockFilter(0x06, 0, 0, 0x7fff0000))   # BPF_RET|BPF_K SECCOMP_RET_ALLOW
+    program = SockFprog(1, allow)
+    libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p, ctypes.c_ulong, ctypes.c_ulong]
+    if libc.prctl(22, 2, ctypes.addressof(program), 0, 0) != 0:   # PR_SET_SECCOMP, SECCOMP_MODE_FILTER
+        raise OSError(ctypes.get_errno(), "PR_SET_SECCOMP")
+
+
+@pytest.mark.parametrize("allow_nesting", [0, 1])
+def test_seccomp_policy_under_a_filter_only_with_allow_nesting_as_under_lxc_start(make_container, allow_nesting):
+    c = make_container(extra=["lxc.mount.auto = proc:mixed",
+                              "lxc.seccomp.profile = /usr/share/lxc/config/common.seccomp",
+                              f"lxc.seccomp.allow_nesting = {allow_nesting}"])
+    script = "grep Seccomp_filters: /proc/self/status > /out/filters"
+    seen = {}
+    for name, command in (("lxc", ["lxc-start", "-n", c.name, "-P", c.lxcpath, "-F"]),
+                          ("lxcsm", [*LXCSM, "start", "-n", c.name, "-P", c.lxcpath, "-F", "-l", "WARN"])):
+        _with_out(c)
+        result = subprocess.run([*command, "--", "/bin/sh", "-c", script], stdin=subprocess.DEVNULL,
+                                capture_output=True, text=True, timeout=60, preexec_fn=_under_a_seccomp_filter)
+        assert result.returncode == 0, result.stderr
+        assert c.monitor_exited()
+        seen[name] = (c.rootfs / "out" / "filters").read_text().split()
+    # The filter lxc-start and lxcsm run under, and the container's policy only when nesting is allowed.
+    assert seen["lxcsm"] == seen["lxc"] == ["Seccomp_filters:", str(1 + allow_nesting)]

@@ -112,7 +112,8 @@ HONOURED_KEYS = {
     "lxc.cgroup.dir.monitor.pivot", "lxc.no_new_privs",
     "lxc.group", "lxc.start.auto", "lxc.start.delay", "lxc.start.order",
     "lxc.init.uid", "lxc.init.gid", "lxc.init.groups", "lxc.keyring.session", "lxc.monitor.signal.pdeath",
-    "lxc.sched.core", "lxc.time.offset.boot", "lxc.time.offset.monotonic",
+    "lxc.sched.core", "lxc.time.offset.boot", "lxc.time.offset.monotonic", "lxc.autodev.tmpfs.size",
+    "lxc.seccomp.allow_nesting",
     *(f"lxc.hook.{kind}" for kind in ("pre-start", "pre-mount", "mount", "autodev", "start-host",
                                       "start", "stop", "post-stop", "clone", "destroy")),
     # As LXC's "nop" LSM does on a host without AppArmor or SELinux: ignored.

@@ -156,6 +156,17 @@ def test_setup_mounts_mounts_proc_sys_the_entries_then_the_cgroups_then_runs_the
 
 
 @pytest.mark.state("child", "setup_mounts")
+@pytest.mark.parametrize("size, options", [("0", "size=500000,mode=755"), ("1048576", "size=1048576,mode=755")])
+def test_setup_mounts_sizes_the_dev_tmpfs_by_lxc_autodev_tmpfs_size(host, run, make_request, child_ctx, size, options):
+    ctx = child_ctx(make_request(f"lxc.autodev.tmpfs.size = {size}"))
+
+    assert run("child", "setup_mounts", ctx) == "mounts_done"
+
+    # In bytes, as LXC's mount_autodev() passes it; 0 is LXC's default.
+    assert host.mounts.view(ctx.rootfs) == [("/dev", "tmpfs", "noexec,nosuid", options)]
+
+
+@pytest.mark.state("child", "setup_mounts")
 def test_setup_mounts_with_nothing_to_mount_only_runs_the_mount_hooks(host, run, make_request, child_ctx):
     ctx = child_ctx(make_request("lxc.autodev = 0"))
 

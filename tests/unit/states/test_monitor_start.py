@@ -113,6 +113,23 @@ def test_init_handler_builds_the_seccomp_filter_of_the_last_profile_after_pre_st
 
 
 @pytest.mark.state("monitor", "init_handler")
+@pytest.mark.parametrize("allow_nesting", [False, True])
+def test_init_handler_already_under_seccomp_builds_a_filter_only_with_allow_nesting(
+        host, run, make_request, monitor_ctx, bind, sigmask, filters, tmp_path, monkeypatch, allow_nesting):
+    (tmp_path / "policy.seccomp").write_text("2\ndenylist\nmknod errno 1\n")
+    monkeypatch.setattr(init_handler, "seccomp_confined", lambda: True)
+    ctx = monitor_ctx(make_request(f"lxc.seccomp.profile = {tmp_path}/policy.seccomp",
+                                   f"lxc.seccomp.allow_nesting = {int(allow_nesting)}"), fresh=True)
+
+    assert run("monitor", "init_handler", ctx) == "handler_ready"
+
+    # As LXC's use_seccomp(): a nested start keeps the filter it runs under, and stacks its own only if asked.
+    assert host.calls("seccomp") == ([("Filter", os.uname().machine)] if allow_nesting else [])
+    assert (ctx.seccomp is not None) == allow_nesting
+    assert bool(ctx.log.named("already seccomp-confined (or no seccomp): policy not loaded")) != allow_nesting
+
+
+@pytest.mark.state("monitor", "init_handler")
 def test_init_handler_with_its_seccomp_policy_gone_fails(host, run, make_request, monitor_ctx, bind, sigmask,
                                                          filters, tmp_path):
     policy = tmp_path / "gone.seccomp"
