@@ -123,5 +123,3 @@ class ConsoleProxy:
             self._set(self.saved)
         except OSError:
             pass   # the terminal is gone
-        if self.user > 2:   # a terminal opened for lxc.console.path, not lxcsm's stdin
-            os.close(self.user)

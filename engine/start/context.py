@@ -88,7 +88,7 @@ class MonitorContext:
     """The monitor process's context, for as long as it lives."""
 
     __slots__ = ("request", "log", "hierarchies", "undo", "command_server", "signal_fd", "signal_mask",
-                 "console_log", "seccomp",
+                 "console_log", "console_peer", "seccomp",
                  "boot", "failure", "on_running", "on_paused", "pause", "saved_events")
 
     def __init__(self, request: StartRequest, log: Any, undo: UndoLog,
@@ -110,6 +110,7 @@ class MonitorContext:
         self.pause: Callable[[str, str], None] = lambda side, state: None
         self.saved_events: str | None = None       # where the flight record was kept, once stopped
         self.console_log = -1                      # lxc.console.logfile, open for appending
+        self.console_peer = -1                     # the terminal relayed to the console (sync_fds)
         self.seccomp: Filter | None = None         # lxc.seccomp.profile's, built by init_handler
 
 

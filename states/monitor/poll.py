@@ -62,17 +62,11 @@ def enter(ctx) -> str:
 
 def _proxy(ctx, console: int, poller):
     """The terminal relayed to the console - lxc.console.path's (lxc-start -c), or lxc-start
-    -F's stdin if it is one - or None."""
-    if console < 0:
+    -F's stdin if it is one, which sync_fds opened - or None."""
+    user = ctx.console_peer
+    if console < 0 or user < 0:
         return None
-    from lxcsm.engine.linux import terminal  # loaded by the child's setup_ttys already
-    path = ctx.request.config.get_item("lxc.console.path")
-    if terminal.on_terminal(path):
-        user = terminal.open_terminal(path)
-    elif ctx.request.foreground and os.isatty(0):
-        user = 0
-    else:
-        return None
+    from lxcsm.engine.linux import terminal
     del ctx.command_server.ttys[0]   # no lxc-console -t 0 meanwhile
     poller.register(user, select.POLLIN)
     return terminal.ConsoleProxy(user, console)

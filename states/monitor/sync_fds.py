@@ -8,7 +8,9 @@ socket hands the masters to lxc-console (GET_TTY_FD) and the devpts to
 lxc-attach (GET_DEVPTS_FD); the peers are only kept open, as LXC's monitor
 keeps them, so a tty whose last process closed it (a shell logging out)
 does not hang up under its lxc-console.  Each fd is recorded, closed when
-the boot ends.  Any fd beyond those is closed rather than leaked.
+the boot ends.  Any fd beyond those is closed rather than leaked.  The
+terminal the console is relayed to (lxc.console.path's, or -F's stdin) is
+opened here, as LXC's lxc_terminal_setup opens it before READY_START.
 """
 
 from __future__ import annotations
@@ -41,9 +43,24 @@ def enter(ctx: MonitorContext) -> str:
     masters = [fds[0] if console else None, *fds[console:expected - devpts:2]]
     ttys = {number: fd for number, fd in enumerate(masters) if fd is not None}
     server.new_ttys(ttys, devpts=fds[-1] if devpts and len(fds) == expected else -1)
+    ctx.console_peer = _console_peer(ctx) if console else -1
     if ttys:
         ctx.log.trace("terminals received", ttys=" ".join(map(str, sorted(ttys))))
     return "fds_received"
+
+
+def _console_peer(ctx: MonitorContext) -> int:
+    """The terminal the console is relayed to (poll), opened here - before READY_START, as
+    LXC's lxc_terminal_setup opens it - so a start that cannot have it fails: the terminal
+    lxc.console.path names (lxc-start -c), or lxcsm's stdin in the foreground if it is a
+    terminal (lxc-start -F); -1 for none."""
+    path = ctx.request.config.get_item("lxc.console.path")
+    if path not in (None, "", "auto", "none"):   # terminal.on_terminal, without its import
+        from lxcsm.engine.linux import terminal
+        peer = terminal.open_terminal(path)
+        ctx.boot.undo.record("kept_fd", peer)
+        return peer
+    return 0 if ctx.request.foreground and os.isatty(0) else -1
 
 
 def plan(request: StartRequest) -> list[str]:

@@ -50,7 +50,7 @@ def sigmask(host):
 def test_init_handler_binds_the_command_socket_routes_signals_to_a_signalfd_and_runs_pre_start(
         host, run, make_request, monitor_ctx, bind, sigmask, tmp_path):
     pidfile = tmp_path / "monitor.pid"
-    request = make_request("lxc.console.size = 1024", pidfile=str(pidfile))
+    request = make_request("lxc.console.buffer.size = 1024", pidfile=str(pidfile))
     ctx = monitor_ctx(request, fresh=True)
     host.on("kernel.signalfd", 42)
 
@@ -80,7 +80,7 @@ def test_init_handler_binds_the_command_socket_routes_signals_to_a_signalfd_and_
         "LXC_NAME": "c1", "LXC_CONFIG_FILE": request.config.path, "LXC_ROOTFS_PATH": rootfs,
         "LXC_ROOTFS_MOUNT": rootfs}
     [(level, fields)] = ctx.log.named("not supported yet")
-    assert (level, fields["key"], fields["line"]) == ("warn", "lxc.console.size", 2)
+    assert (level, fields["key"], fields["line"]) == ("warn", "lxc.console.buffer.size", 2)
 
 
 @pytest.fixture
@@ -160,7 +160,7 @@ def test_init_handler_opens_the_console_log_for_appending_and_records_it(
 @pytest.mark.state("monitor", "init_handler")
 def test_init_handler_on_a_reboot_keeps_the_socket_and_signalfd_and_starts_a_fresh_boot(
         host, run, make_request, monitor_ctx, sigmask):
-    ctx = monitor_ctx(make_request("lxc.console.size = 1024"))   # as the first boot left it
+    ctx = monitor_ctx(make_request("lxc.console.buffer.size = 1024"))   # as the first boot left it
     ctx.signal_fd = 42
     server = ctx.command_server
     server.init_pid, server.init_pidfd = 4242, 7
