@@ -45,6 +45,7 @@ SYSCALLS = {
     "kernel.set_pdeathsig": ("prctl(2)", "PR_SET_PDEATHSIG"),
     "kernel.set_no_new_privs": ("prctl(2)", "PR_SET_NO_NEW_PRIVS"),
     "kernel.set_dumpable": ("prctl(2)", "PR_SET_DUMPABLE"),
+    "kernel.set_personality": ("personality(2)", "lxc.arch"),
     "kernel.clear_ambient_capabilities": ("prctl(2)", "PR_CAP_AMBIENT_CLEAR_ALL"),
     "kernel.join_new_session_keyring": ("keyctl(2)", "KEYCTL_JOIN_SESSION_KEYRING: a new session keyring"),
     "kernel.create_core_scheduling_cookie": ("prctl(2)", "PR_SCHED_CORE_CREATE: a core scheduling group"),

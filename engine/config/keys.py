@@ -261,7 +261,7 @@ KEYS: Mapping[str, KeySpec] = MappingProxyType({
     "lxc.apparmor.allow_nesting": KeySpec(boolean, honoured=_apparmor_absent),
     "lxc.apparmor.profile": KeySpec(anything, honoured=_apparmor_absent),
     "lxc.apparmor.raw": KeySpec(anything, honoured=_apparmor_absent, repeat=Repeat.APPEND),
-    "lxc.arch": KeySpec(one_of(*ARCHITECTURES)),
+    "lxc.arch": KeySpec(one_of(*ARCHITECTURES), honoured=True),
     "lxc.autodev": KeySpec(boolean, honoured=True),
     "lxc.autodev.tmpfs.size": KeySpec(signed, honoured=True),
     "lxc.cap.drop": KeySpec(capabilities, honoured=True, repeat=Repeat.APPEND),
@@ -282,7 +282,8 @@ KEYS: Mapping[str, KeySpec] = MappingProxyType({
     "lxc.console.size": KeySpec(byte_size_or_auto, honoured=True),
     "lxc.environment": KeySpec(environment_entry, honoured=True, repeat=Repeat.APPEND),
     "lxc.ephemeral": KeySpec(boolean),
-    "lxc.execute.cmd": KeySpec(parse_command),
+    # lxc-execute's init command: lxc-start never reads it, nor does lxcsm start.
+    "lxc.execute.cmd": KeySpec(parse_command, honoured=True),
     # lxc.group and lxc.start.*: read by lxcsm autostart, as by lxc-autostart; a start has no use for them.
     "lxc.group": KeySpec(anything, honoured=True, repeat=Repeat.APPEND),
     "lxc.hook": KeySpec(no_value, honoured=True, repeat=Repeat.RESET_ONLY),
@@ -309,7 +310,7 @@ KEYS: Mapping[str, KeySpec] = MappingProxyType({
     "lxc.log.level": KeySpec(parse_log_level, honoured=True),
     "lxc.log.syslog": KeySpec(one_of(*SYSLOG_FACILITIES, ignore_case=True)),
     "lxc.monitor.signal.pdeath": KeySpec(parse_signal, honoured=True),
-    "lxc.monitor.unshare": KeySpec(unsigned),
+    "lxc.monitor.unshare": KeySpec(unsigned, honoured=True),
     # Tokens accumulate across lines (LXC ORs them into one mask).
     "lxc.mount.auto": KeySpec(parse_mount_auto, honoured=_auto_mounts_honoured,
                               repeat=Repeat.APPEND),
@@ -326,7 +327,8 @@ KEYS: Mapping[str, KeySpec] = MappingProxyType({
     "lxc.prlimit": _family("lxc.prlimit", rlimit, Repeat.REPLACE, RLIMIT_RESOURCES, honoured=True),
     "lxc.proc": _family("lxc.proc", anything, Repeat.APPEND, honoured=True),
     "lxc.pty.max": KeySpec(unsigned, honoured=True),
-    "lxc.rootfs.managed": KeySpec(boolean),
+    # Whether lxc-destroy may remove the rootfs: a start never reads it, under LXC either.
+    "lxc.rootfs.managed": KeySpec(boolean, honoured=True),
     "lxc.rootfs.mount": KeySpec(anything, honoured=True),
     "lxc.rootfs.options": KeySpec(mount_options, honoured=True),
     "lxc.rootfs.path": KeySpec(parse_rootfs_path, honoured=True),

@@ -226,6 +226,12 @@ def set_pdeathsig(sig: int) -> None:
     _check(_libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0))
 
 
+def set_personality(persona: int) -> None:
+    """Set this process's execution domain (personality(2)): PER_LINUX32 makes uname(2)
+    report the 32-bit machine."""
+    _check(_libc.personality(ctypes.c_ulong(persona)), f"personality {persona:#x}")
+
+
 def set_dumpable() -> None:
     """Make this process dumpable again (a uid change cleared it): its /proc files are its
     own user's, and it may dump core."""

@@ -13,6 +13,10 @@ Afterwards the kernel sees:
   here and `poll`;
 * the pid file (-p), holding the monitor's pid, on the first boot, and
   lxc.console.logfile opened for appending;
+* with lxc.monitor.unshare (not 0), the monitor in a mount namespace of its
+  own from the first boot on, every mount in it a slave of the host's, as
+  lxc-start does right after its pid file: what the hooks the monitor runs
+  mount stays out of the host, while the host's mounts still reach them;
 * LXC_NAME, LXC_CONFIG_FILE, LXC_ROOTFS_PATH and LXC_ROOTFS_MOUNT in the
   monitor's environment, for hooks;
 * whatever the lxc.hook.pre-start hooks did, run here in the host's
@@ -82,6 +86,10 @@ def enter(ctx) -> str:
                     pidfile.write(f"{os.getpid()}\n")
             except OSError as err:   # a full disk fails the close, whose error names no file
                 raise OSError(err.errno, err.strerror, request.pidfile) from None
+        if monitor_unshares(config):
+            kernel.unshare(kernel.CLONE_NEWNS)
+            kernel.mount(None, "/", None, kernel.MS_SLAVE | kernel.MS_REC)
+            ctx.log.trace("unshared", namespace="mnt", why="lxc.monitor.unshare")
     ctx.command_server.init_pid, ctx.command_server.init_pidfd = 0, -1   # a reboot's old init is gone
     ctx.command_server.running_items.clear()                        # and its devices
     ctx.command_server.new_ttys({})                                 # and its terminals
@@ -130,6 +138,10 @@ def enter(ctx) -> str:
     return "handler_ready"
 
 
+def monitor_unshares(config) -> bool:
+    return int(config.get_item("lxc.monitor.unshare") or 0) != 0
+
+
 def seccomp_confined() -> bool | None:
     """Whether this process runs under a seccomp filter or in strict mode; None: the kernel
     has no seccomp (no Seccomp: line in /proc/self/status)."""
@@ -176,6 +188,8 @@ def plan(request) -> list[str]:
              "block " + " ".join(sorted(signal.Signals(s).name for s in WATCHED)) + " and read them from a signalfd"]
     if request.pidfile:
         steps.append(f"write the monitor's pid to {request.pidfile}")
+    if monitor_unshares(config):
+        steps.append("unshare(CLONE_NEWNS); mount --make-rslave / (lxc.monitor.unshare)")
     steps += [f"warn: {s.key} is not supported yet ({s.file}:{s.line})" for s in config.unsupported]
     steps += [f"run lxc.hook.pre-start: {s.value}" for _key, s in hooks.configured(config, "pre-start")]
     policies = config.in_effect("lxc.seccomp.profile")

@@ -213,3 +213,33 @@ def test_seccomp_policy_under_a_filter_only_with_allow_nesting_as_under_lxc_star
         seen[name] = (c.rootfs / "out" / "filters").read_text().split()
     # The filter lxc-start and lxcsm run under, and the container's policy only when nesting is allowed.
     assert seen["lxcsm"] == seen["lxc"] == ["Seccomp_filters:", str(1 + allow_nesting)]
+
+
+@pytest.mark.parametrize("arch", ["i686", "x86_64"])
+def test_arch_as_under_lxc_start(make_container, arch):
+    if os.uname().machine != "x86_64":
+        pytest.skip("the 32-bit personality checked is x86's")
+    c = make_container(extra=[f"lxc.arch = {arch}"])
+    script = "uname -m > /out/machine"
+
+    under_lxc = _boot(c, script, lxc=True)
+    under_lxcsm = _boot(c, script, lxc=False)
+
+    assert under_lxcsm == under_lxc == {"machine": f"{arch}\n"}
+
+
+def test_monitor_unshare_keeps_a_pre_start_hooks_mounts_off_the_host_as_lxc_start(make_container, tmp_path):
+    target = tmp_path / "hook-mount"
+    target.mkdir()
+    hook = tmp_path / "pre-start.sh"
+    hook.write_text(f"#!/bin/sh\nreadlink /proc/self/ns/mnt > {tmp_path}/hook-ns\n"
+                    f"mount -t tmpfs lxcsm-hook-tmpfs {target}\n")
+    hook.chmod(0o755)
+    c = make_container(extra=["lxc.monitor.unshare = 1", f"lxc.hook.pre-start = {hook}"])
+    host_ns = os.readlink("/proc/self/ns/mnt")
+
+    for lxc in (True, False):
+        _boot(c, "true", lxc=lxc)
+        # The hook ran in the monitor's own mount namespace; its mount went with it.
+        assert (tmp_path / "hook-ns").read_text().strip() != host_ns
+        assert not os.path.ismount(target), "the hook's mount reached the host"

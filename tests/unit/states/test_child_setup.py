@@ -304,6 +304,18 @@ def test_setup_sysctl_writes_each_key_to_proc_sys_in_config_order(host, run, mak
 
 
 @pytest.mark.state("child", "setup_sysctl")
+@pytest.mark.parametrize("arch, persona", [("i686", 0x0008), ("armhf", 0x0008), ("x86_64", 0), ("arm64", 0)])
+def test_setup_sysctl_sets_lxc_archs_personality_after_the_boot_id_before_the_sysctls(
+        host, run, make_request, child_ctx, arch, persona):
+    ctx = child_ctx(make_request("lxc.autodev = 0", f"lxc.arch = {arch}", "lxc.sysctl.kernel.msgmax = 16384"))
+
+    assert run("child", "setup_sysctl", ctx) == "sysctls_set"
+
+    # As LXC's lxc_setup(): setup_personality() between the boot id and the sysctls.
+    assert host.calls() == [("kernel.set_personality", persona), ("files.write", "/proc/sys/kernel/msgmax", "16384")]
+
+
+@pytest.mark.state("child", "setup_sysctl")
 def test_setup_sysctl_refused_value_fails_naming_the_setting(host, run, make_request, child_ctx):
     Path(host.files.path("/proc/sys/net/ipv4/ip_forward")).mkdir(parents=True)   # so that the write fails
     ctx = child_ctx(make_request("lxc.autodev = 0", "lxc.sysctl.net.ipv4.ip_forward = 1"))

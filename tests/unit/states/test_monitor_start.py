@@ -113,6 +113,21 @@ def test_init_handler_builds_the_seccomp_filter_of_the_last_profile_after_pre_st
 
 
 @pytest.mark.state("monitor", "init_handler")
+def test_init_handler_with_lxc_monitor_unshare_takes_a_slave_mount_namespace_before_pre_start(
+        host, run, make_request, monitor_ctx, bind, sigmask):
+    ctx = monitor_ctx(make_request("lxc.monitor.unshare = 1"), fresh=True)
+
+    assert run("monitor", "init_handler", ctx) == "handler_ready"
+
+    # As lxc-start: after the socket and pid file, before anything the pre-start hooks mount.
+    assert host.names()[:3] == ["command_server.bind", "kernel.unshare", "kernel.mount"]
+    assert host.calls("kernel")[:2] == [("unshare", kernel.CLONE_NEWNS),
+                                        ("mount", None, "/", None, kernel.MS_SLAVE | kernel.MS_REC)]
+    assert host.names()[-1] == "hooks.run"
+    assert "unshare(CLONE_NEWNS); mount --make-rslave / (lxc.monitor.unshare)" in init_handler.plan(ctx.request)
+
+
+@pytest.mark.state("monitor", "init_handler")
 @pytest.mark.parametrize("allow_nesting", [False, True])
 def test_init_handler_already_under_seccomp_builds_a_filter_only_with_allow_nesting(
         host, run, make_request, monitor_ctx, bind, sigmask, filters, tmp_path, monkeypatch, allow_nesting):
