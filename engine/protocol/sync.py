@@ -113,10 +113,7 @@ class _End:
         """The peer closed its end.  If it reported an error before it went, raise that
         (PeerFailed): it is why the peer is gone, the broken pipe only its consequence."""
         while select.select([self.sock], [], [], 0)[0]:
-            try:
-                data, fds, _flags, _addr = socket.recv_fds(self.sock, _MAX_FRAME, _MAX_FDS)
-            except ConnectionResetError:
-                return
+            data, fds = self._recv_frame()
             for fd in fds:
                 os.close(fd)
             if not data:
@@ -140,13 +137,25 @@ class _End:
         if (remaining is not None and remaining <= 0) or not select.select([self.sock], [], [], remaining)[0]:
             raise SyncError(f"timed out after {self.timeout:g}s waiting for {self.peer} "
                             f"to send {waiting_for} (LXCSM_SYNC_TIMEOUT)")
-        try:
-            data, fds, _flags, _addr = socket.recv_fds(self.sock, _MAX_FRAME, _MAX_FDS)
-        except ConnectionResetError:
-            data, fds = b"", []
+        data, fds = self._recv_frame()
         if not data:
             return None, b"", []
         return SyncMsg(data[0]), data[1:], fds
+
+    def _recv_frame(self) -> tuple[bytes, list[int]]:
+        """One frame, or b"" once the peer is gone and its frames are read.
+
+        A peer that exits with a frame of ours unread (the child failing before it read
+        STARTUP) makes the kernel report ECONNRESET once, ahead of the frames the peer sent
+        before it went - its error report among them: those are read on, not dropped."""
+        try:
+            data, fds, _flags, _addr = socket.recv_fds(self.sock, _MAX_FRAME, _MAX_FDS)
+        except ConnectionResetError:
+            try:
+                data, fds, _flags, _addr = socket.recv_fds(self.sock, _MAX_FRAME, _MAX_FDS, socket.MSG_DONTWAIT)
+            except (BlockingIOError, ConnectionResetError):
+                return b"", []
+        return data, fds
 
     def _on_paused(self, state: str) -> None:
         raise SyncError(f"{self.peer} sent paused, which only the child may send")

@@ -265,6 +265,20 @@ def test_a_child_that_failed_before_a_wake_is_reported_by_its_error_not_the_brok
     assert [e["event"] for e in seen] == ["state"]
 
 
+def test_a_child_that_failed_with_startup_unread_is_reported_by_its_error_not_the_reset(pair):
+    """The monitor's STARTUP went out, the child failed before reading it and exited: the
+    kernel reports ECONNRESET once, ahead of the child's queued ERROR frame (under a slow
+    CPU, e.g. the cgroup2 guest's TCG, the usual order)."""
+    monitor_sock, child_sock = pair
+    end = MonitorEnd(monitor_sock, TraceLog(), timeout=5, on_child_log=lambda e: None)
+    end.wake(SyncMsg.STARTUP)
+    ChildEnd(child_sock, TraceLog(), timeout=5).send_error("startup", "failpoint: child state startup made to fail")
+    child_sock.close()   # STARTUP still unread in its queue
+    with pytest.raises(PeerFailed) as failed:
+        end.wait_for(SyncMsg.CONFIGURE)
+    assert (failed.value.state, failed.value.error) == ("startup", "failpoint: child state startup made to fail")
+
+
 def test_a_peer_gone_without_a_word_is_a_sync_error(pair):
     monitor_sock, child_sock = pair
     child_sock.close()
