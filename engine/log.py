@@ -145,7 +145,7 @@ class EventLogger:
 
     __slots__ = ("_sink", "_context")
 
-    def __init__(self, sink: Sink | None, context: dict[str, Any]) -> None:
+    def __init__(self, sink: Sink | Tee | None, context: dict[str, Any]) -> None:
         self._sink = sink
         self._context = context
 
@@ -203,6 +203,15 @@ def render_lxc(event: Mapping[str, Any]) -> str:
             f"{event.get('category', 'lxcsm')} - {event.get('where', '')} - {event['event']}{fields}")
 
 
+def render_syslog(event: Mapping[str, Any]) -> str:
+    """LXC's syslog message: the container, the category, where, and the event (syslog adds
+    the time, the program and the pid itself)."""
+    fields = "".join(f" {k}={_field(v)}" for k, v in event.items() if k not in _COLUMNS)
+    name = event.get("name")
+    return (f"{name + ': ' if name else ''}{event.get('category', 'lxcsm')} - {event.get('where', '')} - "
+            f"{event['event']}{fields}")
+
+
 def portable(event: Mapping[str, Any]) -> dict:
     """The event with its origin as text, for JSON (a `Where` is a tuple JSON would make a list)."""
     return {**event, "where": str(event.get("where", ""))}
@@ -238,11 +247,39 @@ class Sink:
         self.stream.flush()
 
 
+class SyslogSink:
+    """lxc.log.syslog: every wanted event also goes to syslog, under the facility named
+    (daemon, local0..local7), at the syslog priority LXC gives its level."""
+
+    # LXC's lxc_log_priority_to_syslog(), by LXC level.
+    PRIORITIES = {Level.TRACE: 7, Level.DEBUG: 7, Level.INFO: 6, Level.NOTICE: 5, Level.WARN: 4,
+                  Level.ERROR: 3, Level.CRIT: 2, Level.ALERT: 1, Level.FATAL: 0}
+
+    def __init__(self, facility: str, ident: str = "lxcsm") -> None:
+        import syslog  # a small C module; only configs with lxc.log.syslog load it
+        self._syslog = syslog.syslog
+        syslog.openlog(ident, syslog.LOG_PID, getattr(syslog, f"LOG_{facility.upper()}"))
+
+    def write(self, event: dict) -> None:
+        self._syslog(self.PRIORITIES[Level(event["level"])], render_syslog(event))
+
+
+class Tee:
+    """Several sinks that each get every wanted event."""
+
+    def __init__(self, *sinks: Any) -> None:
+        self.sinks = sinks
+
+    def write(self, event: dict) -> None:
+        for sink in self.sinks:
+            sink.write(event)
+
+
 def _render(sink: Sink, _method: str, event: MutableMapping[str, Any]) -> str:
     return sink.render(event)
 
 
-def logger(sink: Sink | None, **context: Any) -> EventLogger:
+def logger(sink: Sink | Tee | None, **context: Any) -> EventLogger:
     """A logger whose wanted events are rendered into `sink` (None: a process that renders nothing)."""
     return EventLogger(sink, context)
 

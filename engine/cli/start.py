@@ -117,7 +117,8 @@ def run(parser: Parser, args) -> int:
         return 0
 
     logfile = args.logfile or config.log_file
-    if not args.foreground and not logfile:
+    syslog_facility = config.get_item("lxc.log.syslog")
+    if not args.foreground and not logfile and not syslog_facility:
         # A daemon without a log file has nowhere to write lines (its stderr is /dev/null);
         # a failure still reaches the caller, from the flight recorder.
         logmod.set_threshold(logmod.NOTHING)
@@ -133,7 +134,10 @@ def run(parser: Parser, args) -> int:
         stream = sys.stderr
 
     def make_log():
-        log = logmod.logger(logmod.Sink(stream, args.log_format), name=name, side="monitor", pid=os.getpid())
+        sink: logmod.Sink | logmod.Tee = logmod.Sink(stream, args.log_format)
+        if syslog_facility:   # lxc.log.syslog: every line to syslog as well, as LXC's appender
+            sink = logmod.Tee(sink, logmod.SyslogSink(syslog_facility))
+        log = logmod.logger(sink, name=name, side="monitor", pid=os.getpid())
         if logfile:
             stream.on_error = lambda error: log.error(postmortem.LOG_NOT_WRITTEN, file=logfile, error=error)
         return log

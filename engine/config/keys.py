@@ -308,7 +308,7 @@ KEYS: Mapping[str, KeySpec] = MappingProxyType({
     "lxc.keyring.session": KeySpec(boolean, honoured=True),
     "lxc.log.file": KeySpec(anything, honoured=True),
     "lxc.log.level": KeySpec(parse_log_level, honoured=True),
-    "lxc.log.syslog": KeySpec(one_of(*SYSLOG_FACILITIES, ignore_case=True)),
+    "lxc.log.syslog": KeySpec(one_of(*SYSLOG_FACILITIES, ignore_case=True), honoured=True),
     "lxc.monitor.signal.pdeath": KeySpec(parse_signal, honoured=True),
     "lxc.monitor.unshare": KeySpec(unsigned, honoured=True),
     # Tokens accumulate across lines (LXC ORs them into one mask).

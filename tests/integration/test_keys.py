@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import signal
 import subprocess
 import time
@@ -243,3 +244,48 @@ def test_monitor_unshare_keeps_a_pre_start_hooks_mounts_off_the_host_as_lxc_star
         # The hook ran in the monitor's own mount namespace; its mount went with it.
         assert (tmp_path / "hook-ns").read_text().strip() != host_ns
         assert not os.path.ismount(target), "the hook's mount reached the host"
+
+
+def test_log_syslog_sends_the_log_to_syslog_under_the_facility_as_lxc_start(make_container):
+    if os.path.lexists("/dev/log"):
+        pytest.skip("a syslog daemon owns /dev/log here: its messages are not this test's to read")
+    import socket
+    import threading
+    c = make_container(extra=["lxc.log.syslog = local3", "lxc.log.level = INFO"])
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    received: list[str] = []
+    messages = {}
+
+    def drain() -> None:   # read as they come: a full socket would block the sender's syslog()
+        try:
+            while True:
+                received.append(receiver.recv(65536).decode())
+        except OSError:
+            pass   # closed at the end
+
+    receiver.bind("/dev/log")   # no syslog daemon here: this test is it, for its own two starts
+    reader = threading.Thread(target=drain)
+    reader.start()
+    try:
+        for program, command in (("lxc", ["lxc-start", "-n", c.name, "-P", c.lxcpath, "-F"]),
+                                 ("lxcsm", [*LXCSM, "start", "-n", c.name, "-P", c.lxcpath, "-F"])):
+            result = subprocess.run([*command, "--", "/bin/true"], stdin=subprocess.DEVNULL,
+                                    capture_output=True, text=True, timeout=60)
+            assert result.returncode == 0, result.stderr
+            assert c.monitor_exited()
+            time.sleep(0.2)   # the last datagrams, already sent, reach the reader
+            messages[program] = received[:]
+            received.clear()
+    finally:
+        receiver.shutdown(socket.SHUT_RDWR)
+        receiver.close()
+        reader.join()
+        os.unlink("/dev/log")
+    for program, lines in messages.items():
+        assert lines, f"{program} sent nothing to syslog"
+        local3 = 19 << 3
+        for message in lines:   # <PRIORITY>TIMESTAMP PROGRAM[PID]: NAME: CATEGORY - WHERE - TEXT
+            priority = int(message[1:message.index(">")])
+            assert priority & ~7 == local3 and priority & 7 <= 6, message   # INFO or worse
+            assert f"]: {c.name}: " in message, message
+    assert all(re.search(r"\blxcsm\[\d+\]: ", message) for message in messages["lxcsm"])

@@ -371,3 +371,21 @@ def test_structlog_is_loaded_only_when_a_line_is_rendered():
     import subprocess
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "True"]
+
+
+def test_syslog_lines_are_lxcs_at_lxcs_priorities(monkeypatch):
+    import syslog
+    opened, sent = [], []
+    monkeypatch.setattr(syslog, "openlog", lambda *args: opened.append(args))
+    monkeypatch.setattr(syslog, "syslog", lambda priority, message: sent.append((priority, message)))
+    sink = logmod.SyslogSink("LOCAL3")
+    event = {"event": "state", "level": int(logmod.Level.WARN), "time": 0.0, "category": "spawn", "name": "c1",
+             "where": logmod.Where(("states/monitor/spawn.py", "enter", 42)), "side": "monitor"}
+
+    sink.write(event)
+    sink.write({**event, "level": int(logmod.Level.TRACE)})
+
+    assert opened == [("lxcsm", syslog.LOG_PID, syslog.LOG_LOCAL3)]
+    # As LXC's log_append_syslog(): "NAME: CATEGORY - FILE:FUNC:LINE - MESSAGE"; TRACE is LOG_DEBUG.
+    assert sent == [(syslog.LOG_WARNING, "c1: spawn - states/monitor/spawn.py:enter:42 - state side=monitor"),
+                    (syslog.LOG_DEBUG, "c1: spawn - states/monitor/spawn.py:enter:42 - state side=monitor")]
