@@ -14,7 +14,9 @@ from lxcsm.engine.config.values import (
     MAX_SHOWN_KEY,
     MAX_SHOWN_MESSAGE,
     NETLINK_NET_TYPES,
+    OVERLAY_TYPES,
     anything,
+    overlay_layers,
     parse_log_level,
     parse_rootfs_path,
     parse_signal,
@@ -181,6 +183,15 @@ class Config(namedtuple("Config", (
         controller's (written once the child's /dev exists) or all the others."""
         return [(key.removeprefix("lxc.cgroup."), setting) for key, setting in self.in_effect("lxc.cgroup")
                 if (key.removeprefix("lxc.cgroup.").partition(".")[0] == "devices") == devices]
+
+    def rootfs_overlay(self) -> tuple[str, str, str] | None:
+        """(lowerdir, upperdir, workdir) of an overlay rootfs (lxc-copy -s -B overlayfs), else None;
+        rootfs_path is then its top lower layer."""
+        setting = self.in_effect("lxc.rootfs.path")
+        value = setting[-1][1].value if setting else ""
+        if value.partition(":")[0] not in OVERLAY_TYPES or ":" not in value:
+            return None
+        return overlay_layers(value)
 
     def tty_count(self) -> int:
         """lxc.tty.max: how many /dev/ttyN the container gets."""

@@ -72,13 +72,17 @@ def _find_command(config, command: str, binds: dict[str, str], exec_path: list[s
         candidates = [command if command.startswith("/") else os.path.join(config.init_cwd or "/", command)]
     else:
         candidates = [os.path.join(d, command) for d in exec_path]
+    overlay = config.rootfs_overlay()
+    # An overlay's merged view, approximately: its upper layer, then each lower one.
+    roots = [overlay[1], *overlay[0].split(":")] if overlay else [config.rootfs_path]
     for candidate in candidates:
-        try:
-            host = in_rootfs(config.rootfs_path, candidate, binds)
-        except OSError:   # a symlink loop in the rootfs: not there, as far as exec goes
-            continue
-        if os.path.isfile(host):
-            return host
+        for root in roots:
+            try:
+                host = in_rootfs(root, candidate, binds)
+            except OSError:   # a symlink loop in the rootfs: not there, as far as exec goes
+                continue
+            if os.path.isfile(host):
+                return host
     return None
 
 
@@ -314,6 +318,10 @@ def check(config, command: tuple[str, ...], command_from_cli: bool) -> None:
         raise _fail(config, "lxc.rootfs.path", f"rootfs {config.rootfs_path} does not exist")
     if not os.path.isdir(config.rootfs_path):
         raise _fail(config, "lxc.rootfs.path", f"rootfs {config.rootfs_path} is not a directory")
+    overlay = config.rootfs_overlay()
+    for lower in overlay[0].split(":") if overlay else ():
+        if not os.path.isdir(lower):
+            raise _fail(config, "lxc.rootfs.path", f"overlay lower layer {lower} is not a directory")
     if config.rootfs_mount and not os.path.isdir(config.rootfs_mount):
         raise _fail(config, "lxc.rootfs.mount", f"{config.rootfs_mount} is not a directory")
     if "mnt" in config.namespace_keep:

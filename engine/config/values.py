@@ -127,18 +127,37 @@ STORAGE_TYPES = ("dir", "btrfs", "overlay", "overlayfs", "loop", "lvm", "zfs", "
 
 
 def parse_rootfs_path(value: str) -> str:
-    """The rootfs directory from "PATH" or "dir:PATH"; other storage types are refused."""
+    """The rootfs directory from "PATH" or "dir:PATH"; for an overlay ("overlay:LOWER:UPPER"),
+    its top lower layer, where the container's files are found before it runs; other storage
+    types are refused."""
     storage, colon, path = value.partition(":")
     if not colon:
         return value
     # Like LXC, anything before the first ":" names the storage type.
     if storage not in STORAGE_TYPES:
         raise ValueError(f"unknown storage type {storage!r}")
+    if storage in OVERLAY_TYPES:
+        return overlay_layers(value)[0].split(":")[0]
     if storage != "dir":
         raise ValueError(f"storage type {storage} is not supported")
     if not path:
         raise ValueError("dir: needs a path")
     return path
+
+
+OVERLAY_TYPES = ("overlay", "overlayfs")
+
+
+def overlay_layers(value: str) -> tuple[str, str, str]:
+    """(lowerdir, upperdir, workdir) of "overlay:LOWER[:LOWER...]:UPPER", split as LXC's
+    ovl_mount() splits it: the upper layer follows the last ":/"; its work directory is
+    "work" beside it (lxc-copy -s -B overlayfs makes .../overlay/delta and .../overlay/work)."""
+    layers = value.partition(":")[2]
+    lower, separator, upper = layers.rpartition(":/")
+    if not separator or not lower or not lower.startswith("/"):
+        raise ValueError("an overlay rootfs is overlay:/LOWER:/UPPER")
+    upper = "/" + upper
+    return lower, upper, upper.rsplit("/", 1)[0] + "/work"
 
 
 # lxc.mount.auto token -> (what it mounts, how). Later tokens of the same kind

@@ -18,6 +18,7 @@ import re
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -289,3 +290,26 @@ def test_log_syslog_sends_the_log_to_syslog_under_the_facility_as_lxc_start(make
             assert priority & ~7 == local3 and priority & 7 <= 6, message   # INFO or worse
             assert f"]: {c.name}: " in message, message
     assert all(re.search(r"\blxcsm\[\d+\]: ", message) for message in messages["lxcsm"])
+
+
+def test_overlay_rootfs_as_lxc_copy_snapshots_make_it_as_under_lxc_start(make_container):
+    c = make_container()
+    base = c.rootfs
+    snapshot = Path(c.lxcpath) / c.name / "overlay"
+    (base / "from-base").write_text("base\n")
+    lines = c.config.read_text().splitlines()
+    c.config.write_text("\n".join(f"lxc.rootfs.path = overlay:{base}:{snapshot}/delta"
+                                  if line.startswith("lxc.rootfs.path") else line for line in lines) + "\n")
+
+    for program in ("lxc", "lxcsm"):
+        script = f"cat /from-base > /written && echo {program} >> /written"
+        command = ["/bin/sh", "-c", script]
+        result = (subprocess.run(["lxc-start", "-n", c.name, "-P", c.lxcpath, "-F", "--", *command],
+                                 stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+                  if program == "lxc" else c.start_fg(*command))
+        assert result.returncode == 0, result.stderr
+        assert c.monitor_exited()
+        # The base layer read through the overlay; the write landed in the snapshot's upper layer.
+        assert (snapshot / "delta" / "written").read_text() == f"base\n{program}\n"
+        assert not (base / "written").exists()
+        assert (snapshot / "work").is_dir()

@@ -69,8 +69,24 @@ def test_rootfs_path(tmp_path, value, path):
     assert cfg.get_item("lxc.rootfs.path") == path
 
 
-@pytest.mark.parametrize("storage", [
-    "overlay", "overlayfs", "btrfs", "loop", "lvm", "zfs", "rbd", "nbd"])
+@pytest.mark.parametrize("value, layers", [
+    # As lxc-copy -s -B overlayfs writes it; the work directory is beside the upper layer.
+    ("overlay:/var/lib/lxc/c1/rootfs:/var/lib/lxc/c2/overlay/delta",
+     ("/var/lib/lxc/c1/rootfs", "/var/lib/lxc/c2/overlay/delta", "/var/lib/lxc/c2/overlay/work")),
+    ("overlayfs:/a/rootfs:/b/layer:/c/delta", ("/a/rootfs:/b/layer", "/c/delta", "/c/work")),
+])
+def test_overlay_rootfs_as_lxc_splits_it(tmp_path, value, layers):
+    cfg = load_text(tmp_path, f"lxc.rootfs.path = {value}\n")
+    assert cfg.rootfs_overlay() == layers
+    assert cfg.rootfs_path == layers[0].split(":")[0]   # where preflight finds init
+
+
+@pytest.mark.parametrize("value", ["overlay:/only-one", "overlay:relative:/delta", "overlay:"])
+def test_overlay_rootfs_needs_a_lower_and_an_upper_layer(tmp_path, value):
+    assert error_of(tmp_path, f"lxc.rootfs.path = {value}\n").message == "an overlay rootfs is overlay:/LOWER:/UPPER"
+
+
+@pytest.mark.parametrize("storage", ["btrfs", "loop", "lvm", "zfs", "rbd", "nbd"])
 def test_other_storage_types_are_refused(tmp_path, storage):
     err = error_of(tmp_path, f"lxc.rootfs.path = {storage}:/srv/bb\n")
     assert err.message == f"storage type {storage} is not supported"

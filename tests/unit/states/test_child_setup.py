@@ -53,6 +53,22 @@ def test_setup_rootfs_binds_at_rootfs_mount_and_remounts_with_rootfs_options(
 
 
 @pytest.mark.state("child", "setup_rootfs")
+def test_setup_rootfs_mounts_an_overlay_rootfs_as_lxcs_ovl_mount(host, run, make_request, child_ctx, tmp_path):
+    lower, upper = tmp_path / "c1" / "rootfs", tmp_path / "c2" / "overlay" / "delta"
+    lower.mkdir(parents=True)
+    ctx = child_ctx(make_request(f"lxc.rootfs.path = overlay:{lower}:{upper}", "lxc.rootfs.options = nodev"))
+
+    assert run("child", "setup_rootfs", ctx) == "rootfs_mounted"
+
+    work = tmp_path / "c2" / "overlay" / "work"
+    assert upper.is_dir() and work.is_dir()   # made when missing, as LXC does
+    assert host.calls("kernel")[1:] == [
+        ("mount", str(lower), str(lower), "overlay", kernel.MS_NODEV,
+         f"upperdir={upper},lowerdir={lower},workdir={work}")]
+    assert ctx.rootfs == str(lower)
+
+
+@pytest.mark.state("child", "setup_rootfs")
 def test_setup_rootfs_whose_bind_fails_leaves_no_rootfs(host, run, make_request, child_ctx):
     ctx = child_ctx(make_request())
     ctx.rootfs = ""
