@@ -281,7 +281,7 @@ KEYS: Mapping[str, KeySpec] = MappingProxyType({
     "lxc.console.rotate": KeySpec(boolean, honoured=True),
     "lxc.console.size": KeySpec(byte_size_or_auto, honoured=True),
     "lxc.environment": KeySpec(environment_entry, honoured=True, repeat=Repeat.APPEND),
-    "lxc.ephemeral": KeySpec(boolean),
+    "lxc.ephemeral": KeySpec(boolean, honoured=True),
     # lxc-execute's init command: lxc-start never reads it, nor does lxcsm start.
     "lxc.execute.cmd": KeySpec(parse_command, honoured=True),
     # lxc.group and lxc.start.*: read by lxcsm autostart, as by lxc-autostart; a start has no use for them.

@@ -313,3 +313,25 @@ def test_overlay_rootfs_as_lxc_copy_snapshots_make_it_as_under_lxc_start(make_co
         assert (snapshot / "delta" / "written").read_text() == f"base\n{program}\n"
         assert not (base / "written").exists()
         assert (snapshot / "work").is_dir()
+
+
+@pytest.mark.parametrize("program", ["lxc", "lxcsm"])
+def test_ephemeral_container_is_destroyed_when_it_stops_as_under_lxc_start(make_container, program):
+    origin = make_container()
+    c = make_container(extra=["lxc.ephemeral = 1"])
+    container_dir = Path(c.lxcpath) / c.name
+    # As lxc-copy -e leaves them: the copy names its origin, the origin lists its copy.
+    (container_dir / "lxc_rdepends").write_text(f"{origin.lxcpath}\n{origin.name}\n")
+    snapshots = Path(origin.lxcpath) / origin.name / "lxc_snapshots"
+    snapshots.write_text(f"{c.lxcpath}\n{c.name}\n/elsewhere\nother\n")
+
+    result = (subprocess.run(["lxc-start", "-n", c.name, "-P", c.lxcpath, "-F", "--", "/bin/true"],
+                             stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+              if program == "lxc" else c.start_fg("/bin/true"))
+
+    assert result.returncode == 0, result.stderr
+    assert c.monitor_exited()
+    assert result.stderr == ""
+    assert not container_dir.exists()
+    assert snapshots.read_text() == "/elsewhere\nother\n"
+    assert (Path(origin.lxcpath) / origin.name / "rootfs").is_dir()   # the origin is untouched

@@ -19,7 +19,7 @@ from lxcsm.engine.start import undo as undo_module
 from lxcsm.engine.start.context import Failure
 from lxcsm.engine.start.machine import MONITOR
 from lxcsm.engine.start.undo import Change
-from lxcsm.states.monitor import poll
+from lxcsm.states.monitor import poll, stopped
 from tests.unit.states.conftest import is_open
 from tests.unit.states.fake_host import FakeChannel
 from tests.unit.states.fake_kernel import PASS
@@ -330,3 +330,22 @@ def test_stopped_says_stopped_then_closes_the_command_socket_and_removes_the_pid
     # What a way out left behind (here: the whole boot) goes first, then the monitor's own.
     assert host.calls() == [("cgroups.remove", str(scene.payload))]
     assert ctx.boot.undo.changes == [] and ctx.undo.changes == []
+
+
+@pytest.mark.state("monitor", "stopped")
+def test_stopped_destroys_an_ephemeral_container_after_saying_stopped(host, run, booted):
+    scene = booted("lxc.ephemeral = 1")
+    ctx = scene.ctx
+    container = Path(ctx.request.lxcpath, "c1")
+    (container / "rootfs" / "etc").mkdir()
+    (container / "rootfs" / "etc" / "hostname").write_text("c1\n")
+    told = told_lxc_monitor(ctx.command_server)
+
+    assert run("monitor", "stopped", ctx) is None
+
+    # As LXC's lxc_end(): everyone is told STOPPED first, then the container is gone.
+    assert told == [("state", LxcState.STOPPED, False)]
+    assert not container.exists()
+    [(level, _fields)] = ctx.log.named("ephemeral container destroyed")
+    assert level == "info"
+    assert any("lxc.ephemeral" in step for step in stopped.plan(ctx.request))
