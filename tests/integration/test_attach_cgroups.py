@@ -2,8 +2,10 @@
 
 lxc-attach asks the monitor for the container's cgroup directories (GET_CGROUP_CTX, an fd
 per hierarchy) and writes the new process's pid into each - into a ``.lxc`` leaf below
-the cgroup2 one.  A monitor that does not answer leaves the process in lxc-attach's own
-cgroups, outside every limit.  Compared with LXC's own monitor (lxc-start) on the same
+the cgroup2 one.  On a cgroup2-only host (tools/vm's guest) it asks for the one directory
+(GET_CGROUP2_FD) and the limits are lxc.cgroup2.* keys, which LXC ignores on a host with v1
+controllers (and lxc.cgroup.* there).  A monitor that does not answer leaves the process in
+lxc-attach's own cgroups, outside every limit.  Compared with LXC's own monitor (lxc-start) on the same
 container; the limits are checked with the host's python3, which the hostbind rootfs sees
 through its /usr.
 """
@@ -18,6 +20,8 @@ import time
 
 import pytest
 
+from lxcsm.engine.linux import cgroups
+
 pytestmark = [pytest.mark.root,
               pytest.mark.skipif(shutil.which("lxc-attach") is None, reason="Debian's lxc is not installed"),
               pytest.mark.skipif(not os.access("/usr/bin/python3", os.X_OK), reason="needs the host's python3")]
@@ -25,6 +29,11 @@ pytestmark = [pytest.mark.root,
 # sh as init reaps whatever is orphaned in the container; /proc for /proc/self/cgroup.
 INIT = ("/bin/sh", "-c", "while :; do sleep 1; done")
 PROC = "lxc.mount.auto = proc:rw"
+
+# The limit keys of this host's layout (the same limits, as cgroup2 and v1 name them).
+UNIFIED_ONLY = cgroups.unified_only(cgroups.hierarchies())
+KEYS = "lxc.cgroup2" if UNIFIED_ONLY else "lxc.cgroup"
+MEMORY_LIMIT = f"{KEYS}.memory.max" if UNIFIED_ONLY else f"{KEYS}.memory.limit_in_bytes"
 
 # Forks up to 20 children that live for a few seconds, and says how many it got.
 FORK_20 = """
@@ -137,7 +146,7 @@ def test_attach_sees_the_same_cgroups_as_under_lxc_start(make_container, lxc_piv
 
 
 def test_attached_process_is_bound_by_pids_max(make_container):
-    c = make_container(extra=["lxc.cgroup.pids.max = 5"])
+    c = make_container(extra=[f"{KEYS}.pids.max = 5"])
     _start(c)
     forked = _attach(c, "/usr/bin/python3", "-c", FORK_20)
     assert forked.returncode == 0, forked.stderr
@@ -146,7 +155,7 @@ def test_attached_process_is_bound_by_pids_max(make_container):
 
 
 def test_attached_process_is_bound_by_the_device_rules(make_container):
-    c = make_container(extra=["lxc.cgroup.devices.deny = a", "lxc.cgroup.devices.allow = c 1:3 rwm"])
+    c = make_container(extra=[f"{KEYS}.devices.deny = a", f"{KEYS}.devices.allow = c 1:3 rwm"])
     _start(c)
     null = _attach(c, "/usr/bin/head", "-c1", "/dev/null")
     zero = _attach(c, "/usr/bin/head", "-c1", "/dev/zero")
@@ -156,7 +165,7 @@ def test_attached_process_is_bound_by_the_device_rules(make_container):
 
 
 def test_attached_process_is_bound_by_the_memory_limit(make_container):
-    c = make_container(extra=["lxc.cgroup.memory.limit_in_bytes = 32M"])
+    c = make_container(extra=[f"{MEMORY_LIMIT} = 32M"])
     _start(c)
     allocate = "import sys; block = b'x' * (int(sys.argv[1]) << 20); print('allocated')"   # every page written
     small = _attach(c, "/usr/bin/python3", "-c", allocate, "4")
