@@ -348,7 +348,7 @@ KEYS: Mapping[str, KeySpec] = MappingProxyType({
     "lxc.sysctl": _family("lxc.sysctl", anything, Repeat.REPLACE, honoured=True),
     "lxc.time.offset.boot": KeySpec(time_offset, honoured=True),
     "lxc.time.offset.monotonic": KeySpec(time_offset, honoured=True),
-    "lxc.tty.dir": KeySpec(anything),
+    "lxc.tty.dir": KeySpec(anything, honoured=True),
     "lxc.tty.max": KeySpec(unsigned, honoured=True),
     "lxc.uts.name": KeySpec(uts_name, honoured=True),
 })

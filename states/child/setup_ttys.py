@@ -12,7 +12,11 @@ Afterwards the kernel sees, in the container's mount namespace:
   ttys only (setup_autodev sizes it lxc.pty.max + lxc.tty.max), as with
   LXC's busybox template (lxc.pty.max = 1, lxc.tty.max = 5);
 * lxc.tty.max more ptys of the container's devpts, the Nth on /dev/ttyN
-  (where a getty of the container's init finds it).
+  (where a getty of the container's init finds it);
+* with lxc.tty.dir = DIR (LXC's common.conf says lxc), as LXC's
+  lxc_setup_ttys() and lxc_setup_ttydir_console(): the ttys bound on
+  /dev/DIR/ttyN instead, each /dev/ttyN a symlink to DIR/ttyN, and the
+  console bound on /dev/DIR/console, which is bound on /dev/console in turn.
 The child hands the monitor at FDS (sync_fds) the console's master and peer,
 each tty's master and peer - the monitor keeps the peers open, as LXC's does,
 so a tty whose shell logs out does not hang up its lxc-console - and a
@@ -41,13 +45,23 @@ def console_on_host_devpts(config) -> bool:
     return int(config.get_item("lxc.pty.max") or 0) <= 1
 
 
-def _bind_pty(ctx, dev: int, peer: int, name: str, index: int) -> None:
-    """Bind-mount the pty whose peer side is `peer` on /dev/NAME of the rootfs."""
-    target = paths.create_beneath(dev, name, 0o600)
+def tty_dir(config) -> str | None:
+    """lxc.tty.dir: the directory of /dev the ttys and console are bound in, or None."""
+    return config.get_item("lxc.tty.dir") or None
+
+
+def _bind(source: int, directory: int, name: str) -> None:
+    """Bind-mount the file `source` is open on onto NAME in `directory` (made if missing)."""
+    target = paths.create_beneath(directory, name, 0o600)
     try:
-        kernel.mount(proc_fd(peer), proc_fd(target), None, kernel.MS_BIND)
+        kernel.mount(proc_fd(source), proc_fd(target), None, kernel.MS_BIND)
     finally:
         os.close(target)
+
+
+def _bind_pty(ctx, directory: int, peer: int, name: str, index: int) -> None:
+    """Bind-mount the pty whose peer side is `peer` on NAME (relative to /dev) in `directory`."""
+    _bind(peer, directory, name.rsplit("/", 1)[-1])
     ctx.log.trace("tty created", tty=f"/dev/{name}", pts=index)
 
 
@@ -57,9 +71,14 @@ def enter(ctx) -> str:
         return "ttys_created"
     from lxcsm.engine.linux import terminal  # only containers with a console or ttys pay for it
     root = paths.open_root(ctx.rootfs)
-    dev = ptmx = None
+    dev = ptmx = in_dir = None
+    subdir = tty_dir(config)
+    prefix = f"{subdir}/" if subdir else ""
     try:
         dev = paths.open_in_root(root, "/dev")
+        # Where the ptys are bound: /dev itself, or lxc.tty.dir in it.
+        in_dir = paths.open_in_root(root, f"/dev/{subdir}", "dir") if subdir else None
+        ttys_at = in_dir if in_dir is not None else dev
         ptmx = paths.open_in_root(root, "/dev/ptmx")
         ctx.devpts = paths.open_in_root(root, "/dev/pts")
         if config.has_console():
@@ -67,15 +86,27 @@ def enter(ctx) -> str:
             master, peer, index = terminal.open_pty(HOST_PTMX if on_host else proc_fd(ptmx))
             ctx.console = (master, peer)
             os.fchmod(peer, 0o620)
-            _bind_pty(ctx, dev, peer, "console", index)
+            _bind_pty(ctx, ttys_at, peer, f"{prefix}console", index)
+            if subdir:   # /dev/DIR/console, bound on /dev/console in turn
+                console = paths.create_beneath(ttys_at, "console", 0o600)
+                try:
+                    _bind(console, dev, "console")
+                finally:
+                    os.close(console)
             ctx.log.trace("console devpts", devpts="host" if on_host else "container")
         for number in range(1, config.tty_count() + 1):
             master, peer, index = terminal.open_pty(proc_fd(ptmx))
             ctx.tty_masters.append(master)
             ctx.tty_peers.append(peer)
-            _bind_pty(ctx, dev, peer, f"tty{number}", index)
+            _bind_pty(ctx, ttys_at, peer, f"{prefix}tty{number}", index)
+            if subdir:
+                try:
+                    os.unlink(f"tty{number}", dir_fd=dev)
+                except FileNotFoundError:
+                    pass
+                os.symlink(f"{subdir}/tty{number}", f"tty{number}", dir_fd=dev)
     finally:
-        for fd in (root, dev, ptmx):
+        for fd in (root, dev, ptmx, in_dir):
             if fd is not None:
                 os.close(fd)
     return "ttys_created"
@@ -88,9 +119,13 @@ def plan(request) -> list[str]:
     steps = []
     if config.has_console():
         where = "the host's devpts (lxc.pty.max <= 1)" if console_on_host_devpts(config) else "the container's devpts"
-        steps.append(f"open a pty in {where}; bind its peer on /dev/console")
+        steps.append(f"open a pty in {where}; bind its peer on /dev/console" if not tty_dir(config) else
+                     f"open a pty in {where}; bind its peer on /dev/{tty_dir(config)}/console, that on /dev/console")
     ttys = config.tty_count()
-    if ttys:
+    if ttys and tty_dir(config):
+        steps.append(f"open {ttys} ptys in the container's devpts; bind each on /dev/{tty_dir(config)}/tty1..{ttys}, "
+                     f"with /dev/ttyN a symlink to {tty_dir(config)}/ttyN")
+    elif ttys:
         steps.append(f"open {ttys} ptys in the container's devpts; bind each on /dev/tty1..{ttys}")
     steps.append("open the container's /dev/pts, for lxc-attach's ptys (GET_DEVPTS_FD)")
     return steps

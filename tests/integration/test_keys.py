@@ -335,3 +335,19 @@ def test_ephemeral_container_is_destroyed_when_it_stops_as_under_lxc_start(make_
     assert not container_dir.exists()
     assert snapshots.read_text() == "/elsewhere\nother\n"
     assert (Path(origin.lxcpath) / origin.name / "rootfs").is_dir()   # the origin is untouched
+
+
+def test_tty_dir_as_under_lxc_start(make_container):
+    c = make_container(extra=["lxc.mount.auto = proc:mixed", "lxc.pty.max = 8", "lxc.tty.max = 2",
+                              "lxc.tty.dir = lxc"])
+    # Each name's kind (link target, or a pty of which devpts) and the mounts on /dev.
+    script = ("for f in /dev/console /dev/tty1 /dev/tty2 /dev/lxc/console /dev/lxc/tty1 /dev/lxc/tty2; do "
+              "if [ -L $f ]; then echo $f link $(readlink $f); else echo $f $(stat -L -c %t $f); fi; done > /out/ttys; "
+              "grep -o ' /dev/[^ ]*' /proc/self/mountinfo | grep -e tty -e console | sort > /out/mounts")
+
+    under_lxc = _boot(c, script, lxc=True)
+    under_lxcsm = _boot(c, script, lxc=False)
+
+    assert under_lxcsm == under_lxc
+    assert "/dev/tty1 link lxc/tty1" in under_lxcsm["ttys"]
+    assert under_lxcsm["mounts"].split() == ["/dev/console", "/dev/lxc/console", "/dev/lxc/tty1", "/dev/lxc/tty2"]

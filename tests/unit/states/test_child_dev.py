@@ -288,6 +288,22 @@ def test_setup_ttys_takes_the_console_from_the_hosts_devpts_when_pty_max_leaves_
 
 
 @pytest.mark.state("child", "setup_ttys")
+def test_setup_ttys_with_lxc_tty_dir_binds_them_in_it_and_links_dev_ttyN_there(
+        host, run, make_request, child_ctx, ptys):
+    ctx = with_dev(child_ctx(make_request("lxc.tty.max = 2", "lxc.pty.max = 4", "lxc.tty.dir = lxc")))
+
+    assert run("child", "setup_ttys", ctx) == "ttys_created"
+
+    console, tty1, tty2 = ptys
+    view = host.mounts.view(ctx.rootfs)
+    # As LXC's lxc_setup_ttydir_console() and lxc_setup_ttys().
+    assert view[:1] == [("/dev/lxc/console", "bind", "", None, console[2])]
+    assert [mount[0] for mount in view[1:]] == ["/dev/console", "/dev/lxc/tty1", "/dev/lxc/tty2"]
+    assert view[2:] == [("/dev/lxc/tty1", "bind", "", None, tty1[2]), ("/dev/lxc/tty2", "bind", "", None, tty2[2])]
+    assert [os.readlink(Path(ctx.rootfs, "dev", f"tty{n}")) for n in (1, 2)] == ["lxc/tty1", "lxc/tty2"]
+
+
+@pytest.mark.state("child", "setup_ttys")
 def test_setup_ttys_without_a_console_or_ttys_opens_no_pty(host, run, make_request, child_ctx, ptys):
     ctx = with_dev(child_ctx(make_request("lxc.console.path = none")))
 
