@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import time
 
 from lxcsm.engine.linux import kernel
@@ -55,11 +54,11 @@ def time_offsets(config) -> list[tuple[int, int, int]]:
     """(clock id, seconds, nanoseconds) for each clock with a non-zero offset."""
     offsets = []
     for key, clock in _CLOCKS:
-        value = config.get_item(key)
-        match = re.fullmatch(r"(-?[0-9]+)\s*([a-z]+)", value or "")
-        if match is None:
+        value = (config.get_item(key) or "").strip()
+        unit = value.lstrip("-0123456789")   # the loader checked the form: INTEGER [blanks] UNIT
+        if not unit:
             continue
-        number, unit = int(match[1]), match[2]
+        number, unit = int(value[:len(value) - len(unit)]), unit.strip()
         seconds = number * _UNIT_SECONDS.get(unit, 0)
         nanoseconds = number * _UNIT_NANOSECONDS.get(unit, 0)
         if seconds or nanoseconds:

@@ -9,6 +9,7 @@ signal mask.
 from __future__ import annotations
 
 import errno
+import os
 import signal
 
 import pytest
@@ -17,6 +18,7 @@ from lxcsm.engine.linux import kernel, terminal
 from lxcsm.engine.protocol.sync import SyncError, SyncMsg
 from lxcsm.engine.start.context import Failure
 from lxcsm.engine.start.machine import CHILD
+from lxcsm.states.child import configure as configure_state
 from lxcsm.states.child import exec as exec_state
 from tests.unit.states.conftest import is_open
 from tests.unit.states.fake_kernel import PASS
@@ -69,6 +71,44 @@ def test_configure_whose_unshare_fails_never_asks_for_the_network(host, run, mak
     run.failing("child", "configure", child_ctx(make_request()), PermissionError)
 
     assert host.names("channel") == []
+
+
+@pytest.mark.state("child", "configure")
+def test_configure_with_time_offsets_enters_a_time_namespace_after_the_cgroup_one(
+        host, run, make_request, child_ctx, monkeypatch, tmp_path):
+    offsets = tmp_path / "timens_offsets"
+    written = []
+
+    def fake_open(path, mode="r"):   # one write per clock, as the kernel wants them
+        assert (path, mode) == ("/proc/self/timens_offsets", "w")
+        written.append(offsets)
+        return open(offsets, "a")
+
+    monkeypatch.setattr(configure_state, "open", fake_open, raising=False)
+    host.proxy(configure_state, "os", open=lambda path, flags: 99, close=None)
+    ctx = child_ctx(make_request("lxc.time.offset.boot = 2h", "lxc.time.offset.monotonic = -5ms"))
+
+    assert run("child", "configure", ctx) == "configured"
+
+    # As LXC's do_start(): right after the cgroup namespace, before the monitor configures us.
+    assert host.calls() == [("kernel.unshare", kernel.CLONE_NEWCGROUP), ("kernel.unshare", kernel.CLONE_NEWTIME),
+                            ("os.open", "/proc/self/ns/time_for_children", os.O_RDONLY | os.O_CLOEXEC),
+                            ("kernel.setns", 99, kernel.CLONE_NEWTIME), ("os.close", 99),
+                            ("channel.wake", SyncMsg.CONFIGURE), ("channel.wait_for", SyncMsg.POST_CONFIGURE)]
+    assert offsets.read_text() == "7 7200 01 0 -5000000"
+    assert len(written) == 2
+
+
+@pytest.mark.state("child", "configure")
+def test_configure_on_a_kernel_without_time_namespaces_leaves_the_clocks(host, run, make_request, child_ctx):
+    host.on("kernel.unshare", raises=OSError(errno.EINVAL, "Invalid argument"),
+            when=lambda flags: flags == kernel.CLONE_NEWTIME)
+    ctx = child_ctx(make_request("lxc.time.offset.boot = 10s"))
+
+    assert run("child", "configure", ctx) == "configured"   # as LXC: told, not failed
+
+    [(level, _fields)] = ctx.log.named("kernel has no time namespaces: offsets not applied")
+    assert level == "info"
 
 
 # --- sync_cgroup_limits ----------------------------------------------------------------
