@@ -31,6 +31,7 @@ tools/systemd/lxcsm-serve.{socket,service}.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import gc
 import os
 import signal
@@ -265,9 +266,14 @@ def _worker(conn: socket.socket, caller: int) -> None:
     server_client.IN_SERVER = True   # this process's `lxcsm start` is the one asked for, not a new request
     try:
         payload, fds = server_client.read_request(conn)
-        argv, environ, stdio, blocked, ignored = server_client.decode_request(payload)
-        if len(fds) != len(stdio):
+        argv, environ, numbers, blocked, ignored = server_client.decode_request(payload)
+        if len(fds) != len(numbers):
             raise ValueError("the request's fds do not match it")
+        # Above every number the caller's fds had: placed there below, nothing of ours is in the way.
+        floor = max([*numbers, *fds, conn.fileno()]) + 1
+        held = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, floor) for fd in fds]
+        for fd in fds:
+            os.close(fd)
         server.enter_namespaces(caller)
         server.take_process_settings(caller)
         server.take_title(caller)
@@ -275,15 +281,19 @@ def _worker(conn: socket.socket, caller: int) -> None:
         _send(conn, server_client.REFUSED + str(err).encode())
         os._exit(0)
     server.take_environment(environ)
-    for std in (0, 1, 2):
-        if std in stdio:
-            os.dup2(fds[stdio.index(std)], std)
-        else:
-            os.close(std)
     pidfd = os.pidfd_open(os.getpid())
     _send(conn, server_client.PROCESS, (pidfd,))
     conn.close()
-    os.closerange(3, os.sysconf("SC_OPEN_MAX") if os.sysconf("SC_OPEN_MAX") < 65536 else 65536)
+    os.close(pidfd)
+    for entry in os.listdir("/proc/self/fd"):   # the server's: the listing's own fd fails to close
+        if int(entry) not in held:
+            try:
+                os.close(int(entry))
+            except OSError:
+                pass
+    for fd, number in zip(held, numbers, strict=True):   # the caller's, at the numbers it had them
+        os.dup2(fd, number)
+        os.close(fd)
     server.take_signal_state(blocked, ignored)
     _std_streams()
     sys.argv = argv

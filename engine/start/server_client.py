@@ -30,6 +30,7 @@ SOCKET_PATH = "/run/lxcsm/start.sock"
 IN_SERVER = False   # set in the server's own forked process, which runs the start itself
 MAGIC = b"lxcsm-start-1"
 _LENGTH = struct.Struct("!I")
+MAX_FDS = 253   # SCM_MAX_FD: the file descriptors one message can carry
 # Replies: PROCESS (+ its pidfd), REFUSED reason, EXIT wait-status.
 PROCESS, REFUSED, EXIT = b"P", b"R", b"X"
 # What a terminal or a supervisor sends `lxcsm start` that the process doing the start must hear.
@@ -45,31 +46,36 @@ def start(argv: list[str]) -> int | None:
     """Run `lxcsm start` (sys.argv = argv) through the server: its exit status, or None
     when there is no server to use (the caller then starts cold, as if it never asked)."""
     mode = os.environ.get("LXCSM_START_SERVER", "auto")
-    if mode == "off":
+    if mode == "off" or os.geteuid() != 0:   # the server serves root only: others hear why from a cold start
         return None
     required = mode == "require"
     path = socket_path()
+    fds = _open_fds()   # before the connection has one of its own
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
+        if len(fds) > MAX_FDS:
+            raise OSError(f"{len(fds)} open file descriptors: more than one message carries")
         conn.connect(path)
-        stdio = [fd for fd in (0, 1, 2) if _is_open(fd)]
-        payload = encode_request(argv, dict(os.environ), stdio, *_signal_state())
+        payload = encode_request(argv, dict(os.environ), fds, *_signal_state())
         conn.sendmsg([_LENGTH.pack(len(payload)), payload],
-                     [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack(f"{len(stdio)}i", *stdio))])
-        kind, text, fds = _receive(conn)
+                     [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds))])
+        kind, text, received = _receive(conn)
     except OSError as err:
         conn.close()
         if required:
             print(f"lxcsm: the start server at {path}: {err.strerror or err}", file=sys.stderr)
             return 1
         return None
-    if kind != PROCESS or not fds:
+    if kind != PROCESS or not received:
         conn.close()
         if required:
             print(f"lxcsm: the start server at {path} refused: {text or 'it hung up'}", file=sys.stderr)
             return 1
         return None
-    return _follow(conn, fds[0])
+    for fd in fds:   # that process holds them now, as the cold `lxcsm start` would: -C and -d close them
+        if fd > 2:
+            os.close(fd)
+    return _follow(conn, received[0])
 
 
 def _follow(conn, pidfd: int) -> int:
@@ -127,24 +133,29 @@ def _signal_state() -> tuple[list[int], list[int]]:
     return blocked, ignored
 
 
-def _is_open(fd: int) -> bool:
-    try:
-        os.fstat(fd)
-        return True
-    except OSError:
-        return False
+def _open_fds() -> list[int]:
+    """Every open file descriptor of this process (0-2 included when open), ascending."""
+    fds = []
+    for entry in os.listdir("/proc/self/fd"):
+        try:
+            os.fstat(int(entry))
+        except OSError:
+            continue   # the listing's own, closed again by now
+        fds.append(int(entry))
+    return sorted(fds)
 
 
-def encode_request(argv: list[str], environ: dict[str, str], stdio: list[int],
+def encode_request(argv: list[str], environ: dict[str, str], fds: list[int],
                    blocked: list[int], ignored: list[int]) -> bytes:
-    fields = [MAGIC, ",".join(map(str, stdio)).encode(), ",".join(map(str, blocked)).encode(),
+    fields = [MAGIC, ",".join(map(str, fds)).encode(), ",".join(map(str, blocked)).encode(),
               ",".join(map(str, ignored)).encode(), str(len(argv)).encode(),
               *(os.fsencode(a) for a in argv), *(os.fsencode(f"{k}={v}") for k, v in environ.items())]
     return b"\0".join(fields)
 
 
 def decode_request(payload: bytes) -> tuple[list[str], dict[str, str], list[int], list[int], list[int]]:
-    """(argv, environment, std fds passed, blocked, ignored); ValueError for anything else."""
+    """(argv, environment, the caller's numbers of the fds passed, blocked, ignored); ValueError for
+    anything else."""
     fields = payload.split(b"\0")
     if len(fields) < 5 or fields[0] != MAGIC:
         raise ValueError("not an lxcsm start request")
@@ -160,7 +171,7 @@ def decode_request(payload: bytes) -> tuple[list[str], dict[str, str], list[int]
 
 def read_request(conn) -> tuple[bytes, list[int]]:
     """The request's payload and the fds sent with it (server side)."""
-    data, ancillary, _flags, _addr = conn.recvmsg(65536, socket.CMSG_SPACE(3 * 4))
+    data, ancillary, _flags, _addr = conn.recvmsg(65536, socket.CMSG_SPACE(MAX_FDS * 4))
     fds: list[int] = []
     for level, kind, blob in ancillary:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:

@@ -292,11 +292,13 @@ def test_the_client_imports_no_engine(make_container, start_server):
     assert heavy == set()
 
 
-def test_foreground_on_a_terminal_ctrl_c_reaches_init_as_cold(make_container, start_server):
-    """-F on a pty: init's output on the terminal, Ctrl-C typed there is forwarded to init (which
-    exits 7 from its trap), and the client exits as the cold start does."""
+def test_foreground_on_a_terminal_ctrl_c_and_sigterm_reach_init_as_cold(make_container, start_server):
+    """-F on a pty (the client's controlling terminal): init's output reaches the terminal; Ctrl-C typed
+    there, then SIGTERM to the client if it is still running (whichever the monitor forwards: with the
+    terminal in raw mode Ctrl-C is a byte for the container's console), end init through its trap, and
+    the client exits with init's status, as the cold start does."""
     c = make_container()
-    init = "trap 'echo trapped; exit 7' INT; echo ready; while :; do sleep 0.05; done"
+    init = "trap 'echo trapped; exit 7' INT TERM; echo ready; while :; do sleep 0.05; done"
     outcomes = {}
     for mode in MODES:
         master, slave = pty.openpty()
@@ -315,7 +317,11 @@ def test_foreground_on_a_terminal_ctrl_c_reaches_init_as_cold(make_container, st
                     assert time.monotonic() < deadline, seen
                     seen += _read(master)
                 os.write(master, b"\x03")
-                status = client.wait(timeout=60)
+                try:
+                    status = client.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    client.send_signal(signal.SIGTERM)
+                    status = client.wait(timeout=60)
                 while (more := _read(master, 0.2)):
                     seen += more
             finally:
@@ -367,3 +373,4 @@ def test_a_container_outlives_a_killed_server_and_stops(make_container, start_se
         if server.poll() is None:
             server.kill()
             server.wait()
+
