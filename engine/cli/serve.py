@@ -251,6 +251,9 @@ def _waiter(conn: socket.socket, caller: int) -> None:
                 os._exit(1)   # only if the worker itself failed before the start ran
         _pid, status = os.waitpid(worker, 0)
         _send(conn, server_client.EXIT + str(status).encode())
+    except server.StartsCold as err:
+        print(f"lxcsm serve: {err}: it starts cold", file=sys.stderr, flush=True)
+        _send(conn, server_client.COLD + str(err).encode())
     except server.Refused as err:
         _send(conn, server_client.REFUSED + str(err).encode())
     except BaseException as err:   # a bug: the client falls back to a cold start

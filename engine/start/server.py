@@ -10,16 +10,16 @@ container started from a shell inside a network namespace would get its veth
 in the host's, its cgroups would be below the server's unit, and a SIGINT the
 user's shell ignores would not be ignored.  `adopt` takes each from the caller,
 as the server's root reads it in /proc/PID (the peer's pid from SO_PEERCRED,
-alive because it waits for the answer):
+alive because it waits for the answer).  A caller in another pid or user
+namespace, or under a seccomp filter or no_new_privs (which no process can
+copy from another), is told to start cold (``StartsCold``):
 
 * cgroups first (``move_into_cgroups``, every hierarchy, before anything else
   happens in the process): so that what it forks is accounted and limited
   where the caller is, and stopping the server's unit does not kill it;
 * namespaces: cgroup, ipc, uts, net and mount, by setns(2) on the caller's
-  /proc/PID/ns files; then its root and cwd.  A caller in another pid or user
-  namespace is refused (``Refused``): the monitor's pid and its children's
-  would belong to the server's pid namespace, which no setns can change for
-  the process itself;
+  /proc/PID/ns files; then its root and cwd (another pid namespace cannot be
+  entered: the monitor's pid would stay in the server's);
 * credentials (gid, supplementary groups; the uid is 0, the server accepts
   only root), umask, rlimits, nice value and CPU affinity;
 * environment, signal dispositions and mask (as the client reports them from
@@ -51,12 +51,21 @@ def same_namespace(pid: int, kind: str) -> bool:
     return (mine.st_dev, mine.st_ino) == (theirs.st_dev, theirs.st_ino)
 
 
+class StartsCold(Refused):
+    """A caller whose start this server cannot run as its own: it starts cold, as if no server answered."""
+
+
 def check(pid: int) -> None:
-    """Refused for a caller whose start this server cannot run as its own."""
+    """StartsCold for a caller the server cannot become."""
     for kind, why in (("pid", "its containers' monitors would be in the server's pid namespace"),
                       ("user", "the server cannot take its credentials there")):
         if not same_namespace(pid, kind):
-            raise Refused(f"the caller (pid {pid}) is in another {kind} namespace than the server: {why}")
+            raise StartsCold(f"the caller (pid {pid}) is in another {kind} namespace than the server: {why}")
+    with open(f"/proc/{pid}/status") as status:
+        fields = dict(line.rstrip("\n").split(":\t", 1) for line in status if ":\t" in line)
+    if fields.get("Seccomp", "0") != "0" or fields.get("NoNewPrivs", "0") != "0":
+        # Neither can be copied from another process: a start under them must run where they are.
+        raise StartsCold(f"the caller (pid {pid}) runs under a seccomp filter or no_new_privs")
 
 
 def move_into_cgroups(pid: int) -> None:

@@ -14,7 +14,8 @@ small C modules, never the engine (checked by test_start_server.py), and not
 even the signal and socket modules' Python halves.
 
 LXCSM_START_SERVER=off never asks a server, =require fails instead of falling
-back to the cold path; LXCSM_START_SOCKET names another socket (tests run
+back to the cold path (except for a caller the server says it cannot become:
+another pid namespace, a seccomp filter; see server.py); LXCSM_START_SOCKET names another socket (tests run
 their own server there).
 """
 
@@ -31,8 +32,9 @@ IN_SERVER = False   # set in the server's own forked process, which runs the sta
 MAGIC = b"lxcsm-start-1"
 _LENGTH = struct.Struct("!I")
 MAX_FDS = 253   # SCM_MAX_FD: the file descriptors one message can carry
-# Replies: PROCESS (+ its pidfd), REFUSED reason, EXIT wait-status.
-PROCESS, REFUSED, EXIT = b"P", b"R", b"X"
+# Replies: PROCESS (+ its pidfd), REFUSED reason (the server failed), COLD reason (a caller the
+# server cannot become: it starts cold, whatever LXCSM_START_SERVER says), EXIT wait-status.
+PROCESS, REFUSED, COLD, EXIT = b"P", b"R", b"C", b"X"
 # What a terminal or a supervisor sends `lxcsm start` that the process doing the start must hear.
 RELAYED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGWINCH,
            signal.SIGUSR1, signal.SIGUSR2, signal.SIGPWR, signal.SIGALRM, signal.SIGCONT)
@@ -68,7 +70,7 @@ def start(argv: list[str]) -> int | None:
         return None
     if kind != PROCESS or not received:
         conn.close()
-        if required:
+        if required and kind != COLD:
             print(f"lxcsm: the start server at {path} refused: {text or 'it hung up'}", file=sys.stderr)
             return 1
         return None
