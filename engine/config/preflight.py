@@ -227,7 +227,7 @@ def _check_security(config) -> None:
         settings = [setting for key in keys.KEYS if key.startswith(f"lxc.{lsm}.")
                     for _canonical, setting in config.in_effect(key)]
         if settings and keys.lsm_enabled(lsm):
-            raise _error(settings[-1][1], f"this host runs {lsm}, whose confinement lxcsm does not "
+            raise _error(settings[-1], f"this host runs {lsm}, whose confinement lxcsm does not "
                                           f"apply yet (LXC would)")
 
 

@@ -175,3 +175,26 @@ def test_four_times_the_devices_and_hooks_is_four_times_the_work(start_checks):
     start_checks(*lines(5))   # once first: regular expressions compiled, modules imported
     small, large = (lines_run(lambda count=count: start_checks(*lines(count))) for count in (250, 1000))
     assert large < 5 * small, f"4 times the devices took {large / small:.1f} times the work"
+
+
+# --- what would weaken the container if ignored --------------------------------
+
+@pytest.mark.parametrize("lsm, line", [
+    ("apparmor", "lxc.apparmor.profile = generated"),
+    ("apparmor", "lxc.apparmor.raw = deny /proc/** w,"),
+    ("selinux", "lxc.selinux.context = system_u:system_r:lxc_t:s0:c22"),
+])
+def test_preflight_refuses_lsm_keys_on_a_host_that_runs_the_lsm(start_checks, monkeypatch, lsm, line):
+    from lxcsm.engine.config import keys
+    start_checks(line)   # a host without the LSM: ignored, as LXC's nop LSM does
+    monkeypatch.setattr(keys, "lsm_enabled", lambda name: name == lsm)
+
+    err = preflight_error(start_checks, line)
+
+    assert (err.line, err.key) == (2, line.split(" =")[0])
+    assert err.message == f"this host runs {lsm}, whose confinement lxcsm does not apply yet (LXC would)"
+
+
+def test_preflight_refuses_core_scheduling_without_a_pid_namespace_of_its_own(start_checks):
+    err = preflight_error(start_checks, "lxc.namespace.keep = pid", "lxc.sched.core = 1")
+    assert (err.key, err.message) == ("lxc.sched.core", "core scheduling needs the container's own pid namespace")
