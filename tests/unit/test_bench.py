@@ -141,7 +141,7 @@ def test_parse_only():
     assert cli.parse_only(None) == {1, 2, 3, 4, 5, 6, 7}
     assert cli.parse_only("1,3") == {1, 3}
     assert cli.parse_only(" 5 ,") == {5}
-    for bad in ("6", "x", ",", "1,0"):
+    for bad in ("8", "x", ",", "1,0"):
         with pytest.raises(ValueError):
             cli.parse_only(bad)
 
