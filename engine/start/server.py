@@ -71,7 +71,10 @@ def check(pid: int) -> None:
 def move_into_cgroups(pid: int) -> None:
     """Move this process into the caller's cgroup on every hierarchy the caller is in."""
     mounts = cgroups._mounts()
+    ours = cgroups._memberships("self")
     for controllers, path in cgroups._memberships(str(pid)).items():
+        if ours.get(controllers) == path:
+            continue   # there already: a cgroup-v1 migration may wait for an RCU grace period
         mount = next((m for m in mounts
                       if (m[0] == "cgroup2") == (not controllers) and m[1].issuperset(controllers)), None)
         if mount is None:
