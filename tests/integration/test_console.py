@@ -48,8 +48,8 @@ def busybox_template(tmp_path, request):
     config.write_text("".join(line for line in lines if not line.startswith("lxc.net.")))
     c = Container(name, str(lxcpath), lxcpath / name / "rootfs", config)
     yield c
-    c.run("stop", "-k")
-    assert c.monitor_exited()
+    stopped = c.run("stop", "-k")
+    assert c.monitor_exited(30), stopped.stderr
 
 
 def _init_pid(c) -> int:
