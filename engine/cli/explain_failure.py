@@ -149,14 +149,30 @@ def explain(name: str, record: postmortem.Record, journal: str, running: bool = 
     return lines
 
 
+# What a running hook logs after its "hook" event and before "hook ended": its output, and the
+# warning that it is taking long.
+_WHILE_A_HOOK_RUNS = frozenset({"hook output", "hook still running"})
+
+
+def _running_hook(events: list[dict]) -> dict | None:
+    """The "hook" event of the hook that was still running when these events end, if one was."""
+    for event in reversed(events):
+        if event["event"] == "hook":
+            return event
+        if event["event"] not in _WHILE_A_HOOK_RUNS:
+            return None
+    return None
+
+
 def died(name: str, events: list[dict], journal: str) -> str:
     """The monitor left a record with no end: where it stood when it died."""
     monitor = [e for e in events if e.get("side") == "monitor"]
     entered = _last(monitor, "state")
     state = entered["state"] if entered else "(before its first state)"
     doing = ""
-    if monitor and monitor[-1]["event"] == "hook":
-        doing = f" (hook {monitor[-1]['kind']} running: {monitor[-1]['command']})"
+    monitor_hook = _running_hook(monitor)
+    if monitor_hook is not None:
+        doing = f" (hook {monitor_hook['kind']} running: {monitor_hook['command']})"
     elif monitor and monitor[-1]["event"] == "paused":
         doing = f" (paused at a breakpoint before {monitor[-1]['before']})"
     child = [e for e in events if e.get("side") == "child"]
@@ -164,8 +180,9 @@ def died(name: str, events: list[dict], journal: str) -> str:
     if child_state is not None and entered is not None and child_state["time"] > entered["time"] - 60 \
             and not _last(child, "exec"):
         doing += f"; the child's last recorded state: {child_state['state']}"
-        if child[-1]["event"] == "hook":
-            doing += f", running its {child[-1]['kind']} hook"
+        child_hook = _running_hook(child)
+        if child_hook is not None:
+            doing += f", running its {child_hook['kind']} hook"
     last = events[-1]
     try:
         leftovers = bool(undo.pending(journal)[0])

@@ -43,6 +43,15 @@ def test_a_record_without_an_end_is_a_dead_monitor_named_with_its_state_and_hook
     assert explained(events, str(journal))[0].endswith("; nothing it changed is left on the host")
 
 
+def test_a_hook_still_running_is_named_though_its_output_and_warnings_came_after_it():
+    hook = event("hook", 2.0, kind="start-host", command="exec /h.sh")
+    talking = [hook, event("hook output", 2.1, kind="start-host", line="working"),
+               event("hook still running", 12.0, kind="start-host", command="exec /h.sh", hook_pid=7, seconds=10)]
+    assert "died in spawn (hook start-host running: exec /h.sh) at " in explained([*START[:3], *talking])[0]
+    ended = [*talking, event("hook ended", 13.0, kind="start-host", status=0)]
+    assert "hook start-host running" not in explained([*START[:3], *ended])[0]
+
+
 def test_a_dead_monitor_paused_at_a_breakpoint_and_the_childs_last_state(tmp_path):
     events = [*START[:3], event("state", 2.0, side="child", state="setup_mounts"),
               event("paused", 2.5, before="monitor:sync_cgroup_limits")]
