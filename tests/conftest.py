@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -60,11 +61,7 @@ def start_server_mode():
     finally:
         server.terminate()
         server.wait(timeout=30)
-        for leftover in (path, directory):
-            try:
-                os.unlink(leftover) if leftover == path else os.rmdir(leftover)
-            except OSError:
-                pass
+        shutil.rmtree(directory, ignore_errors=True)   # the socket, if the server left it
 
 
 def _cgroup_dirs(name: str) -> list[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import os
 import pty
+import shutil
 import signal
 import subprocess
 import sys
@@ -39,11 +40,7 @@ def start_server():
         if server.poll() is None:
             server.terminate()
             server.wait(timeout=30)
-        for leftover in (path, directory):
-            try:
-                os.unlink(leftover) if leftover == path else os.rmdir(leftover)
-            except OSError:
-                pass
+        shutil.rmtree(directory, ignore_errors=True)   # the socket, if the server left it
 
 
 def wait_for_server(path: str, server: subprocess.Popen, timeout: float = 60) -> None:
