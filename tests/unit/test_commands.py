@@ -22,7 +22,7 @@ import uuid
 
 import pytest
 
-from lxcsm.engine.protocol import command_client, command_server, command_socket
+from lxcsm.engine.protocol import cgroup_commands, command_client, command_server, command_socket
 from lxcsm.engine.protocol.command_server import AlreadyRunning, CommandServer
 from lxcsm.engine.protocol.command_socket import Cmd, LxcState
 
@@ -720,7 +720,7 @@ def test_freeze_answers_once_cgroup_events_says_frozen(server, unified_dir):
         sock.sendall(HEADER.pack(Cmd.FREEZE, 0, -1))
         serve_until(server, lambda: server.freezing)
         assert read_text(path, "cgroup.freeze") == "1"
-        assert server.timeout() is not None and server.timeout() <= command_server.FREEZE_CHECK
+        assert server.timeout() is not None and server.timeout() <= cgroup_commands.FREEZE_CHECK
         server.serve_ready()
         assert not select.select([sock], [], [], 0.05)[0]      # not frozen yet: no answer
         with open(os.path.join(path, "cgroup.events"), "w") as events:
