@@ -78,7 +78,7 @@ def cgroup_dir(path: str, name: str, controller: str) -> tuple[int, int]:
         for fd in fds:
             os.close(fd)
         raise NoCgroup(f"{name} has no cgroup with the {controller} controller"
-                       + (f" ({os.strerror(-reply.ret)})" if reply.ret < 0 else ""))
+                       + (f" ({os.strerror(-reply.ret)})" if reply.ret is not None and reply.ret < 0 else ""))
     try:
         cgroup_files.check_directory(fds[0])
     except (ValueError, OSError) as err:

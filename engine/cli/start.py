@@ -10,6 +10,10 @@ from __future__ import annotations
 import os
 import sys
 
+TYPE_CHECKING = False   # typing itself costs every start ~5 ms to import
+if TYPE_CHECKING:
+    from typing import TextIO
+
 from lxcsm.engine.cli.options import Parser, add_name, container_name, fail, lxcpath
 
 SUMMARY = "start a container (like lxc-start)"
@@ -125,6 +129,7 @@ def run(parser: Parser, args) -> int:
     else:
         logmod.set_threshold(level if level is not None else
                              logmod.parse_level(config.log_level) if config.log_level else logmod.Level.ERROR)
+    stream: postmortem.LogFile | TextIO
     if logfile:
         try:
             stream = postmortem.LogFile(logfile)   # survives a full disk: see postmortem

@@ -208,6 +208,7 @@ def _shutdown(path: str, name: str, explicit_halt: int | None, timeout: int) -> 
         if waiter is None:
             return True
         if not select.select([pidfd], [], [], _wait_for(timeout))[0]:
+            assert waiter.conn is not None   # a waiter is a kept connection (state_waiter)
             waiter.conn.close()
             command_client.monitor_exited(waiter, timeout=0)
             return False

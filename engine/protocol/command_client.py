@@ -145,8 +145,7 @@ def call(lxcpath: str, name: str, cmd: Cmd, payload: bytes = b"", keep: bool = F
         return None
     if not keep:
         sock.close()
-        sock = None
-    return Reply(ret, value, data, fds, sock, monitor, peer)
+    return Reply(ret, value, data, fds, sock if keep else None, monitor, peer)
 
 
 def get_state(lxcpath: str, name: str) -> LxcState:
@@ -295,11 +294,13 @@ def payload_cgroup_in(proc_cgroup: str, name: str) -> bool:
 
 def wait_closed(waiter: Reply, timeout: float | None) -> bool:
     """Wait until the monitor closes a kept connection (or sends its one state message)."""
-    with waiter.conn:
-        if not select.select([waiter.conn], [], [], timeout)[0]:
+    conn = waiter.conn
+    assert conn is not None   # a waiter is a kept connection (state_waiter)
+    with conn:
+        if not select.select([conn], [], [], timeout)[0]:
             return False
         try:
-            waiter.conn.recv(STATE_MSG.size)
+            conn.recv(STATE_MSG.size)
         except ConnectionResetError:
             pass   # closed with our request unread (a monitor that died): closed all the same
     monitor_exited(waiter)
@@ -329,11 +330,13 @@ def wait_state(waiter: Reply, timeout: float | None) -> LxcState | None:
     """The state a kept ADD_STATE_CLIENT connection reports, waiting up to `timeout` seconds
     (None: forever); None if nothing came by then.  A connection closed without a message
     is STOPPED: the monitor closes its clients' connections when it is done."""
-    with waiter.conn:
-        if not select.select([waiter.conn], [], [], timeout)[0]:
+    conn = waiter.conn
+    assert conn is not None   # a waiter is a kept connection (state_waiter)
+    with conn:
+        if not select.select([conn], [], [], timeout)[0]:
             return None
         try:
-            message = waiter.conn.recv(STATE_MSG.size, socket.MSG_WAITALL)
+            message = conn.recv(STATE_MSG.size, socket.MSG_WAITALL)
         except ConnectionResetError:
             message = b""
     if len(message) < STATE_MSG.size:

@@ -31,6 +31,7 @@ def exit_status(ctx: MonitorContext) -> int:
     if ctx.failure is not None:
         return 0 if ctx.failure.already_running else 1
     status = ctx.boot.init_status
+    assert status is not None   # no failure: the start ran, and poll reaped init
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
         return 0 if sig == signal.SIGINT else 128 + sig   # SIGINT: the container halted
