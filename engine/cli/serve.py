@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import fcntl
 import gc
+import io
 import os
 import signal
 import socket
@@ -329,9 +330,12 @@ def _worker(conn: socket.socket, caller: int) -> None:
 def _std_streams() -> None:
     """sys.stdin/stdout/stderr on the caller's fds, set up as a fresh interpreter sets them up."""
     encoding = sys.stdout.encoding if sys.stdout else "utf-8"
-    sys.stdin = sys.__stdin__ = _stream(0, "r", encoding, "strict", False)
-    sys.stdout = sys.__stdout__ = _stream(1, "w", encoding, "strict", os.isatty(1) if _open(1) else False)
-    sys.stderr = sys.__stderr__ = _stream(2, "w", encoding, "backslashreplace", True)
+    # The __std*__ originals too, which the type stubs call final: the start that runs next must
+    # find what a fresh interpreter on these fds has, and some code reads the originals.
+    sys.stdin = sys.__stdin__ = _stream(0, "r", encoding, "strict", False)  # type: ignore[misc]
+    sys.stdout = sys.__stdout__ = _stream(1, "w", encoding, "strict",  # type: ignore[misc]
+                                          os.isatty(1) if _open(1) else False)
+    sys.stderr = sys.__stderr__ = _stream(2, "w", encoding, "backslashreplace", True)  # type: ignore[misc]
 
 
 def _open(fd: int) -> bool:
@@ -346,5 +350,6 @@ def _stream(fd: int, mode: str, encoding: str, errors: str, line_buffering: bool
     if not _open(fd):
         return None
     stream = open(fd, mode, encoding=encoding, errors=errors, closefd=False)
+    assert isinstance(stream, io.TextIOWrapper)   # a text mode always opens one
     stream.reconfigure(line_buffering=line_buffering)
     return stream

@@ -36,6 +36,12 @@ import os
 import resource
 import signal
 
+TYPE_CHECKING = False   # typing itself costs every start ~5 ms to import
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import FrameType
+    from typing import Any
+
 from lxcsm.engine.linux import cgroups, kernel
 
 # setns order: the mount namespace last, so the caller's /proc/PID files are opened in ours.
@@ -141,6 +147,7 @@ def take_signal_state(blocked: list[int], ignored: list[int]) -> None:
     for signo in signal.valid_signals():
         if signo in (signal.SIGKILL, signal.SIGSTOP):
             continue
+        handler: signal.Handlers | Callable[[int, FrameType | None], Any]
         if signo in ignored or signo in python_ignores:
             handler = signal.SIG_IGN
         elif signo == signal.SIGINT:
