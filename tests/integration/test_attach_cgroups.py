@@ -116,17 +116,6 @@ def _child_of(parent: int, comm: str, timeout: float = 20) -> int:
     raise AssertionError(f"no {comm} below pid {parent}")
 
 
-@pytest.fixture
-def lxc_pivot_removed():
-    """LXC's monitor leaves an lxc.pivot cgroup in every hierarchy for later monitors; one
-    that appeared during the test is removed again (rmdir only: never one in use)."""
-    before = set(glob.glob("/sys/fs/cgroup/*/lxc.pivot"))
-    yield
-    for path in set(glob.glob("/sys/fs/cgroup/*/lxc.pivot")) - before:
-        try:
-            os.rmdir(path)
-        except OSError:
-            pass
 
 
 def test_attach_sees_the_same_cgroups_as_under_lxc_start(make_container, lxc_pivot_removed):

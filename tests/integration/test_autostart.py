@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from tests.conftest import LXCSM, socket_bound
+from tests.integration.harness import LXCSM, socket_bound
 
 pytestmark = pytest.mark.root
 

@@ -19,7 +19,7 @@ import time
 import pytest
 
 from lxcsm.engine.linux import cgroup_devices, cgroups
-from tests.conftest import LXCSM, unique_name
+from tests.integration.harness import LXCSM, unique_name
 
 pytestmark = pytest.mark.root
 

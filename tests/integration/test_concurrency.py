@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from lxcsm.engine.protocol import command_client, command_socket
-from tests.conftest import LXCSM, _monitor_pids
+from tests.integration.harness import LXCSM, monitor_pids
 
 pytestmark = pytest.mark.root
 
@@ -28,7 +28,7 @@ def test_many_starts_of_one_container_start_it_once(make_container):
     assert [code for code, _ in results] == [0] * 8, results
     told = [err for _, err in results if "already running" in err]
     assert len(told) == 7, results
-    assert len(_monitor_pids(c.lxcpath, c.name)) == 1
+    assert len(monitor_pids(c.lxcpath, c.name)) == 1
     assert command_client.get_state(c.lxcpath, c.name) == command_socket.LxcState.RUNNING
     assert c.run("stop", "-k").returncode == 0
 

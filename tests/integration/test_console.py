@@ -23,7 +23,7 @@ import time
 import pytest
 
 from lxcsm.engine.protocol import command_client, command_socket
-from tests.conftest import LXCSM, Container
+from tests.integration.harness import LXCSM, Container
 from tests.integration.test_ttys import Terminal, _running, _tty
 
 pytestmark = [pytest.mark.root,

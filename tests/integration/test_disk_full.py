@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from lxcsm.engine.protocol import command_client, command_socket
-from tests.conftest import LXCSM, _monitor_pids
+from tests.integration.harness import LXCSM, monitor_pids
 
 pytestmark = pytest.mark.root
 
@@ -170,7 +170,7 @@ def test_cleanup_reads_past_a_cut_short_and_a_corrupt_journal_line(private_mount
     assert private_mounts.lxcsm(c, "start", "-d", "--", "/bin/sleep", "600").returncode == 0
     _running(c)
     fill(disk)
-    (monitor,) = _monitor_pids(c.lxcpath, c.name)
+    (monitor,) = monitor_pids(c.lxcpath, c.name)
     os.kill(monitor, signal.SIGKILL)
     assert c.monitor_exited()
     assert any(leak.startswith("cgroup ") for leak in c.leaks())
@@ -215,7 +215,7 @@ def test_a_console_log_filling_its_disk_drops_output_and_the_container_runs_on(p
             time.sleep(0.05)
         assert os.statvfs(private_mounts.seen(console_disk)).f_bavail == 0   # the log filled its disk
         assert command_client.get_state(c.lxcpath, c.name) == command_socket.LxcState.RUNNING
-        assert _monitor_pids(c.lxcpath, c.name)
+        assert monitor_pids(c.lxcpath, c.name)
         warnings = [line for line in log.read_text().splitlines() if "console output dropped" in line]
         assert len(warnings) == 1, warnings
         assert " WARN " in warnings[0] and f"file={console_log}" in warnings[0] and ENOSPC in warnings[0]

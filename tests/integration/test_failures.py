@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from tests.conftest import LXCSM
+from tests.integration.harness import LXCSM
 
 pytestmark = pytest.mark.root
 

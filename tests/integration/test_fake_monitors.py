@@ -23,7 +23,7 @@ import pytest
 from lxcsm.engine.linux import cgroups
 from lxcsm.engine.protocol import command_client, command_socket
 from lxcsm.engine.start import undo
-from tests.conftest import LXCSM, _cgroup_dirs, _monitor_pids
+from tests.integration.harness import LXCSM, cgroup_dirs, monitor_pids
 
 pytestmark = pytest.mark.root
 
@@ -146,7 +146,7 @@ def _held_by(c, fake: subprocess.Popen, uid: int) -> str:
 def _nothing_made(c) -> None:
     """What a start may leave, checked while the squatter still holds the name."""
     assert c.monitor_exited()   # a daemon's monitor reports its failure, then exits
-    assert _cgroup_dirs(c.name) == []
+    assert cgroup_dirs(c.name) == []
     assert not os.path.exists(undo.journal_path(str(c.config)))
 
 
@@ -221,7 +221,7 @@ def test_non_root_stop_and_continue_are_told_permission_denied(make_container, s
     c = make_container()
     assert c.run("start", "--", "/bin/sleep", "600").returncode == 0
     try:
-        monitor = _monitor_pids(c.lxcpath, c.name)
+        monitor = monitor_pids(c.lxcpath, c.name)
         for args in (["stop"], ["stop", "-k"], ["continue"], ["continue", "--abort"]):
             refused = _lxcsm(c, *args, uid=stranger)
             assert refused.returncode == 1, (args, refused.stderr)

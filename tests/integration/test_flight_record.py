@@ -21,7 +21,7 @@ import pytest
 from lxcsm.engine.linux import cgroups
 from lxcsm.engine.start import undo
 from lxcsm.engine.start.machine import MONITOR
-from tests.conftest import LXCSM, _monitor_pids
+from tests.integration.harness import LXCSM, monitor_pids
 
 pytestmark = pytest.mark.root
 
@@ -56,10 +56,10 @@ def wait_until(condition, what: str, timeout: float = 30):
 
 def kill_monitor(c) -> None:
     # Just after the clone, the child still has the monitor's title until it sets its own.
-    pids = wait_until(lambda: (found := _monitor_pids(c.lxcpath, c.name)) and len(found) == 1 and found,
+    pids = wait_until(lambda: (found := monitor_pids(c.lxcpath, c.name)) and len(found) == 1 and found,
                       "one process titled as the monitor")
     os.kill(pids[0], signal.SIGKILL)
-    wait_until(lambda: not _monitor_pids(c.lxcpath, c.name), "the monitor is gone")
+    wait_until(lambda: not monitor_pids(c.lxcpath, c.name), "the monitor is gone")
 
 
 # How each monitor state is held for the kill: (extra config, start options, environment, what

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import LXCSM, _monitor_pids
+from tests.integration.harness import LXCSM, monitor_pids
 
 pytestmark = pytest.mark.root
 
@@ -128,7 +128,7 @@ def test_pdeath_signal_reaches_init_when_its_monitor_is_killed(make_container):
     result = c.run("start", "-d", "--", "/bin/sh", "-c", script)
     assert result.returncode == 0, result.stderr
     _wait_for(c.rootfs / "out" / "ready", "init runs")
-    (monitor,) = _monitor_pids(c.lxcpath, c.name)
+    (monitor,) = monitor_pids(c.lxcpath, c.name)
 
     os.kill(monitor, signal.SIGKILL)
 

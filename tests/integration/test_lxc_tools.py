@@ -7,8 +7,6 @@ tools/setup installs Debian's lxc package for these tests.
 
 from __future__ import annotations
 
-import glob
-import os
 import shutil
 import subprocess
 import time
@@ -55,17 +53,6 @@ def test_lxc_attach_runs_a_command_inside(make_container):
     assert c.run("stop", "-k").returncode == 0
 
 
-@pytest.fixture
-def lxc_pivot_removed():
-    """LXC's monitor leaves an lxc.pivot cgroup in every hierarchy for later monitors; one
-    that appeared during the test is removed again (rmdir only: never one in use)."""
-    before = set(glob.glob("/sys/fs/cgroup/*/lxc.pivot"))
-    yield
-    for path in set(glob.glob("/sys/fs/cgroup/*/lxc.pivot")) - before:
-        try:
-            os.rmdir(path)
-        except OSError:
-            pass
 
 
 def test_lxc_start_and_lxcsm_never_run_one_container_twice(make_container, lxc_pivot_removed):

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from tests.conftest import _monitor_pids
+from tests.integration.harness import monitor_pids
 
 pytestmark = pytest.mark.root
 
@@ -28,7 +28,7 @@ def veth_config(ns, address: int, *extra: str) -> list[str]:
 
 
 def init_pid(c) -> int:
-    (monitor,) = _monitor_pids(c.lxcpath, c.name)
+    (monitor,) = monitor_pids(c.lxcpath, c.name)
     children = subprocess.run(["pgrep", "-P", str(monitor)], capture_output=True, text=True).stdout.split()
     assert len(children) == 1, children
     return int(children[0])
@@ -124,7 +124,7 @@ def test_a_killed_monitor_leaves_nothing_cleanup_cannot_remove(test_netns, make_
     pair with its namespace; `lxcsm cleanup` removes the rest and the journal."""
     c = make_container("busybox", veth_config(test_netns, 7), netns=test_netns.name)
     assert c.run("start", "-d").returncode == 0
-    (monitor,) = _monitor_pids(c.lxcpath, c.name)
+    (monitor,) = monitor_pids(c.lxcpath, c.name)
     subprocess.run(["kill", "-KILL", str(monitor)], check=True)
     assert c.monitor_exited()
     result = c.run("cleanup")

@@ -16,7 +16,7 @@ import pytest
 
 from lxcsm.engine.protocol import command_client, command_socket
 from lxcsm.engine.start.machine import TABLES
-from tests.conftest import LXCSM, _monitor_pids
+from tests.integration.harness import LXCSM, monitor_pids
 
 pytestmark = pytest.mark.root
 
@@ -55,7 +55,7 @@ def _running(c, timeout: float = 30) -> int:
 
 
 def _monitor_pid(c) -> int:
-    pids = _monitor_pids(c.lxcpath, c.name)
+    pids = monitor_pids(c.lxcpath, c.name)
     assert len(pids) == 1, pids
     return pids[0]
 

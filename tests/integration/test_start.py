@@ -13,7 +13,7 @@ import pytest
 
 from lxcsm.engine.protocol import command_client, command_socket
 from lxcsm.engine.start.machine import CHILD, MONITOR
-from tests.conftest import LXCSM
+from tests.integration.harness import LXCSM
 
 pytestmark = pytest.mark.root
 

@@ -11,25 +11,17 @@ import pwd
 import random
 import select
 import subprocess
-import time
 
 import pytest
 
 from lxcsm.engine.protocol import command_client, command_socket
-from tests.conftest import LXCSM
+from tests.integration.harness import LXCSM, wait_for
 
 pytestmark = pytest.mark.root
 
 RUNNING = command_socket.LxcState.RUNNING
 
 
-def wait_for(condition, timeout: float = 30) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def test_console_log_gets_the_boot_output_and_wins_over_define(make_container, tmp_path):

@@ -22,7 +22,7 @@ import uuid
 import pytest
 
 from lxcsm.engine.protocol import command_client, command_socket
-from tests.conftest import LXCSM, unique_name
+from tests.integration.harness import LXCSM, unique_name
 
 pytestmark = pytest.mark.root
 

@@ -21,7 +21,7 @@ import time
 import pytest
 
 from lxcsm.engine.protocol import command_client, command_socket
-from tests.conftest import LXCSM
+from tests.integration.harness import LXCSM, wait_for
 
 pytestmark = pytest.mark.root
 
@@ -76,13 +76,6 @@ def got(c) -> int | None:
     return int(path.read_text()) if path.exists() else None
 
 
-def wait_for(condition, timeout: float = 30) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def init_pid(c) -> int:

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.conftest import LXCSM
+from tests.integration.harness import LXCSM
 
 pytestmark = pytest.mark.root
 

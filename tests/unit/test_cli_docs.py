@@ -17,7 +17,7 @@ import sys
 import pytest
 
 from lxcsm.engine import __version__
-from tests.conftest import LXCSM
+from tests.integration.harness import LXCSM
 from tools import cli_docs
 
 STALE = "out of date: run tools/cli-docs (with .venv/bin/python) and commit what it writes"

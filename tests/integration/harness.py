@@ -1,0 +1,155 @@
+"""The integration tests' harness: real containers with unique names, and what they leave.
+
+Every integration test gets its own LXCPATH under pytest's tmp_path and a
+container name no other test uses (`unique_name`).  After the test, the
+leak check (tests/conftest.py's make_container) looks for what a start may
+leave on the host - cgroups named after the container, its command socket,
+its monitor process, host mounts - and fails the test if any is there; then
+it removes them anyway (ending only processes this test's container started,
+by pid), so one broken test does not break the next.  Network tests run
+their monitors in an `IsolatedNetns` of their own.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+LXCSM = [sys.executable, "-m", "lxcsm.engine.cli"]
+_counter = itertools.count()
+
+
+def wait_for(condition, timeout: float = 30) -> bool:
+    """Poll `condition` until it holds (True) or `timeout` seconds pass (False)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def cgroup_dirs(name: str) -> list[str]:
+    found = []
+    for top, dirs, _files in os.walk("/sys/fs/cgroup"):
+        for d in dirs:
+            if d in (f"lxc.payload.{name}", f"lxc.monitor.{name}"):
+                found.append(os.path.join(top, d))
+        if top.count("/") > 6:
+            dirs[:] = []
+    return found
+
+
+def monitor_pids(lxcpath: str, name: str) -> list[int]:
+    title = f"[lxcsm monitor] {lxcpath} {name}".encode()
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                    if cmdline.read().startswith(title):
+                        pids.append(int(entry))
+            except OSError:
+                pass
+    return pids
+
+
+def host_mounts() -> list[str]:
+    with open("/proc/self/mountinfo") as mountinfo:
+        return sorted(line.split()[4] for line in mountinfo)
+
+
+def socket_bound(lxcpath: str, name: str, netns: str | None = None) -> bool:
+    """Abstract unix sockets belong to a network namespace: look in the monitor's."""
+    if netns is None:
+        with open("/proc/net/unix") as unix:
+            table = unix.read()
+    else:
+        table = subprocess.run(["nsenter", f"--net=/run/netns/{netns}", "cat", "/proc/net/unix"],
+                               capture_output=True, text=True, check=True).stdout
+    return any(line.rstrip().endswith(f"@{lxcpath}/{name}/command") for line in table.splitlines())
+
+
+@dataclass
+class Container:
+    name: str
+    lxcpath: str
+    rootfs: Path
+    config: Path
+    netns: str | None = None     # the network namespace its monitor runs in (see `test_netns`)
+
+    def run(self, *args: str, timeout: float = 60, **kwargs) -> subprocess.CompletedProcess:
+        """`lxcsm ARGS...` with -n NAME -P LXCPATH added after the subcommand."""
+        action, *rest = args
+        command = [*LXCSM, action, "-n", self.name, "-P", self.lxcpath, *rest]
+        if self.netns is not None:
+            # nsenter, not `ip netns exec`: that one also remounts /sys, which hides the
+            # host's cgroup hierarchies from the monitor.
+            command = ["nsenter", f"--net=/run/netns/{self.netns}", *command]
+        return subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL, **kwargs)
+
+    def start_fg(self, *command: str, options: tuple[str, ...] = (), timeout: float = 60):
+        return self.run("start", "-F", *options, "--", *command, timeout=timeout)
+
+    def monitor_exited(self, timeout: float = 10) -> bool:
+        """Wait for the monitor to finish: LXC's clients see STOPPED a moment before it exits."""
+        deadline = time.monotonic() + timeout
+        while monitor_pids(self.lxcpath, self.name):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
+    def leaks(self) -> list[str]:
+        found = [f"cgroup {d}" for d in cgroup_dirs(self.name)]
+        found += [f"monitor pid {p}" for p in monitor_pids(self.lxcpath, self.name)]
+        if socket_bound(self.lxcpath, self.name, self.netns):
+            found.append("command socket still bound")
+        return found
+
+    def force_cleanup(self) -> None:
+        for pid in monitor_pids(self.lxcpath, self.name):
+            os.kill(pid, signal.SIGKILL)   # init follows by PR_SET_PDEATHSIG
+        deadline = time.monotonic() + 5
+        while monitor_pids(self.lxcpath, self.name) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for path in sorted(cgroup_dirs(self.name), key=len, reverse=True):
+            for _ in range(100):
+                try:
+                    os.rmdir(path)
+                    break
+                except OSError:
+                    time.sleep(0.02)
+
+
+def unique_name(prefix: str = "t") -> str:
+    return f"lxcsm-{prefix}{next(_counter)}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass
+class IsolatedNetns:
+    """A network namespace of the test's own, with a bridge in it and nothing else.
+
+    Monitors started with `make_container(..., netns=ns.name)` run in it, so the
+    veths they make, the bridge and every packet stay out of the host's own
+    namespace, which never gets an address from a test."""
+    name: str
+    bridge: str
+
+    def links(self) -> list[str]:
+        out = subprocess.run(["ip", "-n", self.name, "-o", "link", "show"], capture_output=True,
+                             text=True, check=True).stdout
+        return sorted(line.split(": ")[1].split("@")[0] for line in out.splitlines())
+
+    def link(self, name: str) -> str:
+        """`ip -d link show NAME` in the namespace ("" if there is no such device)."""
+        return subprocess.run(["ip", "-n", self.name, "-d", "link", "show", name],
+                              capture_output=True, text=True).stdout
