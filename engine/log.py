@@ -17,7 +17,8 @@ is recorded and nothing more: a dict, the caller's file, function and line
 kept as a tuple - no string formatted, no line rendered.  And since importing
 structlog costs more than a whole container start's own work (asyncio comes
 with it), it is imported when the first line is rendered: a start at the
-default level that succeeds never loads it.
+default level that succeeds never loads it.  A sink made at TRACE, whose
+first line is certain, imports it at once, before any state is timed.
 
 Whatever the threshold, every event is also *recorded*, unrendered, by the
 flight recorder: a ring of the last 200 events of this start (a dict append,
@@ -231,16 +232,24 @@ class Sink:
         self.stream = stream
         self.renderer = RENDERERS[log_format]
         self._structlog: Any = None   # structlog's bound logger, made on the first line
+        if _threshold <= Level.TRACE:
+            # Every state's `state` event will be rendered, the first one in init_handler: bind
+            # structlog now, before the machines, so that its import is not timed as part of a
+            # state (a timeline would charge it to init_handler).
+            self._bind()
 
     def render(self, event: Mapping[str, Any]) -> str:
         return self.renderer(event)
 
     def write(self, event: dict) -> None:
         if self._structlog is None:
-            import structlog  # only now: see the module's docstring
-            self._structlog = structlog.wrap_logger(self, processors=[_render],
-                                                    wrapper_class=structlog.BoundLoggerBase)
+            self._bind()
         self._structlog._proxy_to_logger("emit", **event)
+
+    def _bind(self) -> None:
+        import structlog  # only when lines will be rendered: see the module's docstring
+        self._structlog = structlog.wrap_logger(self, processors=[_render],
+                                                wrapper_class=structlog.BoundLoggerBase)
 
     def emit(self, line: str) -> None:   # structlog's last step hands us the rendered line
         self.stream.write(line + "\n")

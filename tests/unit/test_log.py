@@ -373,6 +373,17 @@ def test_structlog_is_loaded_only_when_a_line_is_rendered():
     assert out.split() == ["False", "True"]
 
 
+def test_a_sink_made_at_trace_loads_structlog_before_any_event():
+    """At TRACE the first state's event is rendered for sure: structlog is imported when the sink
+    is made, before the machines, so a timeline does not charge its import to init_handler."""
+    probe = ("import sys, io; from lxcsm.engine import log; log.set_threshold(log.Level.DEBUG); "
+             "log.Sink(io.StringIO()); print('structlog' in sys.modules); "
+             "log.set_threshold(log.Level.TRACE); log.Sink(io.StringIO()); print('structlog' in sys.modules)")
+    import subprocess
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "True"]
+
+
 def test_syslog_lines_are_lxcs_at_lxcs_priorities(monkeypatch):
     import syslog
     opened, sent = [], []
