@@ -13,7 +13,7 @@ import pytest
 
 from lxcsm.engine.protocol import command_client, command_socket
 from lxcsm.engine.start.machine import CHILD, MONITOR
-from tests.integration.harness import LXCSM
+from tests.integration.harness import LXCSM, wait_for
 
 pytestmark = pytest.mark.root
 
@@ -103,7 +103,11 @@ def test_init_has_only_stdio_and_exactly_its_environment(make_container):
     assert c.run("start", "--", "/bin/sleep", "600").returncode == 0
     try:
         # Looked at from the host, so no shell inside adds fds of its own to what exec gave init.
+        # RUNNING means execve has happened, but the new program's dynamic loader still opens
+        # ld.so.cache and its libraries for a moment (fd 3, seen under qemu's TCG): a leaked fd
+        # stays, so wait for the loader to finish before comparing.
         init = command_client.call(c.lxcpath, c.name, command_socket.Cmd.GET_INIT_PID).value
+        wait_for(lambda: sorted(os.listdir(f"/proc/{init}/fd"), key=int) == ["0", "1", "2"], timeout=10)
         assert sorted(os.listdir(f"/proc/{init}/fd"), key=int) == ["0", "1", "2"]
         with open(f"/proc/{init}/environ", "rb") as environ:
             assert sorted(environ.read().rstrip(b"\0").split(b"\0")) == [
