@@ -54,6 +54,8 @@ SYSCALLS = {
     "kernel.last_capability": ("prctl(2)", "PR_CAPBSET_READ"),
     "kernel.set_comm": ("prctl(2)", "PR_SET_NAME: /proc/self/comm"),
     "kernel.set_cmdline": ("(memory write)", "/proc/self/cmdline"),
+    "kernel.bpf_load_cgroup_device_program": ("bpf(2)", "BPF_PROG_LOAD, BPF_PROG_TYPE_CGROUP_DEVICE"),
+    "kernel.bpf_attach_cgroup_device_program": ("bpf(2)", "BPF_PROG_ATTACH, BPF_CGROUP_DEVICE"),
     "kernel.clone3": ("clone3(2)", ""),
     "kernel.signalfd": ("signalfd4(2)", ""),
     "kernel.read_signalfd": ("read(2)", "a signalfd"),

@@ -4,7 +4,7 @@ cgroup2 has no devices.allow / devices.deny files: the kernel asks a program of 
 BPF_PROG_TYPE_CGROUP_DEVICE, attached to the cgroup, whether a process there may open
 or mknod a device.  LXC assembles that program itself from the container's
 lxc.cgroup2.devices.allow/deny rules (no compiler, no libbpf); so does this module, and
-loads and attaches it with the bpf(2) system call through ctypes.
+loads and attaches it with the bpf(2) system call (engine/linux/kernel.py).
 
 The rules keep LXC's list semantics: "a" alone (devices.deny = a / devices.allow = a)
 chooses whether unlisted devices are refused (the default once any rule is given) or
@@ -19,24 +19,14 @@ verdict.  After the last rule it returns the default.
 
 from __future__ import annotations
 
-import ctypes
-import errno
 import os
 import stat
 import struct
 from collections import namedtuple
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
-SYS_BPF = {"x86_64": 321, "aarch64": 280}[os.uname().machine]
+from lxcsm.engine.linux import kernel
 
-# <linux/bpf.h>
-BPF_PROG_LOAD = 5
-BPF_PROG_ATTACH = 8
-BPF_PROG_DETACH = 9
-BPF_PROG_TYPE_CGROUP_DEVICE = 15
-BPF_CGROUP_DEVICE = 6
-BPF_F_ALLOW_MULTI = 2
+# <linux/bpf.h>: what the program reads in struct bpf_cgroup_dev_ctx
 BPF_DEVCG_ACC_MKNOD, BPF_DEVCG_ACC_READ, BPF_DEVCG_ACC_WRITE = 1, 2, 4
 BPF_DEVCG_DEV_BLOCK, BPF_DEVCG_DEV_CHAR = 1, 2
 ACCESS_BITS = {"m": BPF_DEVCG_ACC_MKNOD, "r": BPF_DEVCG_ACC_READ, "w": BPF_DEVCG_ACC_WRITE}
@@ -179,61 +169,15 @@ def assemble(devices: DeviceList) -> bytes:
     return b"".join(program)
 
 
-def _bpf(command: int, attr: bytes, what: str) -> int:
-    buffer = ctypes.create_string_buffer(attr, len(attr))
-    result = _libc.syscall(SYS_BPF, command, buffer, ctypes.c_uint(len(attr)))
-    if result < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err), what)
-    return result
-
-
-def load(program: bytes) -> int:
-    """BPF_PROG_LOAD: a file descriptor for the verified program.  A program the verifier
-    refuses raises OSError carrying the verifier's log."""
-    code = ctypes.create_string_buffer(program, len(program))
-    license = ctypes.create_string_buffer(b"GPL")
-    log = ctypes.create_string_buffer(1 << 16)
-    # union bpf_attr, BPF_PROG_LOAD: prog_type, insn_cnt, insns, license, log_level, log_size,
-    # log_buf, kern_version, prog_flags, prog_name[16], prog_ifindex, expected_attach_type
-    attr = struct.pack("<IIQQIIQII16sII", BPF_PROG_TYPE_CGROUP_DEVICE, len(program) // 8,
-                       ctypes.addressof(code), ctypes.addressof(license), 0, 0, 0, 0, 0,
-                       b"lxcsm_devices", 0, 0)
-    try:
-        return _bpf(BPF_PROG_LOAD, attr, "BPF_PROG_LOAD cgroup device program")
-    except OSError as err:
-        if err.errno in (errno.EPERM, errno.ENOSYS):   # not allowed, or no bpf(2): no verifier to ask
-            raise
-    # The verifier said no: load again with its log on, to say why.
-    attr = attr[:24] + struct.pack("<IIQ", 1, len(log), ctypes.addressof(log)) + attr[40:]
-    try:
-        return _bpf(BPF_PROG_LOAD, attr, "BPF_PROG_LOAD cgroup device program")
-    except OSError as err:
-        verdict = log.value.decode(errors="replace").strip()
-        raise OSError(err.errno, f"{err.strerror}: {verdict}" if verdict else err.strerror, err.filename) from None
-
-
-def attach(program_fd: int, cgroup_fd: int) -> None:
-    """BPF_PROG_ATTACH as BPF_CGROUP_DEVICE, BPF_F_ALLOW_MULTI (as LXC: a program attached
-    higher up, e.g. by systemd, is still asked too)."""
-    _bpf(BPF_PROG_ATTACH, struct.pack("<IIII", cgroup_fd, program_fd, BPF_CGROUP_DEVICE, BPF_F_ALLOW_MULTI),
-         "BPF_PROG_ATTACH cgroup device program")
-
-
-def detach(program_fd: int, cgroup_fd: int) -> None:
-    _bpf(BPF_PROG_DETACH, struct.pack("<IIII", cgroup_fd, program_fd, BPF_CGROUP_DEVICE, 0),
-         "BPF_PROG_DETACH cgroup device program")
-
-
 def apply(devices: DeviceList, cgroup: str) -> int:
     """Load the program for `devices` and attach it to the cgroup2 directory `cgroup`.  The
     attachment holds the program: it ends with the cgroup.  Returns the instruction count."""
     program = assemble(devices)
-    program_fd = load(program)
+    program_fd = kernel.bpf_load_cgroup_device_program(program)
     try:
         cgroup_fd = os.open(cgroup, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            attach(program_fd, cgroup_fd)
+            kernel.bpf_attach_cgroup_device_program(program_fd, cgroup_fd)
         finally:
             os.close(cgroup_fd)
     finally:

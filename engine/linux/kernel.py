@@ -15,6 +15,7 @@ calls share one number on every architecture.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import signal
 import struct
@@ -353,3 +354,55 @@ def read_signalfd(fd: int) -> tuple[int, int]:
     info = os.read(fd, _SIGINFO_SIZE)
     signo, _errno, _code, pid = struct.unpack_from("IiiI", info)
     return signo, pid
+
+
+# --- bpf(2): cgroup2's device programs (engine/linux/cgroup_devices.py assembles them) ----------
+
+_SYS_BPF = {"x86_64": 321, "aarch64": 280}[os.uname().machine]
+# <linux/bpf.h>
+_BPF_PROG_LOAD = 5
+_BPF_PROG_ATTACH = 8
+_BPF_PROG_TYPE_CGROUP_DEVICE = 15
+_BPF_CGROUP_DEVICE = 6
+_BPF_F_ALLOW_MULTI = 2
+
+
+def _bpf(command: int, attr: bytes, what: str) -> int:
+    buffer = ctypes.create_string_buffer(attr, len(attr))
+    result = _libc.syscall(_SYS_BPF, command, buffer, ctypes.c_uint(len(attr)))
+    if result < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), what)
+    return result
+
+
+def bpf_load_cgroup_device_program(program: bytes) -> int:
+    """BPF_PROG_LOAD of a BPF_PROG_TYPE_CGROUP_DEVICE program (8-byte instructions): its fd.
+    A program the verifier refuses raises OSError carrying the verifier's log."""
+    code = ctypes.create_string_buffer(program, len(program))
+    license = ctypes.create_string_buffer(b"GPL")
+    log = ctypes.create_string_buffer(1 << 16)
+    # union bpf_attr, BPF_PROG_LOAD: prog_type, insn_cnt, insns, license, log_level, log_size,
+    # log_buf, kern_version, prog_flags, prog_name[16], prog_ifindex, expected_attach_type
+    attr = struct.pack("<IIQQIIQII16sII", _BPF_PROG_TYPE_CGROUP_DEVICE, len(program) // 8,
+                       ctypes.addressof(code), ctypes.addressof(license), 0, 0, 0, 0, 0,
+                       b"lxcsm_devices", 0, 0)
+    try:
+        return _bpf(_BPF_PROG_LOAD, attr, "BPF_PROG_LOAD cgroup device program")
+    except OSError as err:
+        if err.errno in (errno.EPERM, errno.ENOSYS):   # not allowed, or no bpf(2): no verifier to ask
+            raise
+    # The verifier said no: load again with its log on, to say why.
+    attr = attr[:24] + struct.pack("<IIQ", 1, len(log), ctypes.addressof(log)) + attr[40:]
+    try:
+        return _bpf(_BPF_PROG_LOAD, attr, "BPF_PROG_LOAD cgroup device program")
+    except OSError as err:
+        verdict = log.value.decode(errors="replace").strip()
+        raise OSError(err.errno, f"{err.strerror}: {verdict}" if verdict else err.strerror, err.filename) from None
+
+
+def bpf_attach_cgroup_device_program(program_fd: int, cgroup_fd: int) -> None:
+    """BPF_PROG_ATTACH as BPF_CGROUP_DEVICE, BPF_F_ALLOW_MULTI (as LXC: a program attached
+    higher up, e.g. by systemd, is still asked too)."""
+    _bpf(_BPF_PROG_ATTACH, struct.pack("<IIII", cgroup_fd, program_fd, _BPF_CGROUP_DEVICE, _BPF_F_ALLOW_MULTI),
+         "BPF_PROG_ATTACH cgroup device program")
