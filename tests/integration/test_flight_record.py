@@ -21,7 +21,7 @@ import pytest
 from lxcsm.engine.linux import cgroups
 from lxcsm.engine.start import undo
 from lxcsm.engine.start.machine import MONITOR
-from tests.integration.harness import LXCSM, monitor_pids
+from tests.integration.harness import LXCSM, monitor_pids, unique_name
 
 pytestmark = pytest.mark.root
 
@@ -135,7 +135,22 @@ def test_the_events_shown_for_a_failure_end_with_it_not_with_the_cleanup(make_co
     assert any(line.startswith("Then ") and "changes to the host were undone" in line for line in lines)
 
 
-def test_a_refused_start_is_recorded_with_its_hint(make_container):
+@pytest.fixture
+def cgroup_below_the_pids_root():
+    """A cgroup below the pids hierarchy's root, as every systemd host has: preflight can only tell a
+    mistyped file from one only non-root cgroups have (pids.max) by looking at such a cgroup, and
+    takes the file on trust when there is none.  Made by the test, removed after it."""
+    made = None
+    for hierarchy in cgroups.hierarchies():
+        if "pids" in hierarchy.controllers and not any(e.is_dir() for e in os.scandir(hierarchy.mountpoint)):
+            made = os.path.join(hierarchy.mountpoint, unique_name("probe"))
+            os.mkdir(made)
+    yield
+    if made is not None:
+        os.rmdir(made)
+
+
+def test_a_refused_start_is_recorded_with_its_hint(make_container, cgroup_below_the_pids_root):
     c = make_container(extra=[f"{CGROUP_KEYS}.pids.mxa = 10"] if not UNIFIED_ONLY else
                        ["lxc.net.0.type = veth", "lxc.net.0.link = lxcsm-nobr0"])
     assert c.start_fg("/bin/true").returncode == 1
