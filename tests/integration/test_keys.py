@@ -24,7 +24,8 @@ import pytest
 
 from tests.integration.harness import LXCSM, monitor_pids
 
-pytestmark = pytest.mark.root
+# lxc-start runs here too: its monitors leave an lxc.pivot cgroup behind, which the fixture removes.
+pytestmark = [pytest.mark.root, pytest.mark.usefixtures("lxc_pivot_removed")]
 
 STATUS_FIELDS = ("Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapAmb")
 # The caller's session keyring serial, as init asks it (keyctl GET_KEYRING_ID of @s).
