@@ -8,7 +8,7 @@ already has (``os.mknod``, ``os.pidfd_open``, ``signal.pidfd_send_signal``,
 ``socket.sethostname``, ``os.waitpid``...) are used directly by their callers.
 
 Only x86_64 and aarch64 system call numbers are listed; clone3, openat2, the
-new mount API (open_tree, move_mount, fsopen, fsconfig, fsmount) and the pidfd
+new mount API (open_tree, move_mount, fsopen, fsconfig, fsmount, mount_setattr) and the pidfd
 calls share one number on every architecture.
 """
 
@@ -36,6 +36,7 @@ SYS_FSOPEN = 430
 SYS_FSCONFIG = 431
 SYS_FSMOUNT = 432
 SYS_OPENAT2 = 437
+SYS_MOUNT_SETATTR = 442
 
 # Namespaces (clone(2) / unshare(2) / setns(2) flags).
 CLONE_NEWTIME = 0x00000080
@@ -110,6 +111,7 @@ MOUNT_ATTR_NOEXEC = 0x08
 MOUNT_ATTR_NOATIME = 0x10
 MOUNT_ATTR_STRICTATIME = 0x20
 MOUNT_ATTR_NODIRATIME = 0x80
+MOUNT_ATTR_IDMAP = 0x00100000
 
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
@@ -212,6 +214,20 @@ def fsmount(fsfd: int, attr_flags: int, flags: int = FSMOUNT_CLOEXEC) -> int:
     """A detached mount of the superblock created in `fsfd`, with MOUNT_ATTR_* `attr_flags`."""
     return _check(_libc.syscall(SYS_FSMOUNT, fsfd, ctypes.c_uint(flags), ctypes.c_uint(attr_flags)),
                   f"fd {fsfd}")
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_uint64) for name in ("attr_set", "attr_clr", "propagation", "userns_fd")]
+
+
+def mount_setattr(dirfd: int, path: str, flags: int, attr_set: int = 0, attr_clr: int = 0,
+                  propagation: int = 0, userns_fd: int = 0) -> None:
+    """Change the MOUNT_ATTR_* attributes (and propagation, an MS_* type) of the mount at `path`
+    relative to `dirfd` (AT_EMPTY_PATH: the mount `dirfd` is); with MOUNT_ATTR_IDMAP, idmap it
+    to the user namespace `userns_fd`, which the kernel allows only on a detached mount."""
+    attr = _MountAttr(attr_set=attr_set, attr_clr=attr_clr, propagation=propagation, userns_fd=userns_fd)
+    _check(_libc.syscall(SYS_MOUNT_SETATTR, dirfd, _path(path), ctypes.c_uint(flags), ctypes.byref(attr),
+                         ctypes.c_size_t(ctypes.sizeof(attr))), path or f"fd {dirfd}")
 
 
 def unshare(flags: int) -> None:
