@@ -12,6 +12,7 @@ import os
 import re
 import shlex
 import signal
+from collections import namedtuple
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
@@ -268,9 +269,36 @@ def capabilities_to_keep(value: str) -> str:
     return capabilities(value, none_allowed=True)
 
 
-def idmap(value: str) -> str:
-    if not re.fullmatch(r"[ug]\s+[0-9]+\s+[0-9]+\s+[0-9]+", value):
+class IdMap(namedtuple("IdMap", ("kind", "inside", "outside", "count"))):
+    """One lxc.idmap line: `count` ids of kind "u" or "g" from `inside` in the container's
+    user namespace are the host's ids from `outside`."""
+
+    __slots__ = ()
+
+    def host_id(self, inside: int) -> int | None:
+        """The host's id for the container's id `inside`, if this range maps it."""
+        return self.outside + inside - self.inside if 0 <= inside - self.inside < self.count else None
+
+
+# An id is 32 bits and (uid_t)-1 means "no id": a range must end below it.
+_ID_LIMIT = 2**32 - 1
+
+
+def parse_idmap(value: str) -> IdMap:
+    """'u|g NSID HOSTID RANGE' as LXC's parse_idmaps reads it."""
+    if not re.fullmatch(r"[ug]\s+[0-9]+\s+[0-9]+\s+[0-9]+", value.strip()):
         raise ValueError("an id map is 'u|g NSID HOSTID RANGE', e.g. 'u 0 100000 65536'")
+    kind, inside, outside, count = value.split()
+    mapped = IdMap(kind, int(inside), int(outside), int(count))
+    if mapped.count == 0:
+        raise ValueError("an id map's RANGE must be at least 1")
+    if max(mapped.inside, mapped.outside) + mapped.count > _ID_LIMIT:
+        raise ValueError(f"an id map's range must end below {_ID_LIMIT}")
+    return mapped
+
+
+def idmap(value: str) -> str:
+    parse_idmap(value)
     return value
 
 

@@ -1,0 +1,50 @@
+"""lxc.idmap's values (engine/config/values.py) and the map files' content (engine/linux/idmap.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from lxcsm.engine.config.values import IdMap, parse_idmap
+from lxcsm.engine.linux import idmap
+
+
+def test_an_idmap_line_reads_as_kind_inside_outside_count():
+    assert parse_idmap("u 0 100000 65536") == IdMap("u", 0, 100000, 65536)
+    assert parse_idmap(" g\t1000  1000 1 ") == IdMap("g", 1000, 1000, 1)
+
+
+@pytest.mark.parametrize("value,error", [
+    ("x 0 0 1", "u|g NSID HOSTID RANGE"),
+    ("u 0 100000", "u|g NSID HOSTID RANGE"),
+    ("u 0 -1 5", "u|g NSID HOSTID RANGE"),
+    ("u 0 100000 0", "at least 1"),
+    ("u 0 4294967290 10", "must end below 4294967295"),
+])
+def test_an_idmap_the_kernel_could_not_take_is_refused(value, error):
+    with pytest.raises(ValueError, match=error):
+        parse_idmap(value)
+
+
+def test_a_range_maps_the_ids_it_covers_and_no_other():
+    mapped = IdMap("u", 1000, 300000, 10)
+    assert [mapped.host_id(i) for i in (999, 1000, 1009, 1010)] == [None, 300000, 300009, None]
+
+
+def test_the_map_files_content_is_one_line_a_range():
+    assert idmap.map_text([(0, 100000, 1000), (1000, 300000, 10)]) == "0 100000 1000\n1000 300000 10\n"
+
+
+def test_a_map_longer_than_the_kernel_takes_is_refused_before_any_write():
+    with pytest.raises(ValueError, match="at most 4096"):
+        idmap.write_map(1, "u", "0 100000 1\n" * 400)
+
+
+def test_cgroup2_delegates_what_the_kernel_lists_and_v1_adds_tasks(tmp_path, monkeypatch):
+    listing = tmp_path / "delegate"
+    listing.write_text("cgroup.procs\ncgroup.threads\ncgroup.subtree_control\nmemory.oom.group\n")
+    monkeypatch.setattr(idmap, "DELEGATE_LIST", str(listing))
+    assert idmap.delegated_files(2) == ["cgroup.procs", "cgroup.threads", "cgroup.subtree_control",
+                                        "memory.oom.group"]
+    assert idmap.delegated_files(1) == ["cgroup.procs", "tasks"]
+    monkeypatch.setattr(idmap, "DELEGATE_LIST", str(tmp_path / "absent"))
+    assert idmap.delegated_files(2) == ["cgroup.procs"]
