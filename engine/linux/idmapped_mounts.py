@@ -27,9 +27,10 @@ import errno
 import os
 from collections.abc import Iterable
 
-from lxcsm.engine.linux import kernel, mounts
+from lxcsm.engine.linux import idmap, kernel, mounts
 
-# One line of an id map: ("u" or "g", first id inside, first id on the host, how many).
+# One line of an id map: ("u" or "g", first id inside, first id on the host, how many), as
+# engine/config/values.py's IdMap (lxc.idmap) is.
 IdMapping = tuple[str, int, int, int]
 
 
@@ -57,11 +58,10 @@ def user_namespace(maps: Iterable[IdMapping]) -> int:
             os._exit(0)
     os.close(go_on)
     try:
-        for kind, name in (("u", "uid_map"), ("g", "gid_map")):
-            lines = "".join(f"{inside} {outside} {count}\n" for k, inside, outside, count in maps if k == kind)
+        for kind in ("u", "g"):
+            lines = [(inside, outside, count) for k, inside, outside, count in maps if k == kind]
             if lines:
-                with open(f"/proc/{pid}/{name}", "w") as idmap:
-                    idmap.write(lines)
+                idmap.write_map(pid, kind, idmap.map_text(lines))
         return os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
     finally:
         os.close(hold)
