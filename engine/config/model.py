@@ -15,8 +15,10 @@ from lxcsm.engine.config.values import (
     MAX_SHOWN_MESSAGE,
     NETLINK_NET_TYPES,
     OVERLAY_TYPES,
+    IdMap,
     anything,
     overlay_layers,
+    parse_idmap,
     parse_log_level,
     parse_rootfs_path,
     parse_signal,
@@ -198,9 +200,35 @@ class Config(namedtuple("Config", (
         return int(self.get_item("lxc.tty.max") or 0)
 
     def has_console(self) -> bool:
-        """Whether the container gets a /dev/console pty: unless lxc.console.path = none,
-        and only in its own devpts (lxc.autodev)."""
-        return self.autodev and self.get_item("lxc.console.path") != "none"
+        """Whether the container gets a /dev/console pty: unless lxc.console.path = none
+        (with lxc.autodev = 0 too: LXC binds it on the rootfs's own /dev/console)."""
+        return self.get_item("lxc.console.path") != "none"
+
+    def has_devpts(self) -> bool:
+        """Whether the container gets a devpts of its own on /dev/pts: always in the tmpfs of
+        lxc.autodev = 1; on the rootfs's own /dev only when it needs ptys (lxc.pty.max +
+        lxc.tty.max > 0), as LXC's lxc_setup_devpts_child() decides."""
+        return self.autodev or int(self.get_item("lxc.pty.max") or 0) + self.tty_count() > 0
+
+    def id_maps(self) -> tuple[IdMap, ...]:
+        """lxc.idmap's ranges, in config order (none: the container shares the host's users)."""
+        return tuple(parse_idmap(setting.value) for _key, setting in self.in_effect("lxc.idmap"))
+
+    def container_root_id(self, kind: str) -> int | None:
+        """The host's uid ("u") or gid ("g") that is 0 in the container's user namespace."""
+        return next((host for m in self.id_maps() if m.kind == kind
+                     if (host := m.host_id(0)) is not None), None)
+
+    def namespaces(self) -> frozenset[str]:
+        """The namespaces the container gets of its own, but cgroup (the child unshares that
+        one itself): lxc.namespace.clone's (default mnt pid uts ipc net), a user namespace
+        with lxc.idmap, less lxc.namespace.keep's and the network a 'none' device shares."""
+        names = set(self.namespace_clone) or {"mnt", "pid", "uts", "ipc", "net"}
+        if self.in_effect("lxc.idmap"):
+            names.add("user")
+        if any(net.type == "none" for net in self.networks):
+            names.discard("net")
+        return frozenset(names - self.namespace_keep - {"cgroup"})
 
     def devices(self, *types: str) -> tuple[NetDevice, ...]:
         """The network devices of these types, in index order."""

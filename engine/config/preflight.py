@@ -328,9 +328,6 @@ def check(config, command: tuple[str, ...], command_from_cli: bool) -> None:
         raise _fail(config, "lxc.namespace.keep", "a container needs its own mount namespace (mnt cannot be kept)")
     if config.init_cwd and not config.init_cwd.startswith("/"):
         raise _fail(config, "lxc.init.cwd", "must be an absolute path")
-    if config.get_item("lxc.tty.max") not in (None, "0") and not config.autodev:
-        raise _fail(config, "lxc.tty.max", "ttys are made in the container's own devpts, "
-                                           "which lxcsm mounts only with lxc.autodev = 1")
 
     known = _known_filesystems()
     for entry in config.mount_entries:

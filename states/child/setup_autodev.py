@@ -16,14 +16,19 @@ own there.  Afterwards the kernel sees, in the rootfs's /dev:
   /dev/ptmx bind-mounted from its ptmx node.  (LXC mounts no devpts at all
   without lxc.pty.max; lxcsm always gives the container its own.)
 
-With lxc.autodev = 0 the rootfs's own /dev is used as it is, and no autodev
-hook runs.
+With lxc.autodev = 0 the rootfs's own /dev is used and no autodev hook runs;
+as LXC's lxc_setup_devpts_child() and lxc_setup_dev_symlinks() do there, it
+gets the links above where it has none (a read-only /dev: a WARN, as LXC),
+and, only when the container needs ptys (lxc.pty.max + lxc.tty.max > 0), the
+container's devpts on /dev/pts and its ptmx on /dev/ptmx (/dev/pts and
+/dev/ptmx made in the rootfs if missing, as LXC makes them).
 
 /dev is opened inside the rootfs (symlinks followed inside it only), and
 everything is made relative to that descriptor, never by a path a process
 writing into the rootfs could redirect.
 """
 
+import errno
 import os
 import stat
 
@@ -48,36 +53,53 @@ def _devpts_options(config) -> str:
 
 def enter(ctx) -> str:
     config = ctx.request.config
-    if not config.autodev:
-        ctx.log.trace("autodev disabled")
-        return "dev_ready"
-    hooks.run(config, "autodev", ctx.log)
+    if config.autodev:
+        hooks.run(config, "autodev", ctx.log)
     root = paths.open_root(ctx.rootfs)
     try:
         dev = paths.open_in_root(root, "/dev", "dir")
     finally:
         os.close(root)
     try:
-        _populate(dev, config)
+        if config.autodev:
+            _make_nodes(dev)
+        _make_links(ctx, dev)
+        if config.has_devpts():
+            _mount_devpts(dev, config)
     finally:
         os.close(dev)
-    ctx.log.trace("dev populated", path=f"{ctx.rootfs}/dev", nodes=" ".join(NODES))
+    if config.autodev:
+        ctx.log.trace("dev populated", path=f"{ctx.rootfs}/dev", nodes=" ".join(NODES))
+    else:
+        ctx.log.trace("autodev disabled", devpts=config.has_devpts())
     return "dev_ready"
 
 
-def _populate(dev: int, config) -> None:
-    """The nodes, links, devpts and ptmx, made in the tmpfs whose fd is `dev`."""
+def _make_nodes(dev: int) -> None:
+    """The device nodes, made in the tmpfs whose fd is `dev`."""
     for name, (major, minor) in NODES.items():
         try:
             os.mknod(name, stat.S_IFCHR | 0o666, os.makedev(major, minor), dir_fd=dev)
         except FileExistsError:
             continue   # made by an autodev hook or a mount entry: theirs, as with LXC
         os.chmod(name, 0o666, dir_fd=dev)   # mknod's mode is cut by the umask
+
+
+def _make_links(ctx, dev: int) -> None:
+    """fd, stdin, stdout, stderr in `dev`, each unless something of that name is there."""
     for name, target in LINKS.items():
         try:
             os.symlink(target, name, dir_fd=dev)
         except FileExistsError:
             pass
+        except OSError as error:
+            if error.errno != errno.EROFS:
+                raise
+            ctx.log.warn("dev link not made", path=f"/dev/{name}", reason="read-only file system")
+
+
+def _mount_devpts(dev: int, config) -> None:
+    """A new devpts on /dev/pts and its ptmx bound on /dev/ptmx, in the /dev whose fd is `dev`."""
     try:
         os.mkdir("pts", 0o755, dir_fd=dev)
     except FileExistsError:
@@ -99,9 +121,13 @@ def _populate(dev: int, config) -> None:
 
 
 def plan(request) -> list[str]:
-    if not request.config.autodev:
-        return ["keep the rootfs's /dev (lxc.autodev = 0)"]
-    return [*(f"run lxc.hook.autodev: {s.value}" for _key, s in hooks.configured(request.config, "autodev")),
+    config = request.config
+    devpts = [f"mount devpts on /dev/pts ({_devpts_options(config)}); bind /dev/pts/ptmx on /dev/ptmx"]
+    if not config.autodev:
+        return ["keep the rootfs's /dev (lxc.autodev = 0)",
+                "symlink " + " ".join(f"{n}->{t}" for n, t in LINKS.items()) + " where missing",
+                *(devpts if config.has_devpts() else [])]
+    return [*(f"run lxc.hook.autodev: {s.value}" for _key, s in hooks.configured(config, "autodev")),
             "mknod " + " ".join(f"{n} {ma}:{mi}" for n, (ma, mi) in NODES.items()),
             "symlink " + " ".join(f"{n}->{t}" for n, t in LINKS.items()),
-            f"mount devpts on /dev/pts ({_devpts_options(request.config)}); bind /dev/pts/ptmx on /dev/ptmx"]
+            *devpts]

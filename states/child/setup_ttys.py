@@ -24,7 +24,10 @@ descriptor of the container's devpts, which the monitor hands to
 `lxc-attach` (GET_DEVPTS_FD) so an interactive attach gets a pty of the
 container's own.  The monitor drains the console into lxc.console.logfile
 and gives a tty to each lxc-console client (GET_TTY_FD; tty 0 is the
-console).  All this needs the container's own devpts (lxc.autodev = 1).
+console).  With lxc.autodev = 0 the same is done in the rootfs's own /dev,
+as LXC does: a missing /dev/console or /dev/ttyN is made there (an empty
+file, left in the rootfs afterwards, as LXC leaves it), so a read-only /dev
+must already have them.
 
 /dev and its ptmx are opened inside the rootfs (openat2, RESOLVE_IN_ROOT);
 each target is opened - made empty if missing - in /dev's descriptor with
@@ -67,7 +70,7 @@ def _bind_pty(ctx, directory: int, peer: int, name: str, index: int) -> None:
 
 def enter(ctx) -> str:
     config = ctx.request.config
-    if not config.autodev:
+    if not config.has_console() and not config.has_devpts():
         return "ttys_created"
     from lxcsm.engine.linux import terminal  # only containers with a console or ttys pay for it
     root = paths.open_root(ctx.rootfs)
@@ -79,11 +82,12 @@ def enter(ctx) -> str:
         # Where the ptys are bound: /dev itself, or lxc.tty.dir in it.
         in_dir = paths.open_in_root(root, f"/dev/{subdir}", "dir") if subdir else None
         ttys_at = in_dir if in_dir is not None else dev
-        ptmx = paths.open_in_root(root, "/dev/ptmx")
-        ctx.devpts = paths.open_in_root(root, "/dev/pts")
+        if config.has_devpts():   # setup_autodev mounted it (else no tty needs it: LXC's rule)
+            ptmx = paths.open_in_root(root, "/dev/ptmx")
+            ctx.devpts = paths.open_in_root(root, "/dev/pts")
         if config.has_console():
             on_host = console_on_host_devpts(config)
-            master, peer, index = terminal.open_pty(HOST_PTMX if on_host else proc_fd(ptmx))
+            master, peer, index = terminal.open_pty(HOST_PTMX if on_host or ptmx is None else proc_fd(ptmx))
             ctx.console = (master, peer)
             os.fchmod(peer, 0o620)
             _bind_pty(ctx, ttys_at, peer, f"{prefix}console", index)
@@ -95,6 +99,7 @@ def enter(ctx) -> str:
                     os.close(console)
             ctx.log.trace("console devpts", devpts="host" if on_host else "container")
         for number in range(1, config.tty_count() + 1):
+            assert ptmx is not None   # has_devpts() holds with a tty
             master, peer, index = terminal.open_pty(proc_fd(ptmx))
             ctx.tty_masters.append(master)
             ctx.tty_peers.append(peer)
@@ -114,9 +119,7 @@ def enter(ctx) -> str:
 
 def plan(request) -> list[str]:
     config = request.config
-    if not config.autodev:
-        return ["nothing: the rootfs's own /dev (lxc.autodev = 0)"]
-    steps = []
+    steps = [] if config.autodev else ["in the rootfs's own /dev (lxc.autodev = 0), each target made if missing"]
     if config.has_console():
         where = "the host's devpts (lxc.pty.max <= 1)" if console_on_host_devpts(config) else "the container's devpts"
         steps.append(f"open a pty in {where}; bind its peer on /dev/console" if not tty_dir(config) else
@@ -127,5 +130,6 @@ def plan(request) -> list[str]:
                      f"with /dev/ttyN a symlink to {tty_dir(config)}/ttyN")
     elif ttys:
         steps.append(f"open {ttys} ptys in the container's devpts; bind each on /dev/tty1..{ttys}")
-    steps.append("open the container's /dev/pts, for lxc-attach's ptys (GET_DEVPTS_FD)")
-    return steps
+    if config.has_devpts():
+        steps.append("open the container's /dev/pts, for lxc-attach's ptys (GET_DEVPTS_FD)")
+    return steps or ["nothing: no console (lxc.console.path = none), no ttys, no devpts"]

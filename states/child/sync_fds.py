@@ -3,7 +3,7 @@
 Replaces LXC's lxc_sync_fds_child() and the READY_START wait of do_start().
 The FDS frame carries the console's master and peer sides, then each of the
 container's ttys' master and peer sides (setup_ttys), in tty order, then the
-container's devpts (with lxc.autodev = 1), all of which the monitor keeps;
+container's devpts (if it has one: Config.has_devpts), all of which the monitor keeps;
 the child closes its copies (all but the console's peer, for exec).
 It then blocks until READY_START: after it, the next thing it does is exec.
 """

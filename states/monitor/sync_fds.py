@@ -3,7 +3,7 @@
 Replaces LXC's lxc_sync_fds_parent(): after FDS the child sends the fds the
 monitor keeps for the boot: the console's master and peer, then the master
 and peer sides of each of the container's ttys (lxc.tty.max), in tty order,
-then the container's devpts (with lxc.autodev = 1).  Afterwards the command
+then the container's devpts (if it has one: Config.has_devpts).  Afterwards the command
 socket hands the masters to lxc-console (GET_TTY_FD) and the devpts to
 lxc-attach (GET_DEVPTS_FD); the peers are only kept open, as LXC's monitor
 keeps them, so a tty whose last process closed it (a shell logging out)
@@ -31,7 +31,7 @@ def enter(ctx: MonitorContext) -> str:
     _payload, fds = channel.wait_for(SyncMsg.FDS)
     config = ctx.request.config
     console = 2 if config.has_console() else 0
-    devpts = 1 if config.autodev else 0
+    devpts = 1 if config.has_devpts() else 0
     expected = console + 2 * config.tty_count() + devpts
     for fd in fds[expected:]:
         os.close(fd)

@@ -83,13 +83,53 @@ def test_setup_autodev_without_lxc_pty_max_leaves_devpts_unlimited(host, run, ma
 
 
 @pytest.mark.state("child", "setup_autodev")
-def test_setup_autodev_off_keeps_the_rootfs_dev(host, run, make_request, child_ctx, mknod):
+def test_setup_autodev_off_keeps_the_rootfs_dev_adding_only_the_missing_links(
+        host, run, make_request, child_ctx, mknod):
     ctx = child_ctx(make_request("lxc.autodev = 0"))
+    dev = Path(ctx.rootfs, "dev")
+    dev.mkdir()
+    (dev / "stdin").write_text("the rootfs's")
 
     assert run("child", "setup_autodev", ctx) == "dev_ready"
 
-    assert host.calls() == [] and host.mounts.view() == []
-    assert not Path(ctx.rootfs, "dev").exists()
+    # No hook, no node, no devpts (no pty wanted); LXC's lxc_setup_dev_symlinks() keeps what is there.
+    assert "hooks.run" not in host.names() and nodes_made(host) == [] and host.mounts.view() == []
+    assert (dev / "stdin").read_text() == "the rootfs's"
+    assert {name: os.readlink(dev / name) for name in ("fd", "stdout", "stderr")} == {
+        name: setup_autodev.LINKS[name] for name in ("fd", "stdout", "stderr")}
+    assert sorted(p.name for p in dev.iterdir()) == ["fd", "stderr", "stdin", "stdout"]
+
+
+@pytest.mark.state("child", "setup_autodev")
+def test_setup_autodev_off_with_ttys_mounts_the_devpts_on_the_rootfs_dev(host, run, make_request, child_ctx, mknod):
+    ctx = child_ctx(make_request("lxc.autodev = 0", "lxc.tty.max = 2", "lxc.pty.max = 10"))
+    dev = Path(ctx.rootfs, "dev")
+    dev.mkdir()   # a plain directory: no pts, no ptmx
+
+    assert run("child", "setup_autodev", ctx) == "dev_ready"
+
+    # As LXC's lxc_setup_devpts_child(): sized pty.max + tty.max, /dev/pts and /dev/ptmx made in the rootfs.
+    assert host.mounts.view(ctx.rootfs) == [
+        ("/dev/pts", "devpts", "noexec,nosuid", "newinstance,ptmxmode=0666,mode=0620,gid=5,max=12"),
+        ("/dev/ptmx", "bind", "", None, "/dev/pts/ptmx"),
+    ]
+    assert (dev / "pts").is_dir() and (dev / "ptmx").is_file() and nodes_made(host) == []
+
+
+@pytest.mark.state("child", "setup_autodev")
+def test_setup_autodev_off_on_a_read_only_dev_warns_for_each_link_as_lxc_does(
+        host, run, make_request, child_ctx):
+    ctx = child_ctx(make_request("lxc.autodev = 0"))
+    Path(ctx.rootfs, "dev").mkdir()
+
+    def read_only(*_args, **_kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+    host.proxy(setup_autodev, "os", symlink=read_only)
+
+    assert run("child", "setup_autodev", ctx) == "dev_ready"
+
+    assert [level for level, _fields in ctx.log.named("dev link not made")] == ["warn"] * 4
+    assert host.mounts.view() == [] and list(Path(ctx.rootfs, "dev").iterdir()) == []
 
 
 @pytest.mark.state("child", "setup_autodev")
@@ -312,6 +352,34 @@ def test_setup_ttys_without_a_console_or_ttys_opens_no_pty(host, run, make_reque
     assert "terminal.open_pty" not in host.names() and host.mounts.view() == []
     assert ctx.console is None and ctx.tty_masters == []
     assert os.readlink(f"/proc/self/fd/{ctx.devpts}") == f"{ctx.rootfs}/dev/pts"   # for lxc-attach still
+
+
+@pytest.mark.state("child", "setup_ttys")
+def test_setup_ttys_with_autodev_off_binds_onto_the_rootfs_dev_making_missing_targets(
+        host, run, make_request, child_ctx, ptys):
+    ctx = with_dev(child_ctx(make_request("lxc.autodev = 0", "lxc.tty.max = 2")))
+
+    assert run("child", "setup_ttys", ctx) == "ttys_created"
+
+    console, tty1, tty2 = ptys
+    assert console[3] == "/dev/ptmx" and {tty1[3], tty2[3]} == {f"{ctx.rootfs}/dev/ptmx"}   # LXC's pty.max <= 1
+    assert host.mounts.view(ctx.rootfs) == [("/dev/console", "bind", "", None, console[2]),
+                                            ("/dev/tty1", "bind", "", None, tty1[2]),
+                                            ("/dev/tty2", "bind", "", None, tty2[2])]
+    assert all(Path(ctx.rootfs, "dev", name).is_file() for name in ("console", "tty1", "tty2"))
+
+
+@pytest.mark.state("child", "setup_ttys")
+def test_setup_ttys_with_autodev_off_and_no_pty_wanted_binds_only_a_host_console(
+        host, run, make_request, child_ctx, ptys):
+    ctx = child_ctx(make_request("lxc.autodev = 0"))
+    Path(ctx.rootfs, "dev").mkdir()   # no devpts was mounted: no pts, no ptmx
+
+    assert run("child", "setup_ttys", ctx) == "ttys_created"
+
+    (console,) = ptys
+    assert console[3] == "/dev/ptmx" and ctx.devpts == -1 and ctx.tty_masters == []
+    assert host.mounts.view(ctx.rootfs) == [("/dev/console", "bind", "", None, console[2])]
 
 
 @pytest.mark.state("child", "setup_ttys")
