@@ -14,11 +14,14 @@ whose processor chain ends in the chosen renderer.  structlog has no TRACE
 level (its filtering loggers start at DEBUG), so the events enter through
 `EventLogger`, with one method per LXC level.  An event below the threshold
 is recorded and nothing more: a dict, the caller's file, function and line
-kept as a tuple - no string formatted, no line rendered.  And since importing
-structlog costs more than a whole container start's own work (asyncio comes
-with it), it is imported when the first line is rendered: a start at the
-default level that succeeds never loads it.  A sink made at TRACE, whose
-first line is certain, imports it at once, before any state is timed.
+kept as a tuple - no string formatted, no line rendered.  structlog is
+loaded when the first line is rendered (a start at the default level that
+succeeds never loads it), and only its bound logger, `structlog._base`: the
+package's own __init__ imports every integration it has (stdlib logging,
+asyncio, the dev console and its tracebacks), 70-400 ms on the developers'
+VM, several times a whole start, for nothing lxcsm calls.  A sink made at
+TRACE, whose first line is certain, loads it at once, before any state is
+timed (nothing of logging is charged to a state).
 
 Whatever the threshold, every event is also *recorded*, unrendered, by the
 flight recorder: a ring of the last 200 events of this start (a dict append,
@@ -247,13 +250,38 @@ class Sink:
         self._structlog._proxy_to_logger("emit", **event)
 
     def _bind(self) -> None:
-        import structlog  # only when lines will be rendered: see the module's docstring
-        self._structlog = structlog.wrap_logger(self, processors=[_render],
-                                                wrapper_class=structlog.BoundLoggerBase)
+        self._structlog = _bound_logger_class()(self, processors=[_render], context={})
 
     def emit(self, line: str) -> None:   # structlog's last step hands us the rendered line
         self.stream.write(line + "\n")
         self.stream.flush()
+
+
+def _bound_logger_class() -> type:
+    """structlog.BoundLoggerBase, loaded without running structlog/__init__.py (see the module's
+    docstring): the package is made from its spec and put in sys.modules only while its
+    submodule `_base` imports (it needs `structlog.typing` and `structlog.exceptions`, nothing
+    more), then taken out again, so that a later `import structlog` runs the package in full
+    and finds this same `_base`."""
+    loaded = sys.modules.get("structlog._base")
+    if loaded is not None:   # the whole package (the start server preloads it), or an earlier sink
+        return loaded.BoundLoggerBase
+    import importlib.util
+    spec = importlib.util.find_spec("structlog")
+    if spec is None or spec.submodule_search_locations is None:
+        raise ImportError("structlog is not installed")
+    package = importlib.util.module_from_spec(spec)
+    sys.modules["structlog"] = package
+    try:
+        base = importlib.import_module("structlog._base")
+    except ImportError:   # a structlog laid out otherwise: pay for the whole package
+        del sys.modules["structlog"]
+        import structlog
+        return structlog.BoundLoggerBase
+    finally:
+        if sys.modules.get("structlog") is package:
+            del sys.modules["structlog"]
+    return base.BoundLoggerBase
 
 
 class SyslogSink:

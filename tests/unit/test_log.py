@@ -363,25 +363,50 @@ def test_nothing_threshold_renders_nothing():
 
 
 def test_structlog_is_loaded_only_when_a_line_is_rendered():
-    """A default-level start that succeeds must not pay structlog's import (asyncio and all)."""
+    """A default-level start that succeeds must not pay structlog's import at all."""
     probe = ("import sys, io; from lxcsm.engine import log; "
              "l = log.logger(log.Sink(io.StringIO()), name='n'); l.trace('unwanted'); "
-             "print('structlog' in sys.modules); log.set_threshold(log.Level.TRACE); l.trace('wanted'); "
-             "print('structlog' in sys.modules)")
+             "print('structlog._base' in sys.modules); log.set_threshold(log.Level.TRACE); l.trace('wanted'); "
+             "print('structlog._base' in sys.modules)")
     import subprocess
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "True"]
 
 
 def test_a_sink_made_at_trace_loads_structlog_before_any_event():
-    """At TRACE the first state's event is rendered for sure: structlog is imported when the sink
+    """At TRACE the first state's event is rendered for sure: structlog is loaded when the sink
     is made, before the machines, so a timeline does not charge its import to init_handler."""
     probe = ("import sys, io; from lxcsm.engine import log; log.set_threshold(log.Level.DEBUG); "
-             "log.Sink(io.StringIO()); print('structlog' in sys.modules); "
-             "log.set_threshold(log.Level.TRACE); log.Sink(io.StringIO()); print('structlog' in sys.modules)")
+             "log.Sink(io.StringIO()); print('structlog._base' in sys.modules); "
+             "log.set_threshold(log.Level.TRACE); log.Sink(io.StringIO()); print('structlog._base' in sys.modules)")
     import subprocess
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "True"]
+
+
+def test_the_first_line_loads_structlogs_bound_logger_not_the_whole_package():
+    """structlog's __init__ imports asyncio, stdlib logging and the dev console (several starts'
+    worth of time): a rendered line loads only structlog._base, and the package itself stays
+    importable in full afterwards, with the very same BoundLoggerBase."""
+    probe = ("import sys, io; from lxcsm.engine import log; log.set_threshold(log.Level.TRACE); "
+             "out = io.StringIO(); log.logger(log.Sink(out), name='n').trace('line', k=1); "
+             "print(out.getvalue().split(' - ')[-1].strip()); "
+             "print(sorted(m for m in ('asyncio', 'logging', 'structlog', 'structlog.dev') if m in sys.modules)); "
+             "import structlog; print(structlog.BoundLoggerBase is sys.modules['structlog._base'].BoundLoggerBase, "
+             "'structlog.dev' in sys.modules)")
+    import subprocess
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines() == ["line k=1", "[]", "True True"]
+
+
+def test_a_sink_uses_the_whole_structlog_when_it_is_loaded_already():
+    """In a process that imported structlog itself (the start server preloads it), lines go
+    through that package's BoundLoggerBase: one structlog per process."""
+    probe = ("import sys, io, structlog; from lxcsm.engine import log; log.set_threshold(log.Level.TRACE); "
+             "sink = log.Sink(io.StringIO()); print(type(sink._structlog) is structlog.BoundLoggerBase)")
+    import subprocess
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["True"]
 
 
 def test_syslog_lines_are_lxcs_at_lxcs_priorities(monkeypatch):
