@@ -4,7 +4,9 @@ Replaces the option handling LXC does for lxc.mount.entry and lxc.mount.fstab
 (parse_mntopts_legacy, parse_propagationopts and parse_lxc_mount_attrs in
 conf.c): kernel flags, the propagation change done by a second mount(2) call,
 the leftover filesystem data string, and LXC's own options, which never reach
-the kernel.
+the kernel - among them idmap=, the user namespace whose id map an idmapped
+mount shows its files through: "container" (the container's own) or the path
+of a user namespace file, such as /proc/PID/ns/user.
 """
 
 from __future__ import annotations
@@ -94,7 +96,8 @@ class MountOptions(namedtuple("MountOptions", (
         "create",       # str | None
         "optional",     # bool
         "relative",     # bool
-    ))):
+        "idmap",        # str | None: "container", or the path of a user namespace
+    ), defaults=(None,))):
     """An option string split into what each part of the mount code needs."""
 
     __slots__ = ()
@@ -116,6 +119,7 @@ def parse_mount_options(text: str) -> MountOptions:
     create: str | None = None
     optional = False
     relative = False
+    idmap: str | None = None
 
     # Empty items ("ro,,bind", a trailing comma) are skipped, as LXC does.
     for option in filter(None, text.split(",")):
@@ -133,7 +137,10 @@ def parse_mount_options(text: str) -> MountOptions:
         elif option == RELATIVE:
             relative = True
         elif option.startswith("idmap="):
-            raise ValueError("idmap= mounts are not supported yet")
+            idmap = option.removeprefix("idmap=")
+            if not idmap:
+                raise ValueError("idmap= needs 'container' or the path of a user namespace, "
+                                 "e.g. idmap=/proc/PID/ns/user")
         else:
             # Filesystem-specific ("size=10%", "mode=755", "lowerdir=..."):
             # handed to the filesystem as mount data.
@@ -146,4 +153,5 @@ def parse_mount_options(text: str) -> MountOptions:
         create=create,
         optional=optional,
         relative=relative,
+        idmap=idmap,
     )

@@ -22,7 +22,8 @@ def test_bad_mount_entries(tmp_path, entry, message):
 
 def test_rootfs_options_are_checked_as_mount_options(tmp_path):
     assert load_text(tmp_path, "lxc.rootfs.options = ro,nodev\n").rootfs_options == "ro,nodev"
-    assert "idmap=" in error_of(tmp_path, "lxc.rootfs.options = idmap=container\n").message
+    assert load_text(tmp_path, "lxc.rootfs.options = ro,idmap=container\n").rootfs_options == "ro,idmap=container"
+    assert "idmap= needs" in error_of(tmp_path, "lxc.rootfs.options = idmap=\n").message
 
 
 @pytest.mark.parametrize("value, proc, sys, cgroup", [

@@ -145,6 +145,9 @@ def test_create_must_be_dir_or_file():
         parse_mount_options("create=fifo")
 
 
-def test_idmapped_mounts_are_refused():
-    with pytest.raises(ValueError, match="idmap= mounts are not supported yet"):
-        parse_mount_options("bind,idmap=container")
+def test_idmap_names_the_user_namespace_and_never_reaches_the_kernel():
+    assert parse_mount_options("bind,idmap=container,ro").idmap == "container"
+    assert parse_mount_options("idmap=/proc/42/ns/user") == NOTHING._replace(idmap="/proc/42/ns/user")
+    assert parse_mount_options("ro").idmap is None
+    with pytest.raises(ValueError, match="idmap= needs 'container' or the path of a user namespace"):
+        parse_mount_options("bind,idmap=")
