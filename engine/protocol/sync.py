@@ -5,7 +5,9 @@ no framing code, and file descriptors ride along as SCM_RIGHTS.  A frame is one
 kind byte and a payload.  The kinds are a closed vocabulary:
 
 * LXC 5's start sequences, in the order they happen (sync.h's START_SYNC_*):
-  STARTUP (monitor -> child: you are in your cgroups), CONFIGURE (child ->
+  STARTUP (monitor -> child: you are in your cgroups - and, in a user
+  namespace, your id maps are written: LXC writes them before this barrier
+  too, so a user namespace needs no message of its own), CONFIGURE (child ->
   monitor: my namespaces exist, configure them from outside), POST_CONFIGURE
   (monitor -> child: network is in place), CGROUP_LIMITS (child -> monitor: set
   up, apply the device limits), FDS (both ways: the fds the monitor keeps) and

@@ -35,6 +35,8 @@ points, in this order::
     monitor                                child
     -------                                -----
     spawn               --STARTUP-->         startup
+    (with lxc.idmap: spawn, then
+     write_id_maps      --STARTUP-->         startup, then become_userns_root)
     sync_configure      <--CONFIGURE--       configure   (child has unshared its cgroup ns)
     sync_post_configure --POST_CONFIGURE-->  configure   (network is in place)
                                              setup_*     (rootfs ... pivot_root ... seccomp,
@@ -52,6 +54,21 @@ barrier (wake one message, wait for the next) ends in the state after it.  Any s
 monitor then enters `aborting`, which kills the child and unwinds what was
 recorded (engine/start/undo.py); the child enters its own `aborting`, which
 sends its error text to the monitor and exits.
+
+A container with a user namespace (lxc.idmap)
+---------------------------------------------
+A process cloned with CLONE_NEWUSER maps no id: until its uid_map and gid_map
+are written from outside, it cannot become root in its own namespace.  As in
+LXC's lxc_spawn(), the monitor writes them between the clone and STARTUP:
+`spawn` then fires `child_cloned` instead of waking the child, and
+`write_id_maps` writes the maps, hands the payload cgroups to the container's
+root and sends STARTUP, which to such a child also means "your ids are
+mapped".  The child's `startup` then fires `started_in_user_namespace`, and
+`become_userns_root` unshares the network namespace (only now: made after the
+maps, its devices' sysfs entries belong to the mapped root), then switches to
+uid and gid 0 of its user namespace (LXC's do_start(), between STARTUP and
+CONFIGURE).  Without lxc.idmap neither state is entered: they are the tables'
+`detours`, and the diagram above is the whole story.
 
 After the start
 ---------------
@@ -73,12 +90,18 @@ from types import ModuleType
 from transitions import Machine
 
 
-class Table(namedtuple("Table", ("side", "states", "transitions", "initial", "final"))):
+class Table(namedtuple("Table", ("side", "states", "transitions", "initial", "final", "detours"),
+                       defaults=((),))):
     side: str                      # "monitor" or "child": also the package under states/
     states: tuple[str, ...]        # in the order of a normal start
     transitions: tuple[tuple[str, str | tuple[str, ...], str], ...]   # (trigger, source(s), dest)
     initial: str
     final: tuple[str, ...]
+    detours: tuple[str, ...]       # states only some configs enter, off the road of the others
+
+    def road(self) -> tuple[str, ...]:
+        """The states a start without any detour enters, in order (and where it may end)."""
+        return tuple(state for state in self.states if state not in self.detours)
 
     __slots__ = ()
 
@@ -94,6 +117,7 @@ MONITOR_STATES = (
     "init_handler",        # command socket, STARTING, environment, signal fd
     "monitor_cgroup",      # lxc.monitor.NAME created and entered
     "spawn",               # lxc.payload.NAME, clone3 into new namespaces, STARTUP
+    "write_id_maps",       # lxc.idmap: the child's uid/gid maps, its cgroups chowned, STARTUP
     "sync_configure",      # CONFIGURE: the host side of the network
     "sync_post_configure", # POST_CONFIGURE: the child may set itself up
     "sync_cgroup_limits",  # CGROUP_LIMITS: the child is set up; device limits; start-host hooks
@@ -114,7 +138,8 @@ MONITOR = Table(
     transitions=(
         ("handler_ready", "init_handler", "monitor_cgroup"),
         ("monitor_cgroup_entered", "monitor_cgroup", "spawn"),
-        ("child_spawned", "spawn", "sync_configure"),
+        ("child_spawned", ("spawn", "write_id_maps"), "sync_configure"),
+        ("child_cloned", "spawn", "write_id_maps"),   # into a user namespace: map it first
         ("network_ready", "sync_configure", "sync_post_configure"),
         ("child_released", "sync_post_configure", "sync_cgroup_limits"),
         ("limits_applied", "sync_cgroup_limits", "sync_fds"),
@@ -130,11 +155,13 @@ MONITOR = Table(
     ),
     initial="init_handler",
     final=("stopped",),
+    detours=("write_id_maps",),   # lxc.idmap only
 )
 
 # The child: created by the monitor's spawn state, gone at exec.
 CHILD_STATES = (
     "startup",             # wait until the monitor has put us in our cgroups
+    "become_userns_root",  # lxc.idmap: uid/gid 0 of our user namespace; our own network namespace
     "configure",           # own cgroup namespace; the monitor configures us
     "setup_rootfs",        # mounts made dependent; the rootfs bind-mounted
     "setup_hostname",      # uts name
@@ -157,6 +184,8 @@ CHILD = Table(
     states=CHILD_STATES,
     transitions=(
         ("started", "startup", "configure"),
+        ("started_in_user_namespace", "startup", "become_userns_root"),
+        ("root_in_user_namespace", "become_userns_root", "configure"),
         ("configured", "configure", "setup_rootfs"),
         ("rootfs_mounted", "setup_rootfs", "setup_hostname"),
         ("hostname_set", "setup_hostname", "setup_network"),
@@ -175,6 +204,7 @@ CHILD = Table(
     initial="startup",
     # exec ends the machine by replacing the process; aborting by exiting it.
     final=("exec", "aborting"),
+    detours=("become_userns_root",),   # lxc.idmap only
 )
 
 TABLES = {"monitor": MONITOR, "child": CHILD}

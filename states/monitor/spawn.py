@@ -11,13 +11,17 @@ Afterwards the kernel sees:
   it there - the other layout's keys ignored with a warning, as LXC does;
 * a new process, created by one clone3() call in new mount, pid, uts, ipc and
   network namespaces (less what lxc.namespace.keep keeps and what a
-  ``lxc.net.0.type = none`` shares), started directly inside the cgroup2
+  ``lxc.net.0.type = none`` shares) - with lxc.idmap also in a new user
+  namespace, which owns the others, and then without the network namespace,
+  which the child unshares itself once it is root in its user namespace
+  (become_userns_root, as LXC) - started directly inside the cgroup2
   payload directory (CLONE_INTO_CGROUP), with a pidfd for it held by the
   monitor (CLONE_PIDFD) so its pid cannot be recycled under us;
 * that process moved into the payload cgroup of every v1 hierarchy, then
   woken with STARTUP.  It has not changed anything yet: it waited for
   STARTUP so that everything it creates from now on is accounted to the
-  container's cgroups;
+  container's cgroups.  A child in a user namespace is not woken here: its
+  id maps must be written first, and write_id_maps wakes it;
 * with lxc.sched.core = 1, the child's threads in a core scheduling group of
   their own (prctl PR_SCHED_CORE_CREATE, right after the clone as LXC's
   core_scheduling()): no task outside the container shares a physical core
@@ -46,14 +50,21 @@ from lxcsm.engine.start.child import run_child
 
 
 def clone_flags(config) -> int:
-    names = set(config.namespace_clone) or {"mnt", "pid", "uts", "ipc", "net"}
-    if any(net.type == "none" for net in config.networks):
-        names.discard("net")   # `none` shares the host's network namespace
-    names -= set(config.namespace_keep) | {"cgroup"}   # cgroup: the child's own job, see above
+    """Every namespace the container gets, whether clone3 or the child makes it (what
+    lxc-attach is told: LXC's ns_clone_flags), but cgroup: the child's own job, see above."""
     flags = 0
-    for name in names:
+    for name in config.namespaces():
         flags |= kernel.NAMESPACE_FLAGS[name]
     return flags
+
+
+def unshared_by_child(flags: int) -> int:
+    """The namespaces of `flags` the child makes itself rather than clone3: the network
+    namespace of a container with a user namespace (made once the id maps are written, so
+    that the network devices' sysfs entries belong to the container's root)."""
+    if flags & kernel.CLONE_NEWUSER:
+        return flags & kernel.CLONE_NEWNET
+    return 0
 
 
 def enter(ctx) -> str:
@@ -89,7 +100,7 @@ def enter(ctx) -> str:
     flags = clone_flags(request.config)
     monitor_sock, child_sock = sync.socketpair()
     try:
-        pid, pidfd = kernel.clone3(flags, cgroup2_fd)
+        pid, pidfd = kernel.clone3(flags & ~unshared_by_child(flags), cgroup2_fd)
     except OSError:
         monitor_sock.close()   # no child: neither end has a reader
         child_sock.close()
@@ -114,7 +125,7 @@ def enter(ctx) -> str:
     if hooks.configured(request.config, "stop"):
         # A stop hook runs after init is gone: hold the namespaces open for it.
         for kind in hooks.STOP_HOOK_NAMESPACES:
-            if flags & kernel.NAMESPACE_FLAGS[kind]:
+            if flags & ~unshared_by_child(flags) & kernel.NAMESPACE_FLAGS[kind]:
                 fd = os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC)
                 boot.undo.record("kept_fd", fd)
                 boot.namespace_fds[kind] = fd
@@ -127,6 +138,8 @@ def enter(ctx) -> str:
                                    on_child_log=replay_child_event,
                                    on_child_paused=lambda state: ctx.pause("child", state),
                                    serve=ctx.command_server)
+    if flags & kernel.CLONE_NEWUSER:
+        return "child_cloned"   # write_id_maps maps its ids, then wakes it
     boot.channel.wake(sync.SyncMsg.STARTUP)
     return "child_spawned"
 
@@ -144,6 +157,8 @@ def _core_scheduling(pid: int, log) -> None:
 
 def plan(request) -> list[str]:
     flags = clone_flags(request.config)
+    later = unshared_by_child(flags)
+    flags &= ~later
     names = "|".join(f"CLONE_NEW{n.upper()}" if n != "mnt" else "CLONE_NEWNS"
                      for n, bit in kernel.NAMESPACE_FLAGS.items() if flags & bit)
     try:
@@ -161,4 +176,6 @@ def plan(request) -> list[str]:
             *(["prctl(PR_SCHED_CORE_CREATE) for the child's thread group (lxc.sched.core)"]
               if request.config.get_item("lxc.sched.core") == "1" else []),
             "write the child's pid into cgroup.procs of every v1 lxc.payload directory",
-            "send STARTUP"]
+            "(lxc.idmap: write_id_maps sends STARTUP, the child unshares CLONE_NEWNET)" if later
+            else "(lxc.idmap: write_id_maps sends STARTUP)" if flags & kernel.CLONE_NEWUSER
+            else "send STARTUP"]

@@ -174,10 +174,12 @@ def test_failed_leads_to_aborting_from_every_state_that_can_fail(table, can_fail
 
 
 def happy_path(table: Table) -> list[str]:
-    """From initial, follow the one non-`failed` move out of each state while there is one."""
+    """From initial, follow the one non-`failed` move out of each state, but into a detour,
+    while there is one."""
     path = [table.initial]
     while True:
-        out = [dest for trigger, src, dest in edges(table) if src == path[-1] and trigger != "failed"]
+        out = [dest for trigger, src, dest in edges(table)
+               if src == path[-1] and trigger != "failed" and dest not in table.detours]
         if len(out) != 1 or out[0] in path:
             return path
         path.append(out[0])
@@ -185,7 +187,7 @@ def happy_path(table: Table) -> list[str]:
 
 def test_monitor_normal_order():
     expected_start = ["init_handler", "monitor_cgroup", "spawn", "sync_configure", "sync_post_configure"]
-    assert list(MONITOR.states[:5]) == expected_start
+    assert list(MONITOR.road()[:5]) == expected_start
     assert MONITOR.initial == "init_handler"
     path = happy_path(MONITOR)
     assert path[:5] == expected_start
@@ -204,7 +206,19 @@ def test_monitor_normal_order():
 def test_child_normal_order_ends_in_exec():
     path = happy_path(CHILD)
     assert path[0] == "startup" and path[-1] == "exec"
-    assert path == [s for s in CHILD.states if s != "aborting"]
+    assert path == [s for s in CHILD.road() if s != "aborting"]
+
+
+@pytest.mark.parametrize("table", ALL_TABLES, ids=TABLE_IDS)
+def test_a_detour_leaves_the_road_and_rejoins_it_where_the_road_goes_on(table):
+    """A detour (the user namespace's states) is entered from a road state instead of that
+    state's next one, and leads back to exactly that next one."""
+    road = happy_path(table)
+    for detour in table.detours:
+        [(entry, _trigger)] = [(src, t) for t, src, dest in edges(table) if dest == detour]
+        exits = {dest for t, src, dest in edges(table) if src == detour and t != "failed"}
+        assert entry in road and exits == {road[road.index(entry) + 1]}, detour
+        assert table.states.index(entry) < table.states.index(detour) < table.states.index(road[road.index(entry) + 1])
 
 
 @pytest.mark.parametrize("table", ALL_TABLES, ids=TABLE_IDS)

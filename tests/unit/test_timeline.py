@@ -128,8 +128,8 @@ def test_durations_of_each_side_sum_to_the_wall_time(path):
         assert abs(start.offset(side) + sum(s.duration for s in spans) - start.wall) <= 0.03 * start.wall
     assert start.offset("monitor") == 0
     assert start.offset("child") > 0                  # the monitor clones the child first
-    assert [s.state for s in start.side_spans("child")] == list(TABLES["child"].states[:-1])
-    assert [s.state for s in start.side_spans("monitor")] == list(TABLES["monitor"].states[:8])
+    assert [s.state for s in start.side_spans("child")] == list(TABLES["child"].road()[:-1])
+    assert [s.state for s in start.side_spans("monitor")] == list(TABLES["monitor"].road()[:8])
     assert [s.state for s in start.spans if s.tail] == ["poll", "stopping", "stopped"]
 
 

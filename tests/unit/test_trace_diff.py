@@ -16,8 +16,8 @@ LXCSM = TRACES / "busybox-start-stop.trace.log"
 LXCSM_JSON = TRACES / "busybox-start-stop.trace.json"
 
 # A normal start, init_handler ... exec: every state each machine passes through before RUNNING.
-NORMAL_START = ([f"monitor:{s}" for s in TABLES["monitor"].states[: TABLES["monitor"].states.index("poll")]]
-                + [f"child:{s}" for s in TABLES["child"].states[: TABLES["child"].states.index("exec") + 1]])
+NORMAL_START = ([f"monitor:{s}" for s in TABLES["monitor"].road()[: TABLES["monitor"].road().index("poll")]]
+                + [f"child:{s}" for s in TABLES["child"].road()[: TABLES["child"].road().index("exec") + 1]])
 
 
 @pytest.fixture(scope="module")

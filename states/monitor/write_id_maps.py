@@ -1,0 +1,65 @@
+"""write_id_maps (monitor) - the child's user namespace gets its id maps; then STARTUP.
+
+Replaces the lxc_map_ids() call and the cgroup chown of LXC's lxc_spawn()
+(conf.c, cgroups/cgfsng.c), which LXC makes between the clone and the
+START_SYNC_STARTUP barrier.  Entered only with lxc.idmap: spawn cloned the
+child into a new user namespace and left it waiting for STARTUP.
+
+Afterwards the kernel sees:
+* /proc/PID/uid_map and /proc/PID/gid_map of the child holding the
+  lxc.idmap lines of their kind, each file written once, whole, by the
+  monitor as root on the host (so no newuidmap helper is needed, and
+  /proc/PID/setgroups stays "allow", as LXC leaves it for a root caller).
+  The child's ids are still the host's root, which its namespace does not
+  map: it shows as the overflow id (65534) inside until become_userns_root
+  switches it to 0, that is to the host id lxc.idmap gives the container's
+  root;
+* every payload cgroup directory group-owned by the host gid the container's
+  root gid maps to, mode 0775, and its cgroup.procs (v1: also tasks; cgroup2:
+  the files /sys/kernel/cgroup/delegate lists) likewise, mode 0664, their
+  owner left as the host's root - what LXC's cgfsng chown gives the
+  container: its root may move processes between its cgroups and manage a
+  cgroup2 subtree below them.  Nothing needs undoing: the maps end with the
+  namespace, the ownership with the cgroups, which stopping removes;
+* the child woken with STARTUP, which to it now also means "your ids are
+  mapped".
+"""
+
+from __future__ import annotations
+
+from lxcsm.engine.errors import StateError
+from lxcsm.engine.linux import idmap
+from lxcsm.engine.protocol.sync import SyncMsg
+
+TYPE_CHECKING = False   # typing itself costs every start ~5 ms to import
+if TYPE_CHECKING:
+    from lxcsm.engine.start.context import MonitorContext, StartRequest
+
+
+def enter(ctx: MonitorContext) -> str:
+    config, boot = ctx.request.config, ctx.boot
+    for kind in ("u", "g"):
+        text = idmap.map_text(m[1:] for m in config.id_maps() if m.kind == kind)
+        idmap.write_map(boot.init_pid, kind, text)
+        ctx.log.trace("id map written", file=f"/proc/{boot.init_pid}/{kind}id_map",
+                      map=text.strip().replace("\n", ", "))
+    group = config.container_root_id("g")
+    if group is None:   # preflight refuses such a config; never chown to a guess
+        raise StateError("lxc.idmap maps no host gid to the container's gid 0")
+    for hierarchy, path in zip(ctx.hierarchies, boot.payload_cgroups, strict=True):
+        files = idmap.delegate_cgroup(path, hierarchy.version, 0, group)
+        ctx.log.trace("cgroup delegated", path=path, group=group, files=" ".join(files))
+    assert boot.channel is not None   # spawn opened it
+    boot.channel.wake(SyncMsg.STARTUP)
+    return "child_spawned"
+
+
+def plan(request: StartRequest) -> list[str]:
+    config = request.config
+    if not config.id_maps():
+        return ["(not entered: no lxc.idmap, the container shares the host's user namespace)"]
+    return [*(f"write '{idmap.map_text(m[1:] for m in config.id_maps() if m.kind == kind).strip()}'"
+              f" to /proc/CHILD/{kind}id_map" for kind in ("u", "g")),
+            f"chown every payload cgroup to 0:{config.container_root_id('g')} (0775), and its "
+            "cgroup.procs (v1: tasks; cgroup2: the files of /sys/kernel/cgroup/delegate) (0664)",
+            "send STARTUP"]
