@@ -274,7 +274,7 @@ KEYS: Mapping[str, KeySpec] = MappingProxyType({
     "lxc.cgroup.dir.monitor.pivot": _cgroup_path,
     "lxc.cgroup.relative": KeySpec(boolean, honoured=True),
     "lxc.cgroup2": _family("lxc.cgroup2", anything, Repeat.APPEND, form=_CGROUP2_FILE, honoured=True),
-    "lxc.console.buffer.size": KeySpec(byte_size_or_auto),
+    "lxc.console.buffer.size": KeySpec(byte_size_or_auto, honoured=True),
     "lxc.console.logfile": KeySpec(anything, honoured=True),
     # auto, none, or a terminal the monitor relays to the console (lxc-start -c), as LXC's.
     "lxc.console.path": KeySpec(anything, honoured=True),

@@ -2,11 +2,13 @@
 lxc-start -F's terminal to the console.
 
 Replaces the tty parts of LXC's terminal.c and conf.c (lxc_devpts_terminal,
-lxc_allocate_ttys, lxc_terminal_peer_default, lxc_setup_tios).  A pty is
+lxc_allocate_ttys, lxc_terminal_peer_default, lxc_setup_tios, and the
+console's ring buffer of ringbuf.c).  A pty is
 opened through a given /dev/ptmx - the container's, or the host's for a
 console when lxc.pty.max <= 1 - not os.openpty()'s, and its other end
 through TIOCGPTPEER, so no path is looked up in a devpts that may not be
-ours.  Imported only for a config with a console or lxc.tty.max.
+ours.  Imported only for a config with a console, lxc.tty.max or
+lxc.console.buffer.size.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import struct
 TIOCGPTN = 0x80045430      # the pty's number in its devpts
 TIOCSPTLCK = 0x40045431    # (un)lock the peer side
 TIOCGPTPEER = 0x5441       # open the peer side from the master
+LXC_CONSOLE_READ = 1024    # LXC_TERMINAL_BUFFER_SIZE: the most LXC's monitor reads from a console at once
 
 
 def open_pty(ptmx: str) -> tuple[int, int, int]:
@@ -123,3 +126,35 @@ class ConsoleProxy:
             self._set(self.saved)
         except OSError:
             pass   # the terminal is gone
+
+
+class RingBuffer:
+    """lxc.console.buffer.size: the console's latest output, kept in the monitor's memory
+    for LXC's CONSOLE_LOG command (liblxc's console_log(); no LXC tool sends it), as LXC's
+    lxc_ringbuf.  Each boot has a new, empty one.  The output is taken in pieces of at most
+    LXC_CONSOLE_READ bytes, LXC's reads; a piece that does not fit drops that many of the
+    oldest bytes, not just the overflow, as lxc_ringbuf_write() does - so a full buffer holds
+    up to one piece less than its size, as LXC's does.  Reading takes what it returns out."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size           # a power of two, at least a page (values.console_size)
+        self.data = bytearray()    # oldest first; a bytearray drops its head without copying
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def write(self, output: bytes) -> None:
+        for start in range(0, len(output), LXC_CONSOLE_READ):
+            piece = output[start:start + LXC_CONSOLE_READ]
+            if len(piece) > self.size - len(self.data):
+                del self.data[:len(piece)]
+            self.data += piece
+
+    def take(self, count: int) -> bytes:
+        """The `count` oldest bytes (at most all), no longer in the buffer."""
+        taken = bytes(self.data[:count])
+        del self.data[:count]
+        return taken
+
+    def clear(self) -> None:
+        self.data.clear()

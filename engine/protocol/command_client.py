@@ -139,7 +139,12 @@ def call(lxcpath: str, name: str, cmd: Cmd, payload: bytes = b"", keep: bool = F
             sock.close()
             return Reply(ret=None, monitor=monitor, peer=peer)
         ret, datalen, value = HEADER.unpack(header)
-        data = sock.recv(datalen) if datalen else b""
+        data = b""
+        while len(data) < datalen:   # CONSOLE_LOG's answer may be larger than one read
+            chunk = sock.recv(datalen - len(data))
+            if not chunk:
+                break
+            data += chunk
     except (ConnectionResetError, BrokenPipeError):
         sock.close()
         return None

@@ -17,6 +17,9 @@ connection is:
   serve_ready() again;
 * answered, and closed - or kept, as LXC keeps them: a state client
   (ADD_STATE_CLIENT), a STOP waiting for the end, an lxc-console's tty.
+  An answer larger than the socket takes at once (CONSOLE_LOG's, up to
+  lxc.console.buffer.size) is sent as the client reads it, each piece
+  within REQUEST_DEADLINE of the last, else the connection is closed.
 
 Pending connections are capped, so that silent connections cannot pile up:
 MAX_PENDING_PER_UID from any one unprivileged uid - its next connection is
@@ -46,7 +49,11 @@ process into the fds it gets), GET_CGROUP_FD and GET_LIMIT_CGROUP_FD
 writes, all done by the client in the directory it gets), GET_CGROUP and
 GET_LIMIT_CGROUP (their path fallbacks, and lxc-freeze's freezer on v1) and
 GET_CGROUP2_FD / GET_LIMIT_CGROUP2_FD (a cgroup2-only host's) - plus
-lxcsm's own CONTINUE (its value: how many pauses the start has had) and
+CONSOLE_LOG (the console's latest output, from the ring buffer of
+lxc.console.buffer.size, as LXC's lxc_cmd_console_log_callback: -EFAULT
+without a buffer, -ENODATA when asked to read an empty one, else at most
+read_max bytes (0: all), taken out of the buffer - or the whole buffer
+emptied, with clear), lxcsm's own CONTINUE (its value: how many pauses the start has had) and
 START_STATUS (start_status.py's snapshot, as JSON); every other command is
 answered -ENOSYS, which LXC's clients handle.  The monitor serves them from
 its sync waits and while it runs a hook too, so a start is watched as it goes.
@@ -80,6 +87,7 @@ import time
 from lxcsm.engine.protocol import monitor_fifo
 from lxcsm.engine.protocol.cgroup_commands import CgroupCommands
 from lxcsm.engine.protocol.command_socket import (
+    CONSOLE_LOG_REQUEST,
     HEADER,
     MAX_PAYLOAD,
     REGISTERED,
@@ -167,6 +175,9 @@ class CommandServer(CgroupCommands):
         self.ttys: dict[int, int] = {}
         self.tty_users: dict[int, socket.socket] = {}
         self.devpts = -1   # the container's devpts, where lxc-attach allocates its pty
+        # The console's output for CONSOLE_LOG: a terminal.RingBuffer each boot's init_handler
+        # makes (with lxc.console.buffer.size) and poll fills, or None.
+        self.console_buffer = None
         self.stop_signal = config.signal_stop
         self.request_deadline = REQUEST_DEADLINE
         self.selector = selectors.DefaultSelector()
@@ -176,6 +187,8 @@ class CommandServer(CgroupCommands):
         self.waiters: dict[socket.socket, list[int] | None] = {}   # kept connections -> states asked for
         # FREEZE/UNFREEZE waiting for cgroup.events: connection -> (cgroup, frozen wanted, deadline or None)
         self.freezing: dict[socket.socket, tuple[str, bool, float | None]] = {}
+        # Answers the socket did not take at once: connection -> [what is left, deadline]
+        self.sending: dict[socket.socket, list] = {}
         self.pausing = False              # a start paused at a breakpoint (engine/start/breakpoints.py)
         self.pause_decision: str | None = None   # what the user said: "continue" or "abort"
         self.start_status = StartStatus()   # fed the start's events by init_handler
@@ -210,12 +223,15 @@ class CommandServer(CgroupCommands):
         now = time.monotonic()
         for conn in [conn for conn, pending in self.pending.items() if pending.deadline <= now]:
             self._drop(conn)
+        for conn in [conn for conn, (_rest, deadline) in self.sending.items() if deadline <= now]:
+            self._drop(conn)
         self._answer_frozen(now)
 
     def timeout(self) -> float | None:
         """Seconds until serve_ready() must run again (the earliest pending connection's deadline,
         or the next look at a freezing cgroup); None when nothing is due."""
         due = [pending.deadline for pending in self.pending.values()]
+        due += [deadline for _rest, deadline in self.sending.values()]
         if self.freezing:
             due.append(self._next_freeze_check())
         if not due:
@@ -260,7 +276,7 @@ class CommandServer(CgroupCommands):
         """Stop listening, then close every connection: a kept one's client reads STOPPED."""
         self.selector.unregister(self.sock)
         self.sock.close()
-        for conn in [*self.pending, *self.waiters, *self.freezing]:
+        for conn in [*self.pending, *self.waiters, *self.freezing, *self.sending]:
             self._drop(conn)
         self.selector.close()
 
@@ -270,6 +286,7 @@ class CommandServer(CgroupCommands):
                 del self.tty_users[tty]
         self.waiters.pop(conn, None)
         self.freezing.pop(conn, None)
+        self.sending.pop(conn, None)
         if conn in self.pending:
             self._unpend(conn)
         if conn.fileno() >= 0:
@@ -342,16 +359,36 @@ class CommandServer(CgroupCommands):
             self._reply(conn, -errno.EPERM)
 
     def _reply(self, conn, ret: int, value: int = 0, payload: bytes = b"", fds=(), keep=False, states=None) -> None:
-        """Send one answer (a few hundred bytes at most: a fresh connection's socket buffer takes
-        it whole), then close the connection or keep it."""
+        """Send one answer, then close the connection or keep it.  An answer with fds, or one
+        kept, is a few hundred bytes at most: a fresh connection's socket buffer takes it
+        whole.  What a larger one leaves is sent as the client reads it (_send_rest)."""
         message = HEADER.pack(ret, len(payload), value) + payload
         try:
             sent = socket.send_fds(conn, [message], list(fds))
-        except OSError:
+        except BlockingIOError:
             sent = 0
+        except OSError:
+            sent = -1
         if keep and sent == len(message):
             self._keep(conn, states)
+        elif not keep and not fds and 0 <= sent < len(message):
+            self.sending[conn] = [message[sent:], time.monotonic() + self.request_deadline]
+            self.selector.register(conn, selectors.EVENT_WRITE, self._send_rest)
         else:
+            self._drop(conn)
+
+    def _send_rest(self, conn: socket.socket) -> None:
+        rest = self.sending[conn]
+        try:
+            sent = conn.send(rest[0])
+        except BlockingIOError:
+            return
+        except OSError:
+            self._drop(conn)
+            return
+        rest[0] = rest[0][sent:]
+        rest[1] = time.monotonic() + self.request_deadline
+        if not rest[0]:
             self._drop(conn)
 
     def _serve(self, conn, cmd: int, inline: int, payload: bytes) -> None:
@@ -392,6 +429,8 @@ class CommandServer(CgroupCommands):
                 self._reply(conn, 0, payload=value.encode() + b"\0")
             else:
                 self._reply(conn, -1)
+        elif cmd == Cmd.CONSOLE_LOG:
+            self._console_log(conn, payload)
         elif cmd == Cmd.CONTINUE:
             if self.pausing:
                 self.pause_decision = "continue"
@@ -444,6 +483,30 @@ class CommandServer(CgroupCommands):
                 self._reply_with_dirs(conn, [path], lambda fds: b"")
         else:
             self._reply(conn, -errno.ENOSYS)
+
+
+    def _console_log(self, conn, payload: bytes) -> None:
+        """CONSOLE_LOG, as LXC's lxc_cmd_console_log_callback answers it (see the header)."""
+        ring = self.console_buffer
+        if ring is None:
+            self._reply(conn, -errno.EFAULT)   # LXC's answer without lxc.console.buffer.size
+            return
+        if len(payload) != CONSOLE_LOG_REQUEST.size:
+            self._reply(conn, -errno.EINVAL)
+            return
+        clear, read, read_max, write_logfile = CONSOLE_LOG_REQUEST.unpack(payload)
+        if read and not len(ring):
+            self._reply(conn, -errno.ENODATA)
+            return
+        count = len(ring) if read or write_logfile else 0
+        if 0 < read_max <= count:
+            count = read_max
+        taken = ring.take(count)
+        if clear:
+            ring.clear()
+        # write_logfile alone: LXC takes the bytes out too, then fails to send them; no LXC
+        # client asks for it.  Here the answer carries nothing.
+        self._reply(conn, 0, payload=taken if read else b"")
 
 
 def _int32(inline: int) -> int:

@@ -25,6 +25,8 @@ CGROUP_FD = struct.Struct("<iIii64s")
 # struct cgroup_ctx: layout, utilities, fd_len, fd[20], padding to 8-byte alignment
 CGROUP_CTX_MAX_FD = 20
 CGROUP_CTX = struct.Struct(f"<iII{CGROUP_CTX_MAX_FD}i4x")
+# struct lxc_cmd_console_log: clear, read, read_max (0: all), write_logfile (sent by no LXC client)
+CONSOLE_LOG_REQUEST = struct.Struct("<??6xQ?7x")
 
 
 class Cmd(enum.IntEnum):
@@ -38,6 +40,7 @@ class Cmd(enum.IntEnum):
     GET_NAME = 8
     GET_LXCPATH = 9
     ADD_STATE_CLIENT = 10
+    CONSOLE_LOG = 11
     SERVE_STATE_CLIENTS = 12
     FREEZE = 15
     UNFREEZE = 16

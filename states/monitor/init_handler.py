@@ -13,6 +13,9 @@ Afterwards the kernel sees:
   here and `poll`;
 * the pid file (-p), holding the monitor's pid, on the first boot, and
   lxc.console.logfile opened for appending;
+* with lxc.console.buffer.size, a new, empty ring buffer in the monitor's
+  memory for the console's output of this boot (LXC's
+  lxc_terminal_create_ringbuf), which the command socket reads (CONSOLE_LOG);
 * with lxc.monitor.unshare (not 0), the monitor in a mount namespace of its
   own from the first boot on, every mount in it a slave of the host's, as
   lxc-start does right after its pid file: what the hooks the monitor runs
@@ -42,6 +45,7 @@ import time
 
 from lxcsm import hooks
 from lxcsm.engine import log as logmod
+from lxcsm.engine.config.values import console_size
 from lxcsm.engine.errors import StateError
 from lxcsm.engine.linux import cgroups, kernel
 from lxcsm.engine.protocol import command_client, command_server, command_socket
@@ -106,6 +110,11 @@ def enter(ctx) -> str:
     if console_log and ctx.console_log < 0:   # the first boot's; later boots append to it
         ctx.console_log = os.open(console_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         ctx.undo.record("kept_fd", ctx.console_log)
+    buffer_size = console_size(config.get_item("lxc.console.buffer.size"))
+    if buffer_size:
+        from lxcsm.engine.linux import terminal
+        ctx.command_server.console_buffer = terminal.RingBuffer(buffer_size)
+        ctx.log.trace("console ring buffer", size=buffer_size)
     if ctx.signal_fd < 0:
         ctx.signal_mask = frozenset(signal.pthread_sigmask(signal.SIG_BLOCK, WATCHED))
         ctx.signal_fd = kernel.signalfd(set(WATCHED))
@@ -190,6 +199,9 @@ def plan(request) -> list[str]:
         steps.append(f"write the monitor's pid to {request.pidfile}")
     if monitor_unshares(config):
         steps.append("unshare(CLONE_NEWNS); mount --make-rslave / (lxc.monitor.unshare)")
+    if buffer_size := console_size(config.get_item("lxc.console.buffer.size")):
+        steps.append(f"keep the console's last {buffer_size} bytes in memory for CONSOLE_LOG "
+                     "(lxc.console.buffer.size)")
     steps += [f"warn: {s.key} is not supported yet ({s.file}:{s.line})" for s in config.unsupported]
     steps += [f"run lxc.hook.pre-start: {s.value}" for _key, s in hooks.configured(config, "pre-start")]
     policies = config.in_effect("lxc.seccomp.profile")

@@ -9,7 +9,13 @@ forwarded to init, as LXC forwards it), the command socket (answered
 only now, so a client never sees a half-started container), and the
 container's console, drained into lxc.console.logfile while no lxc-console
 client holds it, within lxc.console.size (truncated, or rotated with
-lxc.console.rotate, as LXC does).  A console log that cannot be written (its disk is full)
+lxc.console.rotate, as LXC does) and kept in the ring buffer of
+lxc.console.buffer.size (CONSOLE_LOG reads it).  When init has ended, what
+nobody has read from that buffer replaces the log's content, as LXC's
+lxc_terminal_write_ringbuffer() does at the end of a boot: the log is
+truncated, then gets that output, within lxc.console.size - with no size
+set, that is nothing, so the log is left empty, as LXC 5.0.2 leaves it.  A
+console log that cannot be written (its disk is full)
 loses that output, and says so once, at WARN: as under LXC, the container
 runs on.  A foreground start from a terminal (lxc-start -F) relays that
 terminal, in raw mode, to the console, as does any start whose
@@ -121,6 +127,7 @@ def _supervise(ctx, poller, console: int, draining: bool, console_log, proxy) ->
                 while draining and select.select([console], [], [], 0)[0] and (shown := console_log.drain(console)):
                     if proxy is not None:
                         proxy.show(shown)
+                console_log.write_unread()
                 return _why_init_ended(ctx, status)
             else:
                 ctx.command_server.serve_ready()
@@ -141,22 +148,37 @@ class ConsoleLog:
         self.rotate = config.get_item("lxc.console.rotate") == "1"
 
     def drain(self, console: int) -> bytes:
-        """Read what the console has, log it, and return it (b"" if nothing could be read)."""
+        """Read what the console has, keep and log it, and return it (b"" if nothing could be read)."""
         try:
             data = os.read(console, 65536)
         except OSError:   # EIO: nobody has the console open just now (EAGAIN: nothing to read)
             return b""
-        if self.ctx.console_log < 0:
-            return data
+        ring = self.ctx.command_server.console_buffer
+        if ring is not None:
+            ring.write(data)
+        if self.ctx.console_log >= 0:
+            self._logged(self._write, data)
+        return data
+
+    def write_unread(self) -> None:
+        """The ring buffer's unread output, within lxc.console.size, as the log's whole content."""
+        ring = self.ctx.command_server.console_buffer
+        if ring is not None and len(ring) and self.ctx.console_log >= 0:
+            self._logged(self._replace, ring.data[:self.size])
+
+    def _replace(self, data: bytes) -> None:
+        os.ftruncate(self.ctx.console_log, 0)
+        _write_all(self.ctx.console_log, data)
+
+    def _logged(self, write, data: bytes) -> None:
         try:
-            self._write(data)
+            write(data)
             self.dropping = False
         except OSError as err:
             if not self.dropping:
                 self.dropping = True
                 self.ctx.log.warn("console output dropped", error=describe(err),
                                   file=self.ctx.request.config.get_item("lxc.console.logfile"))
-        return data
 
     def _write(self, data: bytes) -> None:
         log = self.ctx.console_log

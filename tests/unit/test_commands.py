@@ -213,7 +213,7 @@ def test_get_config_item_without_a_value_is_minus_one(server, key):
 
 
 def test_unknown_command_is_enosys(server):
-    for cmd in (1, 11, 99):    # LXC commands lxcsm does not serve, and one nobody has
+    for cmd in (1, 14, 99):    # LXC commands lxcsm does not serve, and one nobody has
         reply = call(server, cmd)
         assert reply.ret == -errno.ENOSYS, cmd
 

@@ -106,7 +106,7 @@ HONOURED_KEYS = {
     "lxc.namespace.keep", "lxc.log.level", "lxc.log.file", "lxc.signal.halt",
     "lxc.signal.reboot", "lxc.signal.stop", "lxc.include", "lxc.hook.version", "lxc.cgroup",
     "lxc.cap.drop", "lxc.cap.keep", "lxc.prlimit", "lxc.proc", "lxc.sysctl", "lxc.pty.max", "lxc.tty.max",
-    "lxc.console.logfile", "lxc.console.path", "lxc.console.size", "lxc.console.rotate",
+    "lxc.console.logfile", "lxc.console.path", "lxc.console.size", "lxc.console.rotate", "lxc.console.buffer.size",
     "lxc.seccomp.profile", "lxc.cgroup2", "lxc.cgroup.relative",
     "lxc.cgroup.dir", "lxc.cgroup.dir.container", "lxc.cgroup.dir.container.inner", "lxc.cgroup.dir.monitor",
     "lxc.cgroup.dir.monitor.pivot", "lxc.no_new_privs",
@@ -184,14 +184,14 @@ def test_prefix_without_a_member_is_not_a_key(tmp_path):
 def test_unsupported_lists_valid_keys_not_honoured_yet(tmp_path):
     cfg = load_text(tmp_path, (
         "lxc.uts.name = a\n"
-        "lxc.console.buffer.size = 4096\n"
+        "lxc.seccomp.notify.proxy = unix:/run/proxy\n"
         "lxc.net.0.type = phys\n"
         "lxc.net.0.link = br0\n"
         "lxc.net.1.type = empty\n"
         "lxc.seccomp.notify.cookie = x\n"))
     path = str(tmp_path / "config")
     assert cfg.unsupported == (
-        Setting(path, 2, "lxc.console.buffer.size", "4096"),
+        Setting(path, 2, "lxc.seccomp.notify.proxy", "unix:/run/proxy"),
         Setting(path, 3, "lxc.net.0.type", "phys"),
         Setting(path, 6, "lxc.seccomp.notify.cookie", "x"),
     )
