@@ -70,13 +70,14 @@ def parse_args(argv):
     p = argparse.ArgumentParser(prog="tools/bench", description=USAGE.splitlines()[0].split(": ", 1)[1],
                                 epilog=USAGE[USAGE.index("Rows of the table"):],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--runs", type=int, default=15, metavar="N", help="runs of rows 1 and 3 per tool (15)")
+    p.add_argument("--runs", type=int, default=15, metavar="N", help="runs of rows 1-3 and 6-8 per tool (15)")
     p.add_argument("--samples", type=int, default=3, metavar="N", help="memory samples of row 4 per tool (3)")
     p.add_argument("--parallel", type=int, default=50, metavar="N", help="containers of row 5 (50)")
     p.add_argument("--rounds", type=int, default=2, metavar="N", help="rounds of row 5 per tool (2)")
     p.add_argument("--only", metavar="ROWS", help="comma-separated rows to measure, e.g. 1,3")
     p.add_argument("--server", action="store_true",
-                   help="lxcsm's starts through a start server (lxcsm serve) the bench runs for itself")
+                   help="also measure lxcsm through a start server (lxcsm serve) the bench runs for itself:"
+                        " a third side in every row, next to lxc-start and cold lxcsm")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--markdown", action="store_true",
                      help="print only the table and the machine line (for the README); no diagnostics")
@@ -149,7 +150,7 @@ def main(argv=None) -> int:
         return 130
 
     lxc_label = f"lxc-start {info['lxc']}" if info["lxc"] else "lxc-start"
-    table = markdown_table(rows, lxc_label, lxc_available)
+    table = markdown_table(rows, lxc_label, lxc_available, server=args.server)
     if args.json:
         json.dump({"machine": info, "rows": [r.as_json() for r in rows], "failures": bench.failures,
                    "diagnostics": diag, "left_behind": left}, sys.stdout, indent=2)

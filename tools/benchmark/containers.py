@@ -44,19 +44,25 @@ def bench_env(environ, pycache: Path) -> dict[str, str]:
 
 @dataclass
 class Tool:
-    key: str                # "lxc" or "lxcsm": also the word in the monitor's title
+    key: str                # "lxc", "lxcsm" (cold) or "warm" (lxcsm through the bench's start server)
     start_cmd: list[str]
     stop_cmd: list[str]
     lxcpath: str
     outdir: Path
     names: set[str] = field(default_factory=set)     # every container it may have started
+    env: dict[str, str] | None = None   # its commands' environment, if not the bench's own
+
+    @property
+    def word(self) -> str:
+        """The word in its monitors' titles: [lxc monitor] or [lxcsm monitor]."""
+        return "lxc" if self.key == "lxc" else "lxcsm"
 
     def argv(self, action: str, name: str, *args: str) -> list[str]:
         base = self.start_cmd if action == "start" else self.stop_cmd
         return [*base, "-n", name, "-P", self.lxcpath, *args]
 
     def monitors(self, names) -> dict[str, list[int]]:
-        return find_monitors(self.key, self.lxcpath, names)
+        return find_monitors(self.word, self.lxcpath, names)
 
 
 class Bench:
@@ -79,24 +85,29 @@ class Bench:
         if apparmor_enabled():
             # LXC 5 would generate and load a profile; lxcsm has no AppArmor: keep it equal.
             self.extra_config.append("lxc.apparmor.profile = unconfined")
+        # A cold lxcsm never asks a start server, not even one the host runs.
+        cold_env = dict(self.env, LXCSM_START_SERVER="off")
+        self.server_socket = str(tmp / "start.sock")
+        warm_env = dict(self.env, LXCSM_START_SOCKET=self.server_socket, LXCSM_START_SERVER="require")
         self.tools: list[Tool] = []
-        for key, start, stop in (("lxc", ["lxc-start"], ["lxc-stop"]),
-                                 ("lxcsm", [*lxcsm_cmd, "start"], [*lxcsm_cmd, "stop"])):
-            if key == "lxc" and not lxc_available:
+        for key, start, stop, env in (("lxc", ["lxc-start"], ["lxc-stop"], None),
+                                      ("lxcsm", [*lxcsm_cmd, "start"], [*lxcsm_cmd, "stop"], cold_env),
+                                      ("warm", [*lxcsm_cmd, "start"], [*lxcsm_cmd, "stop"], warm_env)):
+            if (key == "lxc" and not lxc_available) or (key == "warm" and not args.server):
                 continue
             lxcpath = tmp / key
             outdir = tmp / "out" / key
             lxcpath.mkdir(parents=True)
             outdir.mkdir(parents=True)
-            self.tools.append(Tool(key, start, stop, str(lxcpath), outdir))
-        self.lxcsm = self.tools[-1]
+            self.tools.append(Tool(key, start, stop, str(lxcpath), outdir, env=env))
+        self.lxcsm = next(tool for tool in self.tools if tool.key == "lxcsm")
         self.lxcsm_cmd = lxcsm_cmd
         self.server: subprocess.Popen | None = None
 
     def start_server(self) -> None:
         """--server: an `lxcsm serve` of the bench's own (pyroute2 preloaded for row 2), which every
-        lxcsm start of the run must go through (LXCSM_START_SERVER=require)."""
-        path = str(self.tmp / "start.sock")
+        start of the "warm" tool must go through (LXCSM_START_SERVER=require)."""
+        path = self.server_socket
         self.server = subprocess.Popen([*self.lxcsm_cmd, "serve", "--netlink", "--socket", path],
                                        env=self.env, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + 60
@@ -104,7 +115,6 @@ class Bench:
             if self.server.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("lxcsm serve did not start")
             time.sleep(0.05)
-        self.env.update(LXCSM_START_SOCKET=path, LXCSM_START_SERVER="require")
 
     # -- containers
 
@@ -113,7 +123,7 @@ class Bench:
         progress("warm-up: one start -F, start -d, stop -k per tool (untimed)")
         for tool in self.tools:
             name = self.make(tool, "c")
-            result = self.runner.run(tool.argv("start", name, "-F", "--", "/bin/true"), self.out(tool))
+            result = self.runner.run(tool.argv("start", name, "-F", "--", "/bin/true"), self.out(tool), env=tool.env)
             if not result.ok:
                 self.fail("warm-up", tool, 0, result.detail)
                 self.ensure_stopped(tool, [name])
@@ -122,7 +132,7 @@ class Bench:
                 self.stop_timed(tool, name, started[1], "warm-up", 0)
 
     def name(self, tool: Tool, suffix: str) -> str:
-        return f"{NAME_PREFIX}{self.tag}-{'x' if tool.key == 'lxc' else 's'}{suffix}"
+        return f"{NAME_PREFIX}{self.tag}-{tool.key[0]}{suffix}"
 
     def make(self, tool: Tool, suffix: str, extra: list[str] | None = None) -> str:
         """A new container for `tool`: a busybox rootfs and a config, the same for both tools."""
@@ -143,7 +153,7 @@ class Bench:
         """Stop whatever runs of `names` (stop -k, then SIGKILL to the monitor); what is left."""
         names = list(names)
         running = tool.monitors(names)
-        procs = [(n, self.runner.spawn(tool.argv("stop", n, "-k"), self.out(tool, f"cleanup-{i}")))
+        procs = [(n, self.runner.spawn(tool.argv("stop", n, "-k"), self.out(tool, f"cleanup-{i}"), tool.env))
                  for i, n in enumerate(running)]
         for _, proc in procs:
             try:
@@ -171,7 +181,7 @@ class Bench:
     def start_stop(self, tool: Tool, name: str, rowkey: str, run: int, *command: str):
         """start -d [-- COMMAND] timed; returns (start seconds, monitor pid) or None."""
         args = ["-d", "--", *command] if command else ["-d"]
-        result = self.runner.run(tool.argv("start", name, *args), self.out(tool))
+        result = self.runner.run(tool.argv("start", name, *args), self.out(tool), env=tool.env)
         if not result.ok:
             self.fail(rowkey, tool, run, result.detail)
             self.ensure_stopped(tool, [name])
@@ -187,7 +197,7 @@ class Bench:
     def stop_timed(self, tool: Tool, name: str, pid: int, rowkey: str, run: int) -> float | None:
         """stop -k until it returned and the monitor exited."""
         began = time.perf_counter()
-        result = self.runner.run(tool.argv("stop", name, "-k"), self.out(tool, "stop"))
+        result = self.runner.run(tool.argv("stop", name, "-k"), self.out(tool, "stop"), env=tool.env)
         exited = result.ok and wait_exited([pid], 30)
         seconds = time.perf_counter() - began
         if not result.ok or not exited:

@@ -73,7 +73,7 @@ def measure_imports(bench: Bench, python: str) -> dict:
     tool = bench.lxcsm
     name = bench.make(tool, "c")
     out = bench.out(tool, "importtime")
-    runner = Runner(dict(bench.env, PYTHONPROFILEIMPORTTIME="1"))
+    runner = Runner(dict(tool.env or bench.env, PYTHONPROFILEIMPORTTIME="1"))
     result = runner.run(tool.argv("start", name, "-F", "--", "/bin/true"), out)
     if not result.ok:
         bench.fail("diagnostics", tool, 0, result.detail)
@@ -99,7 +99,7 @@ def measure_phases(bench: Bench, runs: int = 5) -> dict | None:
     cuts = []
     for run in range(1, runs + 1):
         launched = time.time()
-        result = bench.runner.run(tool.argv("start", name, "-F", "--", "/bin/true"), bench.out(tool))
+        result = bench.runner.run(tool.argv("start", name, "-F", "--", "/bin/true"), bench.out(tool), env=tool.env)
         exited = time.time()
         if not result.ok:
             bench.fail("diagnostics", tool, run, result.detail)

@@ -1,8 +1,11 @@
 """The table tools/bench prints: one `Row` per measurement, as markdown padded to read as plain text.
 
-A row holds both tools' samples, its failures and its target (a ratio
-lxcsm / lxc-start, or an absolute size); a cell shows the median and min-max
-of one side, and whether the target is met is read from the medians.
+A row holds the samples of each side - ``lxc`` (lxc-start), ``lxcsm`` (a cold
+`lxcsm start`) and, with --server, ``warm`` (`lxcsm start` through the bench's
+start server) - its failures and its target (a ratio to lxc-start, or an
+absolute size); a cell shows the median and min-max of one side, and whether
+the target is met is read from the medians of lxcsm's warm side when it was
+measured, of its cold side otherwise.
 """
 
 from __future__ import annotations
@@ -41,8 +44,10 @@ class Row:
     unit: str = "s"                # "s" or "bytes"
     lxc: list[float] = field(default_factory=list)
     lxcsm: list[float] = field(default_factory=list)
+    warm: list[float] = field(default_factory=list)   # lxcsm through a start server (--server)
     lxc_failed: int = 0
     lxcsm_failed: int = 0
+    warm_failed: int = 0
     target: tuple[str, float] | None = None    # ("ratio", 4.0) or ("max", bytes)
     na: str | None = None          # set: the row is not measured, this says why
 
@@ -57,6 +62,8 @@ class Row:
             return "missing"
         values = getattr(self, side)
         failed = getattr(self, f"{side}_failed")
+        if side == "warm" and not values and not failed:
+            return ""   # a row measured without the server (the floor, lxcsm's CPU)
         text = "no successful run" if not values else self.fmt(median(values))
         if len(values) > 1:
             low, high = (self.fmt(v) for v in spread(values))
@@ -67,8 +74,13 @@ class Row:
             text += f", {failed} failed"
         return text
 
-    def ratio(self) -> float | None:
-        return ratio(median(self.lxc), median(self.lxcsm))
+    def ratio(self, side: str = "lxcsm") -> float | None:
+        """`side`'s median over lxc-start's."""
+        return ratio(median(self.lxc), median(getattr(self, side)))
+
+    def measured_side(self) -> str:
+        """The side the target is held to: lxcsm through the server when it was measured."""
+        return "warm" if self.warm or self.warm_failed else "lxcsm"
 
     def target_text(self) -> str:
         if self.target is None:
@@ -83,29 +95,38 @@ class Row:
         if self.na is not None:
             return "n/a"
         kind, value = self.target
+        side = self.measured_side()
         if kind == "ratio":
-            r = self.ratio()
+            r = self.ratio(side)
             return "n/a" if r is None else ("yes" if r <= value else "no")
-        m = median(self.lxcsm)
+        m = median(getattr(self, side))
         return "n/a" if m is None else ("yes" if m <= value else "no")
 
     def as_json(self) -> dict:
         return {"key": self.key, "label": self.label, "unit": self.unit, "lxc": self.lxc,
-                "lxcsm": self.lxcsm, "lxc_failed": self.lxc_failed,
-                "lxcsm_failed": self.lxcsm_failed, "lxc_median": median(self.lxc),
-                "lxcsm_median": median(self.lxcsm), "ratio": self.ratio(),
+                "lxcsm": self.lxcsm, "warm": self.warm, "lxc_failed": self.lxc_failed,
+                "lxcsm_failed": self.lxcsm_failed, "warm_failed": self.warm_failed,
+                "lxc_median": median(self.lxc), "lxcsm_median": median(self.lxcsm),
+                "warm_median": median(self.warm), "ratio": self.ratio(), "warm_ratio": self.ratio("warm"),
                 "target": self.target_text() or None, "met": self.met() or None, "na": self.na}
 
 
-def markdown_table(rows: list[Row], lxc_label: str = "lxc-start", lxc_available: bool = True) -> str:
-    """The rows as a markdown table, columns padded so it also reads as plain text."""
+def markdown_table(rows: list[Row], lxc_label: str = "lxc-start", lxc_available: bool = True,
+                   server: bool = False) -> str:
+    """The rows as a markdown table, columns padded so it also reads as plain text; with
+    `server`, two more columns: lxcsm through the start server, and its ratio."""
     header = ["#", "measurement", f"{lxc_label} median (min–max)", "lxcsm median (min–max)",
-              "lxcsm / lxc-start", "target", "met?"]
+              "lxcsm / lxc-start"]
+    if server:
+        header += ["lxcsm + server median (min–max)", "+ server / lxc-start"]
+    header += ["target", "met?"]
     body = []
     for row in rows:
-        body.append([row.key, row.label, row.cell("lxc", lxc_available), row.cell("lxcsm"),
-                     "" if row.na is not None else fmt_ratio(row.ratio()),
-                     row.target_text(), row.met()])
+        cells = [row.key, row.label, row.cell("lxc", lxc_available), row.cell("lxcsm"),
+                 "" if row.na is not None else fmt_ratio(row.ratio())]
+        if server:
+            cells += [row.cell("warm"), "" if row.na is not None else fmt_ratio(row.ratio("warm"))]
+        body.append([*cells, row.target_text(), row.met()])
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
 
     def line(cells):
@@ -116,7 +137,9 @@ def markdown_table(rows: list[Row], lxc_label: str = "lxc-start", lxc_available:
 
 
 NOTES = """\
-Ratios are lxcsm's median over lxc-start's.  Row 3 and row 5 sum start and stop per run; \
+Ratios are lxcsm's median over lxc-start's, measured in the same run; "met?" holds lxcsm \
+through the server to the target when it was measured, cold lxcsm otherwise.  Row 3 and row 5 \
+sum start and stop per run; \
 "stopped" is when `stop -k` has returned and the monitor process has exited.  Row 4 is read \
 0.5 s after `start -d -- /bin/sleep 1000` returned.  lxcsm runs with its bytecode cached, as \
 on a normal install."""

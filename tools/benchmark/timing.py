@@ -11,6 +11,7 @@ samples are summed up as medians, min-max and the ratio lxcsm / lxc-start.
 from __future__ import annotations
 
 import os
+import resource
 import select
 import signal
 import statistics
@@ -92,6 +93,12 @@ class Result:
     ok: bool
     seconds: float
     detail: str = ""        # for a failure: the exit status and stderr's first lines
+    cpu: float | None = None   # user + system seconds of the command and of every process it waited for
+
+
+def _cpu_of_children() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 class Runner:
@@ -102,22 +109,26 @@ class Runner:
         self.live: set[subprocess.Popen] = set()
         self.env = env
 
-    def spawn(self, argv: list[str], out: Path) -> subprocess.Popen:
+    def spawn(self, argv: list[str], out: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
         with open(out, "wb") as stream:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stream, stderr=stream,
-                                    start_new_session=True, env=self.env)
+                                    start_new_session=True, env=env or self.env)
         self.live.add(proc)
         return proc
 
     def finish(self, proc: subprocess.Popen, out: Path, began: float, timeout: float) -> Result:
+        # The children's CPU time grows by what the process reaped here used (and what it reaped
+        # itself: a foreground monitor reaps init): one command's CPU, when one is reaped at a time.
+        cpu_before = _cpu_of_children()
         rc = wait_for(proc, max(0.0, began + timeout - time.perf_counter()))
         seconds = time.perf_counter() - began
         if rc is None:
             self.kill(proc)
             return Result(False, timeout, f"timed out after {timeout:g} s: {' '.join(proc.args)}")
+        cpu = _cpu_of_children() - cpu_before
         self.live.discard(proc)
         if rc == 0:
-            return Result(True, seconds)
+            return Result(True, seconds, cpu=cpu)
         try:
             text = out.read_text(errors="replace").strip().splitlines()
         except OSError:
@@ -125,9 +136,9 @@ class Runner:
         head = " / ".join(text[:3]) or "(no output)"
         return Result(False, seconds, f"exit status {rc}: {head}")
 
-    def run(self, argv: list[str], out: Path, timeout: float = 60) -> Result:
+    def run(self, argv: list[str], out: Path, timeout: float = 60, env: dict[str, str] | None = None) -> Result:
         began = time.perf_counter()
-        proc = self.spawn(argv, out)
+        proc = self.spawn(argv, out, env)
         return self.finish(proc, out, began, timeout)
 
     def kill(self, proc: subprocess.Popen) -> None:
