@@ -219,16 +219,58 @@ def _check_veth(config, device, shares_host_network: bool) -> None:
 def _check_security(config) -> None:
     """Refuse what LXC would enforce but lxcsm cannot yet: running it unenforced would give
     the container more than its config grants."""
-    idmaps = config.in_effect("lxc.idmap")
-    if idmaps:
-        raise _error(idmaps[0][1], "user namespaces (lxc.idmap) are not supported yet: "
-                                   "init would run as the host's real root")
     for lsm in keys.LSM_PRESENT:
         settings = [setting for key in keys.KEYS if key.startswith(f"lxc.{lsm}.")
                     for _canonical, setting in config.in_effect(key)]
         if settings and keys.lsm_enabled(lsm):
             raise _error(settings[-1], f"this host runs {lsm}, whose confinement lxcsm does not "
                                           f"apply yet (LXC would)")
+
+
+def _check_user_namespace(config) -> None:
+    """lxc.idmap as far as lxcsm honours it: started by root, mapping the container's root,
+    with a rootfs its root can reach.  Anything else is refused, never run unmapped."""
+    idmaps = config.in_effect("lxc.idmap")
+    if not idmaps:
+        return
+    first = idmaps[0][1]
+    if "user" in config.namespace_keep:
+        raise _fail(config, "lxc.namespace.keep", "lxc.idmap needs the container's own user namespace "
+                                                  "(user cannot be kept)")
+    for kind, name in (("u", "uid"), ("g", "gid")):
+        if config.container_root_id(kind) is None:
+            raise _error(first, f"lxc.idmap maps no host {name} to the container's {name} 0 "
+                                f"(a container whose root is unmapped is not supported yet)")
+    if os.geteuid() != 0:
+        raise _error(first, "a container with lxc.idmap started by a user other than root is not "
+                            "supported yet (LXC would map it through newuidmap/newgidmap)")
+    uid, gid = config.container_root_id("u"), config.container_root_id("g")
+    blocked = _unsearchable_ancestor(config.rootfs_path, uid, gid, config.id_maps())
+    if blocked:
+        path, mode = blocked
+        raise _fail(config, "lxc.rootfs.path",
+                    f"the container's root (host uid {uid}, gid {gid}) cannot enter {path} (mode {mode:04o}) "
+                    f"on the way to its rootfs; LXC fails such a start too")
+
+
+def _unsearchable_ancestor(path: str, uid: int, gid: int, maps) -> tuple[str, int] | None:
+    """The first directory on the way to `path` that the host ids uid:gid may not search
+    (with its mode), as the kernel decides it for a user namespace's root: it has
+    CAP_DAC_OVERRIDE over a directory only if the namespace maps the directory's owner
+    and group; otherwise the owner, group and other bits decide."""
+    def mapped(host_id: int, kind: str) -> bool:
+        return any(m.kind == kind and 0 <= host_id - m.outside < m.count for m in maps)
+
+    current = "/"
+    for part in [p for p in os.path.abspath(path).split("/") if p]:
+        current = os.path.join(current, part)
+        status = os.stat(current)
+        if mapped(status.st_uid, "u") and mapped(status.st_gid, "g"):
+            continue
+        bit = 0o100 if status.st_uid == uid else 0o010 if status.st_gid == gid else 0o001
+        if not status.st_mode & bit:
+            return current, status.st_mode & 0o7777
+    return None
 
 
 def _check_core_scheduling(config) -> None:
@@ -343,6 +385,7 @@ def check(config, command: tuple[str, ...], command_from_cli: bool) -> None:
                         entry.origin)
 
     _check_security(config)
+    _check_user_namespace(config)
     _check_core_scheduling(config)
     binds = _binds(config)
     exec_path = _exec_path(config)

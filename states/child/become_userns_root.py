@@ -34,7 +34,13 @@ if TYPE_CHECKING:
 
 
 def enter(ctx: ChildContext) -> str:
-    if "net" in ctx.request.config.namespaces():
+    config = ctx.request.config
+    if config.has_console() or config.has_devpts():
+        # Once uid 0 here, the child is the host's uid 100000 or so to the filesystem, and the
+        # interpreter's own files may be the host root's alone (a Python under /root): what a
+        # later state would import lazily is imported now (setup_ttys' terminal module).
+        from lxcsm.engine.linux import terminal  # noqa: F401
+    if "net" in config.namespaces():
         kernel.unshare(kernel.CLONE_NEWNET)
         ctx.log.trace("unshared", namespace="net")
     os.setgroups([])
@@ -43,8 +49,7 @@ def enter(ctx: ChildContext) -> str:
     kernel.set_dumpable()
     kernel.set_pdeathsig(signal.SIGKILL)
     ctx.log.trace("switched to the user namespace's root", uid=0, gid=0,
-                  host_uid=ctx.request.config.container_root_id("u"),
-                  host_gid=ctx.request.config.container_root_id("g"))
+                  host_uid=config.container_root_id("u"), host_gid=config.container_root_id("g"))
     return "root_in_user_namespace"
 
 

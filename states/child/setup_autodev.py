@@ -8,7 +8,10 @@ done.  First the lxc.hook.autodev hooks run (LXC_ROOTFS_MOUNT is where the
 rootfs is): they see /dev as the mounts left it and may make nodes of their
 own there.  Afterwards the kernel sees, in the rootfs's /dev:
 * the device nodes every program expects: null, zero, full, random, urandom,
-  tty (mode 0666, as under LXC) - a node a hook already made is kept;
+  tty (mode 0666, as under LXC) - a node a hook already made is kept.  In a
+  user namespace (lxc.idmap) the kernel refuses mknod: from the first
+  refusal on, the host's node is bind-mounted on an empty file instead, as
+  LXC does;
 * fd, stdin, stdout and stderr as links into /proc/self/fd;
 * a fresh devpts instance on /dev/pts (newinstance, so the container's ptys
   are not the host's), allowing lxc.pty.max + lxc.tty.max ptys when
@@ -61,28 +64,53 @@ def enter(ctx) -> str:
     finally:
         os.close(root)
     try:
-        if config.autodev:
-            _make_nodes(dev)
+        bound = config.autodev and _make_nodes(dev)
         _make_links(ctx, dev)
         if config.has_devpts():
             _mount_devpts(dev, config)
     finally:
         os.close(dev)
     if config.autodev:
-        ctx.log.trace("dev populated", path=f"{ctx.rootfs}/dev", nodes=" ".join(NODES))
+        ctx.log.trace("dev populated", path=f"{ctx.rootfs}/dev", nodes=" ".join(NODES),
+                      how="the host's nodes bound (no mknod here)" if bound else "mknod")
     else:
         ctx.log.trace("autodev disabled", devpts=config.has_devpts())
     return "dev_ready"
 
 
-def _make_nodes(dev: int) -> None:
-    """The device nodes, made in the tmpfs whose fd is `dev`."""
+def _make_nodes(dev: int) -> bool:
+    """The device nodes, made in the tmpfs whose fd is `dev`; True if they are the host's,
+    bound: once the kernel refuses mknod (EPERM: the child is in a user namespace, and
+    device nodes need CAP_MKNOD over the host's), the host's node of that name and of
+    each one after it is bind-mounted on an empty file, as LXC's lxc_fill_autodev()."""
+    bind = False
     for name, (major, minor) in NODES.items():
-        try:
-            os.mknod(name, stat.S_IFCHR | 0o666, os.makedev(major, minor), dir_fd=dev)
-        except FileExistsError:
-            continue   # made by an autodev hook or a mount entry: theirs, as with LXC
-        os.chmod(name, 0o666, dir_fd=dev)   # mknod's mode is cut by the umask
+        if not bind:
+            try:
+                os.mknod(name, stat.S_IFCHR | 0o666, os.makedev(major, minor), dir_fd=dev)
+            except FileExistsError:
+                continue   # made by an autodev hook or a mount entry: theirs, as with LXC
+            except PermissionError:
+                bind = True
+            else:
+                os.chmod(name, 0o666, dir_fd=dev)   # mknod's mode is cut by the umask
+                continue
+        _bind_host_node(dev, name)
+    return bind
+
+
+def _bind_host_node(dev: int, name: str) -> None:
+    """The host's /dev/NAME (the child has not pivoted: / is still the host's) bound on an
+    empty file NAME in `dev` (mode 0, as LXC makes it: only the bound node counts)."""
+    target = paths.create_beneath(dev, name, 0)
+    node = None
+    try:
+        node = mounts.copy_tree(f"/dev/{name}", recursive=False)
+        mounts.attach(node, target)
+    finally:
+        for fd in (target, node):
+            if fd is not None:
+                os.close(fd)
 
 
 def _make_links(ctx, dev: int) -> None:
@@ -128,6 +156,8 @@ def plan(request) -> list[str]:
                 "symlink " + " ".join(f"{n}->{t}" for n, t in LINKS.items()) + " where missing",
                 *(devpts if config.has_devpts() else [])]
     return [*(f"run lxc.hook.autodev: {s.value}" for _key, s in hooks.configured(config, "autodev")),
-            "mknod " + " ".join(f"{n} {ma}:{mi}" for n, (ma, mi) in NODES.items()),
+            "mknod " + " ".join(f"{n} {ma}:{mi}" for n, (ma, mi) in NODES.items())
+            + (" (refused in the user namespace: the host's /dev/NAME bound on an empty file NAME)"
+               if config.id_maps() else ""),
             "symlink " + " ".join(f"{n}->{t}" for n, t in LINKS.items()),
             *devpts]

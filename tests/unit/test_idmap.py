@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from lxcsm.engine.config.values import IdMap, parse_idmap
@@ -48,3 +50,23 @@ def test_cgroup2_delegates_what_the_kernel_lists_and_v1_adds_tasks(tmp_path, mon
     assert idmap.delegated_files(1) == ["cgroup.procs", "tasks"]
     monkeypatch.setattr(idmap, "DELEGATE_LIST", str(tmp_path / "absent"))
     assert idmap.delegated_files(2) == ["cgroup.procs"]
+
+
+
+def test_the_first_directory_the_mapped_root_cannot_search_is_found(monkeypatch):
+    from types import SimpleNamespace
+
+    from lxcsm.engine.config import preflight
+    tree = {"/srv": (0, 0, 0o755), "/srv/closed": (0, 0, 0o700),
+            "/srv/closed/rootfs": (100000, 100000, 0o700), "/srv/group": (0, 100000, 0o750),
+            "/srv/mapped": (100005, 100007, 0o700)}
+    fake_os = SimpleNamespace(path=os.path, stat=lambda path: SimpleNamespace(
+        st_uid=tree[path][0], st_gid=tree[path][1], st_mode=0o040000 | tree[path][2]))
+    monkeypatch.setattr(preflight, "os", fake_os)
+    maps = [IdMap("u", 0, 100000, 65536), IdMap("g", 0, 100000, 65536)]
+    find = preflight._unsearchable_ancestor
+    assert find("/srv/closed/rootfs", 100000, 100000, maps) == ("/srv/closed", 0o700)
+    assert find("/srv/group", 100000, 100000, maps) is None           # the group's x bit
+    assert find("/srv/group", 100000, 200000, maps) == ("/srv/group", 0o750)
+    # A directory whose owner and group the namespace maps is searched with its root's capabilities.
+    assert find("/srv/mapped", 100000, 100000, maps) is None

@@ -10,12 +10,14 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import stat
+from pathlib import Path
 
 import pytest
 
 from lxcsm.engine.linux import idmap, kernel
 from lxcsm.engine.protocol.sync import SyncMsg
-from lxcsm.states.child import become_userns_root
+from lxcsm.states.child import become_userns_root, setup_autodev
 from lxcsm.states.monitor import spawn
 
 MAPS = ("lxc.idmap = u 0 100000 65536", "lxc.idmap = g 0 100000 65536")
@@ -176,3 +178,30 @@ def test_become_userns_root_refused_a_uid_fails(host, run, make_request, child_c
     run.failing("child", "become_userns_root", child_ctx(make_request(*MAPS)), PermissionError)
 
     assert "kernel.set_pdeathsig" not in host.names()
+
+
+# --- setup_autodev in a user namespace -------------------------------------------------
+
+
+@pytest.mark.state("child", "setup_autodev")
+def test_setup_autodev_refused_mknod_binds_the_hosts_nodes_from_that_one_on(host, run, make_request, child_ctx):
+    """In a user namespace mknod of a device is EPERM: as LXC, from the first refusal on, every
+    node is the host's /dev/NAME bound on an empty file (the nodes before it stay made)."""
+    def mknod(path, mode=0o600, device=0, *, dir_fd=None):
+        if path != "null":
+            raise PermissionError(errno.EPERM, "Operation not permitted")
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o600, dir_fd=dir_fd))
+    host.proxy(setup_autodev, "os", mknod=mknod)
+    ctx = child_ctx(make_request(*MAPS))
+    run("child", "setup_mounts", ctx)
+
+    assert run("child", "setup_autodev", ctx) == "dev_ready"
+
+    assert [c[1] for c in host.calls("os") if c[0] == "mknod"] == ["null", "zero"]   # no third try
+    binds = [m for m in host.mounts.view(ctx.rootfs) if m[1] == "bind" and m[4].startswith("/dev/")
+             and m[0] != "/dev/ptmx"]
+    assert binds == [(f"/dev/{name}", "bind", "", None, f"/dev/{name}")
+                     for name in ("zero", "full", "random", "urandom", "tty")]
+    dev = Path(ctx.rootfs, "dev")
+    assert stat.S_IMODE((dev / "zero").stat().st_mode) == 0   # the bind target: an empty file, as LXC's
+    assert stat.S_IMODE((dev / "null").stat().st_mode) == 0o666
