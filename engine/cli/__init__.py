@@ -32,6 +32,7 @@ SUBCOMMANDS = {
     "graph": "graph",
     "timeline": "timeline",
     "trace-diff": "trace_diff",
+    "lab": "lab",
 }
 
 

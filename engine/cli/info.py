@@ -17,7 +17,8 @@ START_STATUS), info shows the start itself instead of figures: how long it
 has taken, each machine's state and for how long, the hook running now (its
 side, state, command, pid, how long) with its output so far, and the
 breakpoint it is paused at.  `--start` shows the same of a running
-container's start.
+container's start.  A container started in lab mode (`lxcsm start --lab
+--lab-skip STEP`) says so first, in a LAB MODE line naming the steps left out.
 """
 
 from __future__ import annotations
@@ -69,10 +70,13 @@ def run(parser: Parser, args) -> int:
             if reply is not None and reply.ret == 0 and reply.value > 0:
                 show("PID:", str(reply.value))
         watching = args.start or (everything and state == LxcState.STARTING)
-        if state != LxcState.STOPPED and watching:
-            status = start_status(path, name)
-            for label, value in start_lines(status) if status is not None else ():
-                show(label, value)
+        # Asked of a running container too: a lab start says so whatever else is shown.
+        status = start_status(path, name) if state != LxcState.STOPPED and (watching or everything) else None
+        if status is not None and status.get("lab_skipped"):
+            show("LAB MODE:", f"this start left out {', '.join(status['lab_skipped'])} (lxcsm start --lab-skip):"
+                              " a teaching container, not a real one")
+        for label, value in start_lines(status) if status is not None and watching else ():
+            show(label, value)
         if state != LxcState.STOPPED and (everything or args.stats) and state != LxcState.STARTING:
             for label, value in figures(path, name, humanize):
                 show(label, value)

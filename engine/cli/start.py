@@ -54,6 +54,11 @@ def add_options(parser: Parser) -> None:
         parser.add_argument(f"--share-{namespace}", metavar="NAME|PID",
                             help=f"join the {namespace} namespace of another container or process"
                                  f" (lxc.namespace.share.{namespace}): not supported yet, refused")
+    parser.add_argument("--lab", action="store_true",
+                        help="lab mode, for teaching only: allow --lab-skip (with -F and -- COMMAND)")
+    parser.add_argument("--lab-skip", action="append", default=[], metavar="STEP[,STEP...]",
+                        help="leave a step of the start out and see what the container then sees: pivot_root,"
+                             " proc, pid_ns, cgroup_ns, cap_drop, hostname (needs --lab; `lxcsm lab` has exercises)")
     parser.add_argument("-q", "--quiet", action="store_true",
                         help="print none of lxcsm's messages (a log file is still written)")
     parser.epilog = "lxcsm start [options] NAME -- COMMAND [ARG...] runs COMMAND instead of lxc.init.cmd."
@@ -88,9 +93,21 @@ def run(parser: Parser, args) -> int:
         pauses = breakpoints.parse(args.break_at, args.step)
     except ValueError as err:
         parser.error(str(err))
+    lab_skips: tuple[str, ...] = ()
+    if args.lab or args.lab_skip:   # lab mode: the lab module only then
+        from lxcsm.engine.start import lab
+        try:
+            lab_skips = lab.parse(args.lab_skip)
+        except ValueError as err:
+            parser.error(str(err))
+        refused = lab.refusal(lab_skips, args.lab, args.foreground, args.command)
+        if refused:
+            return fail(refused)
     try:
         config = loader.load(config_path, name, overrides)
         command = tuple(args.command) or config.init_cmd
+        if lab_skips:   # checked as the states will read it
+            config = lab.config_without(config, lab_skips)
         preflight.check(config, command, command_from_cli=bool(args.command))
     except loader.ConfigError as err:
         fail(str(err))
@@ -107,7 +124,7 @@ def run(parser: Parser, args) -> int:
         return fail(str(err))
     request = StartRequest(name=name, lxcpath=path, config=config, command=command,
                            foreground=args.foreground, pidfile=args.pidfile, breakpoints=pauses,
-                           sync_timeout=sync_timeout)
+                           sync_timeout=sync_timeout, lab_skips=lab_skips)
     if args.plan:
         from lxcsm.engine.analysis import plan
         print(plan.render(request))
@@ -119,6 +136,8 @@ def run(parser: Parser, args) -> int:
     if running:
         print(f"lxcsm: {name}: container is already running", file=sys.stderr)
         return 0
+    if lab_skips:
+        print(lab.banner(lab_skips), file=sys.stderr, flush=True)
 
     logfile = args.logfile or config.log_file
     syslog_facility = config.get_item("lxc.log.syslog")

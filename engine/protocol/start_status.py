@@ -9,7 +9,8 @@ keeps the latest of each; `snapshot` is what `lxcsm info NAME` and `lxcsm
 continue` are told, as JSON: each machine's state and for how long, the
 running hook (side, state, kind, command, pid, how long, its output so far),
 how long the start has taken, and the pause it is at (with the text the
-pause printed).  Times are the events' own (wall clock), made durations when
+pause printed), and in lab mode the steps left out so far (``lab skipped``
+events).  Times are the events' own (wall clock), made durations when
 asked.
 """
 
@@ -25,7 +26,7 @@ PAUSE_TEXT_CHARS = 4096   # a reply must stay well below the protocol's 8 KiB
 
 
 class StartStatus:
-    __slots__ = ("started", "running_since", "states", "hook", "paused", "pauses", "pause_text")
+    __slots__ = ("started", "running_since", "states", "hook", "paused", "pauses", "pause_text", "lab_skipped")
 
     def __init__(self) -> None:
         self.started = time.time()               # the boot's init_handler, once seen
@@ -36,6 +37,7 @@ class StartStatus:
         self.paused: str | None = None           # "side:state" the start is paused before
         self.pauses = 0                          # how many pauses so far: `continue` waits for the next
         self.pause_text = ""
+        self.lab_skipped: list[str] = []         # lab mode: the steps left out, as their states are reached
 
     def observe(self, event: dict) -> None:
         """Take in one event.  A child's hook pid is the one in the container's pid namespace:
@@ -67,6 +69,8 @@ class StartStatus:
             self.pauses += 1
         elif kind == "resumed":
             self.paused = None
+        elif kind == "lab skipped" and event.get("skip") not in self.lab_skipped:
+            self.lab_skipped.append(str(event.get("skip")))
 
     def snapshot(self, lxc_state: str, now: float | None = None) -> dict:
         now = time.time() if now is None else now
@@ -84,6 +88,7 @@ class StartStatus:
             "paused": self.paused,
             "pauses": self.pauses,
             "pause_text": self.pause_text[:PAUSE_TEXT_CHARS] if self.paused else "",
+            "lab_skipped": self.lab_skipped,
         }
 
     def encode(self, lxc_state: str) -> bytes:

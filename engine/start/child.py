@@ -48,7 +48,7 @@ def run_child(request: StartRequest, sock: socket.socket, signal_mask: frozenset
             if request.breakpoints and request.breakpoints.wants("child", state):
                 channel.pause(state)
 
-        Supervisor(CHILD, ctx, log, on_enter=on_enter).run()
+        Supervisor(CHILD, ctx, log, on_enter=on_enter, lab_skips=request.lab_skips).run()
     except Exception as err:   # a bug outside any state: still tell the monitor what happened
         try:
             import traceback

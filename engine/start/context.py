@@ -33,7 +33,8 @@ if TYPE_CHECKING:
 
 class StartRequest(namedtuple("StartRequest", (
         "name", "lxcpath", "config", "command", "foreground", "pidfile", "sync_timeout", "breakpoints",
-    ), defaults=(None, None, None))):
+        "lab_skips",
+    ), defaults=(None, None, None, ()))):
     # The fields' types, for a type checker; a namedtuple costs a start nothing to import.
     name: str
     lxcpath: str
@@ -45,6 +46,9 @@ class StartRequest(namedtuple("StartRequest", (
     # None (only the peer's death ends a wait); LXCSM_SYNC_TIMEOUT sets one, for tests.
     sync_timeout: float | None
     breakpoints: Breakpoints | None
+    # Lab mode (engine/start/lab.py): the SKIPS names of the steps this start leaves out, for
+    # teaching; `lxcsm start` sets them only with --lab, -F and a COMMAND.
+    lab_skips: tuple[str, ...]
 
     __slots__ = ()
 

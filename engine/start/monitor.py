@@ -69,7 +69,7 @@ def run(request: StartRequest, log, on_running=lambda: None,
         CHILD.module(state)
     own_log = log.bind(category="monitor")   # this module's events, outside any state
     try:
-        Supervisor(MONITOR, ctx, log, on_enter=on_enter).run()
+        Supervisor(MONITOR, ctx, log, on_enter=on_enter, lab_skips=request.lab_skips).run()
     except Exception as err:   # a bug outside any state: the record says so before it ends
         own_log.error(postmortem.MONITOR_FAILED, error=describe(err))
         raise

@@ -43,13 +43,20 @@ def failpoints(spec: str) -> frozenset[tuple[str, str]]:
     return frozenset(chosen)
 
 
+def _lab_states(skips: tuple[str, ...]) -> dict:
+    if not skips:
+        return {}
+    from lxcsm.engine.start import lab  # lab mode only: a normal start never imports it
+    return lab.concerned(skips)
+
 
 class Supervisor:
     # Added by transitions' Machine, which this object is the model of (machine.build):
     state: str                              # the current state's name
     trigger: Callable[[str], bool]          # fire a trigger by name
 
-    def __init__(self, table: Table, ctx, log, on_enter: Callable[[str], None] = lambda state: None) -> None:
+    def __init__(self, table: Table, ctx, log, on_enter: Callable[[str], None] = lambda state: None,
+                 lab_skips: tuple[str, ...] = ()) -> None:
         self.table = table
         self.ctx = ctx
         self.log = log
@@ -58,6 +65,8 @@ class Supervisor:
         # LXCSM_HANGPOINTS=STATE[,STATE...]: states that, once entered, wait forever - for a
         # test to kill the process there, in states no breakpoint can hold (init_handler, stopped).
         self.hangpoints = failpoints(os.environ.get("LXCSM_HANGPOINTS", ""))
+        # Lab mode: the states whose step the start leaves out (request.lab_skips, engine/start/lab.py).
+        self.lab = _lab_states(lab_skips)
         # Every state's module is imported now: the child cannot import anything
         # once it has pivoted into the container's rootfs.
         self.modules = {state: table.module(state) for state in table.states}
@@ -93,6 +102,15 @@ class Supervisor:
                 select.select([], [], [])
             if (self.table.side, state) in self.failpoints:
                 raise StateError(f"failpoint: {self.table.side} state {state} made to fail (LXCSM_FAILPOINTS)")
+            passed = self.lab.get((self.table.side, state))
+            if passed is not None:
+                skip = passed.skip
+                self.ctx.log.warn("lab skipped", skip=skip.name, left_out=skip.part or "the whole state",
+                                  entered=passed.entered, lxc=skip.lxc)
+                if not passed.entered:
+                    if passed.instead is not None:
+                        passed.instead()
+                    return next(t for t in self.exits[state] if t != "failed")   # its normal way on
             return module.enter(self.ctx)
         except Exception as err:
             failure = self._failure(state, err)
