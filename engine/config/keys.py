@@ -298,7 +298,7 @@ KEYS: Mapping[str, KeySpec] = MappingProxyType({
     "lxc.hook.start-host": _HOOK,
     "lxc.hook.stop": _HOOK,
     "lxc.hook.version": KeySpec(boolean, honoured=True),
-    "lxc.idmap": KeySpec(idmap, repeat=Repeat.APPEND),
+    "lxc.idmap": KeySpec(idmap, honoured=True, repeat=Repeat.APPEND),
     "lxc.include": KeySpec(anything, honoured=True, repeat=Repeat.APPEND),
     "lxc.init.cmd": KeySpec(parse_command, honoured=True),
     "lxc.init.cwd": KeySpec(anything, honoured=True),

@@ -104,7 +104,7 @@ HONOURED_KEYS = {
     "lxc.mount.auto", "lxc.mount.entry", "lxc.mount.fstab", "lxc.autodev",
     "lxc.init.cmd", "lxc.init.cwd", "lxc.environment", "lxc.namespace.clone",
     "lxc.namespace.keep", "lxc.log.level", "lxc.log.file", "lxc.signal.halt",
-    "lxc.signal.reboot", "lxc.signal.stop", "lxc.include", "lxc.hook.version", "lxc.cgroup",
+    "lxc.signal.reboot", "lxc.signal.stop", "lxc.include", "lxc.hook.version", "lxc.idmap", "lxc.cgroup",
     "lxc.cap.drop", "lxc.cap.keep", "lxc.prlimit", "lxc.proc", "lxc.sysctl", "lxc.pty.max", "lxc.tty.max",
     "lxc.console.logfile", "lxc.console.path", "lxc.console.size", "lxc.console.rotate", "lxc.console.buffer.size",
     "lxc.seccomp.profile", "lxc.cgroup2", "lxc.cgroup.relative",
