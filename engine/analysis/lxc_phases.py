@@ -79,6 +79,13 @@ RULES: tuple[Rule, ...] = (
     R("utils", "lxc_can_use_pidfd", "monitor:spawn"),
     R("start", "lxc_try_preserve_namespace", "monitor:sync_fds", r"^Preserved cgroup namespace"),
     R("start", "lxc_try_preserve_namespace", "monitor:spawn"),
+    # write_id_maps (lxc.idmap): lxc_map_ids() right after the clone; the cgroup chown, which
+    # LXC makes from a helper process in a user namespace of its own (userns_exec_1).
+    R("conf", "lxc_map_ids|get_minimal_idmap|userns_exec_1|run_userns_fn", "monitor:write_id_maps"),
+    R("cgfsng", "cgfsng_chown|chown_cgroup_wrapper|fchowmodat", "monitor:write_id_maps"),
+    # become_userns_root: do_start() between STARTUP and CONFIGURE in a user namespace.
+    R("start", "do_start", "child:become_userns_root", r"Unshared CLONE_NEWNET"),
+    R("utils", "lxc_switch_uid_gid", "child:become_userns_root", r"Switched to [ug]id 0$"),
     # sync.c: one line per wake or wait, read for its sequence names.
     R("sync", r"lxc_sync_(wait|wake|barrier)_(parent|child)", SYNC),
     # The child: do_start() up to lxc_setup().
