@@ -79,7 +79,7 @@ FLIGHT_RECORDER_SIZE = 200
 # Where file names in log lines are relative to: the folder holding engine/ and states/.
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 # Event fields the line format shows in its fixed columns rather than as k=v.
-_COLUMNS = ("event", "level", "time", "where", "category", "name")
+_COLUMNS = frozenset(("event", "level", "time", "where", "category", "name"))
 
 
 def set_threshold(level: int) -> None:
@@ -198,12 +198,22 @@ def _field(value: Any) -> str:
     return json.dumps(text) if (not text or not text.isprintable() or " " in text or '"' in text) else text
 
 
+# The level column of a line, by level number.
+_LEVEL_COLUMN = tuple(f"{level.name:<8}" for level in Level)
+_last_second: list = [None, ""]   # the last whole second rendered, and its stamp: a start's lines share a few
+
+
+def _stamp(seconds: float) -> str:
+    """LXC's time stamp, in UTC as LXC writes it, so the two logs line up whatever the time zone."""
+    whole = int(seconds)
+    if _last_second[0] != whole:
+        _last_second[:] = whole, time.strftime("%Y%m%d%H%M%S", time.gmtime(whole))
+    return f"{_last_second[1]}.{int(seconds * 1000) % 1000:03d}"
+
+
 def render_lxc(event: Mapping[str, Any]) -> str:
-    seconds = event["time"]
-    # UTC, as LXC writes it, so the two logs line up whatever the machine's time zone.
-    stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime(seconds)) + f".{int(seconds * 1000) % 1000:03d}"
     fields = "".join(f" {k}={_field(v)}" for k, v in event.items() if k not in _COLUMNS)
-    return (f"lxcsm {event.get('name', '')} {stamp} {Level(event['level']).name:<8} "
+    return (f"lxcsm {event.get('name', '')} {_stamp(event['time'])} {_LEVEL_COLUMN[event['level']]} "
             f"{event.get('category', 'lxcsm')} - {event.get('where', '')} - {event['event']}{fields}")
 
 
