@@ -23,11 +23,17 @@ with prlimit(2) (one value is both; "unlimited" is RLIM_INFINITY).
 
 Afterwards the kernel sees, on the host, one veth per veth device, each
 recorded for removal; nothing new for empty/none networks; the child with
-its resource limits and /proc files.
+its resource limits and /proc files.  In a user namespace (lxc.idmap) the
+child made its network namespace only now (become_userns_root): with a stop
+hook, the monitor holds it open from here on, as spawn holds the others
+(LXC preserves it at the same point).
 """
 
 from __future__ import annotations
 
+import os
+
+from lxcsm import hooks
 from lxcsm.engine.linux import kernel
 from lxcsm.engine.protocol.sync import SyncMsg
 
@@ -39,6 +45,7 @@ if TYPE_CHECKING:
 def enter(ctx: MonitorContext) -> str:
     assert ctx.boot.channel is not None   # spawn opened it
     ctx.boot.channel.wait_for(SyncMsg.CONFIGURE)
+    _keep_network_namespace(ctx)
     for position, device in enumerate(ctx.request.config.netlink_devices()):
         if device.type == "veth":
             _create_veth(ctx, position, device)
@@ -49,6 +56,16 @@ def enter(ctx: MonitorContext) -> str:
     _write_proc_files(ctx)
     _set_resource_limits(ctx)
     return "network_ready"
+
+
+def _keep_network_namespace(ctx) -> None:
+    """A network namespace the child unshared after the clone (with a user namespace), held
+    for the stop hooks, which run once init is gone."""
+    namespaces = ctx.request.config.namespaces()
+    if "user" in namespaces and "net" in namespaces and hooks.configured(ctx.request.config, "stop"):
+        fd = os.open(f"/proc/{ctx.boot.init_pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        ctx.boot.undo.record("kept_fd", fd)
+        ctx.boot.namespace_fds["net"] = fd
 
 
 def _write_proc_files(ctx) -> None:

@@ -205,3 +205,28 @@ def test_setup_autodev_refused_mknod_binds_the_hosts_nodes_from_that_one_on(host
     dev = Path(ctx.rootfs, "dev")
     assert stat.S_IMODE((dev / "zero").stat().st_mode) == 0   # the bind target: an empty file, as LXC's
     assert stat.S_IMODE((dev / "null").stat().st_mode) == 0o666
+
+
+# --- sync_configure: the network namespace the child made late -------------------------
+
+
+@pytest.mark.state("monitor", "sync_configure")
+def test_sync_configure_holds_the_network_namespace_the_child_unshared_for_the_stop_hooks(
+        host, run, make_request, monitor_ctx):
+    ctx = spawned(monitor_ctx(make_request(*MAPS, "lxc.hook.stop = /bin/true")), host)
+    ctx.boot.init_pid = os.getpid()   # a pid whose /proc/PID/ns this unprivileged test may open
+
+    assert run("monitor", "sync_configure", ctx) == "network_ready"
+
+    fd = host.keep(ctx.boot.namespace_fds["net"])
+    assert os.readlink(f"/proc/self/fd/{fd}") == os.readlink("/proc/self/ns/net")
+    assert [(c.kind, c.target) for c in ctx.boot.undo.changes] == [("kept_fd", str(fd))]
+
+
+@pytest.mark.state("monitor", "sync_configure")
+def test_sync_configure_without_a_stop_hook_holds_nothing(host, run, make_request, monitor_ctx):
+    ctx = spawned(monitor_ctx(make_request(*MAPS)), host)
+
+    assert run("monitor", "sync_configure", ctx) == "network_ready"
+
+    assert ctx.boot.namespace_fds == {} and ctx.boot.undo.changes == []
