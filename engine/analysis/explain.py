@@ -62,6 +62,7 @@ SYSCALLS = {
     "kernel.openat2": ("openat2(2)", "RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS: a name in one directory"),
     "kernel.open_tree": ("open_tree(2)", ""),
     "kernel.move_mount": ("move_mount(2)", ""),
+    "kernel.mount_setattr": ("mount_setattr(2)", ""),
     "kernel.fsopen": ("fsopen(2)", ""),
     "kernel.fsconfig": ("fsconfig(2)", ""),
     "kernel.fsmount": ("fsmount(2)", ""),

@@ -24,6 +24,7 @@ from lxcsm.engine.config.values import (
     parse_signal,
     shown,
 )
+from lxcsm.engine.linux.mount_options import parse_mount_options
 
 OVERRIDE_FILE = "-s"
 # The key named in errors about a whole file rather than one of its lines.
@@ -218,6 +219,14 @@ class Config(namedtuple("Config", (
         """The host's uid ("u") or gid ("g") that is 0 in the container's user namespace."""
         return next((host for m in self.id_maps() if m.kind == kind
                      if (host := m.host_id(0)) is not None), None)
+
+    def rootfs_idmap(self) -> str | None:
+        """The user namespace lxc.rootfs.options' idmap= names ("container", or the path of a
+        user namespace file) when the container has a user namespace (lxc.idmap) to idmap the
+        rootfs for; LXC ignores the option without one."""
+        if not self.rootfs_options or not self.id_maps():
+            return None
+        return parse_mount_options(self.rootfs_options).idmap
 
     def namespaces(self) -> frozenset[str]:
         """The namespaces the container gets of its own, but cgroup (the child unshares that

@@ -9,9 +9,13 @@ kind byte and a payload.  The kinds are a closed vocabulary:
   namespace, your id maps are written: LXC writes them before this barrier
   too, so a user namespace needs no message of its own), CONFIGURE (child ->
   monitor: my namespaces exist, configure them from outside), POST_CONFIGURE
-  (monitor -> child: network is in place), CGROUP_LIMITS (child -> monitor: set
-  up, apply the device limits), FDS (both ways: the fds the monitor keeps) and
-  READY_START (monitor -> child: exec init);
+  (monitor -> child: network is in place), IDMAPPED_MOUNTS (monitor -> child,
+  with lxc.idmap and lxc.rootfs.options = idmap=...: the rootfs as a detached
+  mount idmapped to the container's user namespace, which only the monitor,
+  root on the host, may make; LXC passes it beside its sync socket, here it
+  is a frame of its own), CGROUP_LIMITS (child -> monitor: set up, apply the
+  device limits), FDS (both ways: the fds the monitor keeps) and READY_START
+  (monitor -> child: exec init);
 * ERROR, which carries the failing side's state and error text, so the other
   side can say what went wrong instead of "an error occurred in another
   process" (LXC sends a bare -1);
@@ -52,9 +56,10 @@ class SyncMsg(enum.IntEnum):
     STARTUP = 1
     CONFIGURE = 2
     POST_CONFIGURE = 3
-    CGROUP_LIMITS = 4
-    FDS = 5
-    READY_START = 6
+    IDMAPPED_MOUNTS = 4
+    CGROUP_LIMITS = 5
+    FDS = 6
+    READY_START = 7
     ERROR = 0x80
     LOG = 0x81
     PAUSED = 0x82

@@ -122,7 +122,7 @@ class ChildContext:
     """The container child's context, from clone3 to exec."""
 
     __slots__ = ("request", "channel", "log", "signal_mask", "rootfs", "failure", "tty_masters",
-                 "tty_peers", "devpts", "console", "seccomp")
+                 "tty_peers", "devpts", "console", "seccomp", "idmapped_rootfs")
 
     def __init__(self, request: StartRequest, channel: ChildEnd, log: Any,
                  signal_mask: frozenset[int], seccomp: Filter | None = None) -> None:
@@ -137,3 +137,4 @@ class ChildContext:
         self.devpts = -1                   # the container's /dev/pts, for lxc-attach's ptys
         self.console: tuple[int, int] | None = None   # (master, peer) of /dev/console
         self.seccomp = seccomp        # built by the monitor's init_handler, loaded by setup_seccomp
+        self.idmapped_rootfs: int | None = None   # lxc.rootfs.options idmap=: the monitor's detached copy

@@ -39,6 +39,8 @@ points, in this order::
      write_id_maps      --STARTUP-->         startup, then become_userns_root)
     sync_configure      <--CONFIGURE--       configure   (child has unshared its cgroup ns)
     sync_post_configure --POST_CONFIGURE-->  configure   (network is in place)
+    (with lxc.rootfs.options = idmap=...:
+     sync_idmapped_mounts --IDMAPPED_MOUNTS--> sync_idmapped_mounts (the rootfs, idmapped))
                                              setup_*     (rootfs ... pivot_root ... seccomp,
                                                           the start hooks)
     sync_cgroup_limits  <--CGROUP_LIMITS--   sync_cgroup_limits
@@ -69,6 +71,16 @@ maps, its devices' sysfs entries belong to the mapped root), then switches to
 uid and gid 0 of its user namespace (LXC's do_start(), between STARTUP and
 CONFIGURE).  Without lxc.idmap neither state is entered: they are the tables'
 `detours`, and the diagram above is the whole story.
+
+Such a container may run on a rootfs whose files are owned by 0 on disk,
+never shifted: with ``lxc.rootfs.options = idmap=container`` the monitor's
+`sync_post_configure` fires `rootfs_to_idmap`, and `sync_idmapped_mounts`
+(another detour) makes a detached copy of the rootfs idmapped to the child's
+user namespace - only the host's root may - and sends it with
+IDMAPPED_MOUNTS.  The child's `configure` fires `rootfs_to_receive`, its own
+`sync_idmapped_mounts` takes the fd, and `setup_rootfs` attaches it instead
+of binding the rootfs (LXC's lxc_rootfs_prepare_parent() and
+lxc_rootfs_prepare_child()).
 
 After the start
 ---------------
@@ -120,6 +132,7 @@ MONITOR_STATES = (
     "write_id_maps",       # lxc.idmap: the child's uid/gid maps, its cgroups chowned, STARTUP
     "sync_configure",      # CONFIGURE: the host side of the network
     "sync_post_configure", # POST_CONFIGURE: the child may set itself up
+    "sync_idmapped_mounts",  # idmap=: IDMAPPED_MOUNTS, the rootfs idmapped to the child's user namespace
     "sync_cgroup_limits",  # CGROUP_LIMITS: the child is set up; device limits; start-host hooks
     "sync_fds",            # FDS: fds the monitor keeps for later
     "sync_ready_start",    # READY_START: the child execs init; RUNNING
@@ -141,7 +154,8 @@ MONITOR = Table(
         ("child_spawned", ("spawn", "write_id_maps"), "sync_configure"),
         ("child_cloned", "spawn", "write_id_maps"),   # into a user namespace: map it first
         ("network_ready", "sync_configure", "sync_post_configure"),
-        ("child_released", "sync_post_configure", "sync_cgroup_limits"),
+        ("child_released", ("sync_post_configure", "sync_idmapped_mounts"), "sync_cgroup_limits"),
+        ("rootfs_to_idmap", "sync_post_configure", "sync_idmapped_mounts"),   # lxc.rootfs.options idmap=
         ("limits_applied", "sync_cgroup_limits", "sync_fds"),
         ("fds_received", "sync_fds", "sync_ready_start"),
         ("init_started", "sync_ready_start", "poll"),
@@ -155,7 +169,7 @@ MONITOR = Table(
     ),
     initial="init_handler",
     final=("stopped",),
-    detours=("write_id_maps",),   # lxc.idmap only
+    detours=("write_id_maps", "sync_idmapped_mounts"),   # lxc.idmap only
 )
 
 # The child: created by the monitor's spawn state, gone at exec.
@@ -163,6 +177,7 @@ CHILD_STATES = (
     "startup",             # wait until the monitor has put us in our cgroups
     "become_userns_root",  # lxc.idmap: uid/gid 0 of our user namespace; our own network namespace
     "configure",           # own cgroup namespace; the monitor configures us
+    "sync_idmapped_mounts",  # idmap=: IDMAPPED_MOUNTS, the rootfs the monitor idmapped for us
     "setup_rootfs",        # mounts made dependent; the rootfs bind-mounted
     "setup_hostname",      # uts name
     "setup_network",       # our ends of the veths: named, addressed, up
@@ -186,7 +201,8 @@ CHILD = Table(
         ("started", "startup", "configure"),
         ("started_in_user_namespace", "startup", "become_userns_root"),
         ("root_in_user_namespace", "become_userns_root", "configure"),
-        ("configured", "configure", "setup_rootfs"),
+        ("configured", ("configure", "sync_idmapped_mounts"), "setup_rootfs"),
+        ("rootfs_to_receive", "configure", "sync_idmapped_mounts"),   # lxc.rootfs.options idmap=
         ("rootfs_mounted", "setup_rootfs", "setup_hostname"),
         ("hostname_set", "setup_hostname", "setup_network"),
         ("network_configured", "setup_network", "setup_mounts"),
@@ -204,7 +220,7 @@ CHILD = Table(
     initial="startup",
     # exec ends the machine by replacing the process; aborting by exiting it.
     final=("exec", "aborting"),
-    detours=("become_userns_root",),   # lxc.idmap only
+    detours=("become_userns_root", "sync_idmapped_mounts"),   # lxc.idmap only
 )
 
 TABLES = {"monitor": MONITOR, "child": CHILD}

@@ -40,7 +40,8 @@ def enter(ctx: ChildContext) -> str:
     if offsets:
         _enter_time_namespace(offsets, ctx.log)
     ctx.channel.barrier(SyncMsg.CONFIGURE, SyncMsg.POST_CONFIGURE)
-    return "configured"
+    # With idmap= on the rootfs the monitor sends it next, idmapped (sync_idmapped_mounts).
+    return "rootfs_to_receive" if ctx.request.config.rootfs_idmap() is not None else "configured"
 
 
 # lxc.time.offset.* as LXC's parser reads them: hours, minutes or seconds are whole seconds,

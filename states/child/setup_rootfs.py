@@ -14,6 +14,11 @@ Afterwards the kernel sees, in the container's mount namespace only:
   (or onto itself when that is unset), and remounted with
   lxc.rootfs.options (e.g. ro).  pivot_root needs the new root to be a mount
   point, which the bind makes it;
+* or, with lxc.idmap and ``lxc.rootfs.options = idmap=container``, instead
+  of the bind the detached copy of the rootfs the monitor idmapped to our
+  user namespace (received by sync_idmapped_mounts), attached by fd there:
+  its files, owned by 0 on disk, are root's inside, and what root makes in
+  it is owned by 0 on disk;
 * or, for an overlay rootfs (``overlay:LOWER:UPPER``, as ``lxc-copy -s -B
   overlayfs`` writes it), an overlayfs there instead, as LXC's ovl_mount():
   the upper layer and its work directory beside it created when missing
@@ -27,7 +32,7 @@ Afterwards the kernel sees, in the container's mount namespace only:
 import os
 
 from lxcsm import hooks
-from lxcsm.engine.linux import kernel
+from lxcsm.engine.linux import kernel, mounts
 from lxcsm.engine.linux.mount_options import parse_mount_options
 
 
@@ -39,6 +44,8 @@ def enter(ctx) -> str:
     overlay = config.rootfs_overlay()
     if overlay is not None:
         _mount_overlay(overlay, target, config.rootfs_options)
+    elif ctx.idmapped_rootfs is not None:
+        _attach(ctx, target)
     else:
         kernel.mount(config.rootfs_path, target, None, kernel.MS_BIND | kernel.MS_REC)
     if config.rootfs_options and overlay is None:
@@ -50,6 +57,19 @@ def enter(ctx) -> str:
     ctx.log.trace("rootfs mounted", source=config.rootfs_path, target=target,
                   options=config.rootfs_options or "")
     return "rootfs_mounted"
+
+
+def _attach(ctx, target: str) -> None:
+    """Mount the idmapped rootfs the monitor sent onto `target`; its fd is spent either way."""
+    tree, ctx.idmapped_rootfs = ctx.idmapped_rootfs, None
+    try:
+        where = os.open(target, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            mounts.attach(tree, where)
+        finally:
+            os.close(where)
+    finally:
+        os.close(tree)
 
 
 def overlay_options(overlay: tuple[str, str, str], rootfs_options: str | None) -> tuple[int, str]:
@@ -78,7 +98,10 @@ def plan(request) -> list[str]:
         steps.append(f"mkdir -p {overlay[1]} {overlay[2]}; mount -t overlay -o {data} overlay {target}"
                      + (f" (flags {flags:#x})" if flags else ""))
         return steps
-    steps.append(f"mount --rbind {config.rootfs_path} {target}")
+    if config.rootfs_idmap() is not None:
+        steps.append(f"move_mount(the idmapped rootfs from the monitor, {target})")
+    else:
+        steps.append(f"mount --rbind {config.rootfs_path} {target}")
     if config.rootfs_options:
         steps.append(f"remount {target} with {config.rootfs_options}")
     return steps
