@@ -27,7 +27,7 @@ Afterwards the kernel sees:
 
 from __future__ import annotations
 
-from lxcsm.engine.errors import StateError
+from lxcsm.engine.errors import StateError, describe
 from lxcsm.engine.linux import idmap
 from lxcsm.engine.protocol.sync import SyncMsg
 
@@ -40,7 +40,12 @@ def enter(ctx: MonitorContext) -> str:
     config, boot = ctx.request.config, ctx.boot
     for kind in ("u", "g"):
         text = idmap.map_text(m[1:] for m in config.id_maps() if m.kind == kind)
-        idmap.write_map(boot.init_pid, kind, text)
+        try:
+            idmap.write_map(boot.init_pid, kind, text)
+        except OSError as err:   # the map as a whole: name every line it is made of
+            lines = ", ".join(f"{s.file}:{s.line}" for _key, s in config.in_effect("lxc.idmap")
+                              if s.value.split()[0] == kind)
+            raise StateError(f"the kernel refused the {kind}id map of lxc.idmap ({lines}): {describe(err)}") from err
         ctx.log.trace("id map written", file=f"/proc/{boot.init_pid}/{kind}id_map",
                       map=text.strip().replace("\n", ", "))
     group = config.container_root_id("g")

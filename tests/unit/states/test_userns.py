@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from lxcsm.engine.errors import StateError
 from lxcsm.engine.linux import idmap, kernel
 from lxcsm.engine.protocol.sync import SyncMsg
 from lxcsm.states.child import become_userns_root, setup_autodev
@@ -125,8 +126,10 @@ def test_write_id_maps_refused_by_the_kernel_fails_before_the_child_is_woken(
             when=lambda pid, kind, text: kind == "g")
     ctx = spawned(monitor_ctx(make_request(*MAPS)), host)
 
-    run.failing("monitor", "write_id_maps", ctx, OSError)
+    error = run.failing("monitor", "write_id_maps", ctx, StateError).value
 
+    assert str(error) == (f"the kernel refused the gid map of lxc.idmap ({ctx.request.config_file}:3): "
+                          "Invalid argument (EINVAL)")
     assert host.calls("channel") == []
     assert [call[2] for call in host.calls("idmap")] == ["u", "g"]
 
