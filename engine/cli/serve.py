@@ -1,7 +1,7 @@
 """lxcsm serve: the start server, a resident process that makes `lxcsm start` warm.
 
 It imports once what every start needs (the engine, every state of both
-machines, the child's path, structlog for a traced start, pyroute2 with
+machines, the child's path, structlog's logger for a traced start, pyroute2 with
 --netlink or when a container under the default LXCPATH has a veth), then
 listens on a unix socket only root may use (mode 0600, and the peer checked
 with SO_PEERCRED).  For each `lxcsm start` that connects
@@ -41,7 +41,8 @@ import struct
 import sys
 
 from lxcsm.engine.cli.options import Parser
-from lxcsm.engine.start import server_client
+from lxcsm.engine.linux import kernel
+from lxcsm.engine.start import server, server_client
 
 SUMMARY = "serve warm starts: a resident process that runs lxcsm start for root's clients"
 SYSTEMD_FIRST_FD = 3
@@ -84,7 +85,7 @@ def run(parser: Parser, args) -> int:
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)   # waiters are reaped by the kernel
     sys.stdout.flush()
     sys.stderr.flush()
-    code = _code_on_disk()
+    code = _CodeOnDisk()
     gc.collect()
     gc.freeze()   # what the imports made stays shared with every forked process
     pending = os.environ.pop(PENDING, None)   # a request the previous run of this server left to this one
@@ -102,7 +103,7 @@ def run(parser: Parser, args) -> int:
             _send(conn, server_client.REFUSED + b"only root may start containers through the server")
             conn.close()
             continue
-        if _code_on_disk() != code:
+        if code.changed():
             # lxcsm was upgraded (or edited) under us: a start must not mix the modules loaded
             # here with newer ones it imports later.  The server runs again with the code on
             # disk and serves this request first; the next ones wait in the listen queue.
@@ -113,17 +114,32 @@ def run(parser: Parser, args) -> int:
         conn.close()
 
 
-def _code_on_disk() -> dict[str, int]:
-    """lxcsm's loaded module files and their modification times."""
-    code = {}
-    for name, module in list(sys.modules.items()):
-        path = getattr(module, "__file__", None)
-        if name.startswith("lxcsm.") and path:
+class _CodeOnDisk:
+    """lxcsm's loaded module files, as they were when the server started.
+
+    Asked before every fork; so it touches only what it made here, together: walking
+    sys.modules would write to (the reference counts of) a module object and a name on
+    as many pages of the heap, and each page the server writes after a fork is one more
+    page that every monitor forked before has to itself (PSS).
+    """
+
+    def __init__(self) -> None:
+        files = (getattr(module, "__file__", None) for name, module in list(sys.modules.items())
+                 if name.startswith("lxcsm."))
+        self.paths = tuple(os.fsencode(path) for path in files if path)
+        self.mtimes = self._mtimes()
+
+    def _mtimes(self) -> tuple[int, ...]:
+        mtimes = []
+        for path in self.paths:
             try:
-                code[path] = os.stat(path).st_mtime_ns
+                mtimes.append(os.stat(path).st_mtime_ns)
             except OSError:
-                code[path] = -1
-    return code
+                mtimes.append(-1)
+        return tuple(mtimes)
+
+    def changed(self) -> bool:
+        return self._mtimes() != self.mtimes
 
 
 def _reexec_listening(listener: socket.socket, owned_path: str | None, conn: socket.socket) -> None:
@@ -151,9 +167,8 @@ def _reexec_with_title_room() -> None:
 
 def _preload(netlink: bool) -> None:
     """Import everything a start imports, so that no forked process imports anything."""
-    import structlog  # noqa: F401  (a traced start's first line)
-
-    from lxcsm.engine.cli import parser_for, start  # noqa: F401
+    from lxcsm.engine import cli, log
+    from lxcsm.engine.cli import parser_for
     from lxcsm.engine.config import loader, preflight  # noqa: F401
     from lxcsm.engine.protocol import command_client, command_server  # noqa: F401
     from lxcsm.engine.start import breakpoints, child, monitor, postmortem, supervisor  # noqa: F401
@@ -162,7 +177,10 @@ def _preload(netlink: bool) -> None:
     for table in (MONITOR, CHILD):
         for state in table.states:
             table.module(state)
-    parser_for("start")
+    cli.PREBUILT["start"] = parser_for("start")
+    # What a traced start's first line loads: structlog's bound logger, not the whole package
+    # (asyncio, stdlib logging: megabytes of heap no start uses).
+    log._bound_logger_class()
     if netlink or _veth_configured():
         from lxcsm.engine.linux import netlink as netlink_module  # noqa: F401
 
@@ -230,9 +248,6 @@ def _send(conn: socket.socket, message: bytes, fds: tuple[int, ...] = ()) -> Non
 
 
 def _waiter(conn: socket.socket, caller: int) -> None:
-    from lxcsm.engine.linux import kernel
-    from lxcsm.engine.start import server
-
     try:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -265,7 +280,6 @@ def _waiter(conn: socket.socket, caller: int) -> None:
 
 def _worker(conn: socket.socket, caller: int) -> None:
     from lxcsm.engine import cli
-    from lxcsm.engine.start import server
 
     server_client.IN_SERVER = True   # this process's `lxcsm start` is the one asked for, not a new request
     try:

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import _signal as signal  # signal and socket themselves import enum, a few ms of every start
 import _socket as socket
+import _struct as struct  # struct.py only re-exports it
 import os
-import struct
 import sys
 
 SOCKET_PATH = "/run/lxcsm/start.sock"
