@@ -19,8 +19,6 @@ another pid namespace, a seccomp filter; see server.py); LXCSM_START_SOCKET name
 their own server there).
 """
 
-from __future__ import annotations
-
 import _signal as signal  # signal and socket themselves import enum, a few ms of every start
 import _socket as socket
 import _struct as struct  # struct.py only re-exports it
