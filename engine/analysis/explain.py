@@ -73,6 +73,11 @@ SYSCALLS = {
     "mounts.new_filesystem": ("fsopen(2) fsconfig(2) fsmount(2)", "a new filesystem, detached"),
     "mounts.copy_tree": ("open_tree(2)", "OPEN_TREE_CLONE: a detached copy, for a bind"),
     "mounts.attach": ("move_mount(2)", "onto the target's fd"),
+    # engine/linux/idmap.py: a user namespace's maps, and the cgroups handed to its root
+    "idmap.map_text": ("(none)", "the lxc.idmap ranges of one kind, one line each"),
+    "idmap.write_map": ("open(2) write(2)", "/proc/PID/uid_map, /proc/PID/gid_map: the whole map in one write"),
+    "idmap.delegated_files": ("read(2)", "/sys/kernel/cgroup/delegate"),
+    "idmap.delegate_cgroup": ("chown(2) chmod(2)", "/sys/fs/cgroup/.../lxc.payload.NAME, its cgroup.procs..."),
     # engine/linux/cgroups.py: cgroupfs
     "cgroups.hierarchies": ("open(2) read(2)", "/proc/self/mountinfo, /proc/self/cgroup"),
     "cgroups.create": ("mkdir(2)", "/sys/fs/cgroup/.../NAME"),

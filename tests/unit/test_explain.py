@@ -9,7 +9,7 @@ import pytest
 
 from lxcsm.engine import cli
 from lxcsm.engine.analysis import explain, lxc_functions, lxc_phases
-from lxcsm.engine.linux import cgroups, kernel
+from lxcsm.engine.linux import cgroups, idmap, kernel
 from lxcsm.engine.start.machine import CHILD, MONITOR, TABLES
 
 
@@ -70,8 +70,8 @@ def test_the_lxc_functions_the_issue_names_are_found():
     assert {"lxc_init", "cgfsng_monitor_create", "lxc_spawn", "do_start", "lxc_setup", "lxc_poll"} <= found
 
 
-def test_every_kernel_and_cgroup_wrapper_has_its_system_call():
-    for module in (kernel, cgroups):
+def test_every_kernel_cgroup_and_idmap_wrapper_has_its_system_call():
+    for module in (kernel, cgroups, idmap):
         short = module.__name__.rsplit(".", 1)[1]
         public = [name for name, f in inspect.getmembers(module, inspect.isfunction)
                   if f.__module__ == module.__name__ and not name.startswith("_")]
