@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 
 import pytest
@@ -70,3 +71,25 @@ def test_the_first_directory_the_mapped_root_cannot_search_is_found(monkeypatch)
     assert find("/srv/group", 100000, 200000, maps) == ("/srv/group", 0o750)
     # A directory whose owner and group the namespace maps is searched with its root's capabilities.
     assert find("/srv/mapped", 100000, 100000, maps) is None
+
+
+SHIPPED = sorted(glob.glob("/usr/share/lxc/config/*userns.conf"))
+
+
+@pytest.mark.skipif(not SHIPPED, reason="LXC's configs are not installed")
+@pytest.mark.parametrize("shipped", SHIPPED)
+def test_lxcs_shipped_userns_configs_load_as_lxc_reads_them(tmp_path, shipped):
+    """userns.conf ends in lxc.include of userns.conf.d/, which LXC does not ship: a directory
+    that is not there includes nothing, as under LXC.  Its settings take effect."""
+    from lxcsm.engine.config import loader
+    (tmp_path / "rootfs").mkdir()
+    path = tmp_path / "config"
+    path.write_text(f"lxc.rootfs.path = dir:{tmp_path}/rootfs\nlxc.cap.drop = sys_module\n"
+                    f"lxc.include = {shipped}\nlxc.idmap = u 0 100000 65536\nlxc.idmap = g 0 100000 65536\n")
+    config = loader.load(str(path), "c1")
+    assert config.id_maps() == (IdMap("u", 0, 100000, 65536), IdMap("g", 0, 100000, 65536))
+    assert (config.container_root_id("u"), config.container_root_id("g")) == (100000, 100000)
+    assert "user" in config.namespaces()
+    if shipped.endswith("/userns.conf"):
+        assert config.dropped_capabilities(40) == []   # "Start with a full set of capabilities"
+        assert config.mount_sys == "rw"
