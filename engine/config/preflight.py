@@ -25,7 +25,8 @@ import socket
 from lxcsm.engine.config import keys
 from lxcsm.engine.config.model import ConfigError, Setting
 from lxcsm.engine.config.values import parse_command
-from lxcsm.engine.linux import cgroups, kernel
+from lxcsm.engine.errors import describe
+from lxcsm.engine.linux import cgroups, idmapped_mounts, kernel
 from lxcsm.engine.linux.mount_options import parse_mount_options
 from lxcsm.engine.linux.paths import container_path, in_rootfs
 
@@ -253,6 +254,27 @@ def _check_user_namespace(config) -> None:
                     f"on the way to its rootfs; LXC fails such a start too")
 
 
+def _check_idmapped_rootfs(config) -> None:
+    """lxc.rootfs.options = idmap=...: whether the kernel will idmap this rootfs, asked now
+    (a trial copy, dropped), not once the container's namespaces exist as LXC finds out."""
+    idmap = config.rootfs_idmap()
+    if idmap is None:
+        return
+    if config.rootfs_overlay() is not None:
+        raise _fail(config, "lxc.rootfs.options", "idmap= needs a directory rootfs, not an overlay "
+                                                  "(LXC idmaps no overlay rootfs either)")
+    problem = None if idmap == "container" else idmapped_mounts.user_namespace_problem(idmap)
+    if problem:
+        raise _fail(config, "lxc.rootfs.options", f"idmap={idmap}: {problem}")
+    try:
+        idmapped_mounts.check_idmappable(config.rootfs_path)
+    except idmapped_mounts.NotIdmappable as err:
+        raise _fail(config, "lxc.rootfs.options", f"idmap={idmap}: {err}") from None
+    except OSError as err:   # ENOSYS: a kernel before 5.12 has no mount_setattr
+        raise _fail(config, "lxc.rootfs.options", f"idmap={idmap}: this kernel cannot idmap mounts "
+                                                  f"({describe(err)})") from None
+
+
 def _unsearchable_ancestor(path: str, uid: int, gid: int, maps) -> tuple[str, int] | None:
     """The first directory on the way to `path` that the host ids uid:gid may not search
     (with its mode), as the kernel decides it for a user namespace's root: it has
@@ -386,6 +408,7 @@ def check(config, command: tuple[str, ...], command_from_cli: bool) -> None:
 
     _check_security(config)
     _check_user_namespace(config)
+    _check_idmapped_rootfs(config)
     _check_core_scheduling(config)
     binds = _binds(config)
     exec_path = _exec_path(config)

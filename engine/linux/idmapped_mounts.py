@@ -95,6 +95,20 @@ def check_idmappable(path: str, recursive: bool = True) -> None:
         os.close(userns)
 
 
+def user_namespace_problem(path: str) -> str | None:
+    """Why `path` cannot be the user namespace of idmap=PATH (it cannot be opened, or is not
+    a user namespace's file, such as /proc/PID/ns/user), or None if it can."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as err:
+        return f"cannot open the user namespace {path}: {err.strerror}"
+    try:
+        what = os.readlink(f"/proc/self/fd/{fd}")   # a namespace's reads "user:[INODE]"
+    finally:
+        os.close(fd)
+    return None if what.startswith("user:[") else f"{path} is not a user namespace's file (it is {what})"
+
+
 def _idmapped_copy(source: str | int, userns: int, recursive: bool) -> int:
     tree = mounts.copy_tree(source, recursive)
     try:
