@@ -86,6 +86,11 @@ RULES: tuple[Rule, ...] = (
     # become_userns_root: do_start() between STARTUP and CONFIGURE in a user namespace.
     R("start", "do_start", "child:become_userns_root", r"Unshared CLONE_NEWNET"),
     R("utils", "lxc_switch_uid_gid", "child:become_userns_root", r"Switched to [ug]id 0$"),
+    # sync_idmapped_mounts (lxc.rootfs.options = idmap=...): the monitor's idmapped copy of the
+    # rootfs, made right after POST_CONFIGURE, and the child's receipt of it.
+    R("conf", "lxc_rootfs_prepare_parent", "monitor:sync_idmapped_mounts"),
+    R("mount_utils", "create_detached_idmapped_mount", "monitor:sync_idmapped_mounts"),
+    R("conf", "lxc_rootfs_prepare_child", "child:sync_idmapped_mounts"),
     # sync.c: one line per wake or wait, read for its sequence names.
     R("sync", r"lxc_sync_(wait|wake|barrier)_(parent|child)", SYNC),
     # The child: do_start() up to lxc_setup().
@@ -152,8 +157,10 @@ LXC_ONLY: dict[str, str] = {
     "monitor:daemonize": "LXC daemonizes after lxc_init_handler; lxcsm's monitor is daemonized before its "
                          "first state, so its log starts in init_handler",
     "monitor:rootfs-pin": "LXC keeps the rootfs pinned by an open, unlinked .lxc_keep file; lxcsm does not",
-    "monitor:idmapped-mounts": "LXC's idmapped-mounts sync point (fds of idmapped lxc.mount.entry); lxcsm "
-                               "supports no idmapped mounts and has no such sync",
+    "monitor:idmapped-mounts": "LXC's idmapped-mounts sync point, every start: the child hands the monitor "
+                               "the lxc.mount.entry lines with idmap= to idmap (lxc_idmapped_mounts_child/"
+                               "parent); lxcsm refuses idmap= on mount entries, so it has no such exchange "
+                               "(an idmapped rootfs is sync_idmapped_mounts)",
     "child:idmapped-mounts": "the child's side of idmapped-mounts (see monitor:idmapped-mounts)",
     "child:console": "/dev/console on a pty the monitor proxies; not in lxcsm yet",
     "monitor:console": "the monitor's side of the console (lxc_terminal_*); not in lxcsm yet",
