@@ -148,8 +148,8 @@ def _start(name: str, lxcpath: str, probe: str, skips: tuple[str, ...]) -> str |
     start failed.  The probe's shell exits 0 whatever the probe does: any other status is lxcsm's."""
     lab_flags = ["--lab", "--lab-skip", ",".join(skips)] if skips else []
     command = ["/bin/sh", "-c", f"exec 2>&1; {probe}; exit 0"]
-    print(f"  $ lxcsm start {' '.join(lab_flags)}{' ' if lab_flags else ''}-F -n {name} -- "
-          f"/bin/sh -c {shlex.quote(probe)}")
+    shown = [*lab_flags, "-F", "-n", name, "-P", lxcpath, "--", *map(shlex.quote, command)]
+    print(f"  $ lxcsm start {' '.join(shown)}")
     ran = subprocess.run([sys.executable, "-m", "lxcsm.engine.cli", "start", *lab_flags, "-F", "-n", name,
                           "-P", lxcpath, "--", *command], stdin=subprocess.DEVNULL, capture_output=True, text=True)
     if ran.returncode != 0:
@@ -159,7 +159,7 @@ def _start(name: str, lxcpath: str, probe: str, skips: tuple[str, ...]) -> str |
         print(f"  {line}")
     lines = ran.stdout.splitlines()
     for line in lines[:SHOWN_LINES]:
-        print(f"  | {line}")
+        print(f"  | {line[:WIDTH - 4]}" + (" ..." if len(line) > WIDTH - 4 else ""))
     if len(lines) > SHOWN_LINES:
         print(f"  | ... and {len(lines) - SHOWN_LINES} more lines")
     return ran.stdout
