@@ -50,9 +50,10 @@ POINTS = {
     "stop": ("monitor", "stopping"),             # host namespaces, init gone; also reboot, aborting
     "post-stop": ("monitor", "stopping"),        # after the boot's cleanup; also reboot, aborting
 }
-# Namespaces a stop hook is told about, as LXC names them, when the container has its own.
-# (Not cgroup: the child makes that one itself, after spawn has let go of it.)
-STOP_HOOK_NAMESPACES = ("mnt", "pid", "uts", "ipc", "net")
+# Namespaces a stop hook is told about, as LXC names them and in LXC's order, when the
+# container has its own: user (lxc.idmap) first.  (Not cgroup: the child makes that one
+# itself, after spawn has let go of it.)
+STOP_HOOK_NAMESPACES = ("user", "mnt", "pid", "uts", "ipc", "net")
 
 
 def configured(config, kind: str) -> list:

@@ -233,3 +233,20 @@ def test_sync_configure_without_a_stop_hook_holds_nothing(host, run, make_reques
     assert run("monitor", "sync_configure", ctx) == "network_ready"
 
     assert ctx.boot.namespace_fds == {} and ctx.boot.undo.changes == []
+
+
+@pytest.mark.state("monitor", "spawn")
+def test_spawn_with_an_idmap_and_a_stop_hook_holds_the_user_namespace_first_and_not_yet_the_network(
+        host, run, make_request, monitor_ctx, cloned):
+    ctx = monitor_ctx(make_request(*MAPS, "lxc.hook.stop = /bin/true"))
+
+    def open_(path, flags):   # the child's namespaces are /dev/null here; the cgroup2 directory is real
+        return host.keep(os.open("/dev/null" if path.startswith("/proc/4242/") else path, flags))
+    host.proxy(spawn, "os", open=open_)
+
+    assert run("monitor", "spawn", ctx) == "child_cloned"
+
+    # As LXC's stop hook arguments: user:..., mnt:..., pid:..., uts:..., ipc:... (net once unshared).
+    assert list(ctx.boot.namespace_fds) == ["user", "mnt", "pid", "uts", "ipc"]
+    assert [c[1] for c in host.calls("os") if c[0] == "open" and c[1].startswith("/proc/")] == [
+        f"/proc/4242/ns/{kind}" for kind in ("user", "mnt", "pid", "uts", "ipc")]
