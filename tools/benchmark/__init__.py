@@ -51,6 +51,9 @@ Rows of the table (the issue's numbering):
    that no run pays the kernel's first cgroup migration after an idle moment (see below).
 8. row 1 isolated: each run after a second of the bench doing nothing, so that every run
    pays what a start pays on a quiet machine (that first cgroup migration included).
+9. Debian 12 booting systemd (fixtures/debian.py's cached rootfs, a user's config): ``stop``
+   without -k - systemd's own halt, on SIGRTMIN+3 - until the monitor exited; 9a its boot,
+   ``start -d`` until systemd says "running" (tools/benchmark/debian_row.py; at most 5 runs).
 
 ``--server``: lxcsm is also measured through a start server (``lxcsm serve --netlink``) the
 bench runs for itself, as a third side of every row (LXCSM_START_SERVER=require: a start

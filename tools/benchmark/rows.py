@@ -17,6 +17,7 @@ from pathlib import Path
 
 from . import progress
 from .containers import Bench, Tool
+from .debian_row import row_debian
 from .host import memory_of
 from .report import MIB, Row
 from .timing import Result, wait_exited
@@ -339,4 +340,4 @@ def parallel_round(bench: Bench, tool: Tool, names: list[str], run: int):
 
 
 # Row number (--only) -> the function that measures it, in the table's order.
-ROWS = {1: row1, 2: row2, 3: row3, 4: row4, 5: row5, 6: row6, 7: row1b, 8: row_isolated}
+ROWS = {1: row1, 2: row2, 3: row3, 4: row4, 5: row5, 6: row6, 7: row1b, 8: row_isolated, 9: row_debian}
