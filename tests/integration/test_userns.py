@@ -22,6 +22,7 @@ import pytest
 
 from fixtures import rootfs as rootfs_builders
 from tests.integration.harness import Container, host_mounts, unique_name, wait_for
+from tests.integration.test_ttys import SHELL_ON_TTY1, Terminal, _running, _tty
 
 pytestmark = [pytest.mark.root, pytest.mark.usefixtures("lxc_pivot_removed")]
 
@@ -177,3 +178,20 @@ def test_a_failure_in_a_user_namespace_state_leaves_nothing(userns_container, fa
     assert f"failpoint: {failpoint.replace(':', ' state ')}" in result.stderr, result.stderr
     assert c.leaks() == []
     assert not os.path.exists(os.path.join(c.lxcpath, c.name, "lxcsm-host-changes.log"))
+
+
+def test_lxc_consoles_call_reaches_a_shell_on_tty1_running_as_the_containers_root(userns_container):
+    c = userns_container()
+    assert c.run("start", "-d", "--", "/bin/sh", "-c", SHELL_ON_TTY1).returncode == 0
+    try:
+        _running(c)
+        reply = _tty(c, 1)   # GET_TTY_FD, as lxc-console asks it
+        assert reply.ret == 0 and len(reply.fds) == 1
+        tty1 = Terminal(reply.fds[0])
+        tty1.prompt()
+        assert b"uid=0(root) gid=0(root)" in tty1.converse(b"id\n", b"gid=0(root)")
+        os.close(reply.fds[0])
+        reply.conn.close()
+    finally:
+        assert c.run("stop", "-k").returncode == 0
+        assert c.monitor_exited(timeout=30)
