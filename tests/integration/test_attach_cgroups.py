@@ -26,8 +26,10 @@ pytestmark = [pytest.mark.root,
               pytest.mark.skipif(shutil.which("lxc-attach") is None, reason="Debian's lxc is not installed"),
               pytest.mark.skipif(not os.access("/usr/bin/python3", os.X_OK), reason="needs the host's python3")]
 
-# sh as init reaps whatever is orphaned in the container; /proc for /proc/self/cgroup.
-INIT = ("/bin/sh", "-c", "while :; do sleep 1; done")
+# An init that never forks: these tests drive the container to its pids.max and memory.max,
+# where a fork of the init's own (a shell's `sleep 1` loop) fails and busybox sh exits on
+# "can't fork", ending the container under the test.  /proc for /proc/self/cgroup.
+INIT = ("/bin/sleep", "1000000")
 PROC = "lxc.mount.auto = proc:rw"
 
 # The limit keys of this host's layout (the same limits, as cgroup2 and v1 name them).
