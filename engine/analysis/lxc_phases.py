@@ -9,6 +9,8 @@ differently is a row to add here, and nowhere else.
 * `RULES`: (category, function, message pattern) -> phase, in the order LXC
   runs them; the first match wins.  A helper used everywhere (mount_utils,
   parse_vfs_attr) is `INHERIT`: it takes the phase of the line before it.
+  A rule with `after` applies only after a line of that phase: the same
+  line written by different processes (lxc_drop_groups) is told apart so.
   sync.c's lines are `SYNC`: they are read for their sequence names.
 * `SYNC_PHASES`: (side, wake or wait, sequence) -> the lxcsm state that does
   the same wake or wait, so that LXC's sync lines land in the same phase;
@@ -36,6 +38,7 @@ class Rule:
     function: str        # regular expression, matched against the whole function name
     phase: str           # "side:state" (an lxcsm state or a key of LXC_ONLY), INHERIT or SYNC
     message: str = ""    # regular expression searched in the message; empty: any message
+    after: str = ""      # regular expression the phase of the line before must match; empty: any
 
 
 R = Rule
@@ -129,8 +132,11 @@ RULES: tuple[Rule, ...] = (
     R("conf", "lxc_recv_devpts_from_child|lxc_recv_ttys_from_child|lxc_sync_fds_parent", "monitor:sync_fds"),
     R("network", "lxc_network_recv_name_and_ifindex_from_child", "monitor:sync_fds"),
     R("terminal", r"\w+", "monitor:console"),
-    # exec: the end of do_start() and the start() callback.
-    R("utils", "lxc_drop_groups", "child:exec"),
+    # exec: the end of do_start() and the start() callback.  Its groups are dropped right after
+    # the monitor's READY_START; in a user namespace LXC drops them only twice before, in the
+    # cgroup chown's helper (write_id_maps) and in do_start() (become_userns_root).
+    R("utils", "lxc_drop_groups", "child:exec", after="monitor:sync_ready_start"),
+    R("utils", "lxc_drop_groups", INHERIT),
     R("start", "start", "child:exec"),                                    # Exec'ing "/sbin/init"
     # sync_ready_start: the exec happened, RUNNING.
     R("confile_utils", "lxc_log_configured_netdevs", "monitor:sync_ready_start"),

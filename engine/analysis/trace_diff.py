@@ -139,10 +139,12 @@ def _sync_actions(message: str) -> list[tuple[str, str, str]]:
     return actions
 
 
-def rule_for(category: str, function: str, message: str) -> Rule | None:
+def rule_for(category: str, function: str, message: str, previous: str | None = None) -> Rule | None:
+    """The first rule for a line, given the phase of the line before it (`previous`)."""
     for rule in RULES:
         if (rule.category == category and re.fullmatch(rule.function, function)
-                and (not rule.message or re.search(rule.message, message))):
+                and (not rule.message or re.search(rule.message, message))
+                and (not rule.after or re.fullmatch(rule.after, previous or ""))):
             return rule
     return None
 
@@ -150,7 +152,7 @@ def rule_for(category: str, function: str, message: str) -> Rule | None:
 def assign_phases(lines: list[LxcLine]) -> None:
     previous = None
     for line in lines:
-        line.rule = rule_for(line.category, line.function, line.message)
+        line.rule = rule_for(line.category, line.function, line.message, previous)
         phase = previous
         if line.rule is not None and line.rule.phase == SYNC:
             line.sync = [(side, kind, seq, SYNC_PHASES.get((side, kind, seq)))

@@ -10,6 +10,8 @@ hook of every kind appended its kind and what it saw (NoNewPrivs, Seccomp, the c
 /dev) to a file, under lxc-start (lxc-5.0.2-hook-probe.log) and under lxcsm
 (lxcsm-hook-probe.log); both ran the config of busybox-hooks-seccomp (LXC's common.seccomp
 policy, every hook kind but stop; `tools/record-traces --lxc` records all four again).
+The unprivileged pairs are LXC's userns.conf with ids 0-65535 mapped to 100000, on a rootfs
+shifted by 100000 and on one idmapped instead (`tools/record-traces [--lxc] userns`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,10 @@ from lxcsm.engine.analysis import log_reader, trace_diff
 
 TRACES = Path(__file__).resolve().parents[2] / "fixtures" / "traces"
 PAIRS = [("lxc-5.0.2-busybox-start.trace.log", "busybox-start-stop.trace.log"),
-         ("lxc-5.0.2-busybox-hooks-seccomp.trace.log", "busybox-hooks-seccomp.trace.log")]
+         ("lxc-5.0.2-busybox-hooks-seccomp.trace.log", "busybox-hooks-seccomp.trace.log"),
+         # unprivileged, started by root: a shifted rootfs, and an unshifted one idmapped
+         ("lxc-5.0.2-busybox-userns.trace.log", "busybox-userns.trace.log"),
+         ("lxc-5.0.2-busybox-userns-idmapped.trace.log", "busybox-userns-idmapped.trace.log")]
 
 
 @pytest.mark.parametrize("lxc,lxcsm", PAIRS)
