@@ -24,7 +24,7 @@ import socket
 
 from lxcsm.engine.config import keys
 from lxcsm.engine.config.model import ConfigError, Setting
-from lxcsm.engine.config.values import parse_command
+from lxcsm.engine.config.values import IdMap, parse_command, parse_idmap
 from lxcsm.engine.errors import describe
 from lxcsm.engine.linux import cgroups, idmapped_mounts, kernel
 from lxcsm.engine.linux.mount_options import parse_mount_options
@@ -238,6 +238,7 @@ def _check_user_namespace(config) -> None:
     if "user" in config.namespace_keep:
         raise _fail(config, "lxc.namespace.keep", "lxc.idmap needs the container's own user namespace "
                                                   "(user cannot be kept)")
+    _check_ranges(idmaps)
     for kind, name in (("u", "uid"), ("g", "gid")):
         if config.container_root_id(kind) is None:
             raise _error(first, f"lxc.idmap maps no host {name} to the container's {name} 0 "
@@ -273,6 +274,28 @@ def _check_idmapped_rootfs(config) -> None:
     except OSError as err:   # ENOSYS: a kernel before 5.12 has no mount_setattr
         raise _fail(config, "lxc.rootfs.options", f"idmap={idmap}: this kernel cannot idmap mounts "
                                                   f"({describe(err)})") from None
+
+
+# The kernel takes at most this many ranges in one map file (since 4.15; 5 before).
+MAX_ID_RANGES = 340
+
+
+def _check_ranges(idmaps) -> None:
+    """What the kernel would refuse of the whole map at write_id_maps: two ranges of one kind
+    over the same ids, inside the container or on the host, or too many ranges."""
+    seen: list[tuple[IdMap, Setting]] = []
+    for _key, setting in idmaps:
+        new = parse_idmap(setting.value)
+        for old, where in seen:
+            if old.kind != new.kind:
+                continue
+            for side, a, b in (("in the container", old.inside, new.inside), ("on the host", old.outside, new.outside)):
+                if a < b + new.count and b < a + old.count:
+                    raise _error(setting, f"'{setting.value}' overlaps '{where.value}' ({where.file}:{where.line}) "
+                                          f"{side}: the kernel refuses such a map")
+        seen.append((new, setting))
+        if sum(1 for old, _where in seen if old.kind == new.kind) > MAX_ID_RANGES:
+            raise _error(setting, f"more than {MAX_ID_RANGES} lxc.idmap ranges of one kind: the kernel takes no more")
 
 
 def _unsearchable_ancestor(path: str, uid: int, gid: int, maps) -> tuple[str, int] | None:
