@@ -15,6 +15,7 @@ import textwrap
 
 from lxcsm.engine.analysis import premachine
 from lxcsm.engine.linux import cgroups
+from lxcsm.engine.start import lab
 from lxcsm.engine.start.machine import TABLES
 
 
@@ -33,5 +34,8 @@ def render(request) -> str:
         lines.append(f"{side} machine")
         for state in table.states:
             lines.append(f"  {state}")
-            lines += [f"    - {step}" for step in table.module(state).plan(request)]
+            steps = table.module(state).plan(request)
+            if request.lab_skips:   # lxcsm start --plan --lab --lab-skip STEP
+                steps = lab.plan(request.lab_skips, side, state, steps)
+            lines += [f"    - {step}" for step in steps]
     return "\n".join(lines)

@@ -141,6 +141,9 @@ def _plan(ctx, side: str, state: str) -> list[str]:
         steps = TABLES[side].module(state).plan(ctx.request)
     except Exception as err:   # a plan is teaching text: its failure must not fail the start
         steps = [f"(no plan: {err})"]
+    if ctx.request.lab_skips:
+        from lxcsm.engine.start import lab
+        steps = lab.plan(ctx.request.lab_skips, side, state, steps)
     return [f"    - {step}" for step in steps]
 
 

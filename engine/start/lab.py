@@ -29,6 +29,7 @@ config file.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -57,21 +58,31 @@ class Skip(namedtuple("Skip", ("name", "state", "part", "lxc", "sees", "not_ente
 
     def left_out(self) -> str:
         """What is left out, where: for the banner, the lab's listing and its exercises."""
-        return f"{self.state} (the whole state)" if self.part is None else f"{self.part}, in {self.state}"
+        text = f"{self.state} (the whole state)" if self.part is None else f"{self.part}, in {self.state}"
+        return ", and ".join([text, *(f"{where} (the whole state)" for where in self.not_entered
+                                      if where != self.state)])
 
 
 def _host_root_read_only() -> None:
-    """Without pivot_root the container's / is the host's: every mount of it is remounted
-    read-only, nodev and nosuid in the container's mount namespace (whose mounts are slaves
-    since setup_rootfs: nothing of this reaches the host), so a lab command can look at the
-    host's files but change none, open no device node and gain nothing from a setuid file."""
+    """every mount of the host's / remounted read-only, nodev and nosuid, in the container's mount namespace
+
+    Without pivot_root the container's / is the host's.  Its mounts are slaves since
+    setup_rootfs, and a mount's flags never propagate: nothing of this reaches the host.  A lab
+    command can look at the host's files but change none, open no device node and gain nothing
+    from a setuid file.  A mount point that no path leads to any more (another mount hides it:
+    ENOENT, or EINVAL where the path now lies inside the mount on top) is out of reach already.
+    """
     with open("/proc/self/mountinfo", "rb") as mountinfo:
         points = [line.split()[4] for line in mountinfo]
     for point in dict.fromkeys(points):   # once each; a stacked mount point: its top mount
         # mountinfo writes a blank, tab, newline or backslash in a path as \ and 3 octal digits
         path = os.fsdecode(re.sub(rb"\\([0-7]{3})", lambda digits: bytes([int(digits[1], 8)]), point))
-        kernel.mount(None, path, None, kernel.MS_REMOUNT | kernel.MS_BIND | kernel.MS_RDONLY
-                     | kernel.MS_NODEV | kernel.MS_NOSUID)
+        try:
+            kernel.mount(None, path, None, kernel.MS_REMOUNT | kernel.MS_BIND | kernel.MS_RDONLY
+                         | kernel.MS_NODEV | kernel.MS_NOSUID)
+        except OSError as err:
+            if err.errno not in (errno.ENOENT, errno.EINVAL):
+                raise
 
 
 SKIPS = {skip.name: skip for skip in (
@@ -201,3 +212,15 @@ def make_container(lxcpath: str, name: str, busybox: str = "/bin/busybox") -> st
                     "lxc.mount.auto = proc:mixed sys:ro\n"
                     f"lxc.cap.drop = {LAB_CAP_DROP}\n")
     return config
+
+
+def plan(skips: tuple[str, ...], side: str, state: str, steps: list[str]) -> list[str]:
+    """A state's plan (its module's plan()) as a start leaving out these steps runs it: for
+    `lxcsm plan` and the pauses of --break-at and --step."""
+    passed = concerned(skips).get((side, state)) if skips else None
+    if passed is None:
+        return steps
+    if not passed.entered:
+        instead = passed.instead.__doc__.splitlines()[0] if passed.instead and passed.instead.__doc__ else None
+        return [f"LAB MODE: not entered ({passed.skip.name})" + (f"; instead: {instead}" if instead else "")]
+    return [f"LAB MODE: without {passed.skip.part} ({passed.skip.name})", *steps]

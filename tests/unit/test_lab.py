@@ -4,6 +4,8 @@ state over, and the exercises' judging on outputs as the kernel prints them
 
 from __future__ import annotations
 
+import errno
+import os
 import types
 
 import pytest
@@ -209,3 +211,42 @@ def test_lxcsm_lab_refuses_an_answer_that_is_no_choice(capsys):
         cli_main(["lab", "proc", "--answer", "z"])
     err = capsys.readouterr().err
     assert exited.value.code == 2 and "--answer z: answer with one of a, b, c" in err
+
+
+def test_a_plan_says_which_states_a_lab_start_passes_over_or_cuts_short():
+    assert lab.plan(("pivot_root",), "child", "setup_pivot_root", ["pivot_root(...)"]) == [
+        "LAB MODE: not entered (pivot_root); instead: every mount of the host's / remounted read-only, nodev"
+        " and nosuid, in the container's mount namespace"]
+    assert lab.plan(("pivot_root",), "child", "setup_sysctl", ["write"]) == ["LAB MODE: not entered (pivot_root)"]
+    assert lab.plan(("cgroup_ns",), "child", "configure", ["send CONFIGURE"]) == [
+        "LAB MODE: without unshare(CLONE_NEWCGROUP) (as lxc.namespace.keep = cgroup) (cgroup_ns)", "send CONFIGURE"]
+    assert lab.plan(("cgroup_ns",), "child", "setup_mounts", ["mount"]) == ["mount"]
+    assert lab.plan((), "child", "configure", ["send CONFIGURE"]) == ["send CONFIGURE"]
+
+
+def _mount_points() -> list[str]:
+    with open("/proc/self/mountinfo") as mountinfo:
+        return list(dict.fromkeys(line.split()[4].replace("\\040", " ") for line in mountinfo))
+
+
+def test_in_place_of_pivot_root_every_mount_is_remounted_read_only_nodev_nosuid(monkeypatch):
+    remounted = []
+    monkeypatch.setattr(lab.kernel, "mount", lambda source, target, fstype, flags, data=None:
+                        remounted.append((source, target, fstype, flags)))
+    lab.SKIPS["pivot_root"].instead()
+    flags = kernel.MS_REMOUNT | kernel.MS_BIND | kernel.MS_RDONLY | kernel.MS_NODEV | kernel.MS_NOSUID
+    assert remounted == [(None, point, None, flags) for point in _mount_points()]
+
+
+@pytest.mark.parametrize("error, tolerated", [(errno.ENOENT, True), (errno.EINVAL, True), (errno.EPERM, False)])
+def test_a_mount_no_path_reaches_is_left_but_any_other_failure_fails_the_start(monkeypatch, error, tolerated):
+    def mount(source, target, fstype, flags, data=None):
+        if target == "/":
+            raise OSError(error, os.strerror(error), target)
+
+    monkeypatch.setattr(lab.kernel, "mount", mount)
+    if tolerated:
+        lab.SKIPS["pivot_root"].instead()
+    else:
+        with pytest.raises(OSError):
+            lab.SKIPS["pivot_root"].instead()
