@@ -38,9 +38,9 @@ import stat
 from lxcsm import hooks
 from lxcsm.engine.linux import kernel, mounts, paths
 
-NODES = {  # name: (major, minor)
-    "null": (1, 3), "zero": (1, 5), "full": (1, 7),
-    "random": (1, 8), "urandom": (1, 9), "tty": (5, 0),
+NODES = {  # name: (major, minor), in LXC's order (bound from the host in a user namespace: the mount order)
+    "full": (1, 7), "null": (1, 3), "random": (1, 8),
+    "tty": (5, 0), "urandom": (1, 9), "zero": (1, 5),
 }
 LINKS = {"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0",
          "stdout": "/proc/self/fd/1", "stderr": "/proc/self/fd/2"}

@@ -37,10 +37,14 @@ TEMPLATE = ["lxc.signal.halt = SIGUSR1", "lxc.signal.reboot = SIGTERM", "lxc.aut
             "lxc.mount.entry = mqueue dev/mqueue mqueue defaults,optional,create=dir 0 0",
             "lxc.mount.entry = /sys/kernel/security sys/kernel/security none ro,bind,optional 0 0",
             "lxc.include = /usr/share/lxc/config/userns.conf", *MAPS]
-# Run inside by lxc-attach: who it is, whether root may write the rootfs, where it is.
+# Run inside by lxc-attach: who it is, whether root may write the rootfs, where it is, init's
+# capabilities.
 PROBE = ("id -u; id -g; touch /root/made-inside && echo wrote;"
          " stat -c '%n %u:%g %a' /dev/null /dev/tty /dev/console /dev/tty1;"
-         " cat /proc/self/uid_map /proc/self/gid_map; cat /proc/self/cgroup")
+         " cat /proc/self/uid_map /proc/self/gid_map; cat /proc/self/cgroup; grep ^Cap /proc/1/status")
+# init's mounts: mount point and filesystem type, and for /dev's nodes (the host's, bound:
+# no mknod in a user namespace) their order too.
+MOUNTS = "awk '{for (i = 7; $i != \"-\"; i++); print $5, $(i+1)}' /proc/1/mountinfo"
 
 
 def _shift(root: Path) -> None:
@@ -116,6 +120,7 @@ def _observe(c: Container, lxc: bool) -> dict:
             ids = {line.split(":")[0]: line.split()[1:] for line in status if line.startswith(("Uid", "Gid"))}
         inside = _tool("lxc-attach", "-n", c.name, "-P", c.lxcpath, "--", "/bin/sh", "-c", PROBE)
         assert inside.returncode == 0, inside.stderr
+        mounts = _tool("lxc-attach", "-n", c.name, "-P", c.lxcpath, "--", "/bin/sh", "-c", MOUNTS).stdout.splitlines()
         attached_ns = _tool("lxc-attach", "-n", c.name, "-P", c.lxcpath, "--",
                             "/bin/sh", "-c", "ls -l /proc/self/ns/user")
         init_cgroups = Path(f"/proc/{pid}/cgroup").read_text()
@@ -130,7 +135,8 @@ def _observe(c: Container, lxc: bool) -> dict:
                 "attach user namespace": attached_ns.stdout.split("->")[-1].strip() == os.readlink(
                     f"/proc/{pid}/ns/user"),
                 "init cgroups": init_cgroups.replace(c.name, "NAME"),
-                "file made inside": (made.st_uid, made.st_gid), "payload cgroups": cgroups}
+                "file made inside": (made.st_uid, made.st_gid), "payload cgroups": cgroups,
+                "mounts": sorted(mounts), "/dev nodes bound": [m for m in mounts if m.endswith(" devtmpfs")]}
     finally:
         stopped = _tool("lxc-stop", "-n", c.name, "-P", c.lxcpath, "-k") if lxc else c.run("stop", "-k")
         assert stopped.returncode == 0, stopped.stderr
@@ -150,6 +156,10 @@ def test_an_unprivileged_busybox_started_by_root_is_as_under_lxc_start(userns_co
     assert under_lxcsm["inside"].splitlines()[:3] == ["0", "0", "wrote"]
     assert under_lxcsm["file made inside"] == (SHIFT, SHIFT)
     assert under_lxcsm["attach user namespace"] is True
+    last = int(Path("/proc/sys/kernel/cap_last_cap").read_text())
+    assert f"CapBnd:\t{(1 << (last + 1)) - 1:016x}" in under_lxcsm["inside"]   # userns.conf: the full set
+    assert under_lxcsm["/dev nodes bound"] == [f"/dev/{n} devtmpfs" for n in ("full", "null", "random", "tty",
+                                                                             "urandom", "zero")]
     assert all(owner == (0, SHIFT, "0o775" if name.endswith("/") else "0o664")
                for name, owner in under_lxcsm["payload cgroups"].items())
     # ...and all of it as lxc-start 5.0.2 does it.

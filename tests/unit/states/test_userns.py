@@ -191,7 +191,7 @@ def test_setup_autodev_refused_mknod_binds_the_hosts_nodes_from_that_one_on(host
     """In a user namespace mknod of a device is EPERM: as LXC, from the first refusal on, every
     node is the host's /dev/NAME bound on an empty file (the nodes before it stay made)."""
     def mknod(path, mode=0o600, device=0, *, dir_fd=None):
-        if path != "null":
+        if path != "full":
             raise PermissionError(errno.EPERM, "Operation not permitted")
         os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o600, dir_fd=dir_fd))
     host.proxy(setup_autodev, "os", mknod=mknod)
@@ -200,14 +200,14 @@ def test_setup_autodev_refused_mknod_binds_the_hosts_nodes_from_that_one_on(host
 
     assert run("child", "setup_autodev", ctx) == "dev_ready"
 
-    assert [c[1] for c in host.calls("os") if c[0] == "mknod"] == ["null", "zero"]   # no third try
+    assert [c[1] for c in host.calls("os") if c[0] == "mknod"] == ["full", "null"]   # no third try
     binds = [m for m in host.mounts.view(ctx.rootfs) if m[1] == "bind" and m[4].startswith("/dev/")
              and m[0] != "/dev/ptmx"]
     assert binds == [(f"/dev/{name}", "bind", "", None, f"/dev/{name}")
-                     for name in ("zero", "full", "random", "urandom", "tty")]
+                     for name in ("null", "random", "tty", "urandom", "zero")]
     dev = Path(ctx.rootfs, "dev")
-    assert stat.S_IMODE((dev / "zero").stat().st_mode) == 0   # the bind target: an empty file, as LXC's
-    assert stat.S_IMODE((dev / "null").stat().st_mode) == 0o666
+    assert stat.S_IMODE((dev / "null").stat().st_mode) == 0   # the bind target: an empty file, as LXC's
+    assert stat.S_IMODE((dev / "full").stat().st_mode) == 0o666
 
 
 # --- sync_configure: the network namespace the child made late -------------------------
