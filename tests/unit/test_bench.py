@@ -188,10 +188,10 @@ def test_row_as_json():
 # --- parsing -----------------------------------------------------------------------------------
 
 def test_parse_only():
-    assert cli.parse_only(None) == {1, 2, 3, 4, 5, 6, 7, 8}
+    assert cli.parse_only(None) == {1, 2, 3, 4, 5, 6, 7, 8, 9}
     assert cli.parse_only("1,3") == {1, 3}
     assert cli.parse_only(" 5 ,") == {5}
-    for bad in ("9", "x", ",", "1,0"):
+    for bad in ("10", "x", ",", "1,0"):
         with pytest.raises(ValueError):
             cli.parse_only(bad)
 
@@ -281,8 +281,23 @@ def test_tools_bench_launches_the_package():
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("usage: tools/bench ")
     assert "Rows of the table (the issue's numbering):" in done.stdout
-    bad = subprocess.run([sys.executable, str(launcher), "--only", "9"], capture_output=True, text=True, timeout=60,
+    bad = subprocess.run([sys.executable, str(launcher), "--only", "10"], capture_output=True, text=True, timeout=60,
                          cwd="/", stdin=subprocess.DEVNULL)
     assert bad.returncode == 2
-    assert bad.stderr.splitlines()[-1] == ("tools/bench: error: --only: '9' is not one of the rows "
-                                           "1, 2, 3, 4, 5, 6, 7, 8")
+    assert bad.stderr.splitlines()[-1] == ("tools/bench: error: --only: '10' is not one of the rows "
+                                           "1, 2, 3, 4, 5, 6, 7, 8, 9")
+
+
+def test_the_debian_row_says_why_it_is_not_measured_without_the_cached_rootfs(monkeypatch):
+    from tools.benchmark import debian_row
+
+    class NoBench:
+        class args:
+            runs = 15
+        tools: list = []
+
+    monkeypatch.setattr(debian_row.debian, "cached_rootfs", lambda: None)
+    stop, boot = debian_row.row_debian(NoBench())
+    assert (stop.key, boot.key) == ("9", "9a") and "(n=5)" in stop.label
+    assert stop.na == boot.na and "python3 fixtures/debian.py build" in stop.na
+    assert stop.cell("lxc") == stop.na and stop.met() == ""
