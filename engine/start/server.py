@@ -11,8 +11,9 @@ in the host's, its cgroups would be below the server's unit, and a SIGINT the
 user's shell ignores would not be ignored.  `adopt` takes each from the caller,
 as the server's root reads it in /proc/PID (the peer's pid from SO_PEERCRED,
 alive because it waits for the answer).  A caller in another pid or user
-namespace, or under a seccomp filter or no_new_privs (which no process can
-copy from another), is told to start cold (``StartsCold``):
+namespace, in another time namespace, under a seccomp filter or no_new_privs
+(which no process can copy from another), with other capability sets or
+another LSM label than the server's, is told to start cold (``StartsCold``):
 
 * cgroups first (``move_into_cgroups``, every hierarchy, before anything else
   happens in the process): so that what it forks is accounted and limited
@@ -23,11 +24,10 @@ copy from another), is told to start cold (``StartsCold``):
 * credentials (gid, supplementary groups; the uid is 0, the server accepts
   only root), umask, rlimits, nice value and CPU affinity;
 * environment, signal dispositions and mask (as the client reports them from
-  before it set its relays), and fds 0-2 (the client's, passed over the socket).
+  before it set its relays), and every fd it has open, at the same number (the
+  client's, passed over the socket).
 
-Not taken yet: the caller's capability sets and securebits (root's full set
-is assumed), its LSM label, its fds above 2 (the client has them; --daemon and
--C close them anyway) and its time namespace.
+Not compared: the caller's securebits (a root shell's are 0, as the server's).
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ from lxcsm.engine.linux import cgroups, kernel
 
 # setns order: the mount namespace last, so the caller's /proc/PID files are opened in ours.
 NAMESPACES = ("cgroup", "ipc", "uts", "net", "mnt")
+CAPABILITY_SETS = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")
 
 
 class Refused(Exception):
@@ -64,14 +65,36 @@ class StartsCold(Refused):
 def check(pid: int) -> None:
     """StartsCold for a caller the server cannot become."""
     for kind, why in (("pid", "its containers' monitors would be in the server's pid namespace"),
-                      ("user", "the server cannot take its credentials there")):
+                      ("user", "the server cannot take its credentials there"),
+                      ("time", "its clocks would be the server's"),
+                      ("time_for_children", "its container's clocks would be the server's")):
         if not same_namespace(pid, kind):
             raise StartsCold(f"the caller (pid {pid}) is in another {kind} namespace than the server: {why}")
-    with open(f"/proc/{pid}/status") as status:
-        fields = dict(line.rstrip("\n").split(":\t", 1) for line in status if ":\t" in line)
+    fields = _status(pid)
     if fields.get("Seccomp", "0") != "0" or fields.get("NoNewPrivs", "0") != "0":
         # Neither can be copied from another process: a start under them must run where they are.
         raise StartsCold(f"the caller (pid {pid}) runs under a seccomp filter or no_new_privs")
+    ours = _status("self")
+    if any(fields.get(cap) != ours.get(cap) for cap in CAPABILITY_SETS):
+        # Fewer capabilities than the server (capsh --drop, a systemd unit's CapabilityBoundingSet):
+        # what the start may do is what they allow, so it runs where they apply.
+        raise StartsCold(f"the caller (pid {pid}) has other capability sets than the server")
+    if _lsm_label(str(pid)) != _lsm_label("self"):
+        raise StartsCold(f"the caller (pid {pid}) runs under another LSM label than the server")
+
+
+def _status(pid: int | str) -> dict[str, str]:
+    with open(f"/proc/{pid}/status") as status:
+        return dict(line.rstrip("\n").split(":\t", 1) for line in status if ":\t" in line)
+
+
+def _lsm_label(pid: str) -> str | None:
+    """The process's AppArmor or SELinux label; None without an LSM that has one."""
+    try:
+        with open(f"/proc/{pid}/attr/current") as label:
+            return label.read().rstrip("\0\n")
+    except OSError:
+        return None
 
 
 def move_into_cgroups(pid: int) -> None:

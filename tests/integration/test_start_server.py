@@ -272,6 +272,18 @@ def test_a_caller_in_another_pid_namespace_or_under_seccomp_starts_cold(make_con
         assert result.returncode == 5, result.stderr
 
 
+def test_a_caller_with_fewer_capabilities_or_another_time_namespace_starts_cold(make_container, start_server):
+    """What the server cannot give a process it forks, the caller starts cold with: init's bounding
+    set (one capability short) and clock offsets are the same as a cold start's."""
+    c = make_container(extra=["lxc.mount.auto = proc"])
+    show = "grep CapBnd /proc/self/status; cat /proc/self/timens_offsets"
+    for wrapper in (("setpriv", "--bounding-set", "-sys_time", "--"),
+                    ("unshare", "--time", "--monotonic", "1000", "--fork", "--")):
+        result = same(run_both(c, start_server[0], "start", "-F", "--", "/bin/sh", "-c", show, wrapper=wrapper))
+        assert result.returncode == 0, result.stderr
+    assert "1000" in result.stdout   # the container is in the caller's time namespace
+
+
 def test_no_server_falls_back_to_the_cold_path_with_the_same_output(make_container, tmp_path):
     c = make_container()
     env = {**os.environ, "LXCSM_START_SOCKET": str(tmp_path / "nobody.sock"), "LXCSM_START_SERVER": "auto"}
