@@ -52,8 +52,8 @@ def add_options(parser: Parser) -> None:
                              " gets them, with or without -C")
     for namespace in SHAREABLE_NAMESPACES:
         parser.add_argument(f"--share-{namespace}", metavar="NAME|PID",
-                            help=f"join the {namespace} namespace of another container or process"
-                                 f" (lxc.namespace.share.{namespace}): not supported yet, refused")
+                            help=f"join the {namespace} namespace of the running container NAME (of the same"
+                                 f" LXCPATH) or of process PID instead of a new one (lxc.namespace.share.{namespace})")
     parser.add_argument("--lab", action="store_true",
                         help="lab mode, for teaching only: allow --lab-skip (with -F and -- COMMAND)")
     parser.add_argument("--lab-skip", action="append", default=[], metavar="STEP[,STEP...]",
@@ -136,6 +136,14 @@ def run(parser: Parser, args) -> int:
     if running:
         print(f"lxcsm: {name}: container is already running", file=sys.stderr)
         return 0
+    if config.namespace_shares():   # spawn joins them; a name not running is refused now, in one line
+        from lxcsm.engine.errors import StateError
+        from lxcsm.states.monitor import spawn
+        for kind, target in config.namespace_shares().items():
+            try:
+                os.close(spawn.share_source(path, kind, target))
+            except StateError as err:
+                return fail(f"{err}; nothing was started")
     if lab_skips:
         print(lab.banner(lab_skips), file=sys.stderr, flush=True)
 
@@ -191,14 +199,10 @@ def run(parser: Parser, args) -> int:
 
 
 def _lxc_start_flags(args) -> list[str]:
-    """-c and -L as the config lines they stand for (applied after -s, as lxc-start does);
-    ValueError for what lxcsm cannot honour, rather than a flag accepted and ignored."""
-    for namespace in SHAREABLE_NAMESPACES:
-        shared = getattr(args, f"share_{namespace}")
-        if shared is not None:
-            raise ValueError(f"--share-{namespace} {shared}: lxcsm cannot share a namespace with another container"
-                             f" or process yet (lxc.namespace.share.{namespace}); nothing was started")
-    overrides = []
+    """-c, -L and --share-* as the config lines they stand for (applied after -s, as lxc-start
+    does); ValueError for what lxcsm cannot honour, rather than a flag accepted and ignored."""
+    overrides = [f"lxc.namespace.share.{namespace} = {getattr(args, f'share_{namespace}')}"
+                 for namespace in SHAREABLE_NAMESPACES if getattr(args, f"share_{namespace}") is not None]
     if args.console is not None:
         if args.console not in ("none", "auto"):
             args.console = os.path.abspath(args.console)

@@ -56,6 +56,7 @@ from lxcsm.engine.config.values import (
     parse_signal,
     relative_cgroup_path,
     rlimit,
+    share_target,
     signed,
     time_offset,
     unix_socket_address,
@@ -240,10 +241,31 @@ def _net_members(rest: str) -> tuple[str, KeySpec]:
     return f"{index}.{subkey}", NET_SUBKEYS[subkey]
 
 
+# The namespaces lxcsm joins for lxc.namespace.share.NAME (spawn: an intermediate process
+# setns(2)s into them, then clones the child).  LXC joins the others too; lxcsm refuses them
+# rather than start a container in namespaces it was not asked for.
+JOINED_NAMESPACES = ("net", "ipc", "uts", "pid")
+_NOT_JOINED = {
+    "user": "the child would set up the container without root over its own mounts and devices",
+    "mnt": "the rootfs would be mounted inside the other container's mount namespace",
+    "cgroup": "the child's own cgroup namespace (configure) would replace it",
+    "time": "the child's own time namespace (configure) would replace it",
+}
+
+
 def _namespace_share_members(name: str) -> tuple[str, KeySpec]:
     if name not in NAMESPACES:
         raise ValueError(f"unknown namespace {name!r}")
-    return name, KeySpec(anything)
+    if name in _NOT_JOINED:
+        return name, KeySpec(_refuse_share(name))
+    return name, KeySpec(share_target, honoured=True)
+
+
+def _refuse_share(name: str):
+    def refuse(value: str) -> str:
+        raise ValueError(f"lxcsm does not join another {name} namespace ({_NOT_JOINED[name]}); it joins "
+                         + ", ".join(JOINED_NAMESPACES))
+    return refuse
 
 
 # A hook is a command line (LXC runs it through sh -c), its program first.  clone and
@@ -319,7 +341,7 @@ KEYS: Mapping[str, KeySpec] = MappingProxyType({
     # Like lxc.mount.auto, namespace names accumulate across lines.
     "lxc.namespace.clone": KeySpec(parse_namespaces, honoured=True, repeat=Repeat.APPEND),
     "lxc.namespace.keep": KeySpec(parse_namespaces, honoured=True, repeat=Repeat.APPEND),
-    "lxc.namespace.share.": KeySpec(no_value, members=_namespace_share_members),
+    "lxc.namespace.share.": KeySpec(no_value, honoured=True, members=_namespace_share_members),
     "lxc.net": KeySpec(no_value, honoured=True, repeat=Repeat.RESET_ONLY, family="lxc.net"),
     "lxc.net.": KeySpec(no_value, members=_net_members),
     "lxc.no_new_privs": KeySpec(boolean, honoured=True),

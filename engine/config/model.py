@@ -26,6 +26,8 @@ from lxcsm.engine.config.values import (
 )
 from lxcsm.engine.linux.mount_options import parse_mount_options
 
+# LXC's ns_info order, in which its do_share_ns() joins the shared namespaces.
+SHARE_ORDER = ("user", "mnt", "pid", "uts", "ipc", "net", "cgroup", "time")
 OVERRIDE_FILE = "-s"
 # The key named in errors about a whole file rather than one of its lines.
 FILE_KEY = "(file)"
@@ -237,7 +239,14 @@ class Config(namedtuple("Config", (
             names.add("user")
         if any(net.type == "none" for net in self.networks):
             names.discard("net")
-        return frozenset(names - self.namespace_keep - {"cgroup"})
+        return frozenset(names - self.namespace_keep - set(self.namespace_shares()) - {"cgroup"})
+
+    def namespace_shares(self) -> dict[str, str]:
+        """lxc.namespace.share.NAME: namespace -> whose to join (a pid, a namespace file, or a
+        container of the same LXCPATH), in LXC's order (user mnt pid uts ipc net cgroup time).
+        The container gets none of its own of these: LXC drops them from its clone flags."""
+        return {name: found[-1][1].value for name in SHARE_ORDER
+                if (found := self.in_effect(f"lxc.namespace.share.{name}"))}
 
     def devices(self, *types: str) -> tuple[NetDevice, ...]:
         """The network devices of these types, in index order."""
@@ -245,7 +254,10 @@ class Config(namedtuple("Config", (
 
     def netlink_devices(self) -> tuple[NetDevice, ...]:
         """The devices made through netlink (a veth or a macvlan), in index order: the Nth is
-        created as lxcsmN in the child's namespace."""
+        created as lxcsmN in the child's namespace.  None in a network namespace joined with
+        lxc.namespace.share.net: LXC creates no network there."""
+        if "net" in self.namespace_shares():
+            return ()
         return self.devices(*NETLINK_NET_TYPES)
 
     def in_effect(self, name: str) -> tuple[tuple[str, Setting], ...]:

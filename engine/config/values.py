@@ -200,6 +200,16 @@ def parse_mount_auto(value: str) -> list[tuple[str, str]]:
 NAMESPACES = frozenset({"cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts"})
 
 
+def share_target(value: str) -> str:
+    """lxc.namespace.share.NAME's value, as LXC's lxc_inherit_namespace() reads it: a pid, a
+    namespace file's absolute path (/proc/PID/ns/net), or a container of the same LXCPATH."""
+    if value.startswith("/") or value.isdigit() and int(value) > 0:
+        return value
+    if "/" in value or value.isdigit():
+        raise ValueError("not a pid, an absolute path or a container name (of the same LXCPATH)")
+    return value
+
+
 def parse_namespaces(value: str) -> frozenset[str]:
     names = frozenset(value.lower().split())
     unknown = names - NAMESPACES

@@ -5,7 +5,9 @@ lxc_setup() runs one after the other.
 
 Afterwards the container's own uts namespace carries lxc.uts.name as its
 hostname; the host's is untouched.  Without lxc.uts.name the container keeps
-the name it inherited, as under LXC.
+the name it inherited, as under LXC.  In a uts namespace joined with
+lxc.namespace.share.uts the hostname is left as it is, as LXC's lxc_setup()
+leaves it: it is the other container's (or process's) too.
 
 And the child, so init and all it runs, has a new empty session keyring
 (keyctl JOIN_SESSION_KEYRING): no key of the session lxcsm was started from
@@ -30,7 +32,9 @@ if TYPE_CHECKING:
 
 def enter(ctx: ChildContext) -> str:
     name = ctx.request.config.uts_name
-    if name:
+    if "uts" in ctx.request.config.namespace_shares():
+        ctx.log.trace("hostname kept", reason="lxc.namespace.share.uts")
+    elif name:
         socket.sethostname(name)
         ctx.log.trace("hostname set", hostname=name)
     if _new_keyring(ctx.request.config):
@@ -48,7 +52,10 @@ def _new_keyring(config) -> bool:
 
 def plan(request: StartRequest) -> list[str]:
     name = request.config.uts_name
-    steps = [f"sethostname({name})"] if name else ["keep the inherited hostname (lxc.uts.name unset)"]
+    if "uts" in request.config.namespace_shares():
+        steps = ["keep the joined uts namespace's hostname (lxc.namespace.share.uts)"]
+    else:
+        steps = [f"sethostname({name})"] if name else ["keep the inherited hostname (lxc.uts.name unset)"]
     if _new_keyring(request.config):
         return steps + ["keyctl(JOIN_SESSION_KEYRING): a new, empty session keyring"]
     return steps + ["keep the inherited session keyring (lxc.keyring.session = 1)"]

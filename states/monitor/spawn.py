@@ -22,6 +22,14 @@ Afterwards the kernel sees:
   STARTUP so that everything it creates from now on is accounted to the
   container's cgroups.  A child in a user namespace is not woken here: its
   id maps must be written first, and write_id_maps wakes it;
+* with lxc.namespace.share.NAME (lxc-start --share-NAME), for net, ipc, uts
+  and pid: no new namespace of that kind - the child is made in the one of
+  the given process, or of the given container's init (asked for over its
+  command socket, in the same LXCPATH), or the namespace file given - as
+  LXC's lxc_inherit_namespaces() and do_share_ns(): the monitor opens a
+  pidfd (or the file) for each, setns(2)s into them right before clone3 and
+  back into its own right after, so only the child stays there.  A name
+  that is not running fails here (and before the start, in lxcsm start);
 * with lxc.sched.core = 1, the child's threads in a core scheduling group of
   their own (prctl PR_SCHED_CORE_CREATE, right after the clone as LXC's
   core_scheduling()): no task outside the container shares a physical core
@@ -45,7 +53,7 @@ from lxcsm import hooks
 from lxcsm.engine import log
 from lxcsm.engine.errors import StateError
 from lxcsm.engine.linux import cgroups, kernel
-from lxcsm.engine.protocol import sync
+from lxcsm.engine.protocol import command_client, sync
 from lxcsm.engine.start.child import run_child
 
 
@@ -65,6 +73,55 @@ def unshared_by_child(flags: int) -> int:
     if flags & kernel.CLONE_NEWUSER:
         return flags & kernel.CLONE_NEWNET
     return 0
+
+
+def share_source(lxcpath: str, kind: str, target: str) -> int:
+    """An fd to join the `kind` namespace of `target` (lxc.namespace.share.KIND) with setns(2):
+    the namespace file itself for a path, else a pidfd of the pid, or of the init of the
+    container of that name in `lxcpath` (LXC's lxc_inherit_namespace)."""
+    key = f"lxc.namespace.share.{kind}"
+    try:
+        if target.startswith("/"):
+            return os.open(target, os.O_RDONLY | os.O_CLOEXEC)
+        if target.isdigit():
+            return os.pidfd_open(int(target))
+        pidfd = command_client.init_pidfd(lxcpath, target)
+    except OSError as err:
+        raise StateError(f"{key} = {target}: {err.strerror}") from None
+    except command_client.MonitorError as err:
+        raise StateError(f"{key} = {target}: {err}") from None
+    if pidfd is None or pidfd < 0:
+        raise StateError(f"{key} = {target}: container {target} is not running (in {lxcpath})")
+    return pidfd
+
+
+def _join(request, log) -> list[tuple[int, int]]:
+    """setns(2) into every shared namespace; (the monitor's own namespace fd, its type) for each,
+    to go back with (_leave), in the order they were joined."""
+    own: list[tuple[int, int]] = []
+    try:
+        for kind, target in request.config.namespace_shares().items():
+            source = share_source(request.lxcpath, kind, target)
+            try:
+                own.append((os.open(f"/proc/self/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC),
+                            kernel.NAMESPACE_FLAGS[kind]))
+                kernel.setns(source, kernel.NAMESPACE_FLAGS[kind])
+            finally:
+                os.close(source)
+            log.trace("namespace joined", namespace=kind, of=target)
+    except BaseException:
+        _leave(own)
+        raise
+    return own
+
+
+def _leave(own: list[tuple[int, int]]) -> None:
+    """Back into the monitor's own namespaces (the child, cloned meanwhile, stays)."""
+    for fd, flag in reversed(own):
+        try:
+            kernel.setns(fd, flag)
+        finally:
+            os.close(fd)
 
 
 def enter(ctx) -> str:
@@ -100,17 +157,23 @@ def enter(ctx) -> str:
     flags = clone_flags(request.config)
     monitor_sock, child_sock = sync.socketpair()
     try:
-        pid, pidfd = kernel.clone3(flags & ~unshared_by_child(flags), cgroup2_fd)
-    except OSError:
+        own = _join(request, ctx.log)
+        try:
+            pid, pidfd = kernel.clone3(flags & ~unshared_by_child(flags), cgroup2_fd)
+        except BaseException:
+            _leave(own)
+            raise
+    except BaseException:
         monitor_sock.close()   # no child: neither end has a reader
         child_sock.close()
         raise
     finally:
         if cgroup2_fd is not None:
             os.close(cgroup2_fd)
-    if pid == 0:
+    if pid == 0:   # in the shared namespaces: the child does not go back
         monitor_sock.close()
         run_child(request, child_sock, ctx.signal_mask, ctx.seccomp)   # never returns
+    _leave(own)
     child_sock.close()
     boot.undo.record("child", pid, handle=pidfd)
     boot.init_pid, boot.init_pidfd = pid, pidfd
@@ -144,6 +207,15 @@ def enter(ctx) -> str:
     return "child_spawned"
 
 
+def _whose(target: str) -> str:
+    return (f"the namespace file {target}" if target.startswith("/") else f"pid {target}" if target.isdigit()
+            else f"container {target}'s init")
+
+
+def _source(kind: str, target: str) -> str:
+    return target if target.startswith("/") else f"pidfd of {_whose(target)}"
+
+
 def _core_scheduling(pid: int, log) -> None:
     try:
         kernel.create_core_scheduling_cookie(pid)
@@ -161,6 +233,10 @@ def plan(request) -> list[str]:
     flags &= ~later
     names = "|".join(f"CLONE_NEW{n.upper()}" if n != "mnt" else "CLONE_NEWNS"
                      for n, bit in kernel.NAMESPACE_FLAGS.items() if flags & bit)
+    shares = request.config.namespace_shares()
+    joined = [f"join the {kind} namespace of {_whose(target)}, not a new one (lxc.namespace.share.{kind}):"
+              f" setns({_source(kind, target)}, CLONE_NEW{kind.upper()}) before clone3, back after"
+              for kind, target in shares.items()]
     try:
         where = cgroups.placement(request.config, request.name)
     except StateError:
@@ -171,7 +247,7 @@ def plan(request) -> list[str]:
           for file, setting in cgroups.cgroup2_limits(request.config, devices=False)]
     return [f"in every hierarchy: mkdir {where.container} below the same base as the monitor's",
             f"cgroup2 only: enable the base's controllers in cgroup.subtree_control down to {where.container}",
-            *v1, *v2,
+            *v1, *v2, *joined,
             f"clone3({names}|CLONE_PIDFD|CLONE_INTO_CGROUP) into the cgroup2 {where.container}",
             *(["prctl(PR_SCHED_CORE_CREATE) for the child's thread group (lxc.sched.core)"]
               if request.config.get_item("lxc.sched.core") == "1" else []),

@@ -15,7 +15,8 @@ set up.  A ``macvlan`` (lxc.net.N.macvlan.mode, default private) on the host's
 lxc.net.N.link is created directly inside the child's namespace, under its
 transient name; nothing of it stays on the host.  With ``empty`` (or no
 network) the container keeps the namespace it was cloned with, holding only
-lo; with ``none`` it shares the host's.
+lo; with ``none`` it shares the host's.  In a network namespace joined with
+lxc.namespace.share.net no device is made at all, as LXC creates none there.
 
 Then, as LXC does here too, each lxc.proc.KEY = VALUE is written to the
 child's /proc/PID/KEY, and each lxc.prlimit.RESOURCE = SOFT[:HARD] set on it
@@ -53,6 +54,8 @@ def enter(ctx: MonitorContext) -> str:
             _create_macvlan(ctx, position, device)
     for device in ctx.request.config.devices("empty", "none"):
         ctx.log.trace("network", index=device.index, type=device.type)
+    if "net" in (shares := ctx.request.config.namespace_shares()):
+        ctx.log.trace("network namespace joined: no device made", of=shares["net"])
     _write_proc_files(ctx)
     _set_resource_limits(ctx)
     return "network_ready"
@@ -118,6 +121,9 @@ def _create_macvlan(ctx, position: int, device) -> None:
 def plan(request: StartRequest) -> list[str]:
     steps = ["wait for CONFIGURE"]
     networks = request.config.networks
+    if "net" in request.config.namespace_shares():
+        return [*steps, "no network device: the child joined another network namespace (lxc.namespace.share.net),"
+                        " where LXC creates none"]
     if not networks:
         steps.append("no network configured: the container keeps its empty network namespace (lo only, down)")
     what = {"empty": "nothing on the host: an empty namespace, lo only",

@@ -1,4 +1,5 @@
-"""lxc-start's flags on `lxcsm start`: -L, -c, -C, -q, --share-*, and non-root.
+"""lxc-start's flags on `lxcsm start`: -L, -c, -C, -q, and non-root (--share-*:
+test_share_namespaces.py).
 
 Each is what lxc-start 5.0.2 makes of it (src/lxc/tools/lxc_start.c), or, where
 lxcsm cannot do that yet, one line saying so and nothing started.
@@ -43,20 +44,6 @@ def test_console_none_gives_the_container_no_console(make_container):
     script = "test -e /dev/console && echo console || echo none"
     assert c.start_fg("/bin/sh", "-c", script).stdout == "console\n"
     assert c.start_fg("/bin/sh", "-c", script, options=("-c", "none")).stdout == "none\n"
-
-
-@pytest.mark.parametrize("flags, named", [
-    (("--share-net", "other"), "--share-net other"),
-    (("--share-ipc", "1"), "--share-ipc 1"),
-    (("--share-uts", "other"), "--share-uts other"),
-    (("--share-pid", "other"), "--share-pid other"),
-])
-def test_what_lxcsm_cannot_honour_is_refused_in_one_line(make_container, flags, named):
-    c = make_container()
-    refused = c.run("start", *flags, "--", "/bin/sleep", "600")
-    assert refused.returncode == 1
-    assert refused.stderr.startswith(f"lxcsm: {named}: lxcsm cannot ") and refused.stderr.count("\n") == 1
-    assert command_client.get_state(c.lxcpath, c.name) == command_socket.LxcState.STOPPED
 
 
 def _start_holding(c, *flags: str) -> tuple[subprocess.Popen, int]:

@@ -114,7 +114,7 @@ HONOURED_KEYS = {
     "lxc.init.uid", "lxc.init.gid", "lxc.init.groups", "lxc.keyring.session", "lxc.monitor.signal.pdeath",
     "lxc.sched.core", "lxc.time.offset.boot", "lxc.time.offset.monotonic", "lxc.autodev.tmpfs.size",
     "lxc.seccomp.allow_nesting", "lxc.arch", "lxc.execute.cmd", "lxc.rootfs.managed",
-    "lxc.monitor.unshare", "lxc.log.syslog", "lxc.ephemeral", "lxc.tty.dir",
+    "lxc.monitor.unshare", "lxc.log.syslog", "lxc.ephemeral", "lxc.tty.dir", "lxc.namespace.share.",
     *(f"lxc.hook.{kind}" for kind in ("pre-start", "pre-mount", "mount", "autodev", "start-host",
                                       "start", "stop", "post-stop", "clone", "destroy")),
     # As LXC's "nop" LSM does on a host without AppArmor or SELinux: ignored.
