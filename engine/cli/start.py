@@ -143,7 +143,9 @@ def run(parser: Parser, args) -> int:
             try:
                 os.close(spawn.share_source(path, kind, target))
             except StateError as err:
-                return fail(f"{err}; nothing was started")
+                fail(f"{err}; nothing was started")
+                postmortem.record_refusal(config_path, path, name, str(err), tuple(args.command))
+                return 1
     if lab_skips:
         print(lab.banner(lab_skips), file=sys.stderr, flush=True)
 
