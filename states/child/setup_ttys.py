@@ -10,7 +10,8 @@ Afterwards the kernel sees, in the container's mount namespace:
   devpts (LXC's monitor allocates it there; the child, still seeing the
   host's /dev, does it here): the container's devpts then has room for its
   ttys only (setup_autodev sizes it lxc.pty.max + lxc.tty.max), as with
-  LXC's busybox template (lxc.pty.max = 1, lxc.tty.max = 5);
+  LXC's busybox template (lxc.pty.max = 1, lxc.tty.max = 5).  With lxc.idmap
+  a host pty is the container root's, uid and gid, as LXC chowns it;
 * lxc.tty.max more ptys of the container's devpts, the Nth on /dev/ttyN
   (where a getty of the container's init finds it);
 * with lxc.tty.dir = DIR (LXC's common.conf says lxc), as LXC's
@@ -90,6 +91,11 @@ def enter(ctx) -> str:
             master, peer, index = terminal.open_pty(HOST_PTMX if on_host or ptmx is None else proc_fd(ptmx))
             ctx.console = (master, peer)
             os.fchmod(peer, 0o620)
+            if on_host and config.id_maps():
+                # As LXC's lxc_terminal_map_ids(): the host's pty belongs to the container's root,
+                # uid and gid.  Made by the child as that root, it has the uid already, but the
+                # group of the host devpts' gid= option (tty), which the namespace does not map.
+                os.fchown(peer, 0, 0)
             _bind_pty(ctx, ttys_at, peer, f"{prefix}console", index)
             if subdir:   # /dev/DIR/console, bound on /dev/console in turn
                 console = paths.create_beneath(ttys_at, "console", 0o600)

@@ -250,3 +250,30 @@ def test_spawn_with_an_idmap_and_a_stop_hook_holds_the_user_namespace_first_and_
     assert list(ctx.boot.namespace_fds) == ["user", "mnt", "pid", "uts", "ipc"]
     assert [c[1] for c in host.calls("os") if c[0] == "open" and c[1].startswith("/proc/")] == [
         f"/proc/4242/ns/{kind}" for kind in ("user", "mnt", "pid", "uts", "ipc")]
+
+
+# --- setup_ttys: the host's pty for the console ----------------------------------------
+
+
+@pytest.mark.state("child", "setup_ttys")
+@pytest.mark.parametrize("pty_max,chowned", [("1", True), ("4", False)], ids=["host-pty", "container-pty"])
+def test_setup_ttys_gives_a_host_console_pty_to_the_containers_root_as_lxc(
+        host, run, make_request, child_ctx, monkeypatch, pty_max, chowned):
+    """LXC chowns the host's pty it allocates for the console (lxc_terminal_map_ids); a pty of
+    the container's own devpts is the container root's already."""
+    from lxcsm.engine.linux import terminal
+    from lxcsm.states.child import setup_ttys
+
+    def open_pty(ptmx):
+        master, peer = host.pipe()
+        return master, peer, 0
+    monkeypatch.setattr(terminal, "open_pty", host.rec.fake("terminal.open_pty", open_pty))
+    host.proxy(setup_ttys, "os", fchmod=None, fchown=None)
+    ctx = child_ctx(make_request(*MAPS, f"lxc.pty.max = {pty_max}"))
+    Path(ctx.rootfs, "dev", "pts").mkdir(parents=True)
+    Path(ctx.rootfs, "dev", "ptmx").touch()
+
+    assert run("child", "setup_ttys", ctx) == "ttys_created"
+
+    peer = ctx.console[1]
+    assert [c[1:] for c in host.calls("os") if c[0] == "fchown"] == ([(peer, 0, 0)] if chowned else [])
