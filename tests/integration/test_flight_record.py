@@ -27,6 +27,9 @@ pytestmark = pytest.mark.root
 
 UNIFIED_ONLY = cgroups.unified_only(cgroups.hierarchies())
 CGROUP_KEYS = "lxc.cgroup2" if UNIFIED_ONLY else "lxc.cgroup"
+# An identity map: the test's rootfs, below pytest's 0700 directory, stays reachable to the
+# container's root.
+USER_NAMESPACE = ["lxc.idmap = u 0 0 65536", "lxc.idmap = g 0 0 65536"]
 
 
 def explain(c) -> list[str]:
@@ -67,6 +70,10 @@ def kill_monitor(c) -> None:
 # state; a pre-start hook in init_handler (which no breakpoint can hold), and LXCSM_HANGPOINTS in
 # the ways out, aborting and stopped.
 def _holding(state: str, hook: str) -> tuple[list[str], list[str], dict, str, list[str]]:
+    if state in MONITOR.detours:   # entered with lxc.idmap only (sync_idmapped_mounts: and an idmapped rootfs)
+        idmapped = ["lxc.rootfs.options = idmap=container"] if state == "sync_idmapped_mounts" else []
+        extra = [*USER_NAMESPACE, *idmapped]
+        return extra, ["--break-at", f"monitor:{state}"], {}, "paused", ["/bin/true"]
     if state == "init_handler":
         return [f"lxc.hook.pre-start = {hook}"], [], {}, "hook", ["/bin/true"]
     if state == "poll":

@@ -39,6 +39,9 @@ def test_a_failure_in_any_state_ends_the_start_and_leaves_nothing(make_container
     elif state in ("write_id_maps", "become_userns_root"):
         c = make_container(extra=USER_NAMESPACE)
         command = ["/bin/true"]
+    elif state == "sync_idmapped_mounts":   # both sides' are entered for an idmapped rootfs only
+        c = make_container(extra=[*USER_NAMESPACE, "lxc.rootfs.options = idmap=container"])
+        command = ["/bin/true"]
     else:
         c = make_container()
         command = ["/bin/true"]
