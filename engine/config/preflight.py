@@ -264,6 +264,8 @@ def _check_idmapped_rootfs(config) -> None:
     if config.rootfs_overlay() is not None:
         raise _fail(config, "lxc.rootfs.options", "idmap= needs a directory rootfs, not an overlay "
                                                   "(LXC idmaps no overlay rootfs either)")
+    if idmap != "container" and not idmap.startswith("/"):   # the monitor opens it from another directory
+        raise _fail(config, "lxc.rootfs.options", f"idmap={idmap}: the user namespace's path must be absolute")
     problem = None if idmap == "container" else idmapped_mounts.user_namespace_problem(idmap)
     if problem:
         raise _fail(config, "lxc.rootfs.options", f"idmap={idmap}: {problem}")

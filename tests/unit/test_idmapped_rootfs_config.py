@@ -49,3 +49,8 @@ def test_idmap_to_a_path_needs_a_user_namespace_there(tmp_path):
     err = _refusal(tmp_path, MAPS + f"lxc.rootfs.options = idmap={tmp_path}/missing\n")
     assert err.message == f"idmap={tmp_path}/missing: cannot open the user namespace {tmp_path}/missing: " \
                           "No such file or directory"
+
+
+def test_idmap_to_a_relative_path_is_refused(tmp_path):
+    err = _refusal(tmp_path, MAPS + "lxc.rootfs.options = idmap=proc/1/ns/user\n")
+    assert err.message == "idmap=proc/1/ns/user: the user namespace's path must be absolute"
