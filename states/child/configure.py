@@ -16,6 +16,12 @@ unshares a time namespace, writes the offsets to /proc/self/timens_offsets
 cgroup unshare: init's CLOCK_BOOTTIME and CLOCK_MONOTONIC (uptime, and
 every timer set on them) run that much ahead of the host's, or behind.  As
 LXC, a kernel without time namespaces (EINVAL) leaves the clocks alone.
+
+A cgroup namespace joined with lxc.namespace.share.cgroup (spawn cloned the
+child in it) is left for a new one here all the same, as LXC 5.0.2 does:
+sharing any namespace makes its child unshare CLONE_NEWCGROUP
+(resolve_cgroup_clone_flags in lxc_spawn), so its init, too, ends up in a
+cgroup namespace of its own, rooted at its payload cgroup.
 """
 
 from __future__ import annotations

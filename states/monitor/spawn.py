@@ -22,14 +22,16 @@ Afterwards the kernel sees:
   STARTUP so that everything it creates from now on is accounted to the
   container's cgroups.  A child in a user namespace is not woken here: its
   id maps must be written first, and write_id_maps wakes it;
-* with lxc.namespace.share.NAME (lxc-start --share-NAME), for net, ipc, uts
-  and pid: no new namespace of that kind - the child is made in the one of
-  the given process, or of the given container's init (asked for over its
-  command socket, in the same LXCPATH), or the namespace file given - as
-  LXC's lxc_inherit_namespaces() and do_share_ns(): the monitor opens a
-  pidfd (or the file) for each, setns(2)s into them right before clone3 and
-  back into its own right after, so only the child stays there.  A name
-  that is not running fails here (and before the start, in lxcsm start);
+* with lxc.namespace.share.NAME (lxc-start --share-NAME), for net, ipc, uts,
+  pid and cgroup: no new namespace of that kind - the child is made in the
+  one of the given process, or of the given container's init (asked for
+  over its command socket, in the same LXCPATH), or the namespace file
+  given - as LXC's lxc_inherit_namespaces() and do_share_ns(): the monitor
+  opens a pidfd (or the file) for each, setns(2)s into them right before
+  clone3 and back into its own right after, so only the child stays there
+  (a joined cgroup namespace the child leaves for its own in configure, as
+  LXC 5.0.2's does).  A name that is not running fails here (and before the
+  start, in lxcsm start);
 * with lxc.sched.core = 1, the child's threads in a core scheduling group of
   their own (prctl PR_SCHED_CORE_CREATE, right after the clone as LXC's
   core_scheduling()): no task outside the container shares a physical core
@@ -236,6 +238,7 @@ def plan(request) -> list[str]:
     shares = request.config.namespace_shares()
     joined = [f"join the {kind} namespace of {_whose(target)}, not a new one (lxc.namespace.share.{kind}):"
               f" setns({_source(kind, target)}, CLONE_NEW{kind.upper()}) before clone3, back after"
+              + (" (configure then unshares one of its own, as LXC 5.0.2's child does)" if kind == "cgroup" else "")
               for kind, target in shares.items()]
     try:
         where = cgroups.placement(request.config, request.name)

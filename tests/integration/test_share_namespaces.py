@@ -119,7 +119,7 @@ def test_share_uts_by_pid_from_the_config(make_container, first):
     (("--share-net", "nosuch"), "lxc.namespace.share.net = nosuch: container nosuch is not running (in {lxcpath})"),
     (("-s", "lxc.namespace.share.user = nosuch"),
      "-s:1: lxc.namespace.share.user: lxcsm does not join another user namespace (the child would set up the "
-     "container without root over its own mounts and devices); it joins net, ipc, uts, pid"),
+     "container without root over its own mounts and devices); it joins net, ipc, uts, pid, cgroup"),
 ])
 def test_what_cannot_be_joined_is_refused_in_one_line(make_container, flags, line):
     c = make_container("busybox")
@@ -130,3 +130,43 @@ def test_what_cannot_be_joined_is_refused_in_one_line(make_container, flags, lin
     assert refused.stderr.splitlines() == [f"lxcsm: {line.format(lxcpath=c.lxcpath)}"
                                            + ("; nothing was started" if "nosuch:" in line else "")]
     assert command_client.get_state(c.lxcpath, c.name) == LxcState.STOPPED
+
+
+@pytest.mark.skipif(not shutil.which("lxc-start"), reason="LXC's tools are not installed")
+def test_share_cgroup_as_under_lxc_start(make_container, first):
+    pid = _init_pid(first)
+    b = make_container("busybox", ["lxc.mount.auto = proc:mixed", f"lxc.namespace.share.cgroup = {first.name}"])
+    script = "readlink /proc/self/ns/cgroup > /out/cgroupns; cat /proc/self/cgroup > /out/cgroup"
+    seen = {}
+    for lxc in (True, False):
+        (b.rootfs / "out").mkdir(exist_ok=True)
+        for old in (b.rootfs / "out").iterdir():
+            old.unlink()
+        if lxc:
+            result = subprocess.run(["lxc-start", "-n", b.name, "-P", b.lxcpath, "-F", "--", "/bin/sh", "-c", script],
+                                    stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+        else:
+            result = b.start_fg("/bin/sh", "-c", script)
+        assert result.returncode == 0, result.stderr
+        assert b.monitor_exited()
+        seen[lxc] = _seen(b)
+
+    # LXC 5.0.2 joins A's cgroup namespace, then its child unshares one of its own all the same
+    # (resolve_cgroup_clone_flags): init's cgroup namespace is new, rooted at its own cgroup.
+    assert seen[False]["cgroup"] == seen[True]["cgroup"]
+    assert set(seen[False]["cgroup"].split("\n")) - {""} == {
+        line.rsplit(":", 1)[0] + ":/" for line in seen[True]["cgroup"].splitlines()}
+    assert seen[False]["cgroupns"] != f"{_ns(pid, 'cgroup')}\n" != seen[True]["cgroupns"]
+
+
+@pytest.mark.skipif(not shutil.which("lxc-start"), reason="LXC's tools are not installed")
+def test_share_time_fails_under_lxc_start_and_is_refused(make_container, first):
+    b = make_container("busybox", [f"lxc.namespace.share.time = {first.name}"])
+
+    lxc = subprocess.run(["lxc-start", "-n", b.name, "-P", b.lxcpath, "-F", "--", "/bin/true"],
+                         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    refused = b.start_fg("/bin/true")
+
+    assert lxc.returncode != 0 and "Failed to inherit time namespace" in lxc.stderr
+    assert refused.returncode == 1 and refused.stderr.count("\n") == 1
+    assert "lxc.namespace.share.time: lxcsm does not join another time namespace (LXC 5.0.2" in refused.stderr

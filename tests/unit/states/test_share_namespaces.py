@@ -99,3 +99,13 @@ def test_setup_hostname_leaves_a_joined_uts_namespaces_name(host, run, make_requ
     assert run("child", "setup_hostname", ctx) == "hostname_set"
 
     assert named == [] and ctx.log.named("hostname kept") == [("trace", {"reason": "lxc.namespace.share.uts"})]
+
+
+@pytest.mark.state("child", "configure")
+def test_configure_leaves_a_joined_cgroup_namespace_for_its_own_as_lxc_does(host, run, make_request, child_ctx):
+    ctx = child_ctx(make_request("lxc.namespace.share.cgroup = a"))
+
+    assert run("child", "configure", ctx) == "configured"
+
+    # LXC 5.0.2's child unshares CLONE_NEWCGROUP whenever a namespace is shared, this one included.
+    assert host.calls()[0] == ("kernel.unshare", kernel.CLONE_NEWCGROUP)
