@@ -161,6 +161,8 @@ LINK_REQUIRED = ("macvlan", "ipvlan", "vlan", "phys")
 
 
 def _check_networks(config) -> None:
+    if "net" in config.namespace_shares():
+        return   # joined: no device is made there (as LXC, which does not look at them either)
     shares_host_network = "net" in config.namespace_keep or any(d.type == "none" for d in config.networks)
     for device in config.networks:
         if device.type == "veth":

@@ -9,6 +9,9 @@ import pytest
 
 from lxcsm.engine.config import loader
 from lxcsm.states.monitor import spawn
+from tests.unit import test_preflight
+
+start_checks = test_preflight.start_checks   # preflight on a made-up host (the fixture)
 
 
 def _config(tmp_path, *lines: str, overrides=()):
@@ -54,3 +57,12 @@ def test_spawn_plan_says_the_namespace_is_joined_not_created(tmp_path):
     assert not any("CLONE_NEWNET|" in step or "|CLONE_NEWNET" in step for step in steps)
 
 
+
+
+
+def test_preflight_leaves_the_devices_of_a_joined_network_alone(start_checks):
+    lines = ("lxc.uts.name = a", "lxc.net.0.type = veth", "lxc.net.0.link = nosuchbr")
+
+    with pytest.raises(loader.ConfigError):
+        start_checks(*lines)
+    start_checks(*lines, "lxc.namespace.share.net = other")   # no device is made there: nor does LXC look
