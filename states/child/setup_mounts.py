@@ -102,10 +102,14 @@ def mount_proc(root: int, mode: str) -> None:
 
 
 def mount_sys(root: int, mode: str) -> None:
-    sysfs = _mount_new(root, "/sys", "sysfs", _SAFE | (0 if mode == "rw" else kernel.MS_RDONLY))
+    # sys:mixed makes the mount read-only, never the superblock (LXC's first sysfs mount of the
+    # container's network namespace is read-write): /sys/devices/virtual/net, bound from it,
+    # must stay writable, and a read-only superblock would make it EROFS whatever its mount says.
+    sysfs = _mount_new(root, "/sys", "sysfs", _SAFE | (kernel.MS_RDONLY if mode == "ro" else 0))
     try:
         if mode == "mixed":
             _bind_over(sysfs, "devices/virtual/net", readonly=False)
+            kernel.mount(None, proc_fd(sysfs), None, kernel.MS_REMOUNT | kernel.MS_BIND | _SAFE | kernel.MS_RDONLY)
     finally:
         os.close(sysfs)
 

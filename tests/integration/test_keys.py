@@ -352,3 +352,21 @@ def test_tty_dir_as_under_lxc_start(make_container):
     assert under_lxcsm == under_lxc
     assert "/dev/tty1 link lxc/tty1" in under_lxcsm["ttys"]
     assert under_lxcsm["mounts"].split() == ["/dev/console", "/dev/lxc/console", "/dev/lxc/tty1", "/dev/lxc/tty2"]
+
+
+def test_sys_mixed_leaves_the_network_devices_writable_as_under_lxc_start(make_container):
+    # sys:mixed (LXC's common.conf): /sys read-only, /sys/devices/virtual/net writable - the
+    # read-only flag is the mount's, not the superblock's, or the net bind would be EROFS too.
+    c = make_container("busybox", ["lxc.mount.auto = proc:mixed sys:mixed"])   # LXC stages sysfs in /proc/sys
+    net = "/sys/devices/virtual/net/lo/tx_queue_len"
+    script = (f"echo 777 > {net} && cat {net} > /out/net; "
+              "touch /sys/kernel/lxcsm-probe 2> /out/sys; "
+              # mount point, the mount's options, the superblock's (after the separator "-")
+              "awk '$5 == \"/sys\" || $5 == \"/sys/devices/virtual/net\" "
+              "{ for (i = 7; $i != \"-\"; i++); print $5, $6, $(i + 3) }' /proc/self/mountinfo > /out/mounts")
+
+    under_lxc = _boot(c, script, lxc=True)
+    under_lxcsm = _boot(c, script, lxc=False)
+
+    assert under_lxcsm == under_lxc
+    assert under_lxcsm["net"] == "777\n" and "Read-only file system" in under_lxcsm["sys"]
