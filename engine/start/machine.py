@@ -66,8 +66,8 @@ LXC's lxc_spawn(), the monitor writes them between the clone and STARTUP:
 `write_id_maps` writes the maps, hands the payload cgroups to the container's
 root and sends STARTUP, which to such a child also means "your ids are
 mapped".  The child's `startup` then fires `started_in_user_namespace`, and
-`become_userns_root` unshares the network namespace (only now: made after the
-maps, its devices' sysfs entries belong to the mapped root), then switches to
+`become_userns_root` unshares the network namespace (only now, after the maps,
+as LXC: older kernels fixed its sysfs owners when it was made), then switches to
 uid and gid 0 of its user namespace (LXC's do_start(), between STARTUP and
 CONFIGURE).  Without lxc.idmap neither state is entered: they are the tables'
 `detours`, and the diagram above is the whole story.

@@ -8,9 +8,10 @@ root, PR_SET_DUMPABLE and the parent death signal armed again.
 Entered only with lxc.idmap, once STARTUP said the monitor wrote our id maps
 (write_id_maps).  Afterwards the kernel sees:
 * with a network namespace of its own, the child in a new one, made only
-  now: owned by the user namespace, and made after the maps exist, so the
-  sysfs entries of its devices belong to the container's root (made by the
-  clone, before any map, they would belong to the overflow id);
+  now, after the maps exist, as LXC makes it (LXC moved the unshare here for
+  kernels that fixed a namespace's sysfs owners when it was made - before any
+  map, the overflow id; this one looks them up later, and both orders give
+  the container's root): owned by the user namespace;
 * no supplementary groups, then gid 0 and uid 0 in the namespace - on the
   host the ids lxc.idmap maps 0 to (100000 for ``u 0 100000 65536``).  The
   capabilities the clone gave the child over its user namespace (all of

@@ -70,8 +70,8 @@ def clone_flags(config) -> int:
 
 def unshared_by_child(flags: int) -> int:
     """The namespaces of `flags` the child makes itself rather than clone3: the network
-    namespace of a container with a user namespace (made once the id maps are written, so
-    that the network devices' sysfs entries belong to the container's root)."""
+    namespace of a container with a user namespace, made once the id maps are written, as
+    LXC makes it (see become_userns_root)."""
     if flags & kernel.CLONE_NEWUSER:
         return flags & kernel.CLONE_NEWNET
     return 0

@@ -22,6 +22,7 @@ import pytest
 
 from fixtures import rootfs as rootfs_builders
 from tests.integration.harness import Container, host_mounts, unique_name, wait_for
+from tests.integration.test_network import veth_config
 from tests.integration.test_ttys import SHELL_ON_TTY1, Terminal, _running, _tty
 
 pytestmark = [pytest.mark.root, pytest.mark.usefixtures("lxc_pivot_removed")]
@@ -66,14 +67,14 @@ def userns_container():
     os.chmod(base, 0o711)
     made: list[Container] = []
 
-    def make(extra=TEMPLATE) -> Container:
+    def make(extra=TEMPLATE, netns: str | None = None) -> Container:
         name = unique_name("u")
         lxcpath = base / "lxc"
         root = lxcpath / name / "rootfs"
         fs = rootfs_builders.make_busybox_rootfs(root)
         _shift(root)
         config = rootfs_builders.write_config(lxcpath, name, fs, extra)
-        container = Container(name, str(lxcpath), root, config)
+        container = Container(name, str(lxcpath), root, config, netns)
         made.append(container)
         return container
 
@@ -193,3 +194,16 @@ def test_lxc_consoles_call_reaches_a_shell_on_tty1_running_as_the_containers_roo
     finally:
         assert c.run("stop", "-k").returncode == 0
         assert c.monitor_exited(timeout=30)
+
+
+def test_a_veth_is_born_in_the_network_namespace_the_child_made_as_its_root(test_netns, userns_container):
+    """The child unshares its network namespace once its ids are mapped (become_userns_root); the
+    monitor's veth end arrives in it, and its sysfs entries belong to the container's root."""
+    c = userns_container([*TEMPLATE, *veth_config(test_netns, 20)], netns=test_netns.name)
+
+    result = c.start_fg("/bin/sh", "-c", "ip -o -4 addr show eth0; stat -c '%u:%g' /sys/class/net/eth0/mtu")
+
+    assert result.returncode == 0, result.stderr
+    address, owner = result.stdout.splitlines()
+    assert "198.51.100.20/24" in address and owner == "0:0"
+
