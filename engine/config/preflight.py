@@ -240,11 +240,21 @@ def _check_user_namespace(config) -> None:
     if "user" in config.namespace_keep:
         raise _fail(config, "lxc.namespace.keep", "lxc.idmap needs the container's own user namespace "
                                                   "(user cannot be kept)")
+    if config.namespace_clone and "user" not in config.namespace_clone:
+        raise _fail(config, "lxc.namespace.clone", "lxc.idmap needs a user namespace: add user to it "
+                                                   "(LXC would fail writing the maps)")
     _check_ranges(idmaps)
     for kind, name in (("u", "uid"), ("g", "gid")):
         if config.container_root_id(kind) is None:
             raise _error(first, f"lxc.idmap maps no host {name} to the container's {name} 0 "
                                 f"(a container whose root is unmapped is not supported yet)")
+    maps = config.id_maps()
+    wanted = [(key, kind, config.get_item(key)) for key, kind in (("lxc.init.uid", "u"), ("lxc.init.gid", "g"))]
+    wanted += [("lxc.init.groups", "g", group) for group in (config.get_item("lxc.init.groups") or "").split(",")]
+    for key, kind, value in wanted:
+        if value and not any(m.kind == kind and m.host_id(int(value)) is not None for m in maps):
+            raise _fail(config, key, f"{value} is not mapped by lxc.idmap: init could not take it in its user "
+                                     f"namespace (LXC fails the start at exec)")
     if os.geteuid() != 0:
         raise _error(first, "a container with lxc.idmap started by a user other than root is not "
                             "supported yet (LXC would map it through newuidmap/newgidmap)")
