@@ -3,8 +3,8 @@ LXC's userns.conf, and ``lxc.rootfs.options = idmap=container`` - the rootfs idm
 container's map instead of chowned to it.  Under lxc-start 5.0.2 and under lxcsm, init (the
 container's root, the host's uid 100000) sees the rootfs's files as its own, and a file it
 creates is owned by 0 on disk; with idmap=PATH the rootfs is seen through another
-namespace's map.  A rootfs the kernel cannot idmap is refused before anything starts, in
-one line naming the filesystem.
+namespace's map; a reboot idmaps it again for the new namespace.  A rootfs the kernel
+cannot idmap is refused before anything starts, in one line naming the filesystem.
 
 The containers live below a directory of the test's own in /tmp, searchable by others:
 pytest's tmp_path is below a 0700 directory, which the container's root could not pass.
@@ -145,3 +145,26 @@ def test_a_rootfs_the_kernel_cannot_idmap_is_refused_in_one_line_before_anything
     assert result.stderr.splitlines() == [
         f"lxcsm: {c.config}:{line}: lxc.rootfs.options: idmap=container: cannot idmap {c.rootfs}: the filesystem "
         f"mounted on {ram} (ramfs) does not support idmapped mounts (mount_setattr: EINVAL)"]
+
+
+@pytest.mark.skipif(not shutil.which("lxc-attach"), reason="LXC's tools are not installed")
+def test_a_reboot_idmaps_the_rootfs_again_for_the_new_user_namespace(unshifted):
+    c = unshifted()
+    c.config.write_text(c.config.read_text() + "lxc.signal.reboot = SIGTERM\nlxc.signal.halt = SIGUSR1\n")
+    assert c.run("start").returncode == 0
+    try:
+        first = c.run("info", "-p", "-H").stdout.strip()
+        rebooted = c.run("stop", "-r", "-t", "30")
+        assert rebooted.returncode == 0, rebooted.stderr
+        again = c.run("info", "-p", "-H").stdout.strip()
+        assert first.isdigit() and again.isdigit() and again != first   # a new init, in a new user namespace
+        inside = subprocess.run(["lxc-attach", "-n", c.name, "-P", c.lxcpath, "--", "/bin/sh", "-c",
+                                 "touch /made-after-reboot && stat -c %u:%g /made-after-reboot"],
+                                stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+        assert (inside.returncode, inside.stdout) == (0, "0:0\n"), inside.stderr
+        made = (c.rootfs / "made-after-reboot").stat()
+        assert (made.st_uid, made.st_gid) == (0, 0)
+    finally:
+        stopped = c.run("stop", "-t", "30")
+    assert stopped.returncode == 0, stopped.stderr
+    assert c.monitor_exited(timeout=30)
