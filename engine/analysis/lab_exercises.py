@@ -22,7 +22,8 @@ from collections.abc import Callable
 from lxcsm.engine.start.lab import LAB_CAP_DROP
 
 
-class Seen(namedtuple("Seen", ("output", "name", "host_root", "rootfs", "host_hostname", "host_capbnd"))):
+class Seen(namedtuple("Seen", ("output", "name", "host_root", "rootfs", "host_hostname", "host_capbnd",
+                               "host_links"))):
     """What a run printed, with the host's facts to judge it by (read by the lab, on the host)."""
     output: str                # the probe's output (stdout and stderr)
     name: str                  # the container's name (its lxc.uts.name, its cgroups' suffix)
@@ -30,6 +31,7 @@ class Seen(namedtuple("Seen", ("output", "name", "host_root", "rootfs", "host_ho
     rootfs: frozenset[str]     # what `ls /` lists in the container's rootfs
     host_hostname: str
     host_capbnd: int           # the lab's own bounding set: what the host's root has
+    host_links: frozenset[str]  # the interfaces of the host's network namespace
 
     __slots__ = ()
 
@@ -66,6 +68,11 @@ def _own_pid(seen: Seen) -> str:
 
 def _cgroup2_line(seen: Seen) -> str | None:
     return next((line for line in seen.lines() if line.startswith("0::")), None)
+
+
+def links(proc_net_dev: str) -> frozenset[str]:
+    """The interface names of a /proc/net/dev (a line "NAME: counters..." each, after two of headings)."""
+    return frozenset(line.split(":")[0].strip() for line in proc_net_dev.splitlines()[2:] if ":" in line)
 
 
 def _capbnd(seen: Seen) -> int | None:
@@ -117,6 +124,20 @@ EXERCISES = {exercise.name: exercise for exercise in (
         "A proc filesystem shows the processes of the pid namespace of whoever mounted it.  The "
         "container mounted its /proc as before, but from the host's pid namespace: it sees, and "
         "as root could signal, every process of the host."),
+    Exercise(
+        "net_ns", "net_ns", "cat /proc/net/dev",
+        "Without a network namespace of its own (no CLONE_NEWNET), which network interfaces does "
+        "/proc/net/dev list in the container?",
+        (Choice("lo alone, as before (the config asks for an empty network)",
+                lambda seen: links(seen.output) == {"lo"}),
+         Choice("the host's interfaces, all of them",
+                lambda seen: links(seen.output) == seen.host_links != {"lo"}),
+         Choice("none: without a namespace of its own the container has no network at all",
+                lambda seen: not links(seen.output))),
+        "A process is always in some network namespace: without one of its own it shares the "
+        "host's, its interfaces, addresses, routes and ports.  /proc/net is the reader's network "
+        "namespace's view, so the container lists the host's devices - and as root could take "
+        "them down."),
     Exercise(
         "cgroup_ns", "cgroup_ns", "cat /proc/self/cgroup",
         "Without a cgroup namespace of its own, what does the cgroup2 line (0::) of "

@@ -167,9 +167,14 @@ def _start(name: str, lxcpath: str, probe: str, skips: tuple[str, ...]) -> str |
 
 def _host_facts(lxcpath: str, name: str) -> tuple:
     """Seen's fields after the output: what the runs are judged by, read on the host."""
+    from lxcsm.engine.analysis import lab_exercises
+
     def listed(directory: str) -> frozenset[str]:
         return frozenset(entry for entry in os.listdir(directory) if not entry.startswith("."))
 
     with open("/proc/self/status") as status:
         capbnd = next(int(line.split()[1], 16) for line in status if line.startswith("CapBnd:"))
-    return (name, listed("/"), listed(os.path.join(lxcpath, name, "rootfs")), socket.gethostname(), capbnd)
+    with open("/proc/self/net/dev") as net_dev:
+        host_links = lab_exercises.links(net_dev.read())
+    return (name, listed("/"), listed(os.path.join(lxcpath, name, "rootfs")), socket.gethostname(), capbnd,
+            host_links)

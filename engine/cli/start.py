@@ -58,7 +58,8 @@ def add_options(parser: Parser) -> None:
                         help="lab mode, for teaching only: allow --lab-skip (with -F and -- COMMAND)")
     parser.add_argument("--lab-skip", action="append", default=[], metavar="STEP[,STEP...]",
                         help="leave a step of the start out and see what the container then sees: pivot_root,"
-                             " proc, pid_ns, cgroup_ns, cap_drop, hostname (needs --lab; `lxcsm lab` has exercises)")
+                             " proc, pid_ns, net_ns, cgroup_ns, cap_drop, hostname (needs --lab; `lxcsm lab` has"
+                             " exercises)")
     parser.add_argument("-q", "--quiet", action="store_true",
                         help="print none of lxcsm's messages (a log file is still written)")
     parser.epilog = "lxcsm start [options] NAME -- COMMAND [ARG...] runs COMMAND instead of lxc.init.cmd."

@@ -85,6 +85,18 @@ def _host_root_read_only() -> None:
                 raise
 
 
+def _own_devices_refused(config: Config) -> Config:
+    """Without a network namespace of its own the child would make and configure a config's veth or
+    macvlan devices on the host's network: such a config is refused (preflight refuses the veth,
+    as under lxc.namespace.keep = net; this, every device lxcsm makes)."""
+    from lxcsm.engine.config.model import ConfigError
+    for device in config.netlink_devices():
+        raise ConfigError(device.origin.file, device.origin.line, device.origin.key,
+                          f"--lab-skip net_ns: this {device.type} device would be made on the host's own"
+                          f" network; leave out net_ns only for a container without one")
+    return config
+
+
 SKIPS = {skip.name: skip for skip in (
     Skip("pivot_root", "child:setup_pivot_root", None,
          "lxc_pivot_root() (conf.c), and lxc_setup_boot_id() and setup_sysctl_parameters() after it",
@@ -100,6 +112,11 @@ SKIPS = {skip.name: skip for skip in (
          "lxc_spawn() (start.c), the CLONE_NEWPID of its clone flags",
          "the host's processes: ps lists every one of them, and init's pid is not 1",
          (), lambda config: config._replace(namespace_keep=config.namespace_keep | {"pid"}), None),
+    Skip("net_ns", "monitor:spawn", "CLONE_NEWNET in clone3's flags (as lxc.namespace.keep = net)",
+         "lxc_spawn() (start.c), the CLONE_NEWNET of its clone flags",
+         "the host's network interfaces in /proc/net/dev (and as root could change them, or use its ports)",
+         (), lambda config: _own_devices_refused(config._replace(namespace_keep=config.namespace_keep | {"net"})),
+         None),
     Skip("cgroup_ns", "child:configure", "unshare(CLONE_NEWCGROUP) (as lxc.namespace.keep = cgroup)",
          "do_start()'s unshare(CLONE_NEWCGROUP) (start.c)",
          "its full cgroup path in the host's hierarchy in /proc/self/cgroup (.../lxc.payload.NAME) instead of /",

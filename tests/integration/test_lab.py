@@ -16,7 +16,8 @@ from tests.integration.harness import LXCSM, cgroup_dirs, host_mounts, unique_na
 pytestmark = pytest.mark.root
 
 # What each exercise's run without its step shows on any Linux host, by the lesson it teaches.
-RIGHT = {"pivot_root": "a", "proc": "c", "pid_ns": "b", "cgroup_ns": "c", "cap_drop": "a", "hostname": "c"}
+RIGHT = {"pivot_root": "a", "proc": "c", "pid_ns": "b", "net_ns": "b", "cgroup_ns": "c", "cap_drop": "a",
+         "hostname": "c"}
 
 
 def test_every_exercise_has_its_answer_here():

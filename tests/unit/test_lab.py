@@ -13,6 +13,7 @@ import pytest
 from lxcsm.engine.analysis import lab_exercises
 from lxcsm.engine.analysis.lab_exercises import EXERCISES, Seen, right_answer
 from lxcsm.engine.cli import main as cli_main
+from lxcsm.engine.config.model import ConfigError
 from lxcsm.engine.linux import kernel
 from lxcsm.engine.protocol.start_status import StartStatus
 from lxcsm.engine.start import lab
@@ -79,15 +80,32 @@ def test_lxcsm_start_refuses_a_lab_skip_it_does_not_know_in_one_line(capsys):
 
 def test_config_changes_are_what_the_states_then_do(tmp_path):
     config = load_text(tmp_path, "lxc.rootfs.path = dir:/srv/r\nlxc.mount.auto = proc:mixed sys:ro\n")
-    without = lab.config_without(config, ("proc", "pid_ns", "cgroup_ns"))
+    without = lab.config_without(config, ("proc", "pid_ns", "net_ns", "cgroup_ns"))
     assert config.mount_proc == "mixed" and without.mount_proc is None
     assert without.mount_sys == "ro"
-    assert spawn.clone_flags(config) & kernel.CLONE_NEWPID
-    assert not spawn.clone_flags(without) & kernel.CLONE_NEWPID
+    for flag in (kernel.CLONE_NEWPID, kernel.CLONE_NEWNET):
+        assert spawn.clone_flags(config) & flag
+        assert not spawn.clone_flags(without) & flag
     assert "unshare(CLONE_NEWCGROUP)" in configure.plan(types.SimpleNamespace(config=config))
     assert "unshare(CLONE_NEWCGROUP)" not in configure.plan(types.SimpleNamespace(config=without))
     # Steps passed over change no config.
     assert lab.config_without(config, ("pivot_root", "cap_drop", "hostname")) == config
+
+
+def test_without_a_network_namespace_a_config_with_devices_to_make_is_refused_naming_the_line(tmp_path):
+    config = load_text(tmp_path, "lxc.rootfs.path = dir:/srv/r\nlxc.net.0.type = macvlan\nlxc.net.0.link = eth0\n")
+    with pytest.raises(ConfigError) as refused:
+        lab.config_without(config, ("net_ns",))
+    assert str(refused.value).endswith(":2: lxc.net.0.type: --lab-skip net_ns: this macvlan device would be made"
+                                       " on the host's own network; leave out net_ns only for a container"
+                                       " without one")
+
+
+def test_lxcsm_starts_help_names_every_step():
+    from lxcsm.engine.cli import parser_for
+    _module, parser = parser_for("start")
+    text = next(action.help for action in parser._actions if action.dest == "lab_skip")
+    assert all(f" {name}," in text or f" {name} (" in text for name in lab.SKIPS)
 
 
 def test_the_states_concerned_say_whether_they_are_entered_and_what_runs_instead():
@@ -154,8 +172,18 @@ ROOTFS = frozenset("bin dev etc proc root run sbin sys tmp".split())
 FULL_SET = 0x1fffeffffff
 
 
+HOST_LINKS = frozenset({"lo", "eth0", "ifb0"})
+NET_DEV = ("Inter-|   Receive                                                |  Transmit\n"
+           " face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo\n")
+
+
+def net_dev(*names: str) -> str:
+    return NET_DEV + "".join(f"{name:>6}:    6486      60    0    0    0     0          0         0\n"
+                             for name in names)
+
+
 def seen(output: str) -> Seen:
-    return Seen(output, "lab-x-1", HOST_ROOT, ROOTFS, "vm", FULL_SET)
+    return Seen(output, "lab-x-1", HOST_ROOT, ROOTFS, "vm", FULL_SET, HOST_LINKS)
 
 
 CGROUPS_WHOLE = "9:name=systemd:/\n1:cpu:/\n0::/\n"
@@ -168,6 +196,7 @@ RUNS = [
     ("pivot_root", "\n".join(sorted(ROOTFS)), "\n".join(sorted(HOST_ROOT)), "a"),
     ("proc", PS_WHOLE, "PID   USER     COMMAND\n", "c"),
     ("pid_ns", "my pid: 1\n" + PS_WHOLE, "my pid: 13128\n" + PS_HOST, "b"),
+    ("net_ns", net_dev("lo"), net_dev("lo", "ifb0", "eth0"), "b"),
     ("cgroup_ns", CGROUPS_WHOLE, CGROUPS_WHOLE.replace(":/\n", ":/lxc.payload.lab-x-1\n"), "c"),
     ("cap_drop", "CapBnd:\t000001fffcfcffff\n", "CapBnd:\t000001fffeffffff\n", "a"),
     ("hostname", "lab-x-1\n", "vm\n", "c"),
