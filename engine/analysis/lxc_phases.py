@@ -78,6 +78,8 @@ RULES: tuple[Rule, ...] = (
     R("start", "lxc_spawn", "monitor:sync_configure", r"network namespace id"),
     R("start", "lxc_spawn", "monitor:sync_cgroup_limits", r"device .*limits|Finished setting up cgroups"),
     R("start", "lxc_spawn", "monitor:spawn"),
+    # lxc.namespace.share.*: which namespaces are shared, their fds, the setns before the clone.
+    R("start", "resolve_clone_flags|lxc_inherit_namespaces|do_share_ns", "monitor:spawn"),
     R("start", "core_scheduling", "monitor:spawn"),
     R("utils", "lxc_can_use_pidfd", "monitor:spawn"),
     R("start", "lxc_try_preserve_namespace", "monitor:sync_fds", r"^Preserved cgroup namespace"),
