@@ -25,7 +25,9 @@ the aborting state), naming the file, line and key; stop and post-stop hooks
 run on the way out, where a failure is logged and the way out goes on.
 A stop hook's extra arguments are the container's namespaces, TYPE:PATH
 with PATH a file of the monitor's (/proc/MONITOR/fd/N) that opens it: spawn
-keeps them open for it, only when the config has a stop hook.
+keeps them open for it, only when the config has a stop hook.  They are
+in its environment too, as LXC puts them there: LXC_USER_NS, LXC_MNT_NS,
+LXC_PID_NS, ... = PATH (with lxc.hook.version = 1 only there).
 """
 
 from __future__ import annotations
@@ -86,9 +88,15 @@ def run(config, kind: str, log, args: tuple[str, ...] = (), env: dict[str, str] 
 
 
 def run_stop(ctx, target: str) -> None:
-    """The stop hooks of a boot that ended (target "stop" or "reboot"), before its cleanup."""
-    spaces = tuple(f"{kind}:/proc/{os.getpid()}/fd/{fd}" for kind, fd in ctx.boot.namespace_fds.items())
-    run(ctx.request.config, "stop", ctx.log, spaces, {"LXC_TARGET": target}, must_succeed=False)
+    """The stop hooks of a boot that ended (target "stop" or "reboot"), before its cleanup.
+    The namespaces are in the environment, LXC_<KIND>_NS=PATH (LXC exposes them there before
+    it removes the network, whatever the hook version), and with lxc.hook.version = 0 also
+    arguments, KIND:PATH."""
+    paths = {kind: f"/proc/{os.getpid()}/fd/{fd}" for kind, fd in ctx.boot.namespace_fds.items()}
+    env = {"LXC_TARGET": target, **{f"LXC_{kind.upper()}_NS": path for kind, path in paths.items()}}
+    version_one = ctx.request.config.get_item("lxc.hook.version") == "1"
+    spaces = () if version_one else tuple(f"{kind}:{path}" for kind, path in paths.items())
+    run(ctx.request.config, "stop", ctx.log, spaces, env, must_succeed=False)
 
 
 def run_post_stop(ctx, target: str) -> None:

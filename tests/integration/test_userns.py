@@ -207,3 +207,38 @@ def test_a_veth_is_born_in_the_network_namespace_the_child_made_as_its_root(test
     address, owner = result.stdout.splitlines()
     assert "198.51.100.20/24" in address and owner == "0:0"
 
+
+@pytest.mark.skipif(not shutil.which("lxc-start"), reason="LXC's tools are not installed")
+@pytest.mark.parametrize("version", ["0", "1"])
+def test_a_stop_hook_is_told_the_user_namespace_as_under_lxc_start(userns_container, version):
+    """The namespaces in the environment as LXC_KIND_NS, and with version 0 also as KIND:PATH
+    arguments, user first.  Each PATH opens the namespace init had.  (LXC also hands over its
+    cgroup namespace, which lxcsm does not keep: left out of the comparison.)"""
+    c = userns_container()
+    hook = c.rootfs.parent / "stop-hook"
+    out = c.rootfs.parent / "stop-hook.out"
+    hook.write_text("#!/bin/sh\n{ [ $# -ge 3 ] && shift 3\n"   # version 0: NAME lxc stop, then the namespaces
+                    "  for a in \"$@\"; do echo \"arg ${a%%:*} $(readlink ${a#*:})\"; done\n"
+                    "  env | grep '^LXC_[A-Z]*_NS=' | sort |\n"
+                    "    while IFS== read k v; do echo \"env $k $(readlink $v)\"; done\n"
+                    f"}} > {out}\n")
+    hook.chmod(0o755)
+    with open(c.config, "a") as config:
+        config.write(f"lxc.hook.version = {version}\nlxc.hook.stop = {hook}\n")
+
+    seen = {}
+    for tool in ("lxcsm", "lxc"):
+        started = c.run("start") if tool == "lxcsm" else _tool("lxc-start", "-n", c.name, "-P", c.lxcpath)
+        assert started.returncode == 0, started.stderr
+        pid = int(_tool("lxc-info", "-n", c.name, "-P", c.lxcpath, "-p", "-H").stdout)
+        namespaces = {os.readlink(f"/proc/{pid}/ns/{kind}"): kind
+                      for kind in ("user", "mnt", "pid", "uts", "ipc", "net")}
+        stopped = c.run("stop", "-k") if tool == "lxcsm" else _tool("lxc-stop", "-n", c.name, "-P", c.lxcpath, "-k")
+        assert stopped.returncode == 0, stopped.stderr
+        assert c.monitor_exited(timeout=30)
+        # Each line with the namespace it opened named as init's (KIND), or as it read.
+        seen[tool] = [" ".join(namespaces.get(word, word) for word in line.split())
+                      for line in out.read_text().splitlines() if "cgroup" not in line.lower()]
+    assert seen["lxcsm"][0] == ("arg user user" if version == "0" else "env LXC_IPC_NS ipc")
+    assert seen["lxcsm"] == seen["lxc"]
+
