@@ -19,7 +19,8 @@ Entered only with lxc.idmap, once STARTUP said the monitor wrote our id maps
 * the process dumpable again (a uid change clears it, and a non-dumpable
   process's /proc/self files belong to the host's root, which the
   namespace does not map), and PR_SET_PDEATHSIG armed again (a uid change
-  clears it too): the child still dies with the monitor.
+  clears it too): the child still dies with the monitor (one that died in
+  between is seen at the next sync wait, CONFIGURE's, as end-of-file).
 """
 
 from __future__ import annotations
