@@ -137,7 +137,8 @@ def _ask(letters: list[str]) -> str | None:
     while True:
         try:
             reply = input(f"Your answer ({letters[0]}-{letters[-1]}): ").strip().lower()
-        except EOFError:
+        except (EOFError, KeyboardInterrupt):   # no answer coming: the container is removed all the same
+            print()
             return None
         if reply in letters:
             return reply
@@ -154,6 +155,9 @@ def _start(name: str, lxcpath: str, probe: str, skips: tuple[str, ...]) -> str |
                           "-P", lxcpath, "--", *command], stdin=subprocess.DEVNULL, capture_output=True, text=True)
     if ran.returncode != 0:
         print(f"lxcsm: lab: the start failed (exit {ran.returncode}):\n{ran.stderr.rstrip()}", file=sys.stderr)
+        if not skips:   # the plain start of a plain busybox rootfs: most likely its busybox
+            print("lxcsm: lab: the container's /bin/busybox is a copy of the host's, which must be statically"
+                  " linked (Debian's busybox-static)", file=sys.stderr)
         return None
     for line in ran.stderr.splitlines():   # lab mode's banner
         print(f"  {line}")
