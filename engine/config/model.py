@@ -209,9 +209,10 @@ class Config(namedtuple("Config", (
 
     def has_devpts(self) -> bool:
         """Whether the container gets a devpts of its own on /dev/pts: always in the tmpfs of
-        lxc.autodev = 1; on the rootfs's own /dev only when it needs ptys (lxc.pty.max +
-        lxc.tty.max > 0), as LXC's lxc_setup_devpts_child() decides."""
-        return self.autodev or int(self.get_item("lxc.pty.max") or 0) + self.tty_count() > 0
+        lxc.autodev = 1; on the rootfs's own /dev only with lxc.pty.max > 0, as LXC keeps one
+        (lxc_finish_devpts_child() unmounts it otherwise, and takes the ttys from the host's
+        devpts)."""
+        return self.autodev or int(self.get_item("lxc.pty.max") or 0) > 0
 
     def id_maps(self) -> tuple[IdMap, ...]:
         """lxc.idmap's ranges, in config order (none: the container shares the host's users)."""

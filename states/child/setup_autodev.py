@@ -22,9 +22,10 @@ own there.  Afterwards the kernel sees, in the rootfs's /dev:
 With lxc.autodev = 0 the rootfs's own /dev is used and no autodev hook runs;
 as LXC's lxc_setup_devpts_child() and lxc_setup_dev_symlinks() do there, it
 gets the links above where it has none (a read-only /dev: a WARN, as LXC),
-and, only when the container needs ptys (lxc.pty.max + lxc.tty.max > 0), the
-container's devpts on /dev/pts and its ptmx on /dev/ptmx (/dev/pts and
-/dev/ptmx made in the rootfs if missing, as LXC makes them).
+and, only with lxc.pty.max > 0, the container's devpts on /dev/pts and its
+ptmx on /dev/ptmx (/dev/pts and /dev/ptmx made in the rootfs if missing, as
+LXC makes them); LXC unmounts the devpts it mounted for the ttys alone, so
+without lxc.pty.max the rootfs's /dev/pts is left as it is.
 
 /dev is opened inside the rootfs (symlinks followed inside it only), and
 everything is made relative to that descriptor, never by a path a process

@@ -28,7 +28,9 @@ and gives a tty to each lxc-console client (GET_TTY_FD; tty 0 is the
 console).  With lxc.autodev = 0 the same is done in the rootfs's own /dev,
 as LXC does: a missing /dev/console or /dev/ttyN is made there (an empty
 file, left in the rootfs afterwards, as LXC leaves it), so a read-only /dev
-must already have them.
+must already have them; and without lxc.pty.max the container has no devpts
+of its own, so the ttys too are ptys of the host's devpts, as LXC 5.0.2's
+are then (its lxc_allocate_ttys() falls back to the host's /dev/ptmx).
 
 /dev and its ptmx are opened inside the rootfs (openat2, RESOLVE_IN_ROOT);
 each target is opened - made empty if missing - in /dev's descriptor with
@@ -105,8 +107,7 @@ def enter(ctx) -> str:
                     os.close(console)
             ctx.log.trace("console devpts", devpts="host" if on_host else "container")
         for number in range(1, config.tty_count() + 1):
-            assert ptmx is not None   # has_devpts() holds with a tty
-            master, peer, index = terminal.open_pty(proc_fd(ptmx))
+            master, peer, index = terminal.open_pty(HOST_PTMX if ptmx is None else proc_fd(ptmx))
             ctx.tty_masters.append(master)
             ctx.tty_peers.append(peer)
             _bind_pty(ctx, ttys_at, peer, f"{prefix}tty{number}", index)
@@ -131,11 +132,12 @@ def plan(request) -> list[str]:
         steps.append(f"open a pty in {where}; bind its peer on /dev/console" if not tty_dir(config) else
                      f"open a pty in {where}; bind its peer on /dev/{tty_dir(config)}/console, that on /dev/console")
     ttys = config.tty_count()
+    devpts = "the container's devpts" if config.has_devpts() else "the host's devpts (no lxc.pty.max, as LXC)"
     if ttys and tty_dir(config):
-        steps.append(f"open {ttys} ptys in the container's devpts; bind each on /dev/{tty_dir(config)}/tty1..{ttys}, "
+        steps.append(f"open {ttys} ptys in {devpts}; bind each on /dev/{tty_dir(config)}/tty1..{ttys}, "
                      f"with /dev/ttyN a symlink to {tty_dir(config)}/ttyN")
     elif ttys:
-        steps.append(f"open {ttys} ptys in the container's devpts; bind each on /dev/tty1..{ttys}")
+        steps.append(f"open {ttys} ptys in {devpts}; bind each on /dev/tty1..{ttys}")
     if config.has_devpts():
         steps.append("open the container's /dev/pts, for lxc-attach's ptys (GET_DEVPTS_FD)")
     return steps or ["nothing: no console (lxc.console.path = none), no ttys, no devpts"]

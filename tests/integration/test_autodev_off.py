@@ -78,3 +78,49 @@ def test_autodev_off_tty1_reaches_a_shell(make_container):
         reply.conn.close()
     finally:
         assert c.run("stop", "-k").returncode == 0
+
+
+# init's view of a read-only /dev: the names and kinds of its files, the mounts on it.
+READ_ONLY_SCRIPT = ("ls -l /dev | awk 'NR > 1 {print substr($1, 1, 1), $NF}' > /out/names; "
+                    "awk '$5 ~ \"^/dev\" {for (i = 7; $i != \"-\"; i++); print $5, $(i+1)}' /proc/self/mountinfo"
+                    " > /out/mounts")
+
+
+def _read_only_dev(c, targets: bool) -> None:
+    _fresh_dev(c)
+    for name in ("console", "tty1", "tty2") if targets else ():
+        (c.rootfs / "dev" / name).touch()
+
+
+def _boot_read_only(c, lxc: bool):
+    command = ["/bin/sh", "-c", READ_ONLY_SCRIPT]
+    if lxc:
+        return subprocess.run(["lxc-start", "-n", c.name, "-P", c.lxcpath, "-F", "--", *command],
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    return c.start_fg(*command, options=("-l", "ERROR"))
+
+
+@pytest.mark.skipif(not shutil.which("lxc-start"), reason="LXC's tools are not installed")
+def test_autodev_off_on_a_read_only_dev_as_under_lxc_start(make_container):
+    c = make_container("busybox", ["lxc.autodev = 0", "lxc.tty.max = 2", "lxc.mount.auto = proc:mixed"])
+    c.config.write_text(c.config.read_text() + f"lxc.mount.entry = {c.rootfs}/dev dev none bind,ro 0 0\n")
+
+    seen = {}
+    for lxc in (True, False):
+        _read_only_dev(c, targets=True)   # LXC binds onto what is there; it cannot make anything
+        result = _boot_read_only(c, lxc)
+        assert result.returncode == 0, result.stderr
+        assert c.monitor_exited()
+        seen[lxc] = {path.name: path.read_text() for path in (c.rootfs / "out").iterdir()}
+    assert seen[False] == seen[True]
+    assert seen[False]["names"].split("\n") == ["c console", "d pts", "c tty1", "c tty2", ""]
+    # The read-only bind of the rootfs's /dev, and the host's ptys on it (no lxc.pty.max: no devpts of
+    # the container's, as LXC unmounts it), neither /dev/pts nor /dev/ptmx touched.
+    dev, *ptys = seen[False]["mounts"].splitlines()
+    assert dev.startswith("/dev ") and ptys == ["/dev/console devpts", "/dev/tty1 devpts", "/dev/tty2 devpts"]
+
+    for lxc in (True, False):
+        _read_only_dev(c, targets=False)   # nothing to bind the console onto: both fail
+        result = _boot_read_only(c, lxc)
+        assert result.returncode != 0
+        assert c.monitor_exited()

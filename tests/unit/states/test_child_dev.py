@@ -101,7 +101,17 @@ def test_setup_autodev_off_keeps_the_rootfs_dev_adding_only_the_missing_links(
 
 
 @pytest.mark.state("child", "setup_autodev")
-def test_setup_autodev_off_with_ttys_mounts_the_devpts_on_the_rootfs_dev(host, run, make_request, child_ctx, mknod):
+def test_setup_autodev_off_with_ttys_alone_mounts_no_devpts_as_lxc_unmounts_it(host, run, make_request, child_ctx):
+    ctx = child_ctx(make_request("lxc.autodev = 0", "lxc.tty.max = 2"))
+    Path(ctx.rootfs, "dev").mkdir()
+
+    assert run("child", "setup_autodev", ctx) == "dev_ready"
+
+    assert host.mounts.view() == [] and not Path(ctx.rootfs, "dev", "pts").exists()
+
+
+@pytest.mark.state("child", "setup_autodev")
+def test_setup_autodev_off_with_pty_max_mounts_the_devpts_on_the_rootfs_dev(host, run, make_request, child_ctx, mknod):
     ctx = child_ctx(make_request("lxc.autodev = 0", "lxc.tty.max = 2", "lxc.pty.max = 10"))
     dev = Path(ctx.rootfs, "dev")
     dev.mkdir()   # a plain directory: no pts, no ptmx
@@ -358,7 +368,7 @@ def test_setup_ttys_without_a_console_or_ttys_opens_no_pty(host, run, make_reque
 @pytest.mark.state("child", "setup_ttys")
 def test_setup_ttys_with_autodev_off_binds_onto_the_rootfs_dev_making_missing_targets(
         host, run, make_request, child_ctx, ptys):
-    ctx = with_dev(child_ctx(make_request("lxc.autodev = 0", "lxc.tty.max = 2")))
+    ctx = with_dev(child_ctx(make_request("lxc.autodev = 0", "lxc.tty.max = 2", "lxc.pty.max = 1")))
 
     assert run("child", "setup_ttys", ctx) == "ttys_created"
 
@@ -368,6 +378,18 @@ def test_setup_ttys_with_autodev_off_binds_onto_the_rootfs_dev_making_missing_ta
                                             ("/dev/tty1", "bind", "", None, tty1[2]),
                                             ("/dev/tty2", "bind", "", None, tty2[2])]
     assert all(Path(ctx.rootfs, "dev", name).is_file() for name in ("console", "tty1", "tty2"))
+
+
+@pytest.mark.state("child", "setup_ttys")
+def test_setup_ttys_with_autodev_off_and_no_pty_max_takes_the_ttys_from_the_hosts_devpts_as_lxc(
+        host, run, make_request, child_ctx, ptys):
+    ctx = child_ctx(make_request("lxc.autodev = 0", "lxc.tty.max = 2"))
+    Path(ctx.rootfs, "dev").mkdir()   # no devpts of the container's (LXC unmounts it without lxc.pty.max)
+
+    assert run("child", "setup_ttys", ctx) == "ttys_created"
+
+    assert [pty[3] for pty in ptys] == ["/dev/ptmx"] * 3 and ctx.devpts == -1
+    assert [mount[0] for mount in host.mounts.view(ctx.rootfs)] == ["/dev/console", "/dev/tty1", "/dev/tty2"]
 
 
 @pytest.mark.state("child", "setup_ttys")
