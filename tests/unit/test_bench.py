@@ -133,8 +133,19 @@ def test_markdown_table_without_lxc_start():
 def test_markdown_table_with_the_server_side():
     row = report.Row("1", "start -F", lxc=[0.01], lxcsm=[0.06], warm=[0.02], target=("ratio", 2.0))
     lines = report.markdown_table([row], server=True).splitlines()
-    assert _cells(lines[0])[5:] == ["lxcsm + server median (min–max)", "+ server / lxc-start", "target", "met?"]
+    assert _cells(lines[0])[5:] == ["lxcsm + server median (min–max)", "lxcsm + server / lxc-start", "target",
+                                    "met?"]
     assert _cells(lines[2]) == ["1", "start -F", "10 ms", "60 ms", "6.0×", "20 ms", "2.0×", "≤ 2×", "yes"]
+
+
+def test_markdown_table_with_a_baseline_side_before_lxcsm():
+    row = report.Row("1", "start -F", lxc=[0.01], lxcsm=[0.06], base=[0.08], target=("ratio", 2.0))
+    lines = report.markdown_table([row], baseline="f481b29").splitlines()
+    assert _cells(lines[0])[3:7] == ["lxcsm f481b29 median (min–max)", "lxcsm f481b29 / lxc-start",
+                                     "lxcsm median (min–max)", "lxcsm / lxc-start"]
+    assert _cells(lines[2]) == ["1", "start -F", "10 ms", "80 ms", "8.0×", "60 ms", "6.0×", "≤ 2×", "no"]
+    floor = report.Row("1f", "floor", lxc=[0.01], lxcsm=[0.05])
+    assert _cells(report.markdown_table([floor], baseline="f481b29").splitlines()[2])[3:5] == ["", ""]
 
 
 def test_the_target_is_held_to_the_server_side_when_it_was_measured():
@@ -250,6 +261,11 @@ def test_bench_env_caches_bytecode(tmp_path):
 
 def test_container_names_carry_the_prefix():
     assert containers.NAME_PREFIX == "lxcsm-bench-"
+
+
+def test_each_tool_names_its_containers_apart():
+    """Cgroups are named after the container: two tools' containers must never share a name."""
+    assert len(set(containers.TOOL_LETTERS.values())) == len(containers.TOOL_LETTERS)
 
 
 def test_fmt_seconds_rounds_across_unit_boundaries():

@@ -1,7 +1,7 @@
 """tools/bench: lxcsm side by side with LXC's lxc-start, on this machine, as root.
 
     tools/bench [--runs N] [--samples N] [--parallel N] [--rounds N] [--only 1,3,...]
-                [--server] [--markdown | --json]
+                [--baseline REV] [--server] [--markdown | --json]
 
 The bench is this package; tools/bench only launches it (``python3 -m
 tools.benchmark`` from the checkout does the same).  One concern a module:
@@ -58,7 +58,10 @@ Rows of the table (the issue's numbering):
 ``--server``: lxcsm is also measured through a start server (``lxcsm serve --netlink``) the
 bench runs for itself, as a third side of every row (LXCSM_START_SERVER=require: a start
 that cannot use it fails that run); cold lxcsm never asks any server (LXCSM_START_SERVER=off).
-So one run gives both, each as a ratio to lxc-start measured in the same run.  The targets
+So one run gives both, each as a ratio to lxc-start measured in the same run.
+``--baseline REV``: cold lxcsm as of the commit REV is one more side (its engine, states
+and hooks from ``git archive``, first on PYTHONPATH), so that a before and an after are
+measured in the same run, alternating with the others, on a machine whose load varies.  The targets
 are issue 13's: through the server its own (row 1 <= 2x, 1b <= 3x, 3 <= 4x, 5 <= 3x, 6 <= 4x,
 4c <= 6 MiB); cold, "at least 25% faster than before", written as 0.75 x the ratios the
 issue measured before the work (rows.py COLD_TARGETS); 6s and 6t <= 2x either way.

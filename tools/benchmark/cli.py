@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -75,6 +76,9 @@ def parse_args(argv):
     p.add_argument("--parallel", type=int, default=50, metavar="N", help="containers of row 5 (50)")
     p.add_argument("--rounds", type=int, default=2, metavar="N", help="rounds of row 5 per tool (2)")
     p.add_argument("--only", metavar="ROWS", help="comma-separated rows to measure, e.g. 1,3")
+    p.add_argument("--baseline", metavar="REV",
+                   help="also measure cold lxcsm as of the commit REV (its engine, states and hooks), as a side"
+                        " of every row: a before and after in one run")
     p.add_argument("--server", action="store_true",
                    help="also measure lxcsm through a start server (lxcsm serve) the bench runs for itself:"
                         " a third side in every row, next to lxc-start and cold lxcsm")
@@ -90,6 +94,12 @@ def parse_args(argv):
         args.rows = parse_only(args.only)
     except ValueError as err:
         p.error(str(err))
+    if args.baseline is not None:
+        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--verify", "--short",
+                                 f"{args.baseline}^{{commit}}"], capture_output=True, text=True)
+        if commit.returncode:
+            p.error(f"--baseline: {args.baseline!r} is not a commit of {REPO}")
+        args.baseline = commit.stdout.strip()
     return args
 
 
@@ -120,6 +130,8 @@ def main(argv=None) -> int:
     diag: dict = {}
     interrupted = None
     try:
+        if args.baseline:
+            bench.extract_baseline()
         if args.server:
             bench.start_server()
         bench.warm_up()
@@ -150,7 +162,7 @@ def main(argv=None) -> int:
         return 130
 
     lxc_label = f"lxc-start {info['lxc']}" if info["lxc"] else "lxc-start"
-    table = markdown_table(rows, lxc_label, lxc_available, server=args.server)
+    table = markdown_table(rows, lxc_label, lxc_available, server=args.server, baseline=args.baseline)
     if args.json:
         json.dump({"machine": info, "rows": [r.as_json() for r in rows], "failures": bench.failures,
                    "diagnostics": diag, "left_behind": left}, sys.stdout, indent=2)

@@ -22,11 +22,12 @@ from pathlib import Path
 
 from fixtures import rootfs
 
-from . import progress
+from . import REPO, progress
 from .host import apparmor_enabled, cgroup_dirs, find_monitors, remove_cgroup
 from .timing import Runner, wait_exited
 
 NAME_PREFIX = "lxcsm-bench-"
+TOOL_LETTERS = {"lxc": "x", "lxcsm": "s", "warm": "w", "base": "b"}   # in container names, one per tool
 
 
 def bench_env(environ, pycache: Path) -> dict[str, str]:
@@ -89,11 +90,17 @@ class Bench:
         cold_env = dict(self.env, LXCSM_START_SERVER="off")
         self.server_socket = str(tmp / "start.sock")
         warm_env = dict(self.env, LXCSM_START_SOCKET=self.server_socket, LXCSM_START_SERVER="require")
+        # --baseline: lxcsm's packages as of that commit, found first on sys.path (lxcsm is a
+        # namespace package: its engine, states and hooks come from the first portion that has them).
+        base_env = dict(cold_env, PYTHONPATH=os.pathsep.join(
+            [str(tmp / "baseline"), *filter(None, [self.env.get("PYTHONPATH")])]))
         self.tools: list[Tool] = []
         for key, start, stop, env in (("lxc", ["lxc-start"], ["lxc-stop"], None),
+                                      ("base", [*lxcsm_cmd, "start"], [*lxcsm_cmd, "stop"], base_env),
                                       ("lxcsm", [*lxcsm_cmd, "start"], [*lxcsm_cmd, "stop"], cold_env),
                                       ("warm", [*lxcsm_cmd, "start"], [*lxcsm_cmd, "stop"], warm_env)):
-            if (key == "lxc" and not lxc_available) or (key == "warm" and not args.server):
+            if ((key == "lxc" and not lxc_available) or (key == "warm" and not args.server)
+                    or (key == "base" and not args.baseline)):
                 continue
             lxcpath = tmp / key
             outdir = tmp / "out" / key
@@ -103,6 +110,15 @@ class Bench:
         self.lxcsm = next(tool for tool in self.tools if tool.key == "lxcsm")
         self.lxcsm_cmd = lxcsm_cmd
         self.server: subprocess.Popen | None = None
+
+    def extract_baseline(self) -> None:
+        """--baseline REV: lxcsm's engine, states and hooks as of REV (git archive), under
+        TMP/baseline/lxcsm, for the "base" tool's PYTHONPATH."""
+        target = self.tmp / "baseline" / "lxcsm"
+        target.mkdir(parents=True)
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", self.args.baseline, "engine", "states", "hooks"],
+                                 capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
 
     def start_server(self) -> None:
         """--server: an `lxcsm serve` of the bench's own (pyroute2 preloaded for row 2), which every
@@ -132,7 +148,8 @@ class Bench:
                 self.stop_timed(tool, name, started[1], "warm-up", 0)
 
     def name(self, tool: Tool, suffix: str) -> str:
-        return f"{NAME_PREFIX}{self.tag}-{tool.key[0]}{suffix}"
+        """A name no other tool's container has: cgroups (lxc.payload.NAME) are named after it."""
+        return f"{NAME_PREFIX}{self.tag}-{TOOL_LETTERS[tool.key]}{suffix}"
 
     def make(self, tool: Tool, suffix: str, extra: list[str] | None = None) -> str:
         """A new container for `tool`: a busybox rootfs and a config, the same for both tools."""
@@ -189,7 +206,7 @@ class Bench:
         pids = tool.monitors([name]).get(name, [])
         if len(pids) != 1:
             self.fail(rowkey, tool, run, f"start -d returned 0 but {len(pids)} monitor processes "
-                                         f"are titled [{tool.key} monitor] {tool.lxcpath} {name}")
+                                         f"are titled [{tool.word} monitor] {tool.lxcpath} {name}")
             self.ensure_stopped(tool, [name])
             return None
         return result.seconds, pids[0]

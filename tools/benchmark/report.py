@@ -45,9 +45,11 @@ class Row:
     lxc: list[float] = field(default_factory=list)
     lxcsm: list[float] = field(default_factory=list)
     warm: list[float] = field(default_factory=list)   # lxcsm through a start server (--server)
+    base: list[float] = field(default_factory=list)   # cold lxcsm as of another commit (--baseline)
     lxc_failed: int = 0
     lxcsm_failed: int = 0
     warm_failed: int = 0
+    base_failed: int = 0
     target: tuple[str, float] | None = None    # ("ratio", 4.0) or ("max", bytes)
     na: str | None = None          # set: the row is not measured, this says why
 
@@ -62,8 +64,8 @@ class Row:
             return "missing"
         values = getattr(self, side)
         failed = getattr(self, f"{side}_failed")
-        if side == "warm" and not values and not failed:
-            return ""   # a row measured without the server (the floor, lxcsm's CPU)
+        if side in ("warm", "base") and not values and not failed:
+            return ""   # a row that side does not measure (the floor; the server's CPU)
         text = "no successful run" if not values else self.fmt(median(values))
         if len(values) > 1:
             low, high = (self.fmt(v) for v in spread(values))
@@ -104,28 +106,32 @@ class Row:
 
     def as_json(self) -> dict:
         return {"key": self.key, "label": self.label, "unit": self.unit, "lxc": self.lxc,
-                "lxcsm": self.lxcsm, "warm": self.warm, "lxc_failed": self.lxc_failed,
-                "lxcsm_failed": self.lxcsm_failed, "warm_failed": self.warm_failed,
+                "lxcsm": self.lxcsm, "warm": self.warm, "base": self.base, "lxc_failed": self.lxc_failed,
+                "lxcsm_failed": self.lxcsm_failed, "warm_failed": self.warm_failed, "base_failed": self.base_failed,
                 "lxc_median": median(self.lxc), "lxcsm_median": median(self.lxcsm),
-                "warm_median": median(self.warm), "ratio": self.ratio(), "warm_ratio": self.ratio("warm"),
+                "warm_median": median(self.warm), "base_median": median(self.base), "ratio": self.ratio(),
+                "warm_ratio": self.ratio("warm"), "base_ratio": self.ratio("base"),
                 "target": self.target_text() or None, "met": self.met() or None, "na": self.na}
 
 
 def markdown_table(rows: list[Row], lxc_label: str = "lxc-start", lxc_available: bool = True,
-                   server: bool = False) -> str:
+                   server: bool = False, baseline: str | None = None) -> str:
     """The rows as a markdown table, columns padded so it also reads as plain text; with
-    `server`, two more columns: lxcsm through the start server, and its ratio."""
-    header = ["#", "measurement", f"{lxc_label} median (min–max)", "lxcsm median (min–max)",
-              "lxcsm / lxc-start"]
-    if server:
-        header += ["lxcsm + server median (min–max)", "+ server / lxc-start"]
+    `baseline`, two more columns: cold lxcsm as of that commit and its ratio; with `server`,
+    two more: lxcsm through the start server, and its ratio."""
+    header = ["#", "measurement", f"{lxc_label} median (min–max)"]
+    sides = [("base", f"lxcsm {baseline}")] if baseline else []
+    sides += [("lxcsm", "lxcsm")]
+    sides += [("warm", "lxcsm + server")] if server else []
+    for _side, name in sides:
+        header += [f"{name} median (min–max)", f"{name} / lxc-start"]
     header += ["target", "met?"]
     body = []
     for row in rows:
-        cells = [row.key, row.label, row.cell("lxc", lxc_available), row.cell("lxcsm"),
-                 "" if row.na is not None else fmt_ratio(row.ratio())]
-        if server:
-            cells += [row.cell("warm"), "" if row.na is not None else fmt_ratio(row.ratio("warm"))]
+        cells = [row.key, row.label, row.cell("lxc", lxc_available)]
+        for side, _name in sides:
+            measured = row.na is None and getattr(row, side)
+            cells += [row.cell(side), fmt_ratio(row.ratio(side)) if measured else ""]
         body.append([*cells, row.target_text(), row.met()])
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
 
