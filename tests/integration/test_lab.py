@@ -116,3 +116,24 @@ def test_info_and_the_flight_record_say_lab_mode(make_container):
         events = [json.loads(line) for line in record if line.startswith("{")]
     assert [(e["side"], e["category"], e["skip"]) for e in events if e["event"] == "lab skipped"] == [
         ("child", "configure", "cgroup_ns"), ("child", "setup_capabilities", "cap_drop")]
+
+
+def test_a_pause_before_a_state_lab_mode_passes_over_says_so(make_container):
+    container = make_container("busybox")
+    paused = subprocess.Popen([*LXCSM, "start", "-n", container.name, "-P", container.lxcpath, "--lab", "--lab-skip",
+                               "pivot_root", "-F", "--break-at", "setup_pivot_root", "--", "/bin/true"],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert paused.stderr is not None
+        seen = []
+        for line in paused.stderr:   # ends early only if the start never pauses there
+            seen.append(line)
+            if len(seen) > 1 and seen[-2].strip() == "child:setup_pivot_root will:":
+                break
+        plan = "    - LAB MODE: not entered (pivot_root); instead: every mount of the host's / remounted read-only"
+        assert seen[-1].startswith(plan), seen
+    finally:
+        subprocess.run([*LXCSM, "continue", "--abort", "-n", container.name, "-P", container.lxcpath],
+                       capture_output=True)
+        paused.communicate()
+    assert paused.returncode == 1   # aborted by the user: a failed start, cleaned up
