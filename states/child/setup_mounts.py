@@ -205,11 +205,12 @@ def mount_entry(root: int, rootfs_path: str, entry) -> None:
 
 
 def mount_dev_tmpfs(root: int, options: str) -> None:
-    """An empty tmpfs on the rootfs's /dev, with the directory pts, as LXC's mount_autodev()."""
+    """An empty tmpfs on the rootfs's /dev, with the directory pts, as LXC's mount_autodev(): with no
+    mount flag (neither nosuid nor noexec), as there."""
     target = paths.open_in_root(root, "/dev", "dir")
     dev = None
     try:
-        dev = mounts.new_filesystem("tmpfs", "none", kernel.MS_NOSUID | kernel.MS_NOEXEC, options)
+        dev = mounts.new_filesystem("tmpfs", "none", 0, options)
         mounts.attach(dev, target)
         os.mkdir("pts", 0o755, dir_fd=dev)
     finally:

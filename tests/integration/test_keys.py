@@ -170,15 +170,15 @@ def test_lsm_keys_on_a_host_without_the_lsm_are_ignored_as_lxc_does(make_contain
     assert _boot(c, "echo ran > /out/ran", lxc=True) == _boot(c, "echo ran > /out/ran", lxc=False)
 
 
-def test_autodev_tmpfs_size_as_under_lxc_start(make_container):
+def test_autodev_tmpfs_size_and_flags_as_under_lxc_start(make_container):
     c = make_container(extra=["lxc.autodev.tmpfs.size = 2097152"])
-    script = "grep ' /dev tmpfs ' /proc/mounts | grep -o 'size=[0-9a-z]*' > /out/dev"
+    script = "grep ' /dev tmpfs ' /proc/mounts > /out/dev"
     c.config.write_text(c.config.read_text() + "lxc.mount.auto = proc:mixed\n")
 
     under_lxc = _boot(c, script, lxc=True)
     under_lxcsm = _boot(c, script, lxc=False)
 
-    assert under_lxcsm == under_lxc == {"dev": "size=2048k\n"}
+    assert under_lxcsm == under_lxc == {"dev": "none /dev tmpfs rw,relatime,size=2048k,mode=755 0 0\n"}
 
 
 # An allow-everything seccomp filter (one BPF instruction: return SECCOMP_RET_ALLOW), for

@@ -46,7 +46,7 @@ def test_setup_autodev_runs_the_autodev_hooks_then_fills_the_tmpfs_with_nodes_it
         host, run, make_request, child_ctx, mknod):
     ctx = child_ctx(make_request("lxc.pty.max = 64"))
     assert run("child", "setup_mounts", ctx) == "mounts_done"
-    assert host.mounts.view(ctx.rootfs) == [("/dev", "tmpfs", "noexec,nosuid", "size=500000,mode=755")]
+    assert host.mounts.view(ctx.rootfs) == [("/dev", "tmpfs", "", "size=500000,mode=755")]
     assert sorted(p.name for p in host.mounts.contents(f"{ctx.rootfs}/dev").iterdir()) == ["pts"]   # LXC's too
     before = len(host.names())
 
@@ -56,7 +56,7 @@ def test_setup_autodev_runs_the_autodev_hooks_then_fills_the_tmpfs_with_nodes_it
     assert host.names()[before] == "hooks.run" and host.calls("hooks")[-1] == ("run", "autodev")
     assert host.names().index("os.mknod") > before
     assert host.mounts.view(ctx.rootfs) == [
-        ("/dev", "tmpfs", "noexec,nosuid", "size=500000,mode=755"),
+        ("/dev", "tmpfs", "", "size=500000,mode=755"),
         ("/dev/pts", "devpts", "noexec,nosuid", "newinstance,ptmxmode=0666,mode=0620,gid=5,max=64"),
         ("/dev/ptmx", "bind", "", None, "/dev/pts/ptmx"),
     ]
@@ -182,7 +182,7 @@ def test_setup_mounts_mounts_proc_sys_the_entries_then_the_cgroups_then_runs_the
 
     assert host.mounts.view(ctx.rootfs) == [
         # lxc.autodev: an empty tmpfs on /dev first, as LXC's mount_autodev()
-        ("/dev", "tmpfs", "noexec,nosuid", "size=500000,mode=755"),
+        ("/dev", "tmpfs", "", "size=500000,mode=755"),
         # proc:mixed - /proc/sys read-only but for /proc/sys/net, /proc/sysrq-trigger read-only
         ("/proc", "proc", SAFE, None),
         ("/proc/sys", "bind", f"{SAFE},ro", None, "/proc/sys"),
@@ -214,7 +214,7 @@ def test_setup_mounts_sizes_the_dev_tmpfs_by_lxc_autodev_tmpfs_size(host, run, m
     assert run("child", "setup_mounts", ctx) == "mounts_done"
 
     # In bytes, as LXC's mount_autodev() passes it; 0 is LXC's default.
-    assert host.mounts.view(ctx.rootfs) == [("/dev", "tmpfs", "noexec,nosuid", options)]
+    assert host.mounts.view(ctx.rootfs) == [("/dev", "tmpfs", "", options)]
 
 
 @pytest.mark.state("child", "setup_mounts")
