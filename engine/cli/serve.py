@@ -171,12 +171,13 @@ def _preload(netlink: bool) -> None:
     from lxcsm.engine.cli import parser_for
     from lxcsm.engine.config import loader, preflight  # noqa: F401
     from lxcsm.engine.protocol import command_client, command_server  # noqa: F401
-    from lxcsm.engine.start import breakpoints, child, monitor, postmortem, supervisor  # noqa: F401
+    from lxcsm.engine.start import breakpoints, child, machine, monitor, postmortem, supervisor  # noqa: F401
     from lxcsm.engine.start.machine import CHILD, MONITOR
 
     for table in (MONITOR, CHILD):
         for state in table.states:
             table.module(state)
+    machine.prebuild()
     cli.PREBUILT["start"] = parser_for("start")
     # What a traced start's first line loads: structlog's bound logger, not the whole package
     # (asyncio, stdlib logging: megabytes of heap no start uses).

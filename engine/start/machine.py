@@ -226,8 +226,28 @@ CHILD = Table(
 TABLES = {"monitor": MONITOR, "child": CHILD}
 
 
+# Machines made ahead, one per side, with no model yet: `lxcsm serve` makes them before it forks
+# (prebuild), and the first supervisor of that side in a process forked from it takes its
+# machine.  Making one costs a start ~1.3 ms more than adding a model to one, and writes
+# ~0.6 MiB more of the heap the monitor would otherwise share with the server.
+PREBUILT: dict[str, Machine] = {}
+
+
+def prebuild() -> None:
+    for table in (MONITOR, CHILD):
+        PREBUILT[table.side] = _machine(table, model=None)
+
+
 def build(table: Table, model) -> Machine:
     """A transitions Machine that runs `table` on `model`: the table is its only way to move."""
+    machine = PREBUILT.pop(table.side, None)
+    if machine is None:
+        return _machine(table, model)
+    machine.add_model(model)
+    return machine
+
+
+def _machine(table: Table, model) -> Machine:
     return Machine(
         model=model, states=list(table.states), initial=table.initial,
         transitions=[{"trigger": trigger, "source": list(source) if isinstance(source, tuple) else source,

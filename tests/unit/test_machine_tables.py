@@ -471,3 +471,27 @@ def test_supervisor_module_silences_transitions_logging():
     import logging
     assert logging.getLogger("transitions").level == logging.WARNING
     assert supervisor_mod.Supervisor is Supervisor
+
+
+def test_a_prebuilt_machine_goes_to_the_first_model_of_its_side_only():
+    """What `lxcsm serve` makes before it forks (machine.prebuild): the first supervisor of each
+    side takes that side's machine, starting in the table's initial state; the next gets a new one."""
+    from lxcsm.engine.start import machine
+
+    class Model:
+        pass
+
+    machine.prebuild()
+    try:
+        made = {side: machine.PREBUILT[side] for side in ("monitor", "child")}
+        first, second = Model(), Model()
+        assert machine.build(MONITOR, first) is made["monitor"]
+        assert machine.build(MONITOR, second) is not made["monitor"]
+        assert (first.state, second.state) == (MONITOR.initial, MONITOR.initial)
+        assert machine.PREBUILT == {"child": made["child"]}
+        child = Model()
+        assert machine.build(CHILD, child) is made["child"] and child.state == CHILD.initial
+        first.trigger(next(t for t, source, _ in MONITOR.transitions if source == MONITOR.initial))
+        assert second.state == MONITOR.initial   # its own machine: the first one's move is not its
+    finally:
+        machine.PREBUILT.clear()
