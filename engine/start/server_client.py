@@ -57,8 +57,11 @@ def start(argv: list[str]) -> int | None:
             raise OSError(f"{len(fds)} open file descriptors: more than one message carries")
         conn.connect(path)
         payload = encode_request(argv, dict(os.environ), fds, *_signal_state())
-        conn.sendmsg([_LENGTH.pack(len(payload)), payload],
-                     [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds))])
+        try:
+            conn.sendmsg([_LENGTH.pack(len(payload)), payload],
+                         [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds))])
+        except (BrokenPipeError, ConnectionResetError):
+            pass   # it answered before reading (a caller it starts cold): the answer waits to be read
         kind, text, received = _receive(conn)
     except OSError as err:
         conn.close()

@@ -95,7 +95,7 @@ def test_foreground_output_and_exit_status_are_a_cold_starts(make_container, sta
     ("-s", "lxc.rootfs.path = /no/such/rootfs"),
     ("-l", "LOUDEST"),
     ("--no-such-flag",),
-    ("--share-net", "1"),
+    ("--share-net", "lxcsm-no-such-container"),
 ])
 def test_refusals_are_a_cold_starts(make_container, start_server, bad):
     c = make_container()
