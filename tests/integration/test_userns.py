@@ -93,8 +93,24 @@ def userns_container():
         shutil.rmtree(base)
 
 
-def _tool(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run(list(argv), stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
+def _tool(*argv: str, timeout: float = 60, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run(list(argv), stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
+                          env=env)
+
+
+# LXC maps the ids of a container root starts through newuidmap/newgidmap when they are on
+# PATH (lxc_map_ids(); they then want root's own ranges in /etc/subuid and /etc/subgid), and
+# writes the maps itself when they are not, as lxcsm does for root.  Both tools start with a
+# PATH that has no such helper (Debian installs them in /usr/bin), so that both write them.
+WITHOUT_MAP_HELPERS = {**os.environ, "PATH": "/usr/sbin"}
+LXC_START = shutil.which("lxc-start") or "lxc-start"
+
+
+def _start(c: Container, lxc: bool) -> subprocess.CompletedProcess:
+    """A daemonized start of `c` by lxc-start or lxcsm, each writing the maps itself."""
+    if lxc:
+        return _tool(LXC_START, "-n", c.name, "-P", c.lxcpath, env=WITHOUT_MAP_HELPERS)
+    return c.run("start", env=WITHOUT_MAP_HELPERS)
 
 
 def _payload_cgroups(name: str) -> list[str]:
@@ -107,10 +123,7 @@ def _observe(c: Container, lxc: bool) -> dict:
     """Start `c` (lxc-start or lxcsm, daemonized), look at it from outside and from inside
     through lxc-attach, stop it; what was seen, with the container's name taken out."""
     (c.rootfs / "root" / "made-inside").unlink(missing_ok=True)
-    if lxc:
-        started = _tool("lxc-start", "-n", c.name, "-P", c.lxcpath)
-    else:
-        started = c.run("start")
+    started = _start(c, lxc)
     assert started.returncode == 0, started.stderr
     try:
         info = _tool("lxc-info", "-n", c.name, "-P", c.lxcpath, "-p", "-H")
@@ -217,7 +230,8 @@ def test_a_stop_hook_is_told_the_user_namespace_as_under_lxc_start(userns_contai
     c = userns_container()
     hook = c.rootfs.parent / "stop-hook"
     out = c.rootfs.parent / "stop-hook.out"
-    hook.write_text("#!/bin/sh\n{ [ $# -ge 3 ] && shift 3\n"   # version 0: NAME lxc stop, then the namespaces
+    hook.write_text("#!/bin/sh\nPATH=/usr/bin:/bin\n"   # its starter's has no /usr/bin (WITHOUT_MAP_HELPERS)
+                    "{ [ $# -ge 3 ] && shift 3\n"   # version 0: NAME lxc stop, then the namespaces
                     "  for a in \"$@\"; do echo \"arg ${a%%:*} $(readlink ${a#*:})\"; done\n"
                     "  env | grep '^LXC_[A-Z]*_NS=' | sort |\n"
                     "    while IFS== read k v; do echo \"env $k $(readlink $v)\"; done\n"
@@ -228,7 +242,7 @@ def test_a_stop_hook_is_told_the_user_namespace_as_under_lxc_start(userns_contai
 
     seen = {}
     for tool in ("lxcsm", "lxc"):
-        started = c.run("start") if tool == "lxcsm" else _tool("lxc-start", "-n", c.name, "-P", c.lxcpath)
+        started = _start(c, lxc=tool == "lxc")
         assert started.returncode == 0, started.stderr
         pid = int(_tool("lxc-info", "-n", c.name, "-P", c.lxcpath, "-p", "-H").stdout)
         namespaces = {os.readlink(f"/proc/{pid}/ns/{kind}"): kind
