@@ -1,9 +1,9 @@
-"""terminal: pseudo-terminals for the container's console and ttys, and the relay of
-lxc-start -F's terminal to the console.
+"""terminal: pseudo-terminals for the container's console and ttys, and the console's
+peers: lxc-start -F's terminal, or lxc-console -t 0's proxy pty.
 
 Replaces the tty parts of LXC's terminal.c and conf.c (lxc_devpts_terminal,
-lxc_allocate_ttys, lxc_terminal_peer_default, lxc_setup_tios, and the
-console's ring buffer of ringbuf.c).  A pty is
+lxc_allocate_ttys, lxc_terminal_peer_default, lxc_terminal_peer_proxy_alloc,
+lxc_setup_tios, and the console's ring buffer of ringbuf.c).  A pty is
 opened through a given /dev/ptmx - the container's, or the host's for a
 console when lxc.pty.max <= 1 - not os.openpty()'s, and its other end
 through TIOCGPTPEER, so no path is looked up in a devpts that may not be
@@ -58,6 +58,21 @@ def open_terminal(path: str) -> int:
     return fd
 
 
+def raw(attributes: list) -> list:
+    """`attributes` (tcgetattr's list) changed to ssh's settings, as LXC's lxc_setup_tios takes
+    them: no input translation or flow control, no signals, no canonical mode or echo on this
+    side; output still gets CR before LF."""
+    import termios
+    attributes[0] = (attributes[0] | termios.IGNPAR) & ~(
+        termios.ISTRIP | termios.INLCR | termios.IGNCR | termios.ICRNL
+        | termios.IXON | termios.IXANY | termios.IXOFF | termios.IUCLC)
+    attributes[1] |= termios.OPOST | termios.ONLCR
+    attributes[3] &= ~(termios.TOSTOP | termios.ISIG | termios.ICANON | termios.ECHO | termios.ECHOE
+                       | termios.ECHOK | termios.ECHONL | termios.IEXTEN)
+    attributes[6][termios.VMIN], attributes[6][termios.VTIME] = 1, 0
+    return attributes
+
+
 class ConsoleProxy:
     """The user's terminal relayed to the container's console, as lxc-start -F's monitor
     relays it (LXC's lxc_terminal_peer_default and lxc_setup_tios): the terminal in raw
@@ -69,16 +84,7 @@ class ConsoleProxy:
         import termios
         self.user, self.console = user, console
         self.saved = termios.tcgetattr(user)
-        raw = termios.tcgetattr(user)
-        # ssh's settings, as LXC takes them: no input translation or flow control, no
-        # signals, no canonical mode or echo on this side; output still gets CR before LF.
-        raw[0] = (raw[0] | termios.IGNPAR) & ~(termios.ISTRIP | termios.INLCR | termios.IGNCR | termios.ICRNL
-                                               | termios.IXON | termios.IXANY | termios.IXOFF | termios.IUCLC)
-        raw[1] |= termios.OPOST | termios.ONLCR
-        raw[3] &= ~(termios.TOSTOP | termios.ISIG | termios.ICANON | termios.ECHO | termios.ECHOE
-                    | termios.ECHOK | termios.ECHONL | termios.IEXTEN)
-        raw[6][termios.VMIN], raw[6][termios.VTIME] = 1, 0
-        self._set(raw)
+        self._set(raw(termios.tcgetattr(user)))
         self.resize()
 
     def _set(self, attributes) -> None:
@@ -126,6 +132,84 @@ class ConsoleProxy:
             self._set(self.saved)
         except OSError:
             pass   # the terminal is gone
+
+
+class ProxyPty:
+    """lxc-console -t 0's way to the console, as LXC's lxc_terminal_peer_proxy_alloc makes it:
+    a new pty of the host's (the monitor's /dev/ptmx), whose master the client gets (`master`)
+    and whose other end (`user`, in raw mode as LXC sets it) the monitor relays to and from
+    the console - so the monitor itself goes on reading the console, into its log and ring
+    buffer, while a client is attached.  The monitor keeps the master open too, as LXC does:
+    `user` never hangs up, whatever the client does with its copy; both close when the
+    client's command connection ends (close()).
+
+    The window size: lxc-console sets its terminal's on the master.  LXC passes it on to the
+    console only when its monitor gets a SIGWINCH, which nothing sends it; here it is passed
+    on before each input from the client reaches the console, so a shell on the console sees
+    the client's size from its first keystroke (and after each resize, from the next one).
+
+    `user` is non-blocking: output the client does not read yet waits in `backlog` (the
+    monitor stops reading the console meanwhile, which holds up the container's writes
+    there, as LXC's blocking write does) - never the monitor itself, which serves its
+    command socket throughout."""
+
+    def __init__(self, console: int, ptmx: str = "/dev/ptmx") -> None:
+        import termios
+        self.console = console
+        self.master, self.user, _number = open_pty(ptmx)
+        try:
+            termios.tcsetattr(self.user, termios.TCSAFLUSH, raw(termios.tcgetattr(self.user)))
+            os.set_blocking(self.user, False)
+        except OSError:
+            self.close()
+            raise
+        self.size = b""        # the window size last passed on to the console
+        self.backlog = b""     # the console's output the client has not taken yet
+
+    def typed(self) -> bool:
+        """Relay what the client typed to the console (with its window size first, if it
+        changed); False if `user` cannot be read any more."""
+        try:
+            data = os.read(self.user, LXC_CONSOLE_READ)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        if not data:
+            return False
+        self._pass_size()
+        while data:
+            data = data[os.write(self.console, data):]
+        return True
+
+    def _pass_size(self) -> None:
+        import termios
+        try:
+            size = fcntl.ioctl(self.user, termios.TIOCGWINSZ, b"\0" * 8)
+            if size != self.size:
+                fcntl.ioctl(self.console, termios.TIOCSWINSZ, size)
+                self.size = size
+        except OSError:
+            pass   # the console's size stays; what was typed still goes through
+
+    def show(self, data: bytes) -> None:
+        """The console's output, to the client: what `user` does not take now waits."""
+        self.backlog += data
+        self.flush()
+
+    def flush(self) -> None:
+        """Write what waits, as far as `user` takes it now (dropped if `user` fails)."""
+        try:
+            while self.backlog:
+                self.backlog = self.backlog[os.write(self.user, self.backlog):]
+        except BlockingIOError:
+            pass
+        except OSError:
+            self.backlog = b""
+
+    def close(self) -> None:
+        for fd in (self.user, self.master):
+            os.close(fd)
 
 
 class RingBuffer:

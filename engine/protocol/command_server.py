@@ -42,7 +42,7 @@ privileges to control NAME").  Being refused is all an unprivileged peer
 ever gets, so it never holds a kept connection.
 
 The monitor answers GET_INIT_PID, GET_INIT_PIDFD, GET_STATE,
-GET_CLONE_FLAGS, GET_CONFIG_ITEM, GET_NAME, GET_LXCPATH, GET_TTY_FD, STOP,
+GET_CLONE_FLAGS, GET_CONFIG_ITEM, GET_NAME, GET_LXCPATH, GET_TTY_FD (below), STOP,
 ADD_STATE_CLIENT, the cgroup commands - GET_CGROUP_CTX (lxc-attach moves its
 process into the fds it gets), GET_CGROUP_FD and GET_LIMIT_CGROUP_FD
 (lxc-info's, lxc-top's, lxc-ls's statistics and lxc-cgroup's reads and
@@ -57,6 +57,17 @@ emptied, with clear), lxcsm's own CONTINUE (its value: how many pauses the start
 START_STATUS (start_status.py's snapshot, as JSON); every other command is
 answered -ENOSYS, which LXC's clients handle.  The monitor serves them from
 its sync waits and while it runs a hook too, so a start is watched as it goes.
+
+GET_TTY_FD is lxc-console's, one client per terminal, as LXC allocates
+them (lxc_terminal_allocate): for tty N (-1: the first free one) the tty's
+master itself; for the console (0) the master of a proxy pty the monitor
+relays to the console (console_peers, made by poll: LXC's
+lxc_terminal_peer_proxy_alloc), so the monitor goes on reading the
+console, into its log and ring buffer.  The console has one peer at a
+time: while a client is attached, or the console is relayed to a
+terminal (lxc-start -F, -c), tty 0 is refused with -EBADF, as LXC
+refuses it; before poll too (LXC's monitor answers no command then).  When the client's connection ends its tty is
+free again, and for the console its proxy pty is closed.
 
 Freezing is the client's work too, as LXC 5 does it: lxc-freeze writes
 freezer.state (v1) or cgroup.freeze (cgroup2) itself and tells the monitor
@@ -174,6 +185,10 @@ class CommandServer(CgroupCommands):
         # the lxc-console client holding each.
         self.ttys: dict[int, int] = {}
         self.tty_users: dict[int, socket.socket] = {}
+        # The console's peers while poll relays it (None before and after): attach() -> the
+        # fd for an lxc-console -t 0 (a proxy pty's master), or -1 if the console has a peer
+        # already; detach() once that client has left.
+        self.console_peers = None
         self.devpts = -1   # the container's devpts, where lxc-attach allocates its pty
         # The console's output for CONSOLE_LOG: a terminal.RingBuffer each boot's init_handler
         # makes (with lxc.console.buffer.size) and poll fills, or None.
@@ -284,6 +299,8 @@ class CommandServer(CgroupCommands):
         for tty, user in list(self.tty_users.items()):
             if user is conn:   # an lxc-console left: its tty is free again
                 del self.tty_users[tty]
+                if tty == 0 and self.console_peers is not None:
+                    self.console_peers.detach()   # its proxy pty closes: the next one may attach
         self.waiters.pop(conn, None)
         self.freezing.pop(conn, None)
         self.sending.pop(conn, None)
@@ -394,11 +411,16 @@ class CommandServer(CgroupCommands):
     def _serve(self, conn, cmd: int, inline: int, payload: bytes) -> None:
         if cmd == Cmd.GET_TTY_FD:
             tty = self._free_tty(inline)
-            if tty is None:
+            master = -1
+            if tty == 0 and self.console_peers is not None:
+                master = self.console_peers.attach()
+            elif tty is not None and tty > 0:
+                master = self.ttys[tty]
+            if tty is None or master < 0:
                 self._reply(conn, -errno.EBADF)   # lxc-console: "Denied access to tty"
             else:
                 self.tty_users[tty] = conn
-                self._reply(conn, 0, tty, fds=[self.ttys[tty]], keep=True)
+                self._reply(conn, 0, tty, fds=[master], keep=True)
         elif cmd == Cmd.GET_DEVPTS_FD:
             if self.devpts >= 0:
                 self._reply(conn, 0, fds=[self.devpts])

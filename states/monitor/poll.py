@@ -3,14 +3,24 @@
 Replaces LXC's lxc_poll() and its mainloop handlers (signal_handler,
 lxc_cmd_handler) in start.c.
 
-The monitor waits on four things at once: init's pidfd (readable when init
+The monitor waits on five things at once: init's pidfd (readable when init
 exits), the signalfd of init_handler (every watched signal but SIGCHLD is
 forwarded to init, as LXC forwards it), the command socket (answered
-only now, so a client never sees a half-started container), and the
-container's console, drained into lxc.console.logfile while no lxc-console
-client holds it, within lxc.console.size (truncated, or rotated with
-lxc.console.rotate, as LXC does) and kept in the ring buffer of
-lxc.console.buffer.size (CONSOLE_LOG reads it).  When init has ended, what
+only now, so a client never sees a half-started container), the
+container's console, and the console's peer, if it has one.  The console
+is drained into lxc.console.logfile, within lxc.console.size (truncated,
+or rotated with lxc.console.rotate, as LXC does), kept in the ring buffer
+of lxc.console.buffer.size (CONSOLE_LOG reads it) and relayed to its peer,
+whose input goes to the console - as LXC's lxc_terminal_io_cb does.  The
+peer is one at a time: a terminal for the whole boot (below), or the
+proxy pty of an lxc-console -t 0 (LXC's lxc_terminal_peer_proxy_alloc):
+GET_TTY_FD 0 makes a pty of the host's, the client gets its master, the
+monitor relays between the console and the pty's other end, and when the
+client's connection ends the pty is closed and the next lxc-console may
+attach.  Its window size reaches the console with the client's next
+input.  Output the client does not take yet waits, and the console is not
+read meanwhile (the container's writes there wait, as under LXC, whose
+write blocks; the monitor itself never waits on a client).  When init has ended, what
 nobody has read from that buffer replaces the log's content, as LXC's
 lxc_terminal_write_ringbuffer() does at the end of a boot: the log is
 truncated, then gets that output, within lxc.console.size - with no size
@@ -22,7 +32,7 @@ terminal, in raw mode, to the console, as does any start whose
 lxc.console.path names a terminal (lxc-start -c) - the console's output goes to it as
 well - and restores it when init ends; its window size follows SIGWINCH.
 The console then belongs to that terminal: lxc-console -t 0 is refused, as
-LXC refuses a second peer.
+LXC refuses a second peer, and as it refuses a second lxc-console -t 0.
 
 How init ended is the trigger: killed by SIGHUP means reboot(2) was called
 with RB_AUTOBOOT inside the pid namespace, SIGINT means halt or power-off,
@@ -45,6 +55,10 @@ from lxcsm.engine.errors import describe
 from lxcsm.engine.linux import kernel
 from lxcsm.engine.protocol.command_socket import Cmd
 
+TYPE_CHECKING = False   # typing itself costs every start ~5 ms to import
+if TYPE_CHECKING:
+    from lxcsm.engine.linux.terminal import ConsoleProxy, ProxyPty
+
 # The counters that say a limit was hit, by file: (cgroup v2 or v1) file -> its keys that count.
 LIMIT_COUNTERS = {"pids.events": ("max",), "memory.events": ("max", "oom", "oom_kill"),
                   "memory.oom_control": ("oom_kill",)}
@@ -55,37 +69,81 @@ def enter(ctx) -> str:
     poller = select.poll()
     for fd in (boot.init_pidfd, ctx.signal_fd, ctx.command_server.fileno()):
         poller.register(fd, select.POLLIN)
-    console, draining = ctx.command_server.ttys.get(0, -1), False
+    console = ctx.command_server.ttys.get(0, -1)
     console_log = ConsoleLog(ctx)
-    proxy = _proxy(ctx, console, poller)
+    peers = ConsolePeers(ctx, console, poller) if console >= 0 else None
+    ctx.command_server.console_peers = peers
     try:
-        return _supervise(ctx, poller, console, draining, console_log, proxy)
+        return _supervise(ctx, poller, console, console_log, peers)
     finally:
-        if proxy is not None:
-            proxy.restore()
-            ctx.command_server.ttys[0] = console
+        ctx.command_server.console_peers = None
+        if peers is not None:
+            peers.close()
 
 
-def _proxy(ctx, console: int, poller):
-    """The terminal relayed to the console - lxc.console.path's (lxc-start -c), or lxc-start
-    -F's stdin if it is one, which sync_fds opened - or None."""
-    user = ctx.console_peer
-    if console < 0 or user < 0:
-        return None
-    from lxcsm.engine.linux import terminal
-    del ctx.command_server.ttys[0]   # no lxc-console -t 0 meanwhile
-    poller.register(user, select.POLLIN)
-    return terminal.ConsoleProxy(user, console)
+class ConsolePeers:
+    """Who the console is relayed to, one at a time, as LXC's console has one peer: the
+    terminal of lxc-start -F or -c for the whole boot (sync_fds opened it), or else the
+    proxy pty of the lxc-console -t 0 attached just now (the command server attaches and
+    detaches it: GET_TTY_FD 0, the client's connection ending)."""
+
+    def __init__(self, ctx, console: int, poller) -> None:
+        self.ctx, self.console, self.poller = ctx, console, poller
+        self.peer: ConsoleProxy | ProxyPty | None = None
+        if ctx.console_peer >= 0:
+            from lxcsm.engine.linux import terminal
+            self.peer = terminal.ConsoleProxy(ctx.console_peer, console)
+            poller.register(ctx.console_peer, select.POLLIN)
+
+    def attach(self) -> int:
+        """A proxy pty for an lxc-console -t 0: its master, for the client; -1 if the console
+        has a peer already (LXC's "Terminal already in use") or no pty can be had."""
+        if self.peer is not None:
+            return -1
+        from lxcsm.engine.linux import terminal
+        try:
+            proxy = terminal.ProxyPty(self.console)
+        except OSError as err:
+            self.ctx.log.warn("no proxy pty for lxc-console", error=describe(err))
+            return -1
+        self.poller.register(proxy.user, select.POLLIN)
+        self.peer = proxy
+        self.ctx.log.trace("lxc-console attached", proxy_master=proxy.master, proxy=proxy.user)
+        return proxy.master
+
+    def detach(self) -> None:
+        """The lxc-console has left: its proxy pty closes, the console is free again."""
+        from lxcsm.engine.linux import terminal
+        if isinstance(self.peer, terminal.ProxyPty):
+            self.poller.unregister(self.peer.user)
+            self.peer.close()
+            self.peer = None
+            self.ctx.log.trace("lxc-console detached")
+
+    def backlogged(self) -> bool:
+        """Whether the peer has yet to take console output (the console waits meanwhile; a
+        terminal's writes block instead, as LXC's do)."""
+        from lxcsm.engine.linux import terminal
+        return isinstance(self.peer, terminal.ProxyPty) and bool(self.peer.backlog)
+
+    def close(self) -> None:
+        """At init's end: the terminal's settings restored, a proxy pty closed."""
+        from lxcsm.engine.linux import terminal
+        if isinstance(self.peer, terminal.ConsoleProxy):
+            self.peer.restore()
+        self.detach()
 
 
-def _supervise(ctx, poller, console: int, draining: bool, console_log, proxy) -> str:
+def _supervise(ctx, poller, console: int, console_log, peers) -> str:
     boot = ctx.boot
     ctx.command_server.on_request = lambda cmd, uid: ctx.log.trace(
         "command served", command=Cmd(cmd).name if cmd in Cmd._value2member_map_ else cmd, uid=uid)
+    draining = False
     while True:
         logmod.flight_recorder.flush()   # what the last wakeup recorded, before waiting again
-        # The console is drained while no lxc-console holds it (then the client reads it).
-        held = 0 in ctx.command_server.tty_users and proxy is None
+        # The console is drained, into the log, the ring buffer and its peer, except while
+        # that peer (an lxc-console's proxy pty) has yet to take what it was given.
+        held = peers is not None and peers.backlogged()
         if console >= 0 and draining == held:
             if held:
                 poller.unregister(console)
@@ -97,20 +155,27 @@ def _supervise(ctx, poller, console: int, draining: bool, console_log, proxy) ->
         events = poller.poll(None if deadline is None else deadline * 1000)
         if not events:
             ctx.command_server.serve_ready()
-        for fd, _events in events:
+        for fd, revents in events:
+            peer = None if peers is None else peers.peer
             if fd == console:
                 shown = console_log.drain(console)
-                if proxy is not None:
-                    proxy.show(shown)
+                if peer is not None:
+                    peer.show(shown)
+                    if peers.backlogged():
+                        poller.modify(peer.user, select.POLLIN | select.POLLOUT)
                 continue
-            if proxy is not None and fd == proxy.user:
-                if not proxy.typed():   # the terminal is gone: the container runs on
-                    poller.unregister(fd)
+            if peer is not None and fd == peer.user:
+                if revents & select.POLLOUT:
+                    peer.flush()
+                    if not peers.backlogged():
+                        poller.modify(fd, select.POLLIN)
+                if revents & (select.POLLIN | select.POLLHUP | select.POLLERR) and not peer.typed():
+                    poller.unregister(fd)   # the terminal is gone: the container runs on
                 continue
             if fd == ctx.signal_fd:
                 signo, sender = kernel.read_signalfd(fd)
-                if signo == signal.SIGWINCH and proxy is not None:
-                    proxy.resize()
+                if signo == signal.SIGWINCH and peer is not None and peer.user == ctx.console_peer:
+                    peer.resize()   # lxc-start -F's terminal changed its size
                 if signo != signal.SIGCHLD:
                     ctx.log.trace("forwarding signal", signal=signal.Signals(signo).name, sender=sender)
                     try:
@@ -125,8 +190,8 @@ def _supervise(ctx, poller, console: int, draining: bool, console_log, proxy) ->
                 # Init's last words (poweroff's), still in the console: to the log and the relayed
                 # terminal, as LXC's monitor drains the console once more after init's end.
                 while draining and select.select([console], [], [], 0)[0] and (shown := console_log.drain(console)):
-                    if proxy is not None:
-                        proxy.show(shown)
+                    if peers is not None and peers.peer is not None:
+                        peers.peer.show(shown)
                 console_log.write_unread()
                 return _why_init_ended(ctx, status)
             else:

@@ -832,3 +832,98 @@ def test_no_lxc_monitor_listening_is_normal_and_a_broken_fifo_is_warned_about_on
     assert [message for message, _fields in server.log.lines] == ["cannot tell lxc-monitor the container's states"]
     assert "Is a directory" in server.log.lines[0][1]["reason"]
     assert server.state is LxcState.STOPPING                   # and nothing else changed for it
+
+
+# --- GET_TTY_FD: ttys handed over, the console through its relay ----------------------
+
+
+class RecordedPeers:
+    """The console's relay as poll gives it to the server (console_peers): attach() hands out
+    the read end of a pipe standing in for a proxy pty's master, or -1 while it has a peer."""
+
+    def __init__(self, busy: bool = False) -> None:
+        self.busy = busy
+        self.calls: list[str] = []
+        self.ends: list[int] = []
+
+    def attach(self) -> int:
+        self.calls.append("attach")
+        if self.busy:
+            return -1
+        self.busy = True
+        master, other = os.pipe()
+        self.ends += [master, other]
+        return master
+
+    def detach(self) -> None:
+        self.calls.append("detach")
+        self.busy = False
+
+
+def tty_call(srv, number: int):
+    return serve_while(srv, lambda: command_client.call(srv.lxcpath, srv.name, Cmd.GET_TTY_FD,
+                                                        inline=number, keep=True))
+
+
+def tty_refusal(srv, number: int) -> int | None:
+    """GET_TTY_FD's ret for a request expected to be refused (its connection closed here)."""
+    reply = tty_call(srv, number)
+    assert reply.fds == []
+    reply.conn.close()
+    if reply.monitor >= 0:
+        os.close(reply.monitor)
+    return reply.ret
+
+
+def test_tty_0_is_the_relays_proxy_one_client_at_a_time_and_free_again_when_it_leaves(server):
+    console, _ = os.pipe()
+    relay = RecordedPeers()
+    server.ttys, server.console_peers = {0: console}, relay
+    try:
+        first = tty_call(server, 0)
+        assert (first.ret, first.value, len(first.fds)) == (0, 0, 1)
+        assert os.fstat(first.fds[0]).st_ino == os.fstat(relay.ends[0]).st_ino != os.fstat(console).st_ino
+        assert tty_refusal(server, 0) == -errno.EBADF              # busy: the relay is not even asked
+        assert relay.calls == ["attach"]
+        first.conn.close()
+        serve_until(server, lambda: relay.calls == ["attach", "detach"])
+        second = tty_call(server, 0)                                  # the next client may attach
+        assert second.ret == 0 and relay.calls == ["attach", "detach", "attach"]
+        for fd in [*first.fds, *second.fds, first.monitor, second.monitor]:
+            if fd >= 0:
+                os.close(fd)
+        second.conn.close()
+    finally:
+        for fd in [console, *relay.ends]:
+            os.close(fd)
+
+
+def test_tty_0_is_refused_when_the_console_has_a_peer_or_nothing_relays_it(server):
+    console, other = os.pipe()
+    server.ttys = {0: console}
+    try:
+        assert tty_refusal(server, 0) == -errno.EBADF                # before poll: no relay
+        relay = RecordedPeers(busy=True)                              # lxc-start -F's terminal
+        server.console_peers = relay
+        assert tty_refusal(server, 0) == -errno.EBADF and relay.calls == ["attach"]
+        assert server.tty_users == {}
+    finally:
+        os.close(console)
+        os.close(other)
+
+
+def test_tty_n_is_its_master_itself(server):
+    master, other = os.pipe()
+    server.ttys, server.console_peers = {1: master}, RecordedPeers()
+    try:
+        reply = tty_call(server, -1)                                  # the first free tty
+        assert (reply.ret, reply.value) == (0, 1)
+        assert os.fstat(reply.fds[0]).st_ino == os.fstat(master).st_ino
+        assert server.console_peers.calls == []
+        os.close(reply.fds[0])
+        if reply.monitor >= 0:
+            os.close(reply.monitor)
+        reply.conn.close()
+    finally:
+        os.close(master)
+        os.close(other)
