@@ -33,6 +33,9 @@ SUBCOMMANDS = {
 }
 
 
+# The subcommands a start server (`lxcsm serve`) runs when one answers: a start, and the stop
+# that so often follows it.
+WARM = ("start", "stop")
 # (module, parser) of a subcommand made ahead: `lxcsm serve` builds start's once, before it
 # forks, rather than in each start it runs (~2 ms, and pages of its heap written).
 PREBUILT: dict[str, tuple] = {}
@@ -72,10 +75,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.parse_args(argv)   # --help, --version, or the one-line error for a missing command
         return 2
     name = argv[0]
-    if name == "start":   # warm, through `lxcsm serve`, when one answers: before argparse or the engine is imported
+    if name in WARM:   # through `lxcsm serve`, when one answers: before argparse or the engine is imported
         from lxcsm.engine.start import server_client
         if not server_client.IN_SERVER:
-            status = server_client.start([sys.argv[0], *argv])
+            status = server_client.run([sys.argv[0], *argv])
             if status is not None:
                 return status
     # Everything after `--` is init's command line, options and all.

@@ -5,7 +5,7 @@ machines, the child's path, structlog's logger for a traced start, pyroute2 with
 --netlink or when a container under the default LXCPATH has a veth), then
 listens on a unix socket only root may use (mode 0600, and the peer checked
 with SO_PEERCRED).  For each `lxcsm start` that connects
-(engine/start/server_client.py) it forks:
+(engine/start/server_client.py) it forks (and the same for `lxcsm stop`, cli.WARM):
 
 * a waiter, which joins the caller's cgroups on every hierarchy, starts a
   session of its own, forks the process below, waits for it and sends the
@@ -13,7 +13,7 @@ with SO_PEERCRED).  For each `lxcsm start` that connects
   child, and this host's PID 1 may never reap an orphan);
 * the process that does the start: it becomes the caller (engine/start/server.py:
   namespaces, root, cwd, credentials, umask, rlimits, environment, signal
-  state, its fds 0-2, its ps title), sends the client its pidfd for relaying
+  state, its open fds at their numbers, its ps title), sends the client its pidfd for relaying
   signals, and runs `lxcsm start` with the caller's argv - the same code as a
   cold start, so the same output, errors and exit status.  With -F it is the
   monitor; with -d it daemonizes the monitor as a cold start does, which
@@ -178,7 +178,8 @@ def _preload(netlink: bool) -> None:
         for state in table.states:
             table.module(state)
     machine.prebuild()
-    cli.PREBUILT["start"] = parser_for("start")
+    for name in cli.WARM:
+        cli.PREBUILT[name] = parser_for(name)
     # What a traced start's first line loads: structlog's bound logger, not the whole package
     # (asyncio, stdlib logging: megabytes of heap no start uses).
     log._bound_logger_class()
@@ -286,6 +287,8 @@ def _worker(conn: socket.socket, caller: int) -> None:
     try:
         payload, fds = server_client.read_request(conn)
         argv, environ, numbers, blocked, ignored = server_client.decode_request(payload)
+        if len(argv) < 2 or argv[1] not in cli.WARM:
+            raise ValueError(f"not a command this server runs: {argv[1:2]}")
         if len(fds) != len(numbers):
             raise ValueError("the request's fds do not match it")
         # Above every number the caller's fds had: placed there below, nothing of ours is in the way.

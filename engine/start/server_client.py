@@ -1,4 +1,5 @@
-"""The client side of the start server (`lxcsm serve`): `lxcsm start` run by a warm process.
+"""The client side of the start server (`lxcsm serve`): `lxcsm start` (and `lxcsm stop`) run by a
+warm process.
 
 A cold `lxcsm start` spends most of its time starting CPython and importing
 the engine.  When a start server listens, `lxcsm start` instead sends it its
@@ -6,7 +7,7 @@ argv, environment, signal state and its stdin/stdout/stderr (SCM_RIGHTS); the
 server forks a process that becomes this caller (cgroups, namespaces,
 credentials, cwd, umask, rlimits, signals; see server.py) and runs the very
 same `lxcsm start` code there.  Output, errors and exit status are therefore
-those of a cold start; this side only relays the signals it gets to that
+those of a cold start; `lxcsm stop` goes the same way (cli.WARM).  This side only relays the signals it gets to that
 process (Ctrl-C, SIGTERM, SIGHUP, SIGWINCH, Ctrl-Z and fg) and exits as it did.
 
 This module is the whole client: it imports only the standard library's
@@ -15,8 +16,8 @@ even the signal and socket modules' Python halves.
 
 LXCSM_START_SERVER=off never asks a server, =require fails instead of falling
 back to the cold path (except for a caller the server says it cannot become:
-another pid namespace, a seccomp filter; see server.py); LXCSM_START_SOCKET names another socket (tests run
-their own server there).
+another pid namespace, a seccomp filter...; see server.py); LXCSM_START_SOCKET names
+another socket (tests run their own server there).
 """
 
 import _signal as signal  # signal and socket themselves import enum, a few ms of every start
@@ -42,9 +43,9 @@ def socket_path() -> str:
     return os.environ.get("LXCSM_START_SOCKET") or SOCKET_PATH
 
 
-def start(argv: list[str]) -> int | None:
-    """Run `lxcsm start` (sys.argv = argv) through the server: its exit status, or None
-    when there is no server to use (the caller then starts cold, as if it never asked)."""
+def run(argv: list[str]) -> int | None:
+    """Run `lxcsm start` or `lxcsm stop` (sys.argv = argv) through the server: its exit status,
+    or None when there is no server to use (the caller then runs cold, as if it never asked)."""
     mode = os.environ.get("LXCSM_START_SERVER", "auto")
     if mode == "off" or os.geteuid() != 0:   # the server serves root only: others hear why from a cold start
         return None

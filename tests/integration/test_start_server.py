@@ -112,8 +112,11 @@ def test_a_bad_config_file_is_refused_as_cold(make_container, start_server):
 
 
 def test_daemon_start_and_stop_as_cold_and_lxc_info_sees_it(make_container, start_server):
+    """start -d, and stop (which the server runs too), each both ways."""
     c = make_container()
     path = start_server[0]
+    not_running = same(run_both(c, path, "stop", "-k"))
+    assert not_running.returncode == 2 and c.name in not_running.stderr
     for mode in MODES:
         env = env_for(mode, path)
         started = c.run("start", "-d", "--", "/bin/sleep", "600", env=env)
@@ -126,7 +129,8 @@ def test_daemon_start_and_stop_as_cold_and_lxc_info_sees_it(make_container, star
         with open(f"/proc/{monitor}/cmdline", "rb") as cmdline:
             assert cmdline.read().rstrip(b"\0") == f"[lxcsm monitor] {c.lxcpath} {c.name}".encode()
         assert _ppid(monitor) != start_server[1].pid
-        assert c.run("stop", "-k").returncode == 0
+        stopped = c.run("stop", "-k", env=env)
+        assert (stopped.returncode, stopped.stdout, stopped.stderr) == (0, "", "")
         assert c.monitor_exited()
 
 
