@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 
@@ -272,7 +273,10 @@ def test_config_keys_rootfs_options_cwd_fstab_and_entry_options(make_container, 
     ("lxc.namespace.keep = ipc uts", {"ipc", "uts"}),
 ])
 def test_namespaces_kept_or_shared(make_container, setting, shared):
-    c = make_container(extra=[setting])
+    # A kept uts namespace is the host's: lxc.uts.name would be the host's new hostname (as under
+    # LXC, which sets it unless the namespace is shared with another container), so none is set.
+    host_hostname = socket.gethostname()
+    c = make_container(extra=[setting, *(["lxc.uts.name ="] if "uts" in shared else [])])
     assert c.run("start", "--", "/bin/sleep", "600").returncode == 0
     try:
         init = command_client.call(c.lxcpath, c.name, command_socket.Cmd.GET_INIT_PID).value
@@ -281,6 +285,7 @@ def test_namespaces_kept_or_shared(make_container, setting, shared):
         assert same == shared
     finally:
         assert c.run("stop", "-k").returncode == 0
+    assert socket.gethostname() == host_hostname
 
 
 def test_signals_to_the_monitor_reach_init(make_container):
