@@ -117,6 +117,18 @@ def test_init_handler_builds_the_seccomp_filter_of_the_last_profile_after_pre_st
 
 
 @pytest.mark.state("monitor", "init_handler")
+@pytest.mark.parametrize("keep,renames", [("uts", True), ("ipc", False)])
+def test_init_handler_warns_that_a_kept_uts_namespace_gets_the_hostname_of_the_host(
+        host, run, make_request, monitor_ctx, bind, sigmask, keep, renames):
+    ctx = monitor_ctx(make_request(f"lxc.namespace.keep = {keep}", "lxc.uts.name = web"), fresh=True)
+
+    assert run("monitor", "init_handler", ctx) == "handler_ready"
+
+    warnings = ctx.log.named("lxc.uts.name renames this host: lxc.namespace.keep keeps the host's uts namespace")
+    assert warnings == ([("warn", {"hostname": "web"})] if renames else [])
+
+
+@pytest.mark.state("monitor", "init_handler")
 def test_init_handler_with_lxc_monitor_unshare_takes_a_slave_mount_namespace_before_pre_start(
         host, run, make_request, monitor_ctx, bind, sigmask):
     ctx = monitor_ctx(make_request("lxc.monitor.unshare = 1"), fresh=True)
