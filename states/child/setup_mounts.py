@@ -139,7 +139,9 @@ def cgroups_wanted(token: str, config) -> bool:
 def mount_cgroups(root: int, token: str, mode: str) -> None:
     """The container's cgroups on /sys/fs/cgroup, as LXC's cgfsng_mount() does under a cgroup
     namespace: each hierarchy's mount shows only the container's own cgroup as its root.
-    "ro" makes everything read-only, "mixed" only the tmpfs that holds the mounts."""
+    "ro" makes the hierarchies read-only.  The tmpfs that holds them stays writable whatever
+    the mode, as LXC 5.0.2 leaves it: systemd makes its controller links there (net_cls ->
+    net_cls,net_prio...), then makes it read-only itself."""
     readonly = kernel.MS_RDONLY if mode == "ro" else 0
     found = cgroups.hierarchies()
     # The unified hierarchy alone, on /sys/fs/cgroup itself: asked for, or (as LXC, whatever
@@ -165,8 +167,6 @@ def mount_cgroups(root: int, token: str, mode: str) -> None:
                 os.close(mount)
             finally:
                 os.close(target)
-        if mode != "rw":
-            kernel.mount(None, proc_fd(base), None, kernel.MS_REMOUNT | kernel.MS_BIND | _SAFE | kernel.MS_RDONLY)
     finally:
         os.close(base)
 

@@ -34,7 +34,7 @@ def _probe(make_container, token: str, *extra: str) -> list[str]:
     return result.stdout.splitlines()
 
 
-def test_mixed_mounts_every_hierarchy_writable_under_a_readonly_tmpfs(make_container):
+def test_mixed_mounts_every_hierarchy_writable_under_a_writable_tmpfs(make_container):
     listing, paths, sub, tmpfs, fstype = _probe(make_container, "cgroup:mixed:force")
     assert paths.split() == ["/"]                 # the payload cgroup is the namespace's root
     if UNIFIED_ONLY:
@@ -44,7 +44,9 @@ def test_mixed_mounts_every_hierarchy_writable_under_a_readonly_tmpfs(make_conta
     else:
         assert fstype == "tmpfs"
         assert listing.split() == HIERARCHIES
-        assert (sub, tmpfs) == ("sub-made", "tmpfs-readonly")   # and the stop removes sub with it
+        # the stop removes sub with it; the tmpfs is left writable, as LXC 5.0.2 leaves it (systemd
+        # makes its controller links there, then makes it read-only itself)
+        assert (sub, tmpfs) == ("sub-made", "tmpfs-writable")
 
 
 
@@ -59,13 +61,15 @@ def test_without_force_a_container_keeping_cap_sys_admin_mounts_its_cgroups_itse
 
 def test_ro_makes_the_cgroups_read_only(make_container):
     _listing, _paths, sub, tmpfs, _fstype = _probe(make_container, "cgroup:ro:force")
-    assert (sub, tmpfs) == ("sub-refused", "tmpfs-readonly")
+    assert (sub, tmpfs) == ("sub-refused", "tmpfs-readonly" if UNIFIED_ONLY else "tmpfs-writable")
 
 
-def test_bare_cgroup_is_rw_with_cap_sys_admin_and_mixed_without(make_container):
+def test_bare_cgroup_mounts_writable_cgroups_with_or_without_cap_sys_admin(make_container):
+    # rw with CAP_SYS_ADMIN, mixed without: inside the container's cgroup namespace, LXC 5.0.2
+    # mounts both the same way (the hierarchies writable, rooted at its own cgroup)
     if UNIFIED_ONLY:   # one cgroup2 mount, writable either way: nothing else for mixed to protect
         assert _probe(make_container, "cgroup:force")[2:4] == ["sub-made", "tmpfs-readonly"]
         assert _probe(make_container, "cgroup", "lxc.cap.drop = sys_admin")[2:4] == ["sub-made", "tmpfs-readonly"]
         return
     assert _probe(make_container, "cgroup:force")[2:4] == ["sub-made", "tmpfs-writable"]
-    assert _probe(make_container, "cgroup", "lxc.cap.drop = sys_admin")[2:4] == ["sub-made", "tmpfs-readonly"]
+    assert _probe(make_container, "cgroup", "lxc.cap.drop = sys_admin")[2:4] == ["sub-made", "tmpfs-writable"]

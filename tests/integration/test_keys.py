@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from lxcsm.engine.linux import cgroups
 from tests.integration.harness import LXCSM, monitor_pids
 
 # lxc-start runs here too: its monitors leave an lxc.pivot cgroup behind, which the fixture removes.
@@ -370,3 +371,21 @@ def test_sys_mixed_leaves_the_network_devices_writable_as_under_lxc_start(make_c
 
     assert under_lxcsm == under_lxc
     assert under_lxcsm["net"] == "777\n" and "Read-only file system" in under_lxcsm["sys"]
+
+
+@pytest.mark.skipif(cgroups.unified_only(cgroups.hierarchies()),
+                    reason="the tmpfs of mounts exists with v1 controllers only")
+@pytest.mark.parametrize("token", ["cgroup:mixed:force", "cgroup:ro:force"])
+def test_the_cgroup_mounts_tmpfs_is_left_writable_as_under_lxc_start(make_container, token):
+    # LXC 5.0.2 never makes it read-only; a systemd inside makes its controller links there
+    # (net_cls -> net_cls,net_prio ...) and then makes it read-only itself.
+    c = make_container("busybox", [f"lxc.mount.auto = proc:mixed sys:ro {token}"])
+    script = ("touch /sys/fs/cgroup/probe 2> /out/tmpfs; mkdir /sys/fs/cgroup/pids/sub 2> /out/pids; "
+              "awk '$5 == \"/sys/fs/cgroup\" { for (i = 7; $i != \"-\"; i++); print $6, $(i + 1) }' "
+              "/proc/self/mountinfo > /out/mount")
+
+    under_lxc = _boot(c, script, lxc=True)
+    under_lxcsm = _boot(c, script, lxc=False)
+
+    assert under_lxcsm == under_lxc
+    assert under_lxcsm["tmpfs"] == "" and under_lxcsm["mount"].startswith("rw,")
