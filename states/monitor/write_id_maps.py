@@ -10,6 +10,9 @@ Afterwards the kernel sees:
   lxc.idmap lines of their kind, each file written once, whole, by the
   monitor as root on the host (so no newuidmap helper is needed, and
   /proc/PID/setgroups stays "allow", as LXC leaves it for a root caller).
+  Started by an ordinary user, the maps are written by newuidmap and
+  newgidmap, which check them against /etc/subuid and /etc/subgid, as LXC's
+  lxc_map_ids() has them written;
   The child's ids are still the host's root, which its namespace does not
   map: it shows as the overflow id (65534) inside until become_userns_root
   switches it to 0, that is to the host id lxc.idmap gives the container's
@@ -19,13 +22,18 @@ Afterwards the kernel sees:
   the files /sys/kernel/cgroup/delegate lists) likewise, mode 0664, their
   owner left as the host's root - what LXC's cgfsng chown gives the
   container: its root may move processes between its cgroups and manage a
-  cgroup2 subtree below them.  Nothing needs undoing: the maps end with the
-  namespace, the ownership with the cgroups, which stopping removes;
+  cgroup2 subtree below them (started by an ordinary user: owned by that
+  user, chowned from a user namespace of its own, as LXC's userns_exec_1();
+  a failure there is only a warning, as in LXC).  Nothing needs undoing: the
+  maps end with the namespace, the ownership with the cgroups, which stopping
+  removes;
 * the child woken with STARTUP, which to it now also means "your ids are
   mapped".
 """
 
 from __future__ import annotations
+
+import os
 
 from lxcsm.engine.errors import StateError, describe
 from lxcsm.engine.linux import idmap
@@ -38,22 +46,39 @@ if TYPE_CHECKING:
 
 def enter(ctx: MonitorContext) -> str:
     config, boot = ctx.request.config, ctx.boot
+    unprivileged = os.geteuid() != 0
     for kind in ("u", "g"):
-        text = idmap.map_text(m[1:] for m in config.id_maps() if m.kind == kind)
+        ranges = [m[1:] for m in config.id_maps() if m.kind == kind]
+        text = idmap.map_text(ranges)
+        helper = idmap.find_helper(kind) if unprivileged else None
         try:
-            idmap.write_map(boot.init_pid, kind, text)
+            if helper is not None:
+                idmap.write_map_with_helper(boot.init_pid, kind, ranges, helper)
+            elif unprivileged:   # preflight found it: it was removed since
+                raise OSError(f"{idmap.HELPERS[kind]} is not installed")
+            else:
+                idmap.write_map(boot.init_pid, kind, text)
         except OSError as err:   # the map as a whole: name every line it is made of
             lines = ", ".join(f"{s.file}:{s.line}" for _key, s in config.in_effect("lxc.idmap")
                               if s.value.split()[0] == kind)
             raise StateError(f"the kernel refused the {kind}id map of lxc.idmap ({lines}): {describe(err)}") from err
         ctx.log.trace("id map written", file=f"/proc/{boot.init_pid}/{kind}id_map",
-                      map=text.strip().replace("\n", ", "))
+                      map=text.strip().replace("\n", ", "), writer=helper or "monitor")
     group = config.container_root_id("g")
     if group is None:   # preflight refuses such a config; never chown to a guess
         raise StateError("lxc.idmap maps no host gid to the container's gid 0")
-    for hierarchy, path in zip(ctx.hierarchies, boot.payload_cgroups, strict=True):
-        files = idmap.delegate_cgroup(path, hierarchy.version, 0, group)
-        ctx.log.trace("cgroup delegated", path=path, group=group, files=" ".join(files))
+    if unprivileged:
+        targets = [(path, h.version) for h, path in zip(ctx.hierarchies, boot.payload_cgroups, strict=True)]
+        try:
+            idmap.delegate_cgroup_unprivileged(targets, config.container_root_id("u") or 0, group)
+        except OSError as err:   # LXC only logs this: the container loses the use of its cgroups
+            ctx.log.warn("cgroups not handed to the container's root", error=describe(err))
+        else:
+            ctx.log.trace("cgroup delegated", path=" ".join(p for p, _v in targets), group=group)
+    else:
+        for hierarchy, path in zip(ctx.hierarchies, boot.payload_cgroups, strict=True):
+            files = idmap.delegate_cgroup(path, hierarchy.version, 0, group)
+            ctx.log.trace("cgroup delegated", path=path, group=group, files=" ".join(files))
     assert boot.channel is not None   # spawn opened it
     boot.channel.wake(SyncMsg.STARTUP)
     return "child_spawned"
