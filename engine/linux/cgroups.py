@@ -178,6 +178,29 @@ def placement(config, name: str) -> Placement:
                      os.path.join(pivot_dir, PIVOT) if pivot_dir else None)
 
 
+LEAF = "init"   # LXC's name for the leaf its processes leave a delegated cgroup2 scope for
+
+
+def vacate(hierarchy: Hierarchy) -> Hierarchy:
+    """Move every process of the cgroup2 cgroup we started in to a leaf below it, LEAF, and
+    return the hierarchy with that leaf as the cgroup we are in.
+
+    cgroup2 hands controllers down only from a cgroup with no process in it, and an
+    ordinary user's base is the very cgroup it started in (a delegated scope holding
+    `lxcsm start` itself).  LXC's move_and_delegate_unified() empties the scope it makes
+    for an unprivileged start the same way; the leaf stays, as LXC leaves it."""
+    here = hierarchy.started_in
+    if not members(here):
+        return hierarchy
+    leaf = create(hierarchy, here, LEAF, exist_ok=True)
+    for pid in members(here):
+        try:
+            attach(leaf, pid)
+        except ProcessLookupError:
+            continue   # it exited meanwhile
+    return hierarchy._replace(home=here, own=leaf)
+
+
 def create(hierarchy: Hierarchy, base: str, relative_path: str, exist_ok: bool = False) -> str:
     """Create `relative_path` below `base`, with the directories on the way; the last one
     must be new, but a stale empty one (a crashed start's) is replaced.  Returns its path."""

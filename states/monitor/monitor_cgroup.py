@@ -9,7 +9,11 @@ cgroup2 tree of a unified host), below the base LXC would use (PID 1's cgroup, o
 with lxc.cgroup.relative the monitor's own; lxc.cgroup.dir and
 lxc.cgroup.dir.monitor move it), with the monitor process in it.  On a unified
 host the controllers are enabled in cgroup.subtree_control on the way down to it,
-as LXC enables them.  The monitor is kept apart from the container's cgroups so
+as LXC enables them.  Started by an ordinary user, the base is the cgroup the
+monitor started in (delegated to that user), and its processes first move to a
+leaf below it, ``init``, as LXC empties its unprivileged scope (cgfsng's
+move_and_delegate_unified()): cgroup2 enables no controller for the children of
+a cgroup with processes in it.  The leaf stays.  The monitor is kept apart from the container's cgroups so
 that limits on the container never throttle the process that supervises it, and
 so that LXC's tools see the same layout they see under lxc-start.
 
@@ -33,6 +37,9 @@ if TYPE_CHECKING:
 def enter(ctx: MonitorContext) -> str:
     where = cgroups.placement(ctx.request.config, ctx.request.name)
     unified = cgroups.unified_only(ctx.hierarchies)
+    if unified and os.geteuid() != 0:   # an ordinary user's base is the cgroup it started in
+        ctx.hierarchies[:] = [cgroups.vacate(h) for h in ctx.hierarchies]
+        ctx.log.trace("processes moved to a leaf", path=ctx.hierarchies[0].started_in)
     for hierarchy in ctx.hierarchies:
         base = hierarchy.base(where.relative)
         path = cgroups.create(hierarchy, base, where.monitor)
