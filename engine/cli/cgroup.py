@@ -18,7 +18,7 @@ import errno
 import os
 import sys
 
-from lxcsm.engine.cli.options import Parser, fail
+from lxcsm.engine.cli.options import DEFAULT_LXCPATH, Parser, fail
 from lxcsm.engine.linux import cgroup_files
 from lxcsm.engine.protocol import command_client
 from lxcsm.engine.protocol.command_socket import CGROUP2_SUPER_MAGIC, CGROUP_FD, Cmd
@@ -29,8 +29,8 @@ SUMMARY = "read or set a running container's cgroup file (like lxc-cgroup)"
 def add_options(parser: Parser) -> None:
     parser.error_status = 1   # lxc-cgroup's usage errors exit 1
     parser.add_argument("-n", "--name", dest="name_flag", metavar="NAME", help="the container's name")
-    parser.add_argument("-P", "--lxcpath", default="/var/lib/lxc", metavar="LXCPATH",
-                        help="the directory of the containers (default /var/lib/lxc)")
+    parser.add_argument("-P", "--lxcpath", default=DEFAULT_LXCPATH, metavar="LXCPATH",
+                        help=f"the directory of the containers (default {DEFAULT_LXCPATH})")
     parser.add_argument("words", nargs="*", metavar="NAME KEY [VALUE]",
                         help="the container (unless -n names it), the cgroup file (e.g. memory.max), and the"
                              " value to write to it (none: print it)")

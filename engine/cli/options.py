@@ -6,7 +6,9 @@ import argparse
 import os
 import sys
 
-DEFAULT_LXCPATH = "/var/lib/lxc"
+from lxcsm.engine.config.lxcpath import default_lxcpath
+
+DEFAULT_LXCPATH = default_lxcpath()   # root's /var/lib/lxc; another user's ~/.local/share/lxc, as LXC
 
 
 class _Formatter(argparse.HelpFormatter):

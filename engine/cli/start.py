@@ -83,9 +83,6 @@ def run(parser: Parser, args) -> int:
         overrides = [*args.define, *_lxc_start_flags(args)]
     except ValueError as err:
         return fail(str(err))
-    if os.geteuid() != 0 and not args.plan:   # --plan changes nothing: anyone may ask
-        return fail("lxcsm start must run as root: it makes the container's cgroups, mounts and namespaces"
-                    " on the host (unprivileged containers are not supported)")
     try:
         level = logmod.parse_level(args.logpriority) if args.logpriority else None
     except ValueError as err:

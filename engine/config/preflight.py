@@ -22,7 +22,7 @@ import errno
 import os
 import socket
 
-from lxcsm.engine.config import keys
+from lxcsm.engine.config import keys, unprivileged
 from lxcsm.engine.config.model import ConfigError, Setting
 from lxcsm.engine.config.values import IdMap, parse_command, parse_idmap
 from lxcsm.engine.errors import describe
@@ -231,8 +231,9 @@ def _check_security(config) -> None:
 
 
 def _check_user_namespace(config) -> None:
-    """lxc.idmap as far as lxcsm honours it: started by root, mapping the container's root,
-    with a rootfs its root can reach.  Anything else is refused, never run unmapped."""
+    """lxc.idmap as far as lxcsm honours it: mapping the container's root, with a rootfs its
+    root can reach (an ordinary user's start: engine/config/unprivileged.py checks more).
+    Anything else is refused, never run unmapped."""
     idmaps = config.in_effect("lxc.idmap")
     if not idmaps:
         return
@@ -255,9 +256,6 @@ def _check_user_namespace(config) -> None:
         if value and not any(m.kind == kind and m.host_id(int(value)) is not None for m in maps):
             raise _fail(config, key, f"{value} is not mapped by lxc.idmap: init could not take it in its user "
                                      f"namespace (LXC fails the start at exec)")
-    if os.geteuid() != 0:
-        raise _error(first, "a container with lxc.idmap started by a user other than root is not "
-                            "supported yet (LXC would map it through newuidmap/newgidmap)")
     uid, gid = config.container_root_id("u"), config.container_root_id("g")
     blocked = _unsearchable_ancestor(config.rootfs_path, uid, gid, config.id_maps())
     if blocked:
@@ -444,6 +442,8 @@ def check(config, command: tuple[str, ...], command_from_cli: bool) -> None:
                         entry.origin)
 
     _check_security(config)
+    if os.geteuid() != 0:
+        unprivileged.check(config)
     _check_user_namespace(config)
     _check_idmapped_rootfs(config)
     _check_core_scheduling(config)

@@ -11,7 +11,9 @@ import os
 import pwd
 import random
 import select
+import shutil
 import subprocess
+import tempfile
 
 import pytest
 
@@ -90,16 +92,28 @@ def test_quiet_silences_lxcsm_but_not_the_container(make_container):
     assert loud.returncode == 1 and "lxc.no.such.key" in loud.stderr
 
 
-def test_non_root_is_told_to_be_root(make_container):
-    c = make_container()
-    stranger = next(uid for uid in iter(lambda: random.randrange(2_000_000, 3_000_000), None)
-                    if not _has_account(uid))   # a user id no account has: nothing to add or remove
-    as_stranger = ["setpriv", f"--reuid={stranger}", f"--regid={stranger}", "--clear-groups"]
-    result = subprocess.run([*as_stranger, *LXCSM, "start", "-n", c.name, "-P", c.lxcpath], capture_output=True,
-                            text=True, timeout=60, stdin=subprocess.DEVNULL, cwd="/")
+def test_non_root_without_a_user_namespace_is_told_to_map_its_subordinate_ids():
+    """An ordinary user may start only a container with its own user namespace (lxc.idmap);
+    its config and rootfs are in a directory it can read (pytest's tmp_path is root's alone)."""
+    shared = tempfile.mkdtemp(prefix="lxcsm-stranger-", dir="/tmp")
+    try:
+        os.chmod(shared, 0o755)
+        os.mkdir(os.path.join(shared, "rootfs"))
+        config = os.path.join(shared, "config")
+        with open(config, "w") as text:
+            text.write(f"lxc.rootfs.path = dir:{shared}/rootfs\nlxc.net.0.type = empty\n")
+        os.chmod(config, 0o644)
+        stranger = next(uid for uid in iter(lambda: random.randrange(2_000_000, 3_000_000), None)
+                        if not _has_account(uid))   # a user id no account has: nothing to add or remove
+        as_stranger = ["setpriv", f"--reuid={stranger}", f"--regid={stranger}", "--clear-groups"]
+        result = subprocess.run([*as_stranger, *LXCSM, "start", "-n", "c1", "-f", config, "-P", shared],
+                                capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, cwd="/")
+    finally:
+        shutil.rmtree(shared)
     assert result.returncode == 1
-    assert result.stderr == ("lxcsm: lxcsm start must run as root: it makes the container's cgroups, mounts and"
-                             " namespaces on the host (unprivileged containers are not supported)\n")
+    assert result.stderr == (f"lxcsm: {config}: lxc.idmap: a container started by a user other than root needs"
+                             " its own user namespace: map its ids to yours with lxc.idmap = u 0 FIRST COUNT and"
+                             " g 0 FIRST COUNT, FIRST and COUNT from your lines in /etc/subuid and /etc/subgid\n")
 
 
 def _has_account(uid: int) -> bool:
