@@ -1,7 +1,9 @@
 """The monitor after the start: poll, reboot, stopping, aborting, stopped - each alone.
 
-poll waits on real pipes standing in for init's pidfd, the signalfd and the console;
-os.waitpid and pidfd_send_signal are fakes, so init's end is whatever the test says.
+poll waits on real pipes standing in for init's pidfd, the signalfd and the console (or a
+real pty as the console, with lxc-console -t 0 attaching through the command server's
+console_peers while poll runs); os.waitpid and pidfd_send_signal are fakes, so init's end
+is whatever the test says.
 The undo logs are real and unwind for real, on changes made under tmp_path.
 """
 
@@ -9,11 +11,13 @@ from __future__ import annotations
 
 import os
 import signal
+import tty
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
+from lxcsm.engine.linux.terminal import RingBuffer
 from lxcsm.engine.protocol.command_socket import LxcState
 from lxcsm.engine.start import undo as undo_module
 from lxcsm.engine.start.context import Failure
@@ -189,6 +193,75 @@ def test_poll_that_cannot_reap_init_fails(host, run, running):
     run.failing("monitor", "poll", running.ctx, ChildProcessError)
 
     assert running.ctx.boot.init_status is None
+
+
+@pytest.fixture
+def console_pty(host, running):
+    """A pty as the console: its master in the command server's ttys; returned, its other end
+    (the container's), raw."""
+    master, container = os.openpty()
+    host.keep(master)
+    host.keep(container)
+    tty.setraw(container)
+    running.ctx.command_server.ttys = {0: master}
+    return container
+
+
+@pytest.mark.state("monitor", "poll")
+def test_poll_relays_the_console_to_lxc_console_0_and_logs_and_keeps_its_output_meanwhile(
+        host, run, running, reap, console_pty, tmp_path):
+    ctx, server = running.ctx, running.ctx.command_server
+    server.console_buffer = RingBuffer(4096)
+    log_file = tmp_path / "console.log"
+    ctx.console_log = host.keep(os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC))
+    client: dict = {}
+
+    def attach(signalfd: int):
+        os.read(signalfd, 1)
+        assert server.console_peers.attach() >= 0
+        assert server.console_peers.attach() == -1                  # one peer at a time
+        client["fd"] = host.keep(os.dup(server.console_peers.peer.master))   # what the client gets
+        os.write(client["fd"], b"ls\r")
+        os.write(console_pty, b"bin  etc\n")
+        return signal.SIGCHLD, 1
+    host.on("kernel.read_signalfd", effect=attach)
+    logged = []
+
+    def log_write(fd: int, data: bytes) -> int:   # the log's content is replaced at the end (no size: by nothing)
+        logged.append((fd, data))
+        running.init_exits()
+        return len(data)
+    host.on("os.write", effect=log_write)
+    running.signal_sent()
+
+    assert run("monitor", "poll", ctx) == "init_exited"
+
+    assert logged == [(ctx.console_log, b"bin  etc\n")]             # logged while a client is attached
+    assert server.console_buffer.data == b"bin  etc\n"              # and kept for CONSOLE_LOG
+    assert os.read(console_pty, 100) == b"ls\r"                          # what the client typed, unchanged
+    assert os.read(client["fd"], 100) == b"bin  etc\r\n"            # the output, to the client
+    assert server.console_peers is None                             # no lxc-console -t 0 after poll
+
+
+@pytest.mark.state("monitor", "poll")
+def test_poll_under_a_terminal_relay_refuses_lxc_console_0(host, run, running, reap, console_pty):
+    ctx, server = running.ctx, running.ctx.command_server
+    terminal, user = os.openpty()
+    host.keep(terminal)
+    ctx.console_peer = host.keep(user)                              # lxc-start -F's terminal
+    answers = []
+
+    def attach(signalfd: int):
+        os.read(signalfd, 1)
+        answers.append(server.console_peers.attach())
+        running.init_exits()
+        return signal.SIGCHLD, 1
+    host.on("kernel.read_signalfd", effect=attach)
+    running.signal_sent()
+
+    assert run("monitor", "poll", ctx) == "init_exited"
+
+    assert answers == [-1]
 
 
 # --- reboot, stopping, aborting, stopped -----------------------------------------------
