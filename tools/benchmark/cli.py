@@ -164,7 +164,8 @@ def main(argv=None) -> int:
     lxc_label = f"lxc-start {info['lxc']}" if info["lxc"] else "lxc-start"
     table = markdown_table(rows, lxc_label, lxc_available, server=args.server, baseline=args.baseline)
     if args.json:
-        json.dump({"machine": info, "rows": [r.as_json() for r in rows], "failures": bench.failures,
+        json.dump({"machine": info, "baseline": args.baseline, "server": args.server,
+                   "rows": [r.as_json() for r in rows], "failures": bench.failures,
                    "diagnostics": diag, "left_behind": left}, sys.stdout, indent=2)
         print()
         return 0
