@@ -147,6 +147,7 @@ def _supervise(ctx, poller, console: int, console_log, peers) -> str:
         if console >= 0 and draining == held:
             if held:
                 poller.unregister(console)
+                ctx.log.trace("console held up by its peer", waiting=len(peers.peer.backlog))
             else:
                 poller.register(console, select.POLLIN)
             draining = not held

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import shutil
+import signal
 import struct
 import subprocess
 import termios
@@ -30,13 +32,13 @@ pytestmark = [pytest.mark.root, pytest.mark.usefixtures("lxc_pivot_removed"),
 RUN_LINES = "exec </dev/console >/dev/console 2>&1; while read -r line; do eval \"$line\"; done"
 
 
-def _start(c, under: str) -> None:
+def _start(c, under: str, *options: str) -> None:
     command = ["--", "/bin/sh", "-c", RUN_LINES]
     if under == "lxc-start":
         result = subprocess.run(["lxc-start", "-n", c.name, "-P", c.lxcpath, "-d", *command],
                                 stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
     else:
-        result = c.run("start", "-d", *command)
+        result = c.run("start", "-d", *options, *command)
     assert result.returncode == 0, result.stderr
     _running(c)
 
@@ -119,5 +121,40 @@ def test_the_log_and_ring_buffer_keep_what_lxc_console_0_showed_and_the_console_
             _end(pid, console)
         assert b"second3-attached" in log.read_bytes()
         assert b"second3-attached" in _ring_buffer(c)
+    finally:
+        _stop(c)
+
+
+def test_a_client_that_stops_reading_holds_up_the_console_not_the_monitor_and_loses_nothing(
+        make_container, tmp_path):
+    log, trace = tmp_path / "console.log", tmp_path / "monitor.log"
+    c = make_container("busybox", [f"lxc.console.logfile = {log}"])
+    _start(c, "lxcsm", "-l", "TRACE", "-o", str(trace))
+    lines = 20000   # some 300 KB: more than the console's and the proxy's ptys hold
+    try:
+        pid, console = _attach(c)
+        try:
+            flood = f"i=0; while [ $i -lt {lines} ]; do echo flood-$i; i=$((i+1)); done; echo flood$((2+3))-done\r"
+            console.converse(flood.encode(), b"flood-1\r")
+            os.kill(pid, signal.SIGSTOP)                            # lxc-console reads no more
+            try:
+                deadline = time.monotonic() + 30                    # the proxy fills up
+                while b"console held up by its peer" not in trace.read_bytes():
+                    assert time.monotonic() < deadline, "the console was never held up"
+                    time.sleep(0.05)
+                info = subprocess.run(["lxc-info", "-n", c.name, "-P", c.lxcpath, "-s", "-H"],
+                                      capture_output=True, text=True, timeout=30)
+                assert info.stdout.strip() == "RUNNING"             # the monitor still answers
+                assert b"flood5-done" not in log.read_bytes()       # the container's output waits
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            shown = console.seen + console.converse(b"", b"flood5-done", timeout=60)
+            _detach(pid, console)
+        finally:
+            _end(pid, console)
+        numbers = [int(n) for n in re.findall(rb"flood-(\d+)\r", shown)]
+        assert numbers == list(range(lines))                        # all of it, in order, once
+        logged = [int(n) for n in re.findall(rb"flood-(\d+)\r", log.read_bytes())]
+        assert logged == list(range(lines))
     finally:
         _stop(c)
