@@ -88,7 +88,7 @@ class Row:
         if self.target is None:
             return ""
         kind, value = self.target
-        return f"≤ {value:g}×" if kind == "ratio" else f"≤ {self.fmt(value)}"
+        return f"≤ {value:.2g}×" if kind == "ratio" else f"≤ {self.fmt(value)}"
 
     def met(self) -> str:
         """"yes", "no", "n/a" (cannot tell) or "" (no target)."""
