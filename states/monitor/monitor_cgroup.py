@@ -61,6 +61,11 @@ def plan(request: StartRequest) -> list[str]:
         where = cgroups.placement(request.config, request.name)
     except StateError as err:   # the start would fail here with this error
         return [f"fail: {err}"]
+    if os.geteuid() != 0:   # an ordinary user's start
+        return [f"move the processes of the (delegated) cgroup we start in to {cgroups.LEAF} below it",
+                f"mkdir {where.monitor} below the cgroup we start in",
+                f"enable its controllers in cgroup.subtree_control down to {where.monitor}",
+                "move the monitor into it"]
     base = "the monitor's cgroup" if where.relative else "PID 1's cgroup"
     return [f"in every hierarchy: mkdir {where.monitor} below {base} "
             "(cpuset: copy cpus and mems from the parent first)",

@@ -88,8 +88,17 @@ def plan(request: StartRequest) -> list[str]:
     config = request.config
     if not config.id_maps():
         return ["(not entered: no lxc.idmap, the container shares the host's user namespace)"]
+    group = config.container_root_id("g")
+    if os.geteuid() != 0:   # an ordinary user's start
+        return [*(f"{idmap.HELPERS[kind]} CHILD "
+                  f"{' '.join(str(n) for m in config.id_maps() if m.kind == kind for n in m[1:])}"
+                  for kind in ("u", "g")),
+                f"from a user namespace mapping {config.container_root_id('u')}:{group} and you: chown every "
+                f"payload cgroup to you:{group} (0775), and its cgroup.procs (cgroup2: the files of "
+                "/sys/kernel/cgroup/delegate) (0664)",
+                "send STARTUP"]
     return [*(f"write '{idmap.map_text(m[1:] for m in config.id_maps() if m.kind == kind).strip()}'"
               f" to /proc/CHILD/{kind}id_map" for kind in ("u", "g")),
-            f"chown every payload cgroup to 0:{config.container_root_id('g')} (0775), and its "
+            f"chown every payload cgroup to 0:{group} (0775), and its "
             "cgroup.procs (v1: tasks; cgroup2: the files of /sys/kernel/cgroup/delegate) (0664)",
             "send STARTUP"]

@@ -142,3 +142,15 @@ def test_a_cgroup_not_delegated_to_the_user_is_refused_with_the_systemd_run_that
     monkeypatch.setattr(os, "access", lambda path, mode: not path.endswith("cgroup.procs"))
     line = refusal(user_host())
     assert "is not delegated to you" in line and "systemd-run --user --scope -p Delegate=yes" in line
+
+
+def test_the_plan_of_an_ordinary_users_start_names_the_helpers_and_the_leaf(user_host):
+    from lxcsm.engine.start.context import StartRequest
+    from lxcsm.states.monitor import monitor_cgroup, write_id_maps
+    config = user_host(MAPS + f"lxc.idmap = u 65536 {UID} 1\n")
+    request = StartRequest(name="c1", lxcpath="/tmp", config=config, command=config.init_cmd, foreground=False)
+
+    assert write_id_maps.plan(request)[:2] == [f"newuidmap CHILD 0 {FIRST} 65536 65536 {UID} 1",
+                                               f"newgidmap CHILD 0 {FIRST} 65536"]
+    assert monitor_cgroup.plan(request)[0] == ("move the processes of the (delegated) cgroup we start "
+                                               "in to init below it")

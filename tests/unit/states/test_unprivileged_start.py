@@ -81,3 +81,4 @@ def test_monitor_cgroup_for_an_ordinary_user_moves_the_delegated_cgroups_process
     assert ctx.hierarchies == [unified._replace(own=leaf)]
     # Stopping moves the monitor back to the leaf: the delegated cgroup now hands controllers down.
     assert ctx.boot.undo.changes == [Change("cgroup", monitor), Change("cgroup_entered", leaf)]
+
