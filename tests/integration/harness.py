@@ -25,6 +25,13 @@ from pathlib import Path
 LXCSM = [sys.executable, "-m", "lxcsm.engine.cli"]
 _counter = itertools.count()
 
+# lxc-start as root maps a container's ids through newuidmap/newgidmap when they are on PATH
+# (lxc_map_ids(); they then want root's own ranges in /etc/subuid and /etc/subgid, which this
+# host does not reserve) and writes the maps itself when they are not, as lxcsm does for root.
+# Tests comparing the two under lxc.idmap start both with a PATH without them (Debian installs
+# them in /usr/bin, with LXC's tools).
+WITHOUT_MAP_HELPERS = {**os.environ, "PATH": "/usr/sbin"}
+
 
 def wait_for(condition, timeout: float = 30) -> bool:
     """Poll `condition` until it holds (True) or `timeout` seconds pass (False)."""
