@@ -1,6 +1,7 @@
 """The container's terminals: lxc.tty.max ptys on /dev/ttyN and its /dev/console, whose
-masters the monitor hands to lxc-console clients (GET_TTY_FD, tty 0 the console), one
-client per tty at a time; the console is drained into lxc.console.logfile meanwhile."""
+masters the monitor hands to lxc-console clients (GET_TTY_FD; for tty 0, the console, a
+proxy pty the monitor relays to it), one client per tty at a time; the console is drained
+into lxc.console.logfile meanwhile."""
 
 from __future__ import annotations
 
@@ -139,7 +140,7 @@ def test_lxc_console_talks_to_the_tty(make_container):
 
 def test_a_daemons_console_goes_to_the_console_log_and_to_lxc_console_0(make_container, tmp_path):
     """busybox init in a daemonised container writes to its console (stdio, /dev/console):
-    the monitor drains it into lxc.console.logfile; tty 0 hands the console to a client."""
+    the monitor drains it into lxc.console.logfile; tty 0 relays the console to a client."""
     log = tmp_path / "console.log"
     c = make_container("busybox", [f"lxc.console.logfile = {log}"])
     assert c.run("start", "-d").returncode == 0                   # /sbin/init: busybox init
