@@ -1,7 +1,9 @@
 """poll (monitor) - supervise init until it exits.
 
 Replaces LXC's lxc_poll() and its mainloop handlers (signal_handler,
-lxc_cmd_handler) in start.c.
+lxc_cmd_handler) in start.c, and the console's in terminal.c:
+lxc_terminal_ptx_io_handler(), lxc_terminal_peer_io_handler() and
+lxc_terminal_peer_proxy_alloc().
 
 The monitor waits on five things at once: init's pidfd (readable when init
 exits), the signalfd of init_handler (every watched signal but SIGCHLD is
@@ -11,7 +13,8 @@ container's console, and the console's peer, if it has one.  The console
 is drained into lxc.console.logfile, within lxc.console.size (truncated,
 or rotated with lxc.console.rotate, as LXC does), kept in the ring buffer
 of lxc.console.buffer.size (CONSOLE_LOG reads it) and relayed to its peer,
-whose input goes to the console - as LXC's lxc_terminal_io_cb does.  The
+whose input goes to the console - as LXC's lxc_terminal_ptx_io_handler and
+lxc_terminal_peer_io_handler do.  The
 peer is one at a time: a terminal for the whole boot (below), or the
 proxy pty of an lxc-console -t 0 (LXC's lxc_terminal_peer_proxy_alloc):
 GET_TTY_FD 0 makes a pty of the host's, the client gets its master, the
