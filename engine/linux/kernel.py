@@ -26,8 +26,8 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _libc_gil = ctypes.PyDLL(None, use_errno=True)
 
 _SYSCALLS = {
-    "x86_64": {"pivot_root": 155, "signalfd4": 289, "keyctl": 250},
-    "aarch64": {"pivot_root": 41, "signalfd4": 74, "keyctl": 219},
+    "x86_64": {"pivot_root": 155, "signalfd4": 289, "keyctl": 250, "seccomp": 317},
+    "aarch64": {"pivot_root": 41, "signalfd4": 74, "keyctl": 219, "seccomp": 277},
 }[os.uname().machine]
 SYS_CLONE3 = 435
 SYS_OPEN_TREE = 428
@@ -422,3 +422,14 @@ def bpf_attach_cgroup_device_program(program_fd: int, cgroup_fd: int) -> None:
     higher up, e.g. by systemd, is still asked too)."""
     _bpf(_BPF_PROG_ATTACH, struct.pack("<IIII", cgroup_fd, program_fd, _BPF_CGROUP_DEVICE, _BPF_F_ALLOW_MULTI),
          "BPF_PROG_ATTACH cgroup device program")
+
+
+_SECCOMP_GET_NOTIF_SIZES = 3
+
+
+def seccomp_notif_sizes() -> tuple[int, int, int]:
+    """seccomp(SECCOMP_GET_NOTIF_SIZES): this kernel's sizes of struct seccomp_notif,
+    struct seccomp_notif_resp and struct seccomp_data, in that order."""
+    sizes = ctypes.create_string_buffer(6)
+    _check(_libc.syscall(_SYSCALLS["seccomp"], _SECCOMP_GET_NOTIF_SIZES, 0, sizes), "SECCOMP_GET_NOTIF_SIZES")
+    return struct.unpack("=HHH", sizes.raw)
