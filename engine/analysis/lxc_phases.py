@@ -116,7 +116,7 @@ RULES: tuple[Rule, ...] = (
     R("conf", "lxc_idmapped_mounts_parent", "monitor:idmapped-mounts"),
     # /dev filled after the mounts; lxc_transient_proc checks /proc before devpts needs it.
     R("conf", "lxc_fill_autodev|lxc_transient_proc|lxc_setup_devpts_child", "child:setup_autodev"),
-    R("conf", "lxc_setup_dev_console", "child:console"),
+    R("conf", "lxc_setup_dev_console", "child:setup_ttys"),             # the console's pty on /dev/console
     R("conf", "lxc_allocate_ttys|lxc_setup_ttys|lxc_create_ttys", "child:setup_ttys"),
     R("conf", "lxc_pivot_root", "child:setup_pivot_root"),
     R("conf", "setup_sysctl_parameters", "child:setup_sysctl"),
@@ -133,7 +133,8 @@ RULES: tuple[Rule, ...] = (
     R("network", "lxc_network_send_name_and_ifindex_to_parent", "child:sync_fds"),
     R("conf", "lxc_recv_devpts_from_child|lxc_recv_ttys_from_child|lxc_sync_fds_parent", "monitor:sync_fds"),
     R("network", "lxc_network_recv_name_and_ifindex_from_child", "monitor:sync_fds"),
-    R("terminal", r"\w+", "monitor:console"),
+    R("terminal", "lxc_terminal_peer_default", "monitor:sync_fds"),     # the console's peer, before READY_START
+    R("terminal", r"\w+", INHERIT),
     # exec: the end of do_start() and the start() callback.  Its groups are dropped right after
     # the monitor's READY_START; in a user namespace LXC drops them only twice before, in the
     # cgroup chown's helper (write_id_maps) and in do_start() (become_userns_root).
@@ -170,8 +171,6 @@ LXC_ONLY: dict[str, str] = {
                                "parent); lxcsm refuses idmap= on mount entries, so it has no such exchange "
                                "(an idmapped rootfs is sync_idmapped_mounts)",
     "child:idmapped-mounts": "the child's side of idmapped-mounts (see monitor:idmapped-mounts)",
-    "child:console": "/dev/console on a pty the monitor proxies; not in lxcsm yet",
-    "monitor:console": "the monitor's side of the console (lxc_terminal_*); not in lxcsm yet",
 }
 
 # lxcsm states of a normal start that LXC has no lines for, and why.
