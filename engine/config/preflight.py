@@ -26,7 +26,7 @@ from lxcsm.engine.config import keys, unprivileged
 from lxcsm.engine.config.model import ConfigError, Setting
 from lxcsm.engine.config.values import IdMap, parse_command, parse_idmap
 from lxcsm.engine.errors import describe
-from lxcsm.engine.linux import cgroups, idmapped_mounts, kernel
+from lxcsm.engine.linux import cgroups, idmap, idmapped_mounts, kernel
 from lxcsm.engine.linux.mount_options import parse_mount_options
 from lxcsm.engine.linux.paths import container_path, in_rootfs
 
@@ -256,6 +256,8 @@ def _check_user_namespace(config) -> None:
         if value and not any(m.kind == kind and m.host_id(int(value)) is not None for m in maps):
             raise _fail(config, key, f"{value} is not mapped by lxc.idmap: init could not take it in its user "
                                      f"namespace (LXC fails the start at exec)")
+    if os.geteuid() == 0:
+        _check_roots_ranges(config)
     uid, gid = config.container_root_id("u"), config.container_root_id("g")
     blocked = _unsearchable_ancestor(config.rootfs_path, uid, gid, config.id_maps())
     if blocked:
@@ -263,6 +265,30 @@ def _check_user_namespace(config) -> None:
         raise _fail(config, "lxc.rootfs.path",
                     f"the container's root (host uid {uid}, gid {gid}) cannot enter {path} (mode {mode:04o}) "
                     f"on the way to its rootfs; LXC fails such a start too")
+
+
+def _check_roots_ranges(config) -> None:
+    """As LXC's lxc_map_ids() for root: with newuidmap and newgidmap installed (on PATH, setuid
+    or with file capabilities), the maps of a container root starts go through them too - but
+    maps of the host's root - and they allow root only its own ranges of /etc/subuid and
+    /etc/subgid, so that shadow cannot hand the same host ids to a user.  lxcsm writes root's
+    maps itself, and refuses here what the helpers would refuse LXC."""
+    maps = config.id_maps()
+    if any(m.kind == "u" and m.outside <= 0 < m.outside + m.count for m in maps):
+        return   # LXC writes a map of the host's root directly (the helpers would refuse it)
+    helpers = [idmap.find_helper(kind) for kind in ("u", "g")]
+    if not all(helper is not None and idmap.helper_privileged(helper) for helper in helpers):
+        return   # LXC writes the maps directly, as lxcsm does
+    for _key, setting in config.in_effect("lxc.idmap"):
+        mapped = parse_idmap(setting.value)
+        file = unprivileged.SUBORDINATE_FILES[mapped.kind]
+        ranges = unprivileged.subordinate_ranges(file, "root", 0)
+        last = mapped.outside + mapped.count - 1
+        if not any(first <= mapped.outside and last < first + count for first, count in ranges):
+            option = "--add-subuids" if mapped.kind == "u" else "--add-subgids"
+            raise _error(setting, f"{idmap.HELPERS[mapped.kind]} is installed, and LXC then maps root's containers "
+                                  f"through it, which allows host ids {mapped.outside}-{last} only if they are "
+                                  f"root's in {file}: usermod {option} {mapped.outside}-{last} root")
 
 
 def _check_idmapped_rootfs(config) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from fixtures import rootfs as rootfs_builders
-from tests.integration.harness import Container, host_mounts, unique_name, wait_for
+from tests.integration.harness import WITHOUT_MAP_HELPERS, Container, host_mounts, unique_name, wait_for
 from tests.integration.test_network import veth_config
 from tests.integration.test_ttys import SHELL_ON_TTY1, Terminal, _running, _tty
 
@@ -98,16 +98,12 @@ def _tool(*argv: str, timeout: float = 60, env=None) -> subprocess.CompletedProc
                           env=env)
 
 
-# LXC maps the ids of a container root starts through newuidmap/newgidmap when they are on
-# PATH (lxc_map_ids(); they then want root's own ranges in /etc/subuid and /etc/subgid), and
-# writes the maps itself when they are not, as lxcsm does for root.  Both tools start with a
-# PATH that has no such helper (Debian installs them in /usr/bin), so that both write them.
-WITHOUT_MAP_HELPERS = {**os.environ, "PATH": "/usr/sbin"}
 LXC_START = shutil.which("lxc-start") or "lxc-start"
 
 
 def _start(c: Container, lxc: bool) -> subprocess.CompletedProcess:
-    """A daemonized start of `c` by lxc-start or lxcsm, each writing the maps itself."""
+    """A daemonized start of `c` by lxc-start or lxcsm, each writing the maps itself: with no
+    newuidmap on PATH (harness.WITHOUT_MAP_HELPERS; this host reserves root no ranges)."""
     if lxc:
         return _tool(LXC_START, "-n", c.name, "-P", c.lxcpath, env=WITHOUT_MAP_HELPERS)
     return c.run("start", env=WITHOUT_MAP_HELPERS)
@@ -184,7 +180,7 @@ def test_an_unprivileged_busybox_started_by_root_is_as_under_lxc_start(userns_co
 def test_a_failure_in_a_user_namespace_state_leaves_nothing(userns_container, failpoint):
     c = userns_container()
 
-    result = c.run("start", "-F", "--", "/bin/true", env={**os.environ, "LXCSM_FAILPOINTS": failpoint})
+    result = c.run("start", "-F", "--", "/bin/true", env={**WITHOUT_MAP_HELPERS, "LXCSM_FAILPOINTS": failpoint})
 
     assert result.returncode != 0
     assert f"failpoint: {failpoint.replace(':', ' state ')}" in result.stderr, result.stderr
@@ -194,7 +190,7 @@ def test_a_failure_in_a_user_namespace_state_leaves_nothing(userns_container, fa
 
 def test_lxc_consoles_call_reaches_a_shell_on_tty1_running_as_the_containers_root(userns_container):
     c = userns_container()
-    assert c.run("start", "-d", "--", "/bin/sh", "-c", SHELL_ON_TTY1).returncode == 0
+    assert c.run("start", "-d", "--", "/bin/sh", "-c", SHELL_ON_TTY1, env=WITHOUT_MAP_HELPERS).returncode == 0
     try:
         _running(c)
         reply = _tty(c, 1)   # GET_TTY_FD, as lxc-console asks it
@@ -214,7 +210,14 @@ def test_a_veth_is_born_in_the_network_namespace_the_child_made_as_its_root(test
     monitor's veth end arrives in it, and its sysfs entries belong to the container's root."""
     c = userns_container([*TEMPLATE, *veth_config(test_netns, 20)], netns=test_netns.name)
 
-    result = c.start_fg("/bin/sh", "-c", "ip -o -4 addr show eth0; stat -c '%u:%g' /sys/class/net/eth0/mtu")
+    # The monitor runs in the test's netns through nsenter, which is in /usr/bin with the map
+    # helpers: it alone is given to the start's PATH.
+    tools = c.rootfs.parent / "bin"
+    tools.mkdir()
+    (tools / "nsenter").symlink_to(shutil.which("nsenter") or "/usr/bin/nsenter")
+    env = {**WITHOUT_MAP_HELPERS, "PATH": f"{WITHOUT_MAP_HELPERS['PATH']}:{tools}"}
+    probe = "ip -o -4 addr show eth0; stat -c '%u:%g' /sys/class/net/eth0/mtu"
+    result = c.run("start", "-F", "--", "/bin/sh", "-c", probe, env=env)
 
     assert result.returncode == 0, result.stderr
     address, owner = result.stdout.splitlines()
@@ -255,4 +258,29 @@ def test_a_stop_hook_is_told_the_user_namespace_as_under_lxc_start(userns_contai
                       for line in out.read_text().splitlines() if "cgroup" not in line.lower()]
     assert seen["lxcsm"][0] == ("arg user user" if version == "0" else "env LXC_IPC_NS ipc")
     assert seen["lxcsm"] == seen["lxc"]
+
+
+def _roots_ranges_missing() -> bool:
+    """Whether newuidmap is installed and root has no ranges in /etc/subuid."""
+    if not shutil.which("newuidmap"):
+        return False
+    try:
+        return not any(line.split(":")[0] in ("root", "0") for line in Path("/etc/subuid").read_text().splitlines())
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.skipif(not shutil.which("lxc-start") or not _roots_ranges_missing(),
+                    reason="needs newuidmap installed and no ranges of root's in /etc/subuid")
+def test_with_the_map_helpers_installed_root_needs_its_own_ranges_as_under_lxc_start(userns_container):
+    c = userns_container()
+
+    refused = c.run("start", "-F", "--", "/bin/true")           # newuidmap on PATH
+    by_lxc = _tool(LXC_START, "-n", c.name, "-P", c.lxcpath, "-F", "--", "/bin/true")
+
+    assert refused.returncode == 1 and len(refused.stderr.splitlines()) == 1, refused.stderr
+    assert "usermod --add-subuids 100000-165535 root" in refused.stderr
+    assert c.leaks() == []
+    assert by_lxc.returncode != 0   # newuidmap: uid range [0-65536) -> [100000-165536) not allowed
+    assert c.monitor_exited(timeout=30)
 

@@ -93,3 +93,52 @@ def test_lxcs_shipped_userns_configs_load_as_lxc_reads_them(tmp_path, shipped):
     if shipped.endswith("/userns.conf"):
         assert config.dropped_capabilities(40) == []   # "Start with a full set of capabilities"
         assert config.mount_sys == "rw"
+
+
+@pytest.fixture
+def helpers(monkeypatch, tmp_path):
+    """newuidmap/newgidmap as preflight finds them (found: privileged), and root's lines of
+    /etc/subuid and /etc/subgid, files of the test's."""
+    from lxcsm.engine.config import preflight, unprivileged
+    state = {"installed": True}
+    monkeypatch.setattr(preflight.idmap, "find_helper",
+                        lambda kind: f"/usr/bin/new{kind}idmap" if state["installed"] else None)
+    monkeypatch.setattr(preflight.idmap, "helper_privileged", lambda path: True)
+    files = {"u": tmp_path / "subuid", "g": tmp_path / "subgid"}
+    for file in files.values():
+        file.write_text("someone:100000:65536\n")
+    monkeypatch.setattr(unprivileged, "SUBORDINATE_FILES", {kind: str(file) for kind, file in files.items()})
+    state["files"] = files
+    return state
+
+
+def _config(tmp_path, *lines):
+    from lxcsm.engine.config import loader
+    (tmp_path / "rootfs").mkdir(exist_ok=True)
+    path = tmp_path / "config"
+    path.write_text(f"lxc.rootfs.path = dir:{tmp_path}/rootfs\n" + "".join(f"{line}\n" for line in lines))
+    return loader.load(str(path), "c1")
+
+
+MAPPED = ("lxc.idmap = u 0 100000 65536", "lxc.idmap = g 0 100000 65536")
+
+
+def test_with_the_map_helpers_installed_roots_maps_must_be_roots_ranges_as_lxc_wants(tmp_path, helpers):
+    from lxcsm.engine.config import preflight
+    from lxcsm.engine.config.model import ConfigError
+    config = _config(tmp_path, *MAPPED)
+
+    with pytest.raises(ConfigError) as refused:
+        preflight._check_roots_ranges(config)
+    assert refused.value.line == 2 and "usermod --add-subuids 100000-165535 root" in str(refused.value)
+
+    for file in helpers["files"].values():
+        file.write_text("root:100000:65536\n")
+    preflight._check_roots_ranges(config)   # root's own ranges: what newuidmap would write
+
+
+def test_without_the_helpers_or_mapping_the_hosts_root_root_writes_any_map_as_lxc(tmp_path, helpers):
+    from lxcsm.engine.config import preflight
+    preflight._check_roots_ranges(_config(tmp_path, "lxc.idmap = u 0 0 65536", "lxc.idmap = g 0 0 65536"))
+    helpers["installed"] = False
+    preflight._check_roots_ranges(_config(tmp_path, *MAPPED))
