@@ -80,6 +80,11 @@ SYSCALLS = {
     "idmap.write_map": ("open(2) write(2)", "/proc/PID/uid_map, /proc/PID/gid_map: the whole map in one write"),
     "idmap.delegated_files": ("read(2)", "/sys/kernel/cgroup/delegate"),
     "idmap.delegate_cgroup": ("chown(2) chmod(2)", "/sys/fs/cgroup/.../lxc.payload.NAME, its cgroup.procs..."),
+    "idmap.find_helper": ("stat(2)", "newuidmap, newgidmap on PATH"),
+    "idmap.helper_privileged": ("stat(2) getxattr(2)", "the setuid bit, or security.capability"),
+    "idmap.write_map_with_helper": ("execve(2)", "new[ug]idmap PID INSIDE OUTSIDE COUNT...: checks /etc/sub[ug]id"),
+    "idmap.delegate_cgroup_unprivileged": ("fork(2) unshare(2) chown(2) chmod(2)",
+                                           "the payload cgroups, from a user namespace of the monitor's own"),
     # engine/linux/cgroups.py: cgroupfs
     "cgroups.hierarchies": ("open(2) read(2)", "/proc/self/mountinfo, /proc/self/cgroup"),
     "cgroups.create": ("mkdir(2)", "/sys/fs/cgroup/.../NAME"),
