@@ -284,3 +284,27 @@ def test_with_the_map_helpers_installed_root_needs_its_own_ranges_as_under_lxc_s
     assert by_lxc.returncode != 0   # newuidmap: uid range [0-65536) -> [100000-165536) not allowed
     assert c.monitor_exited(timeout=30)
 
+
+
+@pytest.mark.skipif(not shutil.which("lxc-start"), reason="LXC's tools are not installed")
+def test_lxcs_common_conf_with_userns_conf_gives_init_what_lxc_start_gives_it(userns_container):
+    """The download template's pairing: common.conf (its seccomp policy, lxc.tty.dir, caps) and
+    userns.conf after it, which resets what a user namespace does not allow.  (/dev/console's
+    mode is left out: lxc-start leaves a console of the container's devpts 0700, lxcsm 0620,
+    with or without a user namespace.)"""
+    c = userns_container(["lxc.include = /usr/share/lxc/config/common.conf",
+                          "lxc.include = /usr/share/lxc/config/userns.conf", *MAPS])
+    probe = ("{ id; grep -E '^(Seccomp|NoNewPrivs|CapBnd|CapEff):' /proc/self/status; ls /dev;"
+             " stat -c '%n %u:%g %a' /dev/tty1 /dev/ptmx; } > /root/seen")
+    seen = {}
+    for tool in ("lxcsm", "lxc"):
+        if tool == "lxc":
+            result = _tool(LXC_START, "-n", c.name, "-P", c.lxcpath, "-F", "--", "/bin/sh", "-c", probe,
+                           env=WITHOUT_MAP_HELPERS)
+        else:
+            result = c.run("start", "-F", "--", "/bin/sh", "-c", probe, env=WITHOUT_MAP_HELPERS)
+        assert result.returncode == 0, result.stderr
+        assert c.monitor_exited(timeout=30)
+        seen[tool] = (c.rootfs / "root" / "seen").read_text()
+    assert "uid=0(root) gid=0(root)" in seen["lxcsm"] and "Seccomp:\t2" in seen["lxcsm"]
+    assert seen["lxcsm"] == seen["lxc"]
