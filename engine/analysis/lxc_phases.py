@@ -112,6 +112,10 @@ RULES: tuple[Rule, ...] = (
     R("conf", "lxc_mount_auto_mounts|mount_entry|setup_mount\\w*", "child:setup_mounts"),
     R("cgfsng", "cgfsng_mount", "child:setup_mounts"),                   # lxc.mount.auto cgroup:...
     R("conf", "parse_vfs_attr", INHERIT),
+    # An idmap= mount entry: LXC's parent idmaps it where lxcsm's monitor does
+    # (sync_idmapped_mounts, earlier), its child attaches it where setup_mounts does.
+    R("conf", "lxc_idmapped_mounts_parent", "monitor:sync_idmapped_mounts", r"^Parent idmapped detached"),
+    R("conf", "__lxc_idmapped_mounts_child", "child:setup_mounts", r"^Attached detached idmapped"),
     R("conf", "lxc_idmapped_mounts_child", "child:idmapped-mounts"),
     R("conf", "lxc_idmapped_mounts_parent", "monitor:idmapped-mounts"),
     # /dev filled after the mounts; lxc_transient_proc checks /proc before devpts needs it.
@@ -166,10 +170,11 @@ LXC_ONLY: dict[str, str] = {
     "monitor:daemonize": "LXC daemonizes after lxc_init_handler; lxcsm's monitor is daemonized before its "
                          "first state, so its log starts in init_handler",
     "monitor:rootfs-pin": "LXC keeps the rootfs pinned by an open, unlinked .lxc_keep file; lxcsm does not",
-    "monitor:idmapped-mounts": "LXC's idmapped-mounts sync point, every start: the child hands the monitor "
-                               "the lxc.mount.entry lines with idmap= to idmap (lxc_idmapped_mounts_child/"
-                               "parent); lxcsm refuses idmap= on mount entries, so it has no such exchange "
-                               "(an idmapped rootfs is sync_idmapped_mounts)",
+    "monitor:idmapped-mounts": "LXC's idmapped-mounts sync point, every start, after the child's other mount "
+                               "entries: it hands the monitor each lxc.mount.entry bind with idmap= to idmap "
+                               "(lxc_idmapped_mounts_child/parent), and both say when they are done even with "
+                               "none.  lxcsm's monitor idmaps those binds earlier, with the rootfs, in "
+                               "sync_idmapped_mounts, entered only when there is something to idmap",
     "child:idmapped-mounts": "the child's side of idmapped-mounts (see monitor:idmapped-mounts)",
 }
 

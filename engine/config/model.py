@@ -231,6 +231,17 @@ class Config(namedtuple("Config", (
             return None
         return parse_mount_options(self.rootfs_options).idmap
 
+    def idmapped_mount_entries(self) -> tuple[MountEntry, ...]:
+        """The mount entries with an idmap= option, in the order LXC 5.0.2 attaches them after
+        all the others: the lxc.mount.entry lines', then the lxc.mount.fstab file's."""
+        idmapped = [entry for entry in self.mount_entries if parse_mount_options(entry.options).idmap is not None]
+        return tuple(sorted(idmapped, key=lambda entry: entry.origin.key != "lxc.mount.entry"))   # stable
+
+    def idmaps_mounts(self) -> bool:
+        """Whether the monitor idmaps anything for the child (sync_idmapped_mounts): the rootfs,
+        or an lxc.mount.entry bind."""
+        return self.rootfs_idmap() is not None or bool(self.idmapped_mount_entries())
+
     def namespaces(self) -> frozenset[str]:
         """The namespaces the container gets of its own, but cgroup (the child unshares that
         one itself): lxc.namespace.clone's (default mnt pid uts ipc net), a user namespace

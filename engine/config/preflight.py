@@ -314,6 +314,45 @@ def _check_idmapped_rootfs(config) -> None:
                                                   f"({describe(err)})") from None
 
 
+def _check_idmapped_entries(config) -> None:
+    """lxc.mount.entry (and lxc.mount.fstab) lines with idmap=: what LXC 5.0.2 idmaps - a bind
+    with no filesystem options - and whether the kernel will idmap its source, asked now (a
+    trial copy, dropped), not once the container's namespaces exist as LXC finds out."""
+    for entry in config.idmapped_mount_entries():
+        problem = _idmapped_entry_problem(config, entry)
+        if problem:
+            idmap = parse_mount_options(entry.options).idmap
+            raise _fail(config, entry.origin.key, f"idmap={idmap}: {problem}", entry.origin)
+
+
+def _idmapped_entry_problem(config, entry) -> str | None:
+    options = parse_mount_options(entry.options)
+    idmap = options.idmap
+    if not options.bind or entry.fstype not in ("none", ""):
+        return f"only a bind can be idmapped, not a {entry.fstype} mount (LXC 5.0.2 refuses it too)"
+    if options.data:
+        return f"an idmapped bind takes no filesystem options ({options.data}; LXC 5.0.2 refuses them too)"
+    if options.relative:
+        return "a source relative to the rootfs cannot be idmapped by lxcsm yet"
+    if idmap == "container" and not config.id_maps():
+        return ("the container has no user namespace of its own to idmap to: add lxc.idmap, or name one "
+                "with idmap=PATH (LXC's start fails)")
+    if idmap != "container" and not idmap.startswith("/"):   # the monitor opens it from another directory
+        return "the user namespace's path must be absolute"
+    problem = None if idmap == "container" else idmapped_mounts.user_namespace_problem(idmap)
+    if problem:
+        return problem
+    if not os.path.exists(entry.source):   # optional or not: LXC's start fails without it
+        return f"bind source {entry.source} does not exist"
+    try:
+        idmapped_mounts.check_idmappable(entry.source, recursive=bool(options.flags & kernel.MS_REC))
+    except idmapped_mounts.NotIdmappable as err:
+        return str(err)
+    except OSError as err:   # ENOSYS: a kernel before 5.12 has no mount_setattr
+        return f"this kernel cannot idmap mounts ({describe(err)})"
+    return None
+
+
 # The kernel takes at most this many ranges in one map file (since 4.15; 5 before).
 MAX_ID_RANGES = 340
 
@@ -472,6 +511,7 @@ def check(config, command: tuple[str, ...], command_from_cli: bool) -> None:
         unprivileged.check(config)
     _check_user_namespace(config)
     _check_idmapped_rootfs(config)
+    _check_idmapped_entries(config)
     _check_core_scheduling(config)
     binds = _binds(config)
     exec_path = _exec_path(config)

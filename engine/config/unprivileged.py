@@ -90,6 +90,11 @@ def check(config) -> None:
         raise _error(config.in_effect("lxc.rootfs.options")[-1][1],
                      "idmap= needs root on the host (only it may idmap a mount of the host's filesystem, "
                      "for LXC too): use a rootfs owned by the container's root ids instead")
+    idmapped = config.idmapped_mount_entries()
+    if idmapped:
+        raise _error(idmapped[0].origin, "idmap= needs root on the host (only it may idmap a mount of the host's "
+                                         "filesystem, for LXC too): bind a directory owned by the container's ids "
+                                         "instead")
     for device in config.networks:
         if device.type not in NETWORKS_WITHOUT_ROOT:
             raise _error(device.origin, f"a {device.type} network device needs root on the host (LXC makes a "

@@ -241,8 +241,7 @@ def parse_mount_fields(text: str) -> tuple[str, str, str, str]:
         raise ValueError("a mount has at most 6 fields (write a space in a path as \\040)")
     source, target, fstype, options = (
         re.sub(_FSTAB_ESCAPE, lambda m: _FSTAB_ESCAPES[m[0]], part) for part in fields[:4])
-    if parse_mount_options(options).idmap is not None:
-        raise ValueError("idmap= mounts are not supported yet (lxc.rootfs.options = idmap=container is)")
+    parse_mount_options(options)   # a bad option is refused at its line (idmap=: preflight checks the rest)
     return source, target, fstype, options
 
 

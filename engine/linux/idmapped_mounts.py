@@ -12,9 +12,10 @@ The kernel idmaps only a detached mount - one made by
 open_tree(OPEN_TREE_CLONE) that no mount namespace shows yet - and only on a
 filesystem that supports it (ext4, xfs, btrfs, tmpfs since 6.3...; not ramfs,
 nfs or procfs): EINVAL otherwise.  `idmapped_tree` makes such a mount,
-`user_namespace` the namespace to map it with when no container provides
-one, and `check_idmappable` finds out, without changing anything, whether a
-path's filesystems allow it.
+`set_bind_options` gives it a mount entry's ro, nosuid... before it is
+attached, `user_namespace` the namespace to map it with when no container
+provides one, and `check_idmappable` finds out, without changing anything,
+whether a path's filesystems allow it.
 
 LXC 5.0.2 does this in create_detached_idmapped_mount() (mount_utils.c), for
 ``lxc.rootfs.options = idmap=...`` (lxc_rootfs_prepare_parent(), conf.c) and
@@ -83,6 +84,33 @@ def idmapped_tree(source: str | int, userns: int, recursive: bool = True) -> int
         if err.errno == errno.EINVAL:
             raise NotIdmappable(_refusal(source, userns, recursive)) from None
         raise
+
+
+# A bind's own flags, which mount(2) takes as MS_* and mount_setattr(2) as MOUNT_ATTR_*; of the
+# access time rules one at most, set under the mask of them all.
+_MOUNT_ATTRIBUTES = ((kernel.MS_RDONLY, kernel.MOUNT_ATTR_RDONLY), (kernel.MS_NOSUID, kernel.MOUNT_ATTR_NOSUID),
+                     (kernel.MS_NODEV, kernel.MOUNT_ATTR_NODEV), (kernel.MS_NOEXEC, kernel.MOUNT_ATTR_NOEXEC),
+                     (kernel.MS_NODIRATIME, kernel.MOUNT_ATTR_NODIRATIME))
+_ACCESS_TIMES = ((kernel.MS_NOATIME, kernel.MOUNT_ATTR_NOATIME), (kernel.MS_STRICTATIME, kernel.MOUNT_ATTR_STRICTATIME),
+                 (kernel.MS_RELATIME, 0))   # MOUNT_ATTR_RELATIME is 0: the mask cleared
+MOUNT_ATTR_ACCESS_TIME_MASK = 0x70
+
+
+def set_bind_options(tree: int, flags: int, propagation: int, recursive: bool) -> None:
+    """Give the detached tree `tree` the per-mount flags among mount(2)'s `flags` (ro, nosuid,
+    nodev, noexec, noatime...: what a bind honours; its submounts too if `recursive`), then the
+    propagation `propagation` (MS_SLAVE..., recursive with MS_REC), as LXC 5.0.2 sets an
+    idmapped lxc.mount.entry's options, by mount_setattr before the tree is attached."""
+    where = kernel.AT_EMPTY_PATH | (kernel.AT_RECURSIVE if recursive else 0)
+    attr_set = sum(attr for flag, attr in _MOUNT_ATTRIBUTES if flags & flag)
+    access_time = next((attr for flag, attr in _ACCESS_TIMES if flags & flag), None)
+    if access_time is not None:
+        kernel.mount_setattr(tree, "", where, attr_set=attr_set | access_time, attr_clr=MOUNT_ATTR_ACCESS_TIME_MASK)
+    elif attr_set:
+        kernel.mount_setattr(tree, "", where, attr_set=attr_set)
+    if propagation:
+        below = kernel.AT_RECURSIVE if propagation & kernel.MS_REC else 0
+        kernel.mount_setattr(tree, "", kernel.AT_EMPTY_PATH | below, propagation=propagation & ~kernel.MS_REC)
 
 
 def check_idmappable(path: str, recursive: bool = True) -> None:

@@ -10,10 +10,11 @@ kind byte and a payload.  The kinds are a closed vocabulary:
   too, so a user namespace needs no message of its own), CONFIGURE (child ->
   monitor: my namespaces exist, configure them from outside), POST_CONFIGURE
   (monitor -> child: network is in place), IDMAPPED_MOUNTS (monitor -> child,
-  with lxc.idmap and lxc.rootfs.options = idmap=...: the rootfs as a detached
-  mount idmapped to the container's user namespace, which only the monitor,
-  root on the host, may make; LXC passes it beside its sync socket, here it
-  is a frame of its own), CGROUP_LIMITS (child -> monitor: set up, apply the
+  with lxc.idmap and lxc.rootfs.options = idmap=..., or a mount entry bind
+  with idmap=: the rootfs and those binds' sources as detached mounts
+  idmapped to a user namespace, which only the monitor, root on the host,
+  may make; LXC passes the rootfs beside its sync socket and exchanges each
+  entry's later, here they are one frame of their own), CGROUP_LIMITS (child -> monitor: set up, apply the
   device limits), FDS (both ways: the fds the monitor keeps) and READY_START
   (monitor -> child: exec init);
 * ERROR, which carries the failing side's state and error text, so the other

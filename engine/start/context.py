@@ -122,7 +122,8 @@ class ChildContext:
     """The container child's context, from clone3 to exec."""
 
     __slots__ = ("request", "channel", "log", "signal_mask", "rootfs", "failure", "tty_masters",
-                 "tty_peers", "devpts", "console", "seccomp", "idmapped_rootfs")
+                 "tty_peers", "devpts", "console", "seccomp", "idmapped_rootfs",
+                 "idmapped_entries")
 
     def __init__(self, request: StartRequest, channel: ChildEnd, log: Any,
                  signal_mask: frozenset[int], seccomp: Filter | None = None) -> None:
@@ -138,3 +139,4 @@ class ChildContext:
         self.console: tuple[int, int] | None = None   # (master, peer) of /dev/console
         self.seccomp = seccomp        # built by the monitor's init_handler, loaded by setup_seccomp
         self.idmapped_rootfs: int | None = None   # lxc.rootfs.options idmap=: the monitor's detached copy
+        self.idmapped_entries: list[int] = []     # idmap= mount entries: the monitor's copies, in order

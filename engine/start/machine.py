@@ -39,8 +39,8 @@ points, in this order::
      write_id_maps      --STARTUP-->         startup, then become_userns_root)
     sync_configure      <--CONFIGURE--       configure   (child has unshared its cgroup ns)
     sync_post_configure --POST_CONFIGURE-->  configure   (network is in place)
-    (with lxc.rootfs.options = idmap=...:
-     sync_idmapped_mounts --IDMAPPED_MOUNTS--> sync_idmapped_mounts (the rootfs, idmapped))
+    (with idmap= on lxc.rootfs.options or a mount entry:
+     sync_idmapped_mounts --IDMAPPED_MOUNTS--> sync_idmapped_mounts (the rootfs, the binds, idmapped))
                                              setup_*     (rootfs ... pivot_root ... seccomp,
                                                           the start hooks)
     sync_cgroup_limits  <--CGROUP_LIMITS--   sync_cgroup_limits
@@ -80,7 +80,10 @@ user namespace - only the host's root may - and sends it with
 IDMAPPED_MOUNTS.  The child's `configure` fires `rootfs_to_receive`, its own
 `sync_idmapped_mounts` takes the fd, and `setup_rootfs` attaches it instead
 of binding the rootfs (LXC's lxc_rootfs_prepare_parent() and
-lxc_rootfs_prepare_child()).
+lxc_rootfs_prepare_child()).  A bind in lxc.mount.entry with idmap= takes the
+same detour: the monitor idmaps a copy of its source too, sent in the same
+message, and `setup_mounts` attaches it after the other entries, where LXC
+attaches it (LXC makes that copy later, in an exchange of its own per entry).
 
 After the start
 ---------------
@@ -132,7 +135,7 @@ MONITOR_STATES = (
     "write_id_maps",       # lxc.idmap: the child's uid/gid maps, its cgroups chowned, STARTUP
     "sync_configure",      # CONFIGURE: the host side of the network
     "sync_post_configure", # POST_CONFIGURE: the child may set itself up
-    "sync_idmapped_mounts",  # idmap=: IDMAPPED_MOUNTS, the rootfs idmapped to the child's user namespace
+    "sync_idmapped_mounts",  # idmap=: IDMAPPED_MOUNTS, the rootfs and binds idmapped to a user namespace
     "sync_cgroup_limits",  # CGROUP_LIMITS: the child is set up; device limits; start-host hooks
     "sync_fds",            # FDS: fds the monitor keeps for later
     "sync_ready_start",    # READY_START: the child execs init; RUNNING
@@ -155,7 +158,7 @@ MONITOR = Table(
         ("child_cloned", "spawn", "write_id_maps"),   # into a user namespace: map it first
         ("network_ready", "sync_configure", "sync_post_configure"),
         ("child_released", ("sync_post_configure", "sync_idmapped_mounts"), "sync_cgroup_limits"),
-        ("rootfs_to_idmap", "sync_post_configure", "sync_idmapped_mounts"),   # lxc.rootfs.options idmap=
+        ("rootfs_to_idmap", "sync_post_configure", "sync_idmapped_mounts"),   # idmap=: rootfs or a bind
         ("limits_applied", "sync_cgroup_limits", "sync_fds"),
         ("fds_received", "sync_fds", "sync_ready_start"),
         ("init_started", "sync_ready_start", "poll"),
@@ -177,7 +180,7 @@ CHILD_STATES = (
     "startup",             # wait until the monitor has put us in our cgroups
     "become_userns_root",  # lxc.idmap: uid/gid 0 of our user namespace; our own network namespace
     "configure",           # own cgroup namespace; the monitor configures us
-    "sync_idmapped_mounts",  # idmap=: IDMAPPED_MOUNTS, the rootfs the monitor idmapped for us
+    "sync_idmapped_mounts",  # idmap=: IDMAPPED_MOUNTS, the rootfs and binds the monitor idmapped for us
     "setup_rootfs",        # mounts made dependent; the rootfs bind-mounted
     "setup_hostname",      # uts name
     "setup_network",       # our ends of the veths: named, addressed, up
@@ -202,7 +205,7 @@ CHILD = Table(
         ("started_in_user_namespace", "startup", "become_userns_root"),
         ("root_in_user_namespace", "become_userns_root", "configure"),
         ("configured", ("configure", "sync_idmapped_mounts"), "setup_rootfs"),
-        ("rootfs_to_receive", "configure", "sync_idmapped_mounts"),   # lxc.rootfs.options idmap=
+        ("rootfs_to_receive", "configure", "sync_idmapped_mounts"),   # idmap=: rootfs or a bind
         ("rootfs_mounted", "setup_rootfs", "setup_hostname"),
         ("hostname_set", "setup_hostname", "setup_network"),
         ("network_configured", "setup_network", "setup_mounts"),

@@ -46,8 +46,9 @@ def enter(ctx: ChildContext) -> str:
     if offsets:
         _enter_time_namespace(offsets, ctx.log)
     ctx.channel.barrier(SyncMsg.CONFIGURE, SyncMsg.POST_CONFIGURE)
-    # With idmap= on the rootfs the monitor sends it next, idmapped (sync_idmapped_mounts).
-    return "rootfs_to_receive" if ctx.request.config.rootfs_idmap() is not None else "configured"
+    # With idmap= on the rootfs or a mount entry the monitor sends them next, idmapped
+    # (sync_idmapped_mounts).
+    return "rootfs_to_receive" if ctx.request.config.idmaps_mounts() else "configured"
 
 
 # lxc.time.offset.* as LXC's parser reads them: hours, minutes or seconds are whole seconds,

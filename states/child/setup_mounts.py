@@ -18,6 +18,12 @@ mount namespace:
   lxc.mount.entry lines), with its targets created when create=dir|file asks
   for it, bind mounts remounted to honour ro/nosuid/..., and `optional`
   entries skipped when they fail;
+* each bind entry with an idmap= option after all the others, as LXC 5.0.2
+  attaches them (the lxc.mount.entry lines', then the fstab's): not a bind
+  made here but the detached copy of its source the monitor idmapped to the
+  user namespace idmap= names (sync_idmapped_mounts), given the entry's ro,
+  nosuid, ... and propagation by mount_setattr, then attached on the target,
+  which create=dir|file made in the entries' order;
 * the container's cgroups on /sys/fs/cgroup (lxc.mount.auto = cgroup*) only
   where LXC 5.0.2 mounts them: inside its own cgroup namespace a container
   that keeps CAP_SYS_ADMIN mounts them itself (systemd does, with its own
@@ -40,7 +46,7 @@ import os
 
 from lxcsm import hooks
 from lxcsm.engine.errors import StateError, describe
-from lxcsm.engine.linux import cgroups, kernel, mounts, paths
+from lxcsm.engine.linux import cgroups, idmapped_mounts, kernel, mounts, paths
 from lxcsm.engine.linux.mount_options import parse_mount_options
 from lxcsm.engine.linux.paths import container_path, proc_fd
 
@@ -204,6 +210,50 @@ def mount_entry(root: int, rootfs_path: str, entry) -> None:
             os.close(fd)
 
 
+def create_target(root: int, rootfs_path: str, entry) -> None:
+    """An idmapped entry's target, made now if create=dir|file asks, in the order of all the
+    entries, as LXC makes it before it skips the entry; its tree is attached later."""
+    options = parse_mount_options(entry.options)
+    if options.create:
+        os.close(paths.open_in_root(root, container_path(rootfs_path, entry.target), options.create))
+
+
+def attach_idmapped(root: int, rootfs_path: str, entry, tree: int) -> None:
+    """An idmap= entry: the tree the monitor idmapped for it (sync_idmapped_mounts) given the
+    entry's other options (ro, nosuid..., propagation) and attached on its target."""
+    options = parse_mount_options(entry.options)
+    idmapped_mounts.set_bind_options(tree, options.flags, options.propagation,
+                                     recursive=bool(options.flags & kernel.MS_REC))
+    target = paths.open_in_root(root, container_path(rootfs_path, entry.target), options.create or "")
+    try:
+        mounts.attach(tree, target)
+    finally:
+        os.close(target)
+
+
+def _attach_idmapped(ctx, root: int) -> None:
+    """The idmap= entries, after all the others (LXC's lxc_idmapped_mounts_child(): the
+    lxc.mount.entry lines', then the fstab's); each fd is spent whatever happens."""
+    config = ctx.request.config
+    trees, ctx.idmapped_entries = ctx.idmapped_entries, []
+    try:
+        for entry, tree in zip(config.idmapped_mount_entries(), trees, strict=True):
+            try:
+                attach_idmapped(root, config.rootfs_path, entry, tree)
+            except OSError as err:
+                where = f"{entry.origin.file}:{entry.origin.line}: {entry.origin.key}"
+                if parse_mount_options(entry.options).optional:
+                    ctx.log.info("optional mount skipped", entry=where, error=describe(err))
+                    continue
+                raise MountEntryError(f"{where}: attaching the idmapped {entry.source} on {entry.target}: "
+                                      f"{describe(err)}") from None
+            ctx.log.trace("mounted", source=entry.source, target=entry.target, fstype=entry.fstype,
+                          options=entry.options, idmapped=True)
+    finally:
+        for tree in trees:
+            os.close(tree)
+
+
 def mount_dev_tmpfs(root: int, options: str) -> None:
     """An empty tmpfs on the rootfs's /dev, with the directory pts, as LXC's mount_autodev(): with no
     mount flag (neither nosuid nor noexec), as there."""
@@ -243,6 +293,9 @@ def _mount_all(ctx, root: int) -> None:
         ctx.log.trace("mounted", what="sys", mode=config.mount_sys)
     for entry in config.mount_entries:
         try:
+            if parse_mount_options(entry.options).idmap is not None:
+                create_target(root, config.rootfs_path, entry)   # attached below, as LXC: after the others
+                continue
             mount_entry(root, config.rootfs_path, entry)
         except OSError as err:
             where = f"{entry.origin.file}:{entry.origin.line}: {entry.origin.key}"
@@ -252,6 +305,7 @@ def _mount_all(ctx, root: int) -> None:
             raise MountEntryError(f"{where}: mounting {entry.source} on {entry.target}: {describe(err)}") from None
         ctx.log.trace("mounted", source=entry.source, target=entry.target, fstype=entry.fstype,
                       options=entry.options)
+    _attach_idmapped(ctx, root)
     if config.mount_cgroup and not cgroups_wanted(config.mount_cgroup, config):
         ctx.log.trace("cgroups left to the container", token=config.mount_cgroup,
                       why="own cgroup namespace and CAP_SYS_ADMIN")
@@ -269,8 +323,13 @@ def plan(request) -> list[str]:
     if config.mount_sys:
         steps.append(f"mount sysfs on /sys ({config.mount_sys})")
     for entry in config.mount_entries:
-        steps.append(f"mount {entry.source} on {container_path(config.rootfs_path, entry.target)} "
-                     f"type {entry.fstype} ({entry.options})  [{entry.origin.file}:{entry.origin.line}]")
+        if parse_mount_options(entry.options).idmap is None:
+            steps.append(f"mount {entry.source} on {container_path(config.rootfs_path, entry.target)} "
+                         f"type {entry.fstype} ({entry.options})  [{entry.origin.file}:{entry.origin.line}]")
+    for entry in config.idmapped_mount_entries():
+        steps.append(f"move_mount(the idmapped {entry.source} from the monitor, "
+                     f"{container_path(config.rootfs_path, entry.target)}) ({entry.options})  "
+                     f"[{entry.origin.file}:{entry.origin.line}]")
     if config.mount_cgroup and not cgroups_wanted(config.mount_cgroup, config):
         steps.append(f"no cgroup mounts ({config.mount_cgroup}): the container keeps CAP_SYS_ADMIN in its own "
                      "cgroup namespace and mounts them itself, as under LXC")

@@ -1,16 +1,25 @@
-"""sync_idmapped_mounts (child) - receive the rootfs the monitor idmapped to our user namespace.
+"""sync_idmapped_mounts (child) - receive what the monitor idmapped to our user namespace.
 
 Replaces LXC's lxc_rootfs_prepare_child() (conf.c), the first step of
-lxc_setup().  Entered only with lxc.idmap and ``lxc.rootfs.options =
-idmap=...``: after POST_CONFIGURE the monitor's sync_idmapped_mounts sends
-IDMAPPED_MOUNTS with one fd, a detached copy of the rootfs whose files are
-seen through the container's id map.  We cannot make it ourselves: idmapping
-a mount of the host's filesystem takes the host's root.
+lxc_setup(), and the receiving half of its idmapped mount entries
+(lxc_idmapped_mounts_child()).  Entered with lxc.idmap and
+``lxc.rootfs.options = idmap=...``, or with a mount entry bind with an
+idmap= option: after POST_CONFIGURE the monitor's sync_idmapped_mounts sends
+IDMAPPED_MOUNTS with one fd per idmapped tree - the rootfs's first, then one
+per such entry in the order setup_mounts attaches them - each a detached
+copy whose files are seen through a user namespace's id map.  We cannot
+make them ourselves: idmapping a mount of the host's filesystem takes the
+host's root.
 
-Afterwards the kernel sees the same as before, plus that fd in this process:
-a mount no mount namespace shows yet, which setup_rootfs attaches where it
-would have bound the rootfs.  Should the start fail first, it goes with the
-process.
+Afterwards the kernel sees the same as before, plus those fds in this
+process: mounts no mount namespace shows yet, which setup_rootfs (the
+rootfs) and setup_mounts (the entries, after the other entries, as LXC)
+attach.  Should the start fail first, they go with the process.
+
+LXC's child receives the rootfs here too, but asks for each entry's copy
+later, during its mount setup; the difference is when the copies are made,
+not what the container's mount namespace ends with (see the monitor's
+sync_idmapped_mounts).
 """
 
 from __future__ import annotations
@@ -26,17 +35,30 @@ if TYPE_CHECKING:
 
 
 def enter(ctx: ChildContext) -> str:
+    config = ctx.request.config
     _payload, fds = ctx.channel.wait_for(SyncMsg.IDMAPPED_MOUNTS)
-    for extra in fds[1:]:
-        os.close(extra)
-    if not fds:
-        raise StateError("the monitor sent IDMAPPED_MOUNTS without the idmapped rootfs")
-    ctx.idmapped_rootfs = fds[0]
-    ctx.log.trace("idmapped rootfs received", fd=fds[0])
+    rootfs = config.rootfs_idmap() is not None
+    entries = config.idmapped_mount_entries()
+    if len(fds) != rootfs + len(entries):
+        for fd in fds:
+            os.close(fd)
+        expected = ["the rootfs"] if rootfs else []
+        expected += [f"{len(entries)} mount entr{'y' if len(entries) == 1 else 'ies'}"] if entries else []
+        raise StateError(f"the monitor sent IDMAPPED_MOUNTS with {len(fds)} idmapped trees, not "
+                         f"{rootfs + len(entries)} ({' and '.join(expected)})")
+    if rootfs:
+        ctx.idmapped_rootfs = fds[0]
+        ctx.log.trace("idmapped rootfs received", fd=fds[0])
+    ctx.idmapped_entries = fds[rootfs:]
+    for entry, fd in zip(entries, ctx.idmapped_entries, strict=True):
+        ctx.log.trace("idmapped mount entry received", source=entry.source, target=entry.target, fd=fd)
     return "configured"
 
 
 def plan(request: StartRequest) -> list[str]:
-    if request.config.rootfs_idmap() is None:
-        return ["(not entered: no lxc.idmap, or no idmap= in lxc.rootfs.options)"]
-    return ["wait for IDMAPPED_MOUNTS: the rootfs, idmapped to our user namespace by the monitor"]
+    config = request.config
+    if not config.idmaps_mounts():
+        return ["(not entered: no idmap= in lxc.rootfs.options with lxc.idmap, nor in a mount entry)"]
+    what = ["the rootfs"] if config.rootfs_idmap() is not None else []
+    what += [f"{entry.source} for {entry.target}" for entry in config.idmapped_mount_entries()]
+    return [f"wait for IDMAPPED_MOUNTS: {', '.join(what)}, idmapped by the monitor"]

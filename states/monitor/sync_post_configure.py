@@ -5,9 +5,9 @@ Replaces LXC's lxc_sync_wake_child(START_SYNC_POST_CONFIGURE) in lxc_spawn().
 The host side of the container is complete (cgroups, namespaces, network),
 so the child may now build its own view of the world: rootfs, hostname,
 /dev, mounts, pivot_root.  Nothing changes on the host; the monitor's next
-state waits while the child works - or, with lxc.idmap and
-``lxc.rootfs.options = idmap=...``, first idmaps the rootfs for it
-(sync_idmapped_mounts: `rootfs_to_idmap`).
+state waits while the child works - or, with ``idmap=...`` in
+lxc.rootfs.options (and lxc.idmap) or in an lxc.mount.entry bind, first
+idmaps those for it (sync_idmapped_mounts: `rootfs_to_idmap`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 def enter(ctx: MonitorContext) -> str:
     assert ctx.boot.channel is not None   # spawn opened it
     ctx.boot.channel.wake(SyncMsg.POST_CONFIGURE)
-    return "rootfs_to_idmap" if ctx.request.config.rootfs_idmap() is not None else "child_released"
+    return "rootfs_to_idmap" if ctx.request.config.idmaps_mounts() else "child_released"
 
 
 def plan(request: StartRequest) -> list[str]:

@@ -12,7 +12,7 @@ from tests.unit.config_text import error_of, load_text
     ("tmpfs tmp tmpfs", "at least 4 fields"),
     ("a b c d 0 0 extra", "at most 6 fields"),
     ("shm dev/shm tmpfs create=pipe 0 0", "create= must be dir or file"),
-    ("/a a none bind,idmap=container 0 0", "idmap= mounts are not supported yet"),
+    ("/a a none bind,idmap= 0 0", "idmap= needs 'container' or the path of a user namespace"),
 ])
 def test_bad_mount_entries(tmp_path, entry, message):
     err = error_of(tmp_path, f"lxc.mount.entry = {entry}\n")
@@ -24,6 +24,11 @@ def test_rootfs_options_are_checked_as_mount_options(tmp_path):
     assert load_text(tmp_path, "lxc.rootfs.options = ro,nodev\n").rootfs_options == "ro,nodev"
     assert load_text(tmp_path, "lxc.rootfs.options = ro,idmap=container\n").rootfs_options == "ro,idmap=container"
     assert "idmap= needs" in error_of(tmp_path, "lxc.rootfs.options = idmap=\n").message
+
+
+def test_a_mount_entry_may_name_a_user_namespace_to_idmap_its_bind_to(tmp_path):
+    entry, = load_text(tmp_path, "lxc.mount.entry = /a a none bind,ro,idmap=container 0 0\n").mount_entries
+    assert entry.options == "bind,ro,idmap=container"   # what may be idmapped: preflight's to say
 
 
 @pytest.mark.parametrize("value, proc, sys, cgroup", [

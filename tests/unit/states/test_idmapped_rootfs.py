@@ -115,15 +115,13 @@ def test_configure_turns_to_receiving_the_rootfs_only_for_an_idmap_rootfs_in_a_u
 @pytest.mark.state("child", "sync_idmapped_mounts")
 def test_sync_idmapped_mounts_keeps_the_rootfs_the_monitor_sent_for_setup_rootfs(host, run, make_request, child_ctx):
     ctx = child_ctx(make_request(*IDMAPPED))
-    tree, extra = host.pipe()
-    host.on("channel.wait_for", (b"", [tree, extra]), when=lambda msg: msg is SyncMsg.IDMAPPED_MOUNTS)
+    tree = host.pipe()[0]
+    host.on("channel.wait_for", (b"", [tree]), when=lambda msg: msg is SyncMsg.IDMAPPED_MOUNTS)
 
     assert run("child", "sync_idmapped_mounts", ctx) == "configured"
 
     assert host.calls() == [("channel.wait_for", SyncMsg.IDMAPPED_MOUNTS)]
-    assert ctx.idmapped_rootfs == tree
-    with pytest.raises(OSError):
-        os.fstat(extra)   # anything more than the rootfs is not kept
+    assert ctx.idmapped_rootfs == tree and ctx.idmapped_entries == []
 
 
 @pytest.mark.state("child", "sync_idmapped_mounts")
@@ -132,7 +130,7 @@ def test_sync_idmapped_mounts_without_an_fd_from_the_monitor_fails(host, run, ma
 
     error = run.failing("child", "sync_idmapped_mounts", ctx, StateError)
 
-    assert str(error.value) == "the monitor sent IDMAPPED_MOUNTS without the idmapped rootfs"
+    assert str(error.value) == "the monitor sent IDMAPPED_MOUNTS with 0 idmapped trees, not 1 (the rootfs)"
     assert ctx.idmapped_rootfs is None
 
 
