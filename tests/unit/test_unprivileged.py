@@ -129,6 +129,11 @@ def test_a_veth_is_refused_naming_lxc_user_nic(user_host):
     unprivileged.check(user_host(MAPS + "lxc.net.0.type = empty\n"))
 
 
+def test_an_idmapped_bind_is_refused_as_root_only(user_host, tmp_path):
+    line = refusal(user_host(MAPS + f"lxc.mount.entry = {tmp_path} srv none bind,idmap=container 0 0\n"))
+    assert f"{tmp_path}/config:4: lxc.mount.entry: idmap= needs root on the host" in line
+
+
 def test_a_host_with_v1_controllers_is_refused(user_host, monkeypatch, tmp_path):
     v1 = cgroups.Hierarchy(str(tmp_path), ("memory",), 1, str(tmp_path), str(tmp_path))
     found = [v1, *cgroups.hierarchies()]
