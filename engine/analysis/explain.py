@@ -58,6 +58,7 @@ SYSCALLS = {
     "kernel.bpf_attach_cgroup_device_program": ("bpf(2)", "BPF_PROG_ATTACH, BPF_CGROUP_DEVICE"),
     "kernel.clone3": ("clone3(2)", ""),
     "kernel.signalfd": ("signalfd4(2)", ""),
+    "kernel.seccomp_notif_sizes": ("seccomp(2)", "SECCOMP_GET_NOTIF_SIZES"),
     "kernel.read_signalfd": ("read(2)", "a signalfd"),
     "kernel.openat2": ("openat2(2)", "RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS: a name in one directory"),
     "kernel.open_tree": ("open_tree(2)", ""),

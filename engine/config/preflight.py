@@ -143,9 +143,13 @@ def _check_seccomp(config) -> None:
         try:
             policy = seccomp_policy.read(path)
             notify = next((rule for rule in policy.rules if rule.action == "notify"), None)
-            if notify is not None or policy.default_action == "notify":
-                raise seccomp_policy.PolicyError(path, notify.line if notify else 2,
-                                          "the notify action needs a seccomp proxy, which lxcsm does not have")
+            if policy.default_action == "notify":
+                raise seccomp_policy.PolicyError(path, 2, "notify as the default action is not supported")
+            if notify is not None and not config.get_item("lxc.seccomp.notify.proxy"):
+                # LXC would keep the listener for a client to take (its get_seccomp_notify_fd
+                # command, LXD's way), which lxcsm does not serve: the syscalls would hang.
+                raise seccomp_policy.PolicyError(path, notify.line, "the notify action needs "
+                                                 "lxc.seccomp.notify.proxy = unix:PATH to answer it")
         except OSError as err:
             raise _error(setting, f"cannot read seccomp policy {path}: {err.strerror}") from None
         except seccomp_policy.PolicyError as err:

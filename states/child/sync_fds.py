@@ -1,7 +1,9 @@
 """sync_fds (child) - hand the monitor the fds it keeps, then wait for the go.
 
 Replaces LXC's lxc_sync_fds_child() and the READY_START wait of do_start().
-The FDS frame carries the console's master and peer sides, then each of the
+The FDS frame carries, first, the seccomp filter's listener if its policy
+has notify rules (as LXC's lxc_seccomp_send_notifier_fd(): the monitor relays
+its notifications to lxc.seccomp.notify.proxy), then the console's master and peer sides, then each of the
 container's ttys' master and peer sides (setup_ttys), in tty order, then the
 container's devpts (if it has one: Config.has_devpts), all of which the monitor keeps;
 the child closes its copies (all but the console's peer, for exec).
@@ -22,9 +24,13 @@ if TYPE_CHECKING:
 def enter(ctx: ChildContext) -> str:
     ttys = [fd for pair in zip(ctx.tty_masters, ctx.tty_peers, strict=True) for fd in pair]
     devpts = [ctx.devpts] if ctx.devpts >= 0 else []
-    ctx.channel.wake(SyncMsg.FDS, fds=[*(ctx.console or ()), *ttys, *devpts])
-    for fd in ttys + devpts:
+    seccomp = ctx.seccomp
+    listener = [seccomp.listener] if seccomp is not None and seccomp.listener >= 0 else []
+    ctx.channel.wake(SyncMsg.FDS, fds=[*listener, *(ctx.console or ()), *ttys, *devpts])
+    for fd in listener + ttys + devpts:
         os.close(fd)
+    if seccomp is not None:
+        seccomp.listener = -1
     ctx.tty_masters.clear()
     ctx.tty_peers.clear()
     ctx.devpts = -1
@@ -35,4 +41,5 @@ def enter(ctx: ChildContext) -> str:
 
 
 def plan(request: StartRequest) -> list[str]:
-    return ["send FDS (the console's and ttys' masters and peers, the devpts)", "wait for READY_START"]
+    listener = "the seccomp listener, " if request.config.get_item("lxc.seccomp.notify.proxy") else ""
+    return [f"send FDS ({listener}the console's and ttys' masters and peers, the devpts)", "wait for READY_START"]

@@ -1,9 +1,10 @@
 """poll (monitor) - supervise init until it exits.
 
 Replaces LXC's lxc_poll() and its mainloop handlers (signal_handler,
-lxc_cmd_handler) in start.c, and the console's in terminal.c:
+lxc_cmd_handler) in start.c, the console's in terminal.c:
 lxc_terminal_ptx_io_handler(), lxc_terminal_peer_io_handler() and
-lxc_terminal_peer_proxy_alloc().
+lxc_terminal_peer_proxy_alloc(), and seccomp.c's lxc_seccomp_setup_proxy()
+and seccomp_notify_handler().
 
 The monitor waits on five things at once: init's pidfd (readable when init
 exits), the signalfd of init_handler (every watched signal but SIGCHLD is
@@ -36,6 +37,14 @@ lxc.console.path names a terminal (lxc-start -c) - the console's output goes to 
 well - and restores it when init ends; its window size follows SIGWINCH.
 The console then belongs to that terminal: lxc-console -t 0 is refused, as
 LXC refuses a second peer, and as it refuses a second lxc-console -t 0.
+
+With lxc.seccomp.notify.proxy and a policy with notify rules, the monitor
+first connects to the proxy - one that is not there fails the start, which
+kills init, as LXC's lxc_poll() fails - and then waits on the seccomp
+listener (sync_fds) as well: each notified syscall is forwarded to the proxy
+and answered with its reply (engine/protocol/seccomp_notify.py), until no
+task is left under the filter.  The connection is closed when init ends;
+the listener with the rest of the boot's fds.
 
 How init ended is the trigger: killed by SIGHUP means reboot(2) was called
 with RB_AUTOBOOT inside the pid namespace, SIGINT means halt or power-off,
@@ -74,14 +83,35 @@ def enter(ctx) -> str:
         poller.register(fd, select.POLLIN)
     console = ctx.command_server.ttys.get(0, -1)
     console_log = ConsoleLog(ctx)
+    relay = _seccomp_relay(ctx)
+    if relay is not None:
+        poller.register(relay.listener.fd, select.POLLIN)
     peers = ConsolePeers(ctx, console, poller) if console >= 0 else None
     ctx.command_server.console_peers = peers
     try:
-        return _supervise(ctx, poller, console, console_log, peers)
+        return _supervise(ctx, poller, console, console_log, peers, relay)
     finally:
         ctx.command_server.console_peers = None
         if peers is not None:
             peers.close()
+        if relay is not None:
+            relay.close()
+
+
+def _seccomp_relay(ctx):
+    """The connection to lxc.seccomp.notify.proxy for the filter's listener; None without
+    notify rules or a proxy (LXC's condition).  OSError if the proxy is not there."""
+    seccomp = ctx.seccomp
+    address = ctx.request.config.get_item("lxc.seccomp.notify.proxy")
+    if seccomp is None or seccomp.listener < 0 or not address:
+        return None
+    from lxcsm.engine.linux.seccomp import Listener
+    from lxcsm.engine.protocol import seccomp_notify
+    relay = seccomp_notify.ProxyRelay(Listener(seccomp.listener), address,
+                                      ctx.request.config.get_item("lxc.seccomp.notify.cookie"),
+                                      ctx.boot.init_pid, ctx.log)
+    ctx.log.trace("seccomp proxy connected", proxy=address, listener=seccomp.listener)
+    return relay
 
 
 class ConsolePeers:
@@ -137,7 +167,7 @@ class ConsolePeers:
         self.detach()
 
 
-def _supervise(ctx, poller, console: int, console_log, peers) -> str:
+def _supervise(ctx, poller, console: int, console_log, peers, relay) -> str:
     boot = ctx.boot
     ctx.command_server.on_request = lambda cmd, uid: ctx.log.trace(
         "command served", command=Cmd(cmd).name if cmd in Cmd._value2member_map_ else cmd, uid=uid)
@@ -161,6 +191,10 @@ def _supervise(ctx, poller, console: int, console_log, peers) -> str:
             ctx.command_server.serve_ready()
         for fd, revents in events:
             peer = None if peers is None else peers.peer
+            if relay is not None and fd == relay.listener.fd:
+                if not relay.handle(hung_up=bool(revents & (select.POLLHUP | select.POLLERR))):
+                    poller.unregister(fd)
+                continue
             if fd == console:
                 shown = console_log.drain(console)
                 if peer is not None:
@@ -311,7 +345,13 @@ def _why_init_ended(ctx, status: int) -> str:
 
 
 def plan(request) -> list[str]:
-    return ["wait on init's pidfd, the signalfd and the command socket",
+    steps = ["wait on init's pidfd, the signalfd and the command socket"]
+    if request.config.get_item("lxc.seccomp.notify.proxy"):
+        steps = [f"connect to the seccomp proxy {request.config.get_item('lxc.seccomp.notify.proxy')}"
+                 " (with notify rules)",
+                 "wait on init's pidfd, the signalfd, the command socket and the seccomp listener",
+                 "forward each seccomp notification to the proxy, answer it with the proxy's reply"]
+    return [*steps,
             "forward every watched signal but SIGCHLD to init",
             "init killed by SIGHUP: reboot; by SIGINT: halt; otherwise: exit",
             "record the limits the container hit (pids.events, memory.events) before its cgroup goes"]

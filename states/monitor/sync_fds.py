@@ -1,7 +1,9 @@
 """sync_fds (monitor) - collect the file descriptors the child opened for us.
 
 Replaces LXC's lxc_sync_fds_parent(): after FDS the child sends the fds the
-monitor keeps for the boot: the console's master and peer, then the master
+monitor keeps for the boot: the seccomp filter's listener if the policy has
+notify rules (LXC's lxc_seccomp_recv_notifier_fd(); poll relays what it
+reads to lxc.seccomp.notify.proxy), the console's master and peer, then the master
 and peer sides of each of the container's ttys (lxc.tty.max), in tty order,
 then the container's devpts (if it has one: Config.has_devpts).  Afterwards the command
 socket hands the masters to lxc-console (GET_TTY_FD) and the devpts to
@@ -32,12 +34,19 @@ def enter(ctx: MonitorContext) -> str:
     config = ctx.request.config
     console = 2 if config.has_console() else 0
     devpts = 1 if config.has_devpts() else 0
-    expected = console + 2 * config.tty_count() + devpts
+    seccomp = ctx.seccomp
+    listener = 1 if seccomp is not None and seccomp.wants_listener else 0
+    expected = listener + console + 2 * config.tty_count() + devpts
     for fd in fds[expected:]:
         os.close(fd)
     fds = fds[:expected]
     for fd in fds:
         ctx.boot.undo.record("kept_fd", fd)
+    if seccomp is not None and listener and fds:
+        seccomp.listener = fds[0]
+        ctx.log.trace("seccomp listener received", listener=fds[0])
+    fds = fds[listener:]
+    expected -= listener
     # The console's peer (fds[1]) is only kept open: with no process of the container on
     # it, its master would report a hang-up, again and again, to the poll state.
     masters = [fds[0] if console else None, *fds[console:expected - devpts:2]]
@@ -64,4 +73,5 @@ def _console_peer(ctx: MonitorContext) -> int:
 
 
 def plan(request: StartRequest) -> list[str]:
-    return ["send FDS", "wait for FDS (the console's and ttys' masters and peers, the devpts)"]
+    listener = "the seccomp listener, " if request.config.get_item("lxc.seccomp.notify.proxy") else ""
+    return ["send FDS", f"wait for FDS ({listener}the console's and ttys' masters and peers, the devpts)"]

@@ -50,7 +50,7 @@ def sigmask(host):
 def test_init_handler_binds_the_command_socket_routes_signals_to_a_signalfd_and_runs_pre_start(
         host, run, make_request, monitor_ctx, bind, sigmask, tmp_path):
     pidfile = tmp_path / "monitor.pid"
-    request = make_request("lxc.console.buffer.size = 1024", "lxc.seccomp.notify.proxy = unix:/run/proxy",
+    request = make_request("lxc.console.buffer.size = 1024", "lxc.net.0.type = phys",
                            pidfile=str(pidfile))
     ctx = monitor_ctx(request, fresh=True)
     host.on("kernel.signalfd", 42)
@@ -81,7 +81,7 @@ def test_init_handler_binds_the_command_socket_routes_signals_to_a_signalfd_and_
         "LXC_NAME": "c1", "LXC_CONFIG_FILE": request.config.path, "LXC_ROOTFS_PATH": rootfs,
         "LXC_ROOTFS_MOUNT": rootfs}
     [(level, fields)] = ctx.log.named("not supported yet")
-    assert (level, fields["key"], fields["line"]) == ("warn", "lxc.seccomp.notify.proxy", 3)
+    assert (level, fields["key"], fields["line"]) == ("warn", "lxc.net.0.type", 3)
     # This boot's console ring buffer: a page at least, as LXC sizes it; empty.
     buffer = ctx.command_server.console_buffer
     assert buffer.size == max(1024, os.sysconf("SC_PAGE_SIZE")) and len(buffer) == 0
