@@ -142,3 +142,17 @@ def test_without_the_helpers_or_mapping_the_hosts_root_root_writes_any_map_as_lx
     preflight._check_roots_ranges(_config(tmp_path, "lxc.idmap = u 0 0 65536", "lxc.idmap = g 0 0 65536"))
     helpers["installed"] = False
     preflight._check_roots_ranges(_config(tmp_path, *MAPPED))
+
+
+@pytest.mark.parametrize("lines,expected", [
+    ((), {"mnt", "pid", "uts", "ipc", "net"}),
+    (MAPPED, {"user", "mnt", "pid", "uts", "ipc", "net"}),
+    ((*MAPPED, "lxc.net.0.type = none"), {"user", "mnt", "pid", "uts", "ipc"}),
+    ((*MAPPED, "lxc.namespace.keep = ipc"), {"user", "mnt", "pid", "uts", "net"}),
+    ((*MAPPED, "lxc.namespace.clone = mnt pid user cgroup"), {"user", "mnt", "pid"}),
+], ids=["no-idmap", "idmap", "net-none", "keep-ipc", "clone"])
+def test_the_containers_namespaces_are_lxcs_with_a_user_namespace_for_an_idmap(tmp_path, lines, expected):
+    config = _config(tmp_path, *lines)
+    assert config.namespaces() == expected   # never cgroup: the child unshares it after STARTUP
+    assert (config.container_root_id("u"), config.container_root_id("g")) == ((100000, 100000) if lines else
+                                                                             (None, None))
