@@ -128,3 +128,22 @@ def test_a_start_whose_proxy_is_not_there_fails(program, make_container, tmp_pat
                               f"lxc.seccomp.notify.proxy = unix:{tmp_path / 'nobody.sock'}"])
     result, _monitor = _run(program, c, "echo ran; sleep 30")
     assert result.returncode != 0
+
+
+@pytest.mark.parametrize("program", ["lxc", "lxcsm"])
+def test_an_abstract_proxy_is_reached_without_its_names_last_character(program, make_container, tmp_path,
+                                                                       lxc_pivot_removed):
+    # unix:@NAME: LXC 5.0.2 connects to the abstract name NAME minus its last character (the
+    # length it passes connect() counts the leading NUL); a proxy bound to all of NAME is not reached.
+    name = f"lxcsm-notify-{os.urandom(6).hex()}"
+    proxy = Proxy("\0" + name[:-1])
+    try:
+        (tmp_path / "policy").write_text(POLICY)
+        c = make_container(extra=[f"lxc.seccomp.profile = {tmp_path / 'policy'}",
+                                  f"lxc.seccomp.notify.proxy = unix:@{name}"])
+        result, _monitor = _run(program, c, SCRIPT)
+        assert result.returncode == 0, result.stderr
+        assert (c.rootfs / "out" / "result").read_text().splitlines()[1:] == ["rc=1", "not-made"]
+        assert [seen["cookie"] for seen in proxy.seen] == [b""]
+    finally:
+        proxy.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import signal
+from types import SimpleNamespace
 
 import pytest
 
@@ -155,6 +156,20 @@ def test_sync_fds_hands_over_the_console_ttys_and_devpts_keeping_only_the_consol
     # The monitor has its copies now: the child keeps only what exec needs, the console's peer.
     assert [is_open(fd) for fd in sent] == [False, True, False, False, False, False, False]
     assert ctx.tty_masters == [] and ctx.tty_peers == [] and ctx.devpts == -1
+
+
+@pytest.mark.state("child", "sync_fds")
+def test_sync_fds_hands_over_the_seccomp_listener_first_and_closes_it(host, run, make_request, child_ctx):
+    ctx = child_ctx(make_request("lxc.autodev = 0"))
+    listener, _ = host.pipe()
+    ctx.seccomp = SimpleNamespace(listener=listener)   # as Filter.load() left it
+
+    assert run("child", "sync_fds", ctx) == "ready_to_start"
+
+    assert host.calls() == [("channel.wake", SyncMsg.FDS, {"fds": [listener]}),
+                            ("channel.wait_for", SyncMsg.READY_START)]
+    # Only the monitor holds it now: init must not keep a way to answer its own notifications.
+    assert not is_open(listener) and ctx.seccomp.listener == -1
 
 
 @pytest.mark.state("child", "sync_fds")

@@ -9,15 +9,21 @@ The undo logs are real and unwind for real, on changes made under tmp_path.
 
 from __future__ import annotations
 
+import array
+import errno
 import os
 import signal
+import socket
+import threading
 import tty
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
+from lxcsm.engine.linux.seccomp import Listener
 from lxcsm.engine.linux.terminal import RingBuffer
+from lxcsm.engine.protocol import seccomp_notify
 from lxcsm.engine.protocol.command_socket import LxcState
 from lxcsm.engine.start import undo as undo_module
 from lxcsm.engine.start.context import Failure
@@ -262,6 +268,86 @@ def test_poll_under_a_terminal_relay_refuses_lxc_console_0(host, run, running, r
     assert run("monitor", "poll", ctx) == "init_exited"
 
     assert answers == [-1]
+
+
+@pytest.fixture
+def notified(host, make_request, monitor_ctx, monkeypatch, tmp_path):
+    """.ctx: a running container (init 4242) whose policy has notify rules, with
+    lxc.seccomp.notify.proxy on `.path`; its listener a pipe: .notify() queues a notification
+    (of this test's own process, whose /proc files the relay opens) that the fake
+    Listener.receive() then reads; Listener.respond() records into .answers and ends init."""
+    path = str(tmp_path / "proxy.sock")
+    ctx = monitor_ctx(make_request(f"lxc.seccomp.notify.proxy = unix:{path}",
+                                   "lxc.seccomp.notify.cookie = sesame"))
+    pidfd, init_exits = host.pipe()
+    ctx.boot.init_pid, ctx.boot.init_pidfd = 4242, pidfd
+    ctx.signal_fd, _ = host.pipe()
+    listener, queue = host.pipe()
+    ctx.seccomp = SimpleNamespace(listener=listener)
+    host.on("kernel.seccomp_notif_sizes", (80, 24, 64))
+    answers: list[bytes] = []
+
+    def receive(self) -> bytes:
+        os.read(self.fd, 1)
+        return seccomp_notify.NOTIFICATION.pack(7, os.getpid(), 0, 133, 0xC000003E).ljust(80, b"\0")
+
+    def respond(self, response: bytes) -> None:
+        answers.append(response)
+        os.write(init_exits, b"x")
+
+    monkeypatch.setattr(Listener, "receive", receive)
+    monkeypatch.setattr(Listener, "respond", respond)
+    monkeypatch.setattr(Listener, "id_valid", lambda self, request_id: request_id == 7)
+    return SimpleNamespace(ctx=ctx, path=path, listener=listener, notify=lambda: os.write(queue, b"n"),
+                           answers=answers)
+
+
+def _proxy(path: str, seen: list) -> threading.Thread:
+    """A proxy on `path` that answers one message with EPERM (recording it into `seen`)."""
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    server.bind(path)
+    server.listen(1)
+
+    def serve() -> None:
+        with server, server.accept()[0] as conn:
+            message, ancillary, _flags, _addr = conn.recvmsg(4096, socket.CMSG_SPACE(12))
+            fds = array.array("i", ancillary[0][2])
+            seen.append((message, len(fds)))
+            for fd in fds:
+                os.close(fd)
+            header = seccomp_notify.HEADER.size
+            conn.send(message[:header + 80] + seccomp_notify.RESPONSE.pack(7, 0, -errno.EPERM, 0))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.state("monitor", "poll")
+def test_poll_relays_a_seccomp_notification_to_the_proxy_and_answers_with_its_reply(host, run, notified, reap):
+    seen: list = []
+    proxy = _proxy(notified.path, seen)
+    notified.notify()
+
+    assert run("monitor", "poll", notified.ctx) == "init_exited"
+    proxy.join(timeout=10)
+
+    [(message, fd_count)] = seen
+    assert seccomp_notify.HEADER.unpack_from(message) == (0, os.getpid(), 4242, 80, 24, 64, len("sesame"))
+    assert message.endswith(b"sesame") and fd_count == 3   # /proc/PID, /proc/PID/mem, the listener
+    assert notified.answers == [seccomp_notify.RESPONSE.pack(7, 0, -errno.EPERM, 0)]
+    assert [fields["error"] for _level, fields in notified.ctx.log.named("seccomp notification answered")] == \
+        [-errno.EPERM]
+    [(_level, fields)] = notified.ctx.log.named("seccomp proxy connected")
+    assert fields["listener"] == notified.listener
+
+
+@pytest.mark.state("monitor", "poll")
+def test_poll_whose_seccomp_proxy_is_not_there_fails(host, run, notified, reap):
+    info = run.failing("monitor", "poll", notified.ctx, OSError)
+
+    assert info.value.errno == errno.ENOENT and f"unix:{notified.path}" in str(info.value)
+    assert notified.answers == []
 
 
 # --- reboot, stopping, aborting, stopped -----------------------------------------------

@@ -8,6 +8,7 @@ import errno
 import os
 import resource
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -222,6 +223,23 @@ def test_sync_fds_without_a_console_numbers_the_ttys_from_one(host, run, synced)
 
     assert ctx.command_server.ttys == {1: tty1} and ctx.command_server.devpts == devpts
     assert ctx.boot.undo.changes == [Change("kept_fd", str(fd)) for fd in (tty1, peer1, devpts)]
+
+
+@pytest.mark.state("monitor", "sync_fds")
+def test_sync_fds_takes_the_seccomp_listener_first_when_the_policy_has_notify_rules(host, run, synced):
+    ctx = synced("lxc.console.path = none", "lxc.tty.max = 1")
+    ctx.seccomp = SimpleNamespace(wants_listener=True, listener=-1)   # the Filter init_handler built
+    listener, tty1, peer1, devpts = (host.pipe()[0] for _ in range(4))
+    host.on("channel.wait_for", (b"", [listener, tty1, peer1, devpts]), when=waits_for(SyncMsg.FDS))
+
+    assert run("monitor", "sync_fds", ctx) == "fds_received"
+
+    # Kept for poll to relay to the proxy, closed with the boot's other fds.
+    assert ctx.seccomp.listener == listener
+    assert ctx.boot.undo.changes == [Change("kept_fd", str(fd)) for fd in (listener, tty1, peer1, devpts)]
+    assert ctx.command_server.ttys == {1: tty1} and ctx.command_server.devpts == devpts
+    [(_level, fields)] = ctx.log.named("seccomp listener received")
+    assert fields["listener"] == listener
 
 
 @pytest.mark.state("monitor", "sync_fds")
