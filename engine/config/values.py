@@ -375,8 +375,13 @@ def rlimit(value: str) -> str:
 
 
 def unix_socket_address(value: str) -> str:
-    if not value.startswith("unix:") or value == "unix:":
-        raise ValueError("must be unix:PATH")
+    """unix:/PATH or unix:@NAME (abstract), as LXC's lxc_unix_sockaddr() takes them: something
+    after the / or @, and within sun_path's 108 bytes with the NUL."""
+    path = value.removeprefix("unix:")
+    if path == value or path[:1] not in ("/", "@") or len(path) < 2:
+        raise ValueError("must be unix:/PATH or unix:@NAME (abstract)")
+    if len(path.encode()) + 1 > 108:
+        raise ValueError("is longer than a unix socket address may be (107 bytes after unix:)")
     return value
 
 

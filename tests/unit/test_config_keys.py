@@ -157,7 +157,12 @@ def test_every_lxc_key_is_accepted(tmp_path, name):
     ("lxc.cgroup.dir.container.inner = a/b", "single directory name"),
     ("lxc.time.offset.boot = 10", "with a unit"),
     ("lxc.cap.drop = none", "only valid in lxc.cap.keep"),
-    ("lxc.seccomp.notify.proxy = /run/x.sock", "unix:PATH"),
+    ("lxc.seccomp.notify.proxy = /run/x.sock", "unix:/PATH or unix:@NAME"),
+    # As lxc-start 5.0.2 refuses them: a relative path, nothing after / or @, too long.
+    ("lxc.seccomp.notify.proxy = unix:run/x.sock", "unix:/PATH or unix:@NAME"),
+    ("lxc.seccomp.notify.proxy = unix:/", "unix:/PATH or unix:@NAME"),
+    ("lxc.seccomp.notify.proxy = unix:@", "unix:/PATH or unix:@NAME"),
+    ("lxc.seccomp.notify.proxy = unix:/" + "x" * 107, "longer than a unix socket address"),
     ("lxc.namespace.share.mount = other", "unknown namespace"),
     ("lxc.cgroup = memory", "must not have a value"),
     ("lxc.net = 1", "must not have a value"),
