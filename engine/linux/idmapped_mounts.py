@@ -25,6 +25,7 @@ for ``lxc.mount.entry`` lines with an idmap= option (lxc_idmapped_mounts_parent(
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 from collections.abc import Iterable
 
@@ -33,6 +34,9 @@ from lxcsm.engine.linux import idmap, kernel, mounts
 # One line of an id map: ("u" or "g", first id inside, first id on the host, how many), as
 # engine/config/values.py's IdMap (lxc.idmap) is.
 IdMapping = tuple[str, int, int, int]
+
+
+NS_GET_NSTYPE = 0xB703   # <linux/nsfs.h>: _IO(0xb7, 0x3), the CLONE_NEW* type of a namespace's file
 
 
 class NotIdmappable(Exception):
@@ -131,10 +135,14 @@ def user_namespace_problem(path: str) -> str | None:
     except OSError as err:
         return f"cannot open the user namespace {path}: {err.strerror}"
     try:
-        what = os.readlink(f"/proc/self/fd/{fd}")   # a namespace's reads "user:[INODE]"
+        try:   # nsfs answers for its files wherever they are, bound into a directory too
+            kind = fcntl.ioctl(fd, NS_GET_NSTYPE)
+        except OSError:   # ENOTTY: not a namespace's file
+            kind = None
+        what = os.readlink(f"/proc/self/fd/{fd}")   # a namespace's reads "user:[INODE]" (not when bound)
     finally:
         os.close(fd)
-    return None if what.startswith("user:[") else f"{path} is not a user namespace's file (it is {what})"
+    return None if kind == kernel.CLONE_NEWUSER else f"{path} is not a user namespace's file (it is {what})"
 
 
 def _idmapped_copy(source: str | int, userns: int, recursive: bool) -> int:

@@ -23,7 +23,9 @@ mount namespace:
   made here but the detached copy of its source the monitor idmapped to the
   user namespace idmap= names (sync_idmapped_mounts), given the entry's ro,
   nosuid, ... and propagation by mount_setattr, then attached on the target,
-  which create=dir|file made in the entries' order;
+  which create=dir|file made in the entries' order (mountinfo lists these
+  before the other mounts: it goes by when a mount was made, and the monitor
+  made them first);
 * the container's cgroups on /sys/fs/cgroup (lxc.mount.auto = cgroup*) only
   where LXC 5.0.2 mounts them: inside its own cgroup namespace a container
   that keeps CAP_SYS_ADMIN mounts them itself (systemd does, with its own

@@ -33,8 +33,12 @@ own mount namespace, the parent idmaps it, and the child attaches it
 (LXC_SYNC_IDMAPPED_MOUNTS, one exchange per entry).  Here the monitor copies
 them from the host's namespace before the child mounts anything, in the one
 exchange that carries the rootfs; setup_mounts attaches them at LXC's point,
-after the other entries.  The kernel ends with the same mounts; a source
-mounted on the host in between is seen here as it was at this state.
+after the other entries.  The kernel ends with the same mounts on the same
+places, covering the same things, with one visible difference: a namespace's
+mounts are listed (/proc/PID/mountinfo) by when each was made, so the
+idmapped binds come before the container's other mounts, even its rootfs
+when that is not idmapped, where LXC lists them after its other entries.
+And a source is copied as the host showed it at this state.
 """
 
 from __future__ import annotations
