@@ -13,7 +13,8 @@ mount namespace:
   to the container's own network namespace, and /proc/sysrq-trigger
   read-only; proc:rw: all writable);
 * sysfs (sys:ro read-only; sys:mixed read-only but for
-  /sys/devices/virtual/net; sys:rw writable);
+  /sys/devices/virtual/net; sys:rw writable - userns.conf's), nosuid, nodev
+  and noexec with sys:mixed only, as LXC mounts them;
 * each mount entry, in LXC's order (the fstab file's lines, then the
   lxc.mount.entry lines), with its targets created when create=dir|file asks
   for it, bind mounts remounted to honour ro/nosuid/..., and `optional`
@@ -113,7 +114,10 @@ def mount_sys(root: int, mode: str) -> None:
     # sys:mixed makes the mount read-only, never the superblock (LXC's first sysfs mount of the
     # container's network namespace is read-write): /sys/devices/virtual/net, bound from it,
     # must stay writable, and a read-only superblock would make it EROFS whatever its mount says.
-    sysfs = _mount_new(root, "/sys", "sysfs", _SAFE | (kernel.MS_RDONLY if mode == "ro" else 0))
+    # The flags of LXC's lxc_mount_auto_mounts() table: sys:rw (userns.conf's) none at all,
+    # sys:ro read-only only, sys:mixed nosuid, nodev and noexec (then read-only, below).
+    flags = {"rw": 0, "ro": kernel.MS_RDONLY, "mixed": _SAFE}[mode]
+    sysfs = _mount_new(root, "/sys", "sysfs", flags)
     try:
         if mode == "mixed":
             _bind_over(sysfs, "devices/virtual/net", readonly=False)

@@ -39,10 +39,11 @@ TEMPLATE = ["lxc.signal.halt = SIGUSR1", "lxc.signal.reboot = SIGTERM", "lxc.aut
             "lxc.mount.entry = /sys/kernel/security sys/kernel/security none ro,bind,optional 0 0",
             "lxc.include = /usr/share/lxc/config/userns.conf", *MAPS]
 # Run inside by lxc-attach: who it is, whether root may write the rootfs, where it is, init's
-# capabilities.
+# capabilities, the options of its /sys (userns.conf's sys:rw).
 PROBE = ("id -u; id -g; touch /root/made-inside && echo wrote;"
          " stat -c '%n %u:%g %a' /dev/null /dev/tty /dev/console /dev/tty1;"
-         " cat /proc/self/uid_map /proc/self/gid_map; cat /proc/self/cgroup; grep ^Cap /proc/1/status")
+         " cat /proc/self/uid_map /proc/self/gid_map; cat /proc/self/cgroup; grep ^Cap /proc/1/status;"
+         " awk '$5 == \"/sys\" {print \"sys\", $6}' /proc/1/mountinfo")
 # init's mounts: mount point and filesystem type, and for /dev's nodes (the host's, bound:
 # no mknod in a user namespace) their order too.
 MOUNTS = "awk '{for (i = 7; $i != \"-\"; i++); print $5, $(i+1)}' /proc/1/mountinfo"

@@ -277,3 +277,18 @@ def test_setup_ttys_gives_a_host_console_pty_to_the_containers_root_as_lxc(
 
     peer = ctx.console[1]
     assert [c[1:] for c in host.calls("os") if c[0] == "fchown"] == ([(peer, 0, 0)] if chowned else [])
+
+
+# --- setup_mounts: sysfs as LXC's table mounts it ---------------------------------------
+
+
+@pytest.mark.state("child", "setup_mounts")
+@pytest.mark.parametrize("mode,options", [("rw", ""), ("ro", "ro")])
+def test_setup_mounts_mounts_sysfs_with_lxcs_flags(host, run, make_request, child_ctx, mode, options):
+    """sys:rw (what userns.conf asks) and sys:ro carry no nosuid, nodev or noexec: LXC's
+    lxc_mount_auto_mounts() gives those to sys:mixed only (test_child_dev covers that one)."""
+    ctx = child_ctx(make_request(*MAPS, f"lxc.mount.auto = sys:{mode}"))
+
+    assert run("child", "setup_mounts", ctx) == "mounts_done"
+
+    assert [m for m in host.mounts.view(ctx.rootfs) if m[0] == "/sys"] == [("/sys", "sysfs", options, None)]
