@@ -311,6 +311,23 @@ def test_the_client_imports_no_engine(make_container, start_server):
     assert heavy == set()
 
 
+def test_the_lxcsm_command_imports_only_c_modules_before_the_server_answers(make_container, start_server):
+    """The installed `lxcsm` (bin/lxcsm): past the interpreter's own startup (site), nothing but
+    lxcsm's package files on the way and the client's C modules - no re, enum or collections,
+    which pip's console-script wrapper would import first."""
+    command = os.path.join(os.path.dirname(sys.executable), "lxcsm")
+    if not os.path.exists(command):
+        pytest.skip(f"no {command}: lxcsm is not installed next to this Python")
+    c = make_container()
+    result = subprocess.run([sys.executable, "-X", "importtime", command, "start", "-n", c.name, "-P", c.lxcpath,
+                             "-F", "--", "/bin/true"], capture_output=True, text=True, timeout=120,
+                            stdin=subprocess.DEVNULL, env=env_for("require", start_server[0]))
+    assert result.returncode == 0, result.stderr
+    imported = [line.split("|")[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")]
+    after_site = imported[imported.index("site") + 1:]
+    assert [m for m in after_site if not m.startswith("lxcsm")] == ["gc", "_socket", "_struct"]
+
+
 def test_foreground_on_a_terminal_ctrl_c_and_sigterm_reach_init_as_cold(make_container, start_server):
     """-F on a pty (the client's controlling terminal): init's output reaches the terminal; Ctrl-C typed
     there, then SIGTERM to the client if it is still running (whichever the monitor forwards: with the
