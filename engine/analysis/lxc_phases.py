@@ -115,7 +115,7 @@ RULES: tuple[Rule, ...] = (
     # An idmap= option read, of the rootfs (at lxc_init) or of a mount entry; a mount entry
     # with idmap= passed over by the other entries (it is attached after them).
     R("conf", "parse_lxc_mount_attrs", INHERIT),
-    R("conf", "mount_entry_on_generic", "child:setup_mounts", r"^Skipping idmapped mount entry"),
+    R("conf", "mount_entry_on_generic", "child:setup_mounts", r"Skipping idmapped mount entry$"),   # after errno's
     # An idmap= mount entry: LXC's parent idmaps it where lxcsm's monitor does
     # (sync_idmapped_mounts, earlier), its child attaches it where setup_mounts does.
     R("conf", "lxc_idmapped_mounts_parent", "monitor:sync_idmapped_mounts", r"^Parent idmapped detached"),
