@@ -10,13 +10,16 @@ written by newuidmap/newgidmap; the cgroups lxc.monitor.NAME and lxc.payload.NAM
 the user's delegated cgroup with the limits in the payload one; after the stop nothing of the
 container is left.
 
-The delegated cgroup is made as systemd's Delegate=yes makes it, not by systemd: tools/vm's
-guest runs tools/vm-guest/init.py as PID 1, with no systemd, logind or user session.  A cgroup
-below the root's (whose subtree_control enables every controller) is given to the user:
-the directory and the files /sys/kernel/cgroup/delegate lists (cgroup.procs,
-cgroup.subtree_control, cgroup.threads) chowned to it; `lxcsm start` runs in it.  Booting
-the guest's systemd with a user session (dbus, libpam-systemd) and using
-`systemd-run --user --scope -p Delegate=yes` is the next step.
+tools/vm's guest runs tools/vm-guest/init.py as PID 1, with no system systemd, logind or PAM
+session, so the user's delegated cgroup is made as systemd's Delegate=yes makes one (as
+user@UID.service gets it): a cgroup below the root's (whose subtree_control enables every
+controller) is given to the user, the directory and the files /sys/kernel/cgroup/delegate
+lists (cgroup.procs, cgroup.subtree_control, cgroup.threads) chowned to it.  The first test
+runs `lxcsm start` in it directly; the second starts the user's own systemd manager there
+(`systemd --user`, with its D-Bus session bus from dbus-user-session, as user@UID.service
+would) and runs `systemd-run --user --scope -p Delegate=yes lxcsm start NAME`, as the issue
+says a user does: the container's cgroups are then below the scope that systemd made.
+Booting the guest's systemd as PID 1 with a logind session (libpam-systemd) is not done.
 
 On a host with cgroup v1 controllers (this project's development machine) an ordinary user's
 start is refused in one line (engine/config/unprivileged.py; tests/unit/test_unprivileged.py).
@@ -28,6 +31,7 @@ import os
 import pwd
 import shutil
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -102,14 +106,22 @@ def delegated_cgroup(ordinary_user):
         cgroups.remove(path)
 
 
-def _as_user(user, cgroup: str | None, *argv: str, timeout: float = 120) -> subprocess.CompletedProcess:
+def _user_command(user, cgroup: str | None, argv: tuple[str, ...]) -> list[str]:
     """argv as `user` (setpriv: its uid, gid and groups), moved first into `cgroup` if given."""
     enter = f'echo $$ > {cgroup}/cgroup.procs && ' if cgroup else ""
     shell = f'{enter}exec setpriv --reuid={user.pw_uid} --regid={user.pw_gid} --init-groups "$@"'
-    env = {"PATH": f"{VENV_BIN}:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": user.pw_dir, "USER": user.pw_name,
-           "LANG": "C.UTF-8", "TMPDIR": "/var/tmp"}
-    return subprocess.run(["sh", "-c", shell, "sh", *argv], env=env, capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL, cwd="/")
+    return ["sh", "-c", shell, "sh", *argv]
+
+
+def _user_environment(user, **more: str) -> dict[str, str]:
+    return {"PATH": f"{VENV_BIN}:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": user.pw_dir, "USER": user.pw_name,
+            "LANG": "C.UTF-8", "TMPDIR": "/var/tmp", **more}
+
+
+def _as_user(user, cgroup: str | None, *argv: str, env: dict[str, str] | None = None,
+             timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(_user_command(user, cgroup, argv), env=env or _user_environment(user),
+                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, cwd="/")
 
 
 def _container(user, first: int) -> tuple[str, str, Path]:
@@ -179,3 +191,92 @@ def test_an_ordinary_user_starts_and_stops_a_container_in_its_delegated_cgroup(o
     assert sorted(e.name for e in os.scandir(delegated_cgroup) if e.is_dir()) == [cgroups.LEAF]
     assert cgroups.members(os.path.join(delegated_cgroup, cgroups.LEAF)) == []
 
+
+
+# systemd's user manager, as user@UID.service runs it, and the D-Bus session bus it starts.
+SYSTEMD = "/lib/systemd/systemd"
+needs_user_manager = pytest.mark.skipif(
+    not (os.path.exists(SYSTEMD) and shutil.which("systemd-run") and shutil.which("dbus-daemon")),
+    reason="no systemd user manager or D-Bus here (Debian: systemd, dbus-user-session; tools/vm's guest has them)")
+
+
+def _delegate(path: str, user) -> str:
+    os.mkdir(path)
+    for name in ("", "cgroup.procs"):
+        os.chown(os.path.join(path, name), user.pw_uid, user.pw_gid)
+    return path
+
+
+@pytest.fixture
+def user_manager(ordinary_user, delegated_cgroup):
+    """`systemd --user` for the user in its delegated cgroup, as systemd's user@UID.service
+    (Delegate=yes) runs it, with XDG_RUNTIME_DIR=/run/user/UID; and a leaf of the tree,
+    session.scope, standing for the user's login session (the kernel lets systemd move a
+    process into a scope only from inside the tree delegated to the user: without a system
+    systemd none asks it to do the move).  Yields (session cgroup, the user's environment);
+    the manager is stopped after (SIGTERM, by its pid), with the runtime directory."""
+    user, _first = ordinary_user
+    # systemd --user runs only where the system "has been booted with systemd", which it
+    # tells by this directory (sd_booted()); tools/vm's guest boots with its own PID 1.
+    booted = Path("/run/systemd/system")
+    made = [d for d in (booted.parent, booted) if not d.exists()]
+    booted.mkdir(parents=True, exist_ok=True)
+    runtime = Path(f"/run/user/{user.pw_uid}")
+    made += [runtime.parent] if not runtime.parent.exists() else []
+    runtime.mkdir(parents=True, mode=0o700)
+    os.chown(runtime, user.pw_uid, user.pw_gid)
+    session = _delegate(os.path.join(delegated_cgroup, "session.scope"), user)
+    env = _user_environment(user, XDG_RUNTIME_DIR=str(runtime), DBUS_SESSION_BUS_ADDRESS=f"unix:path={runtime}/bus")
+    log = Path(user.pw_dir) / "systemd-user.log"
+    with open(log, "w") as output:
+        manager = subprocess.Popen(_user_command(user, delegated_cgroup, (SYSTEMD, "--user")), env=env,
+                                   stdin=subprocess.DEVNULL, stdout=output, stderr=output, cwd="/")
+    try:
+        state = ""
+        for _attempt in range(240):   # TCG: the manager takes a while to come up
+            state = _as_user(user, session, "systemctl", "--user", "is-system-running", env=env).stdout.strip()
+            if state in ("running", "degraded") or manager.poll() is not None:
+                break
+            time.sleep(0.5)
+        assert state in ("running", "degraded"), f"systemd --user: {state!r}\n{log.read_text()}"
+        yield session, env
+    finally:
+        manager.terminate()
+        try:
+            manager.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            manager.kill()
+            manager.wait()
+        shutil.rmtree(runtime, ignore_errors=True)
+        for directory in reversed(made):   # what this fixture made, and nothing else
+            directory.rmdir()
+
+
+@pytest.mark.skipif(not UNIFIED_ONLY, reason="the host has cgroup v1 controllers: an ordinary user's start is "
+                    "refused there in one line (tests/unit/test_unprivileged.py); tools/vm's guest runs this")
+@needs_tools
+@needs_user_manager
+def test_an_ordinary_user_starts_a_container_in_a_scope_systemd_run_delegates(ordinary_user, user_manager):
+    """The issue's way: `systemd-run --user --scope -p Delegate=yes lxcsm start NAME`, the
+    scope made by the user's systemd, the container's cgroups below it."""
+    user, first = ordinary_user
+    session, env = user_manager
+    name, lxcpath, _root = _container(user, first)
+
+    started = _as_user(user, session, "systemd-run", "--user", "--scope", "-p", "Delegate=yes", "--",
+                       "lxcsm", "start", "-n", name, env=env)
+    assert started.returncode == 0, started.stderr
+    try:
+        [payload] = [d for d in cgroup_dirs(name) if d.endswith(f"/lxc.payload.{name}")]
+        scope = os.path.dirname(payload)
+        assert scope.endswith(".scope") and scope.startswith(os.path.dirname(session) + "/")
+        assert os.path.isdir(os.path.join(scope, f"lxc.monitor.{name}"))
+        assert Path(payload, "pids.max").read_text().strip() == "64"
+        info = _as_user(user, session, "lxcsm", "info", "-n", name, "-p", "-H", env=env)
+        assert info.returncode == 0, info.stderr
+        assert int(info.stdout.split()[-1]) in cgroups.members(payload)
+    finally:
+        stopped = _as_user(user, session, "lxcsm", "stop", "-n", name, "-k", env=env)
+        assert stopped.returncode == 0, stopped.stderr
+    assert wait_for(lambda: not monitor_pids(lxcpath, name), timeout=30)
+    assert cgroup_dirs(name) == []
