@@ -76,6 +76,8 @@ SYSCALLS = {
     "mounts.attach": ("move_mount(2)", "onto the target's fd"),
     "idmapped_mounts.idmapped_tree": ("open_tree(2) mount_setattr(2)",
                                       "a detached copy, MOUNT_ATTR_IDMAP to a user namespace, a slave"),
+    "idmapped_mounts.set_bind_options": ("mount_setattr(2)", "a mount entry's ro, nosuid..., propagation: on the "
+                                                         "detached tree"),
     # engine/linux/idmap.py: a user namespace's maps, and the cgroups handed to its root
     "idmap.map_text": ("(none)", "the lxc.idmap ranges of one kind, one line each"),
     "idmap.write_map": ("open(2) write(2)", "/proc/PID/uid_map, /proc/PID/gid_map: the whole map in one write"),
