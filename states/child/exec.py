@@ -20,7 +20,10 @@ console is not init's controlling terminal: busybox init's askfirst shell,
 or a getty, makes it theirs, with job control.
 
 Then, as LXC's do_start(), the child takes init's credentials: stdio not on
-/dev/null is given to lxc.init.uid; the supplementary groups become
+/dev/null is given to lxc.init.uid and made mode 0700 (LXC's
+fix_stdio_permissions(), which runs for every init, root's too: so a console
+that is init's stdio is crw------- inside, as under lxc-start, and so is a
+terminal of the caller's that a foreground init keeps); the supplementary groups become
 lxc.init.groups, or none at all; the gid and uid become lxc.init.gid and
 lxc.init.uid (setresgid, setresuid: real, effective and saved; default 0,
 left alone), which takes every capability from an init that is not root.
@@ -72,8 +75,7 @@ def credentials(config) -> tuple[int | None, int | None, list[int]]:
 
 def _take_credentials(config, log) -> None:
     uid, gid, groups = credentials(config)
-    if uid is not None:
-        _give_stdio(uid)
+    _give_stdio(uid)
     os.setgroups(groups)
     if gid is not None:
         os.setresgid(gid, gid, gid)
@@ -93,14 +95,16 @@ def _take_credentials(config, log) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _give_stdio(uid: int) -> None:
-    """As LXC's fix_stdio_permissions(): init's stdio (but /dev/null) belongs to its user."""
+def _give_stdio(uid: int | None) -> None:
+    """As LXC's fix_stdio_permissions(): init's stdio (but /dev/null) belongs to its user
+    (`uid`; None: left to root) and gets mode 0700, whoever init runs as."""
     null = os.stat("/dev/null").st_rdev if os.path.exists("/dev/null") else None
     for fd in (0, 1, 2):
         try:
-            status = os.fstat(fd)
-            if status.st_rdev != null:
-                os.fchown(fd, uid, -1)
+            if os.fstat(fd).st_rdev == null:
+                continue
+            os.fchown(fd, -1 if uid is None else uid, -1)
+            os.fchmod(fd, 0o700)
         except OSError:
             pass   # LXC only warns: a closed or foreign fd does not stop init
 
@@ -133,8 +137,7 @@ def plan(request: StartRequest) -> list[str]:
     env = environment(config.environment)
     uid, gid, groups = credentials(config)
     steps = [f"chdir {config.init_cwd or '/'}; setsid()"]
-    if uid is not None:
-        steps.append(f"fchown init's stdio (not /dev/null) to uid {uid}")
+    steps.append(f"fchown init's stdio (not /dev/null) to uid {uid or 0}, fchmod 0700")
     steps.append(f"setgroups({', '.join(map(str, groups)) or 'none'})")
     steps += [f"setresgid({gid})"] if gid is not None else []
     steps += [f"setresuid({uid})"] if uid is not None else []

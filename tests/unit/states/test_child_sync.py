@@ -192,13 +192,17 @@ def test_sync_fds_to_a_monitor_that_is_gone_fails(host, run, make_request, child
 
 # --- exec ------------------------------------------------------------------------------
 
+PTY = os.makedev(136, 0)   # /dev/pts/0's device: what init's stdio is in these tests, unless said
+
 
 @pytest.fixture
 def process(host, monkeypatch):
     """exec's os and signal calls that would change the test process, as recording fakes
-    (os.close for real); lxcsm's stdin is no terminal (a foreground start from pipes)."""
+    (os.close for real); lxcsm's stdin is no terminal (a foreground start from pipes); init's
+    stdio is a pty (fstat: not /dev/null's device)."""
     host.proxy(exec_state, "os", chdir=None, setsid=None, dup2=None, close=PASS, closerange=None, execvpe=None,
-               setgroups=None, setresgid=None, setresuid=None, fchown=None, getppid=lambda: 4242, kill=None)
+               setgroups=None, setresgid=None, setresuid=None, fchown=None, fchmod=None,
+               fstat=lambda fd: SimpleNamespace(st_rdev=PTY), getppid=lambda: 4242, kill=None)
     host.proxy(exec_state, "signal", signal=None, pthread_sigmask=None)
     monkeypatch.setattr(terminal.os, "isatty", lambda fd: False)
 
@@ -231,6 +235,9 @@ def test_exec_of_a_daemon_gives_init_the_console_a_clean_process_and_its_environ
         ("os.setsid",),
         ("os.dup2", peer, 0), ("os.dup2", peer, 1), ("os.dup2", peer, 2),   # not its controlling tty
         ("os.close", peer),
+        # as LXC's fix_stdio_permissions() for any init: stdio (the console) root's, mode 0700
+        *[call for fd in (0, 1, 2) for call in
+          (("os.fstat", fd), ("os.fchown", fd, -1, -1), ("os.fchmod", fd, 0o700))],
         ("os.setgroups", []),   # as LXC: no supplementary group of lxcsm's is left to init
         ("kernel.set_dumpable",), ("kernel.clear_ambient_capabilities",),
         ("signal.signal", signal.SIGPIPE, signal.SIG_DFL), ("signal.signal", signal.SIGXFSZ, signal.SIG_DFL),
@@ -268,9 +275,9 @@ def test_exec_takes_lxc_init_uid_gid_groups_and_the_pdeath_signal(
     credentials = calls[calls.index(("os.setsid",)) + 1:calls.index(("signal.signal", signal.SIGPIPE, signal.SIG_DFL))]
     # stdio first (LXC's fix_stdio_permissions), then groups, gid, and uid last: after it, none
     # of the others would be allowed; the pdeath signal after the uid change, which resets it.
-    chowns = [call for call in credentials if call[0] == "os.fchown"]
-    assert all(call[2:] == (1000, -1) for call in chowns)
-    assert [call for call in credentials if call[0] != "os.fchown"] == [
+    assert [call for call in credentials if call[0] in ("os.fchown", "os.fchmod")] == [
+        call for fd in (0, 1, 2) for call in (("os.fchown", fd, 1000, -1), ("os.fchmod", fd, 0o700))]
+    assert [call for call in credentials if call[0] not in ("os.fstat", "os.fchown", "os.fchmod")] == [
         ("os.setgroups", [5, 27]),
         ("os.setresgid", 100, 100, 100),
         ("os.setresuid", 1000, 1000, 1000),
@@ -281,11 +288,23 @@ def test_exec_takes_lxc_init_uid_gid_groups_and_the_pdeath_signal(
 
 
 @pytest.mark.state("child", "exec")
+def test_exec_leaves_stdio_on_dev_null_alone(host, run, make_request, child_ctx, process):
+    null = os.stat("/dev/null").st_rdev
+    host.proxy(exec_state, "os", chdir=None, setsid=None, close=PASS, closerange=None, execvpe=None,
+               setgroups=None, fchown=None, fchmod=None, fstat=lambda fd: SimpleNamespace(st_rdev=null))
+
+    assert run("child", "exec", child_ctx(make_request(foreground=True))) is None
+
+    assert [name for name in host.names() if name in ("os.fchown", "os.fchmod")] == []
+
+
+@pytest.mark.state("child", "exec")
 def test_exec_whose_monitor_died_before_the_pdeath_signal_was_set_kills_itself(
         host, run, make_request, child_ctx, process):
     parents = iter((4242, 1))
     host.proxy(exec_state, "os", chdir=None, setsid=None, close=PASS, closerange=None, execvpe=None,
-               setgroups=None, getppid=lambda: next(parents), kill=None, getpid=lambda: 7)
+               setgroups=None, fchown=None, fchmod=None, fstat=lambda fd: SimpleNamespace(st_rdev=PTY),
+               getppid=lambda: next(parents), kill=None, getpid=lambda: 7)
     ctx = child_ctx(make_request("lxc.monitor.signal.pdeath = SIGTERM", foreground=True))
 
     run("child", "exec", ctx)
