@@ -9,9 +9,10 @@ mount namespace:
   directory pts, of lxc.autodev.tmpfs.size bytes, 500000 when unset or 0),
   hiding whatever the rootfs has there; setup_autodev fills it after the
   hooks below, as LXC does;
-* proc (proc:mixed: /proc/sys read-only but for /proc/sys/net, which belongs
-  to the container's own network namespace, and /proc/sysrq-trigger
-  read-only; proc:rw: all writable);
+* proc, nosuid, nodev and noexec (proc:mixed: /proc/sys read-only but for
+  /proc/sys/net, which belongs to the container's own network namespace, and
+  /proc/sysrq-trigger read-only - those two read-only binds with no other
+  flag, as LXC remounts them; proc:rw: all writable);
 * sysfs (sys:ro read-only; sys:mixed read-only but for
   /sys/devices/virtual/net; sys:rw writable - userns.conf's), nosuid, nodev
   and noexec with sys:mixed only, as LXC mounts them;
@@ -66,8 +67,9 @@ def dev_tmpfs_options(config) -> str:
     return f"size={int(config.get_item('lxc.autodev.tmpfs.size') or 0) or DEV_TMPFS_SIZE},mode=755"
 
 
-def _bind_over(filesystem: int, name: str, readonly: bool) -> None:
-    """Bind `name` of a fresh proc or sysfs (the fd `filesystem`) onto itself, with its own read-only flag."""
+def _bind_over(filesystem: int, name: str, flags: int) -> None:
+    """Bind `name` of a fresh proc or sysfs (the fd `filesystem`) onto itself, then remount the
+    bind with exactly `flags` (LXC's MS_REMOUNT|MS_BIND: what is not in them is cleared)."""
     try:
         target = kernel.openat2(filesystem, name, os.O_PATH | os.O_CLOEXEC, 0, paths.NO_SYMLINKS_BENEATH)
     except FileNotFoundError:
@@ -76,12 +78,40 @@ def _bind_over(filesystem: int, name: str, readonly: bool) -> None:
     try:
         copy = mounts.copy_tree(target, recursive=False)
         mounts.attach(copy, target)
-        kernel.mount(None, proc_fd(copy), None,
-                     kernel.MS_REMOUNT | kernel.MS_BIND | _SAFE | (kernel.MS_RDONLY if readonly else 0))
+        kernel.mount(None, proc_fd(copy), None, kernel.MS_REMOUNT | kernel.MS_BIND | flags)
     finally:
         for fd in (target, copy):
             if fd is not None:
                 os.close(fd)
+
+
+def _proc_sys_read_only(proc: int) -> None:
+    """proc:mixed's /proc/sys, read-only but for /proc/sys/net, as LXC 5.0.2's
+    lxc_mount_auto_mounts() leaves it: LXC binds /proc/sys/net aside, binds /proc/sys onto
+    itself and remounts that with MS_RDONLY alone (so it is "ro", without the nosuid, nodev
+    and noexec of proc's mount, which the net bind keeps), then moves the net bind back on
+    /proc/sys/net.  The net copy is made first here too: mountinfo lists mounts in the order
+    they were made, so it lists the two in LXC's order."""
+    opened = []
+    try:
+        net_source = kernel.openat2(proc, "sys/net", os.O_PATH | os.O_CLOEXEC, 0, paths.NO_SYMLINKS_BENEATH)
+        opened.append(net_source)
+        net = mounts.copy_tree(net_source, recursive=False)
+        opened.append(net)
+        sys_target = kernel.openat2(proc, "sys", os.O_PATH | os.O_CLOEXEC, 0, paths.NO_SYMLINKS_BENEATH)
+        opened.append(sys_target)
+        sys_copy = mounts.copy_tree(sys_target, recursive=False)
+        opened.append(sys_copy)
+        mounts.attach(sys_copy, sys_target)
+        kernel.mount(None, proc_fd(sys_copy), None, kernel.MS_REMOUNT | kernel.MS_BIND | kernel.MS_RDONLY)
+        net_target = kernel.openat2(sys_copy, "net", os.O_PATH | os.O_CLOEXEC, 0, paths.NO_SYMLINKS_BENEATH)
+        opened.append(net_target)
+        mounts.attach(net, net_target)
+        # writable, with proc's own flags (which the bind has anyway: said, not relied upon)
+        kernel.mount(None, proc_fd(net), None, kernel.MS_REMOUNT | kernel.MS_BIND | _SAFE)
+    finally:
+        for fd in opened:
+            os.close(fd)
 
 
 def _mount_new(root: int, path: str, fstype: str, flags: int, data: str | None = None) -> int:
@@ -103,9 +133,8 @@ def mount_proc(root: int, mode: str) -> None:
     proc = _mount_new(root, "/proc", "proc", _SAFE)
     try:
         if mode == "mixed":
-            _bind_over(proc, "sys", readonly=True)
-            _bind_over(proc, "sys/net", readonly=False)
-            _bind_over(proc, "sysrq-trigger", readonly=True)
+            _proc_sys_read_only(proc)
+            _bind_over(proc, "sysrq-trigger", kernel.MS_RDONLY)   # LXC's remount: MS_RDONLY alone too
     finally:
         os.close(proc)
 
@@ -120,7 +149,7 @@ def mount_sys(root: int, mode: str) -> None:
     sysfs = _mount_new(root, "/sys", "sysfs", flags)
     try:
         if mode == "mixed":
-            _bind_over(sysfs, "devices/virtual/net", readonly=False)
+            _bind_over(sysfs, "devices/virtual/net", _SAFE)
             kernel.mount(None, proc_fd(sysfs), None, kernel.MS_REMOUNT | kernel.MS_BIND | _SAFE | kernel.MS_RDONLY)
     finally:
         os.close(sysfs)

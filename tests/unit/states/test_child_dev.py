@@ -183,11 +183,12 @@ def test_setup_mounts_mounts_proc_sys_the_entries_then_the_cgroups_then_runs_the
     assert host.mounts.view(ctx.rootfs) == [
         # lxc.autodev: an empty tmpfs on /dev first, as LXC's mount_autodev()
         ("/dev", "tmpfs", "", "size=500000,mode=755"),
-        # proc:mixed - /proc/sys read-only but for /proc/sys/net, /proc/sysrq-trigger read-only
+        # proc:mixed - /proc/sys read-only but for /proc/sys/net, /proc/sysrq-trigger read-only;
+        # the read-only binds with "ro" alone (LXC's remount), the net bind with proc's flags
         ("/proc", "proc", SAFE, None),
-        ("/proc/sys", "bind", f"{SAFE},ro", None, "/proc/sys"),
+        ("/proc/sys", "bind", "ro", None, "/proc/sys"),
         ("/proc/sys/net", "bind", SAFE, None, "/proc/sys/net"),
-        ("/proc/sysrq-trigger", "bind", f"{SAFE},ro", None, "/proc/sysrq-trigger"),
+        ("/proc/sysrq-trigger", "bind", "ro", None, "/proc/sysrq-trigger"),
         # sys:mixed - read-only but for /sys/devices/virtual/net
         ("/sys", "sysfs", f"{SAFE},ro", None),
         ("/sys/devices/virtual/net", "bind", SAFE, None, "/sys/devices/virtual/net"),
