@@ -336,8 +336,8 @@ def _idmapped_entry_problem(config, entry) -> str | None:
         return f"only a bind can be idmapped, not a {entry.fstype} mount (LXC 5.0.2 refuses it too)"
     if options.data:
         return f"an idmapped bind takes no filesystem options ({options.data}; LXC 5.0.2 refuses them too)"
-    if options.relative:
-        return "a source relative to the rootfs cannot be idmapped by lxcsm yet"
+    if options.relative and config.rootfs_overlay() is not None:
+        return "a source relative to an overlay rootfs cannot be idmapped by lxcsm"
     if idmap == "container" and not config.id_maps():
         return ("the container has no user namespace of its own to idmap to: add lxc.idmap, or name one "
                 "with idmap=PATH (LXC's start fails)")
@@ -346,10 +346,11 @@ def _idmapped_entry_problem(config, entry) -> str | None:
     problem = None if idmap == "container" else idmapped_mounts.user_namespace_problem(idmap)
     if problem:
         return problem
-    if not os.path.exists(entry.source):   # optional or not: LXC's start fails without it
+    source = in_rootfs(config.rootfs_path, entry.source) if options.relative else entry.source
+    if not os.path.exists(source):   # optional or not: LXC's start fails without it
         return f"bind source {entry.source} does not exist"
     try:
-        idmapped_mounts.check_idmappable(entry.source, recursive=bool(options.flags & kernel.MS_REC))
+        idmapped_mounts.check_idmappable(source, recursive=bool(options.flags & kernel.MS_REC))
     except idmapped_mounts.NotIdmappable as err:
         return str(err)
     except OSError as err:   # ENOSYS: a kernel before 5.12 has no mount_setattr

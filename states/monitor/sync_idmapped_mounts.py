@@ -15,12 +15,13 @@ a mount of the host's filesystem (the kernel asks for CAP_SYS_ADMIN over the
 filesystem's own user namespace), and only a mount no namespace shows yet.
 
 Afterwards the kernel sees detached copies (open_tree with OPEN_TREE_CLONE):
-of the rootfs, recursive, and of each idmap= entry's source, recursive for
-rbind; each idmapped to the container's user namespace or the one idmap=PATH
-names (mount_setattr with MOUNT_ATTR_IDMAP: a file owned by 0 on disk
-appears owned by the host id lxc.idmap gives the container's root, so by
-root inside) and made a slave, so nothing mounted under it can reach the
-host.  No mount namespace shows them: their fds go to the child with
+of the rootfs, recursive, and of each idmap= entry's source (a host path, or
+with `relative` a path looked up inside the rootfs), recursive for rbind;
+each idmapped to the container's user namespace or the one idmap=PATH names
+(mount_setattr with MOUNT_ATTR_IDMAP: a file owned by 0 on disk appears
+owned by the host id lxc.idmap gives the container's root, so by root
+inside) and made a slave, so nothing mounted under it can reach the host.
+No mount namespace shows them: their fds go to the child with
 IDMAPPED_MOUNTS, the rootfs's first, then one per entry in the order LXC
 attaches them (lxc.mount.entry's, then lxc.mount.fstab's); the child's
 setup_rootfs and setup_mounts attach them.  The monitor keeps no fd of them,
@@ -38,7 +39,11 @@ places, covering the same things, with one visible difference: a namespace's
 mounts are listed (/proc/PID/mountinfo) by when each was made, so the
 idmapped binds come before the container's other mounts, even its rootfs
 when that is not idmapped, where LXC lists them after its other entries.
-And a source is copied as the host showed it at this state.
+And a source is copied as the host showed it at this state; a `relative`
+one from the rootfs's directory on the host, never idmapped: on an idmapped
+rootfs LXC copies it from that idmapped mount, which the kernel will not
+idmap again (LXC 5.0.2 fails such a start: "Failed to idmap detached
+mount"), lxcsm starts it.
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ from __future__ import annotations
 import os
 
 from lxcsm.engine.errors import StateError, describe
-from lxcsm.engine.linux import idmapped_mounts, kernel
+from lxcsm.engine.linux import idmapped_mounts, kernel, paths
 from lxcsm.engine.linux.mount_options import parse_mount_options
 from lxcsm.engine.protocol.sync import SyncMsg
 
@@ -77,8 +82,7 @@ def enter(ctx: MonitorContext) -> str:
             options = parse_mount_options(entry.options)
             assert options.idmap is not None   # idmapped_mount_entries' own
             try:
-                trees.append(_idmapped_tree(entry.source, options.idmap, boot.init_pid,
-                                            recursive=bool(options.flags & kernel.MS_REC)))
+                trees.append(_idmapped_entry(config.rootfs_path, entry.source, options, boot.init_pid))
             except (idmapped_mounts.NotIdmappable, OSError) as err:
                 raise StateError(f"{entry.origin.file}:{entry.origin.line}: {entry.origin.key}: idmapping "
                                  f"{entry.source} for {entry.target}: "
@@ -93,13 +97,32 @@ def enter(ctx: MonitorContext) -> str:
     return "child_released"
 
 
-def _idmapped_tree(source: str, idmap: str, init_pid: int, recursive: bool) -> int:
-    """A detached copy of `source`, idmapped to the user namespace idmap= names."""
+def _idmapped_tree(source: str | int, idmap: str, init_pid: int, recursive: bool) -> int:
+    """A detached copy of `source` (a host path or an fd), idmapped to the user namespace idmap= names."""
     userns = os.open(user_namespace_file(idmap, init_pid), os.O_RDONLY | os.O_CLOEXEC)
     try:
         return idmapped_mounts.idmapped_tree(source, userns, recursive)
     finally:
         os.close(userns)
+
+
+def _idmapped_entry(rootfs_path: str, source: str, options, init_pid: int) -> int:
+    """An idmap= entry's copy: of the host path `source`, or with `relative` of that path
+    inside the rootfs, looked up there as the child looks up its targets (symlinks followed
+    inside it, never out)."""
+    assert options.idmap is not None   # idmapped_mount_entries' own
+    recursive = bool(options.flags & kernel.MS_REC)
+    if not options.relative:
+        return _idmapped_tree(source, options.idmap, init_pid, recursive)
+    root = paths.open_root(rootfs_path)
+    try:
+        inside = paths.open_in_root(root, source)
+    finally:
+        os.close(root)
+    try:
+        return _idmapped_tree(inside, options.idmap, init_pid, recursive)
+    finally:
+        os.close(inside)
 
 
 def plan(request: StartRequest) -> list[str]:
@@ -114,7 +137,8 @@ def plan(request: StartRequest) -> list[str]:
     for entry in config.idmapped_mount_entries():
         options = parse_mount_options(entry.options)
         assert options.idmap is not None
-        steps += [f"open_tree({entry.source}, OPEN_TREE_CLONE"
+        source = f"{config.rootfs_path} {entry.source} (inside)" if options.relative else entry.source
+        steps += [f"open_tree({source}, OPEN_TREE_CLONE"
                   f"{' | AT_RECURSIVE' if options.flags & kernel.MS_REC else ''})  "
                   f"[{entry.origin.file}:{entry.origin.line}]",
                   f"mount_setattr(MOUNT_ATTR_IDMAP, {user_namespace_file(options.idmap, 'CHILD')}, MS_SLAVE)"]

@@ -251,3 +251,18 @@ def test_mountinfo_lists_the_idmapped_binds_by_when_the_monitor_made_them_not_wh
     # each is attached, and so what covers what, is the same (the tests above).
     assert under_lxc == ["/", "/srv/tmp", "/srv/data", "/srv/ro", "end"]
     assert under_lxcsm == ["/srv/data", "/srv/ro", "/", "/srv/tmp", "end"]
+
+
+@pytest.mark.skipif(not shutil.which("lxc-start"), reason="LXC's tools are not installed")
+def test_a_relative_source_inside_a_shifted_rootfs_is_idmapped_as_under_lxc_start(with_idmapped_binds):
+    c, _data, _ro = with_idmapped_binds("shifted", entries=False, extra=(
+        "lxc.mount.entry = opt/shared srv/shared none bind,create=dir,relative,idmap=container 0 0",))
+    shared = c.rootfs / "opt" / "shared"
+    shared.mkdir(parents=True)
+    (shared / "by-0").write_text("")   # left owned by 0 in a rootfs shifted to 100000
+    report = "stat -c '%u:%g %n' /opt/shared/by-0 /srv/shared/by-0; echo end"
+
+    under_lxc, under_lxcsm = (_lines(c, report, lxc) for lxc in (True, False))
+
+    # Unmapped where it lies, root's through the idmapped bind.
+    assert under_lxcsm == under_lxc == ["65534:65534 /opt/shared/by-0", "0:0 /srv/shared/by-0", "end"]

@@ -1,8 +1,7 @@
 """Mount entries with idmap=: what the config answers (Config.idmapped_mount_entries, in the
 order LXC attaches them; Config.idmaps_mounts) and what preflight refuses before anything
-exists - what LXC 5.0.2 refuses or fails on too, and a relative source, which lxcsm does not
-idmap yet.  (Whether the kernel will idmap a source's filesystem takes root to ask: the
-integration test tests/integration/test_idmapped_mount_entries.py.)"""
+exists - what LXC 5.0.2 refuses or fails on too.  (Whether the kernel will idmap a source's
+filesystem takes root to ask: the integration test tests/integration/test_idmapped_mount_entries.py.)"""
 
 from __future__ import annotations
 
@@ -42,13 +41,13 @@ def _refusal(tmp_path, text: str) -> ConfigError:
     ("tmpfs srv tmpfs idmap=container", "only a bind can be idmapped, not a tmpfs mount (LXC 5.0.2 refuses it too)"),
     ("/srv srv none bind,size=10,idmap=container",
      "an idmapped bind takes no filesystem options (size=10; LXC 5.0.2 refuses them too)"),
-    ("srv srv none bind,relative,idmap=container", "a source relative to the rootfs cannot be idmapped by lxcsm yet"),
+    ("srv/gone srv none bind,relative,idmap=container", "bind source srv/gone does not exist"),   # in the rootfs
     ("/srv srv none bind,idmap=proc/1/ns/user", "the user namespace's path must be absolute"),
 ])
 def test_what_cannot_be_idmapped_is_refused_naming_the_entry(tmp_path, entry, message):
-    err = _refusal(tmp_path, MAPS + f"lxc.mount.entry = {entry} 0 0\n")
+    err = _refusal(tmp_path, f"lxc.rootfs.path = dir:{tmp_path}\n" + MAPS + f"lxc.mount.entry = {entry} 0 0\n")
     idmap = entry.rsplit("idmap=", 1)[1]
-    assert (err.key, err.line, err.message) == ("lxc.mount.entry", 3, f"idmap={idmap}: {message}")
+    assert (err.key, err.line, err.message) == ("lxc.mount.entry", 4, f"idmap={idmap}: {message}")
 
 
 def test_idmap_container_needs_a_user_namespace_of_the_containers_own(tmp_path):

@@ -116,6 +116,28 @@ def test_sync_idmapped_mounts_sends_the_rootfs_then_each_idmapped_entry_in_lxcs_
 
 
 @pytest.mark.state("monitor", "sync_idmapped_mounts")
+def test_sync_idmapped_mounts_copies_a_relative_source_from_inside_the_rootfs(host, run, after_post_configure):
+    ctx = after_post_configure(*MAPS, "lxc.mount.entry = srv/shared srv/data none bind,relative,idmap=container 0 0")
+    rootfs = Path(ctx.request.config.rootfs_path)
+    (rootfs / "srv" / "shared").mkdir(parents=True)
+    (rootfs / "srv" / "link").symlink_to("/srv/shared")   # followed inside the rootfs, not to the host's /srv
+    host.rec.clear()
+
+    assert run("monitor", "sync_idmapped_mounts", ctx) == "child_released"
+
+    (name, fd, path, flags), = [call for call in host.calls("kernel") if call[0] == "open_tree"]
+    assert (path, flags) == ("", CLONE | kernel.AT_EMPTY_PATH)
+    assert host.mounts.view() == [] and "openat2" in host.names("kernel")[0]   # looked up by fd, in the rootfs
+    with pytest.raises(OSError):
+        os.fstat(fd)   # the source's O_PATH fd, closed once copied
+    # Through a symlink to /srv/shared: the rootfs's (the host has no /srv/shared to fail on).
+    ctx = after_post_configure(*MAPS, "lxc.mount.entry = srv/link srv/data none bind,relative,idmap=container 0 0")
+    assert not os.path.exists("/srv/shared")
+
+    assert run("monitor", "sync_idmapped_mounts", ctx) == "child_released"
+
+
+@pytest.mark.state("monitor", "sync_idmapped_mounts")
 def test_sync_idmapped_mounts_failing_on_an_entry_names_it_closes_what_it_made_and_sends_nothing(
         host, run, after_post_configure, sources, entries):
     data = sources[0]
