@@ -58,6 +58,8 @@ MAX_INCLUDE_DEPTH = 100
 BYTE_ORDER_MARK = "\ufeff"
 
 DEFAULT_INIT_CMD = ("/sbin/init",)
+# LXC's nesting helpers (lxc.apparmor.allow_nesting): (source, target, fstype) of each.
+NESTING_HELPERS = (("proc", "dev/.lxc/proc", "proc"), ("sys", "dev/.lxc/sys", "sysfs"))
 DEFAULT_SIGNAL_HALT = signal.SIGPWR
 DEFAULT_SIGNAL_REBOOT = signal.SIGINT
 DEFAULT_SIGNAL_STOP = signal.SIGKILL
@@ -344,13 +346,21 @@ class _Loader:
         return [slot.setting for slot in self.in_effect.of(canonical) if slot.setting.value]
 
     def mount_entries(self) -> list[MountEntry]:
-        """The fstab file's entries first, then lxc.mount.entry: LXC's mount order."""
+        """The fstab file's entries first, then lxc.mount.entry: LXC's mount order.  With
+        lxc.apparmor.allow_nesting = 1 and any lxc.mount.entry line, LXC 5.0.2 appends two
+        entries of its own to those lines (make_anonymous_mount_file()'s nesting helpers, on a
+        host without AppArmor too): a proc and a sysfs for nested containers to mount from."""
         entries = []
         fstab = self.values("lxc.mount.fstab")
         if fstab:
             entries.extend(_read_fstab(fstab[-1]))
-        for setting in self.values("lxc.mount.entry"):
+        lines = self.values("lxc.mount.entry")
+        for setting in lines:
             entries.append(MountEntry(*parse_mount_fields(setting.value), origin=setting))
+        nesting = self.values("lxc.apparmor.allow_nesting")
+        if lines and nesting and nesting[-1].value == "1":
+            entries += [MountEntry(source, target, fstype, "create=dir,optional", origin=nesting[-1])
+                        for source, target, fstype in NESTING_HELPERS]
         return entries
 
     def networks(self) -> list[NetDevice]:

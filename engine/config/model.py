@@ -142,7 +142,7 @@ class Config(namedtuple("Config", (
         "mount_proc",       # str | None: "mixed" or "rw"
         "mount_sys",        # str | None: "ro", "mixed" or "rw"
         "mount_cgroup",     # str | None: the last cgroup token as written, e.g. "cgroup:mixed"
-        "mount_entries",    # tuple[MountEntry, ...]: lxc.mount.fstab's lines, then lxc.mount.entry's
+        "mount_entries",    # tuple[MountEntry, ...]: the fstab's lines, lxc.mount.entry's, LXC's nesting helpers
         "autodev",          # bool
         "init_cmd",         # tuple[str, ...]
         "init_cwd",         # str | None

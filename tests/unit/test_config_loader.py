@@ -73,6 +73,9 @@ def test_busybox_template(tmp_path):
         ("/lib64", "lib64", "none", "ro,bind"),
         ("/usr/lib64", "usr/lib64", "none", "ro,bind"),
         ("/sys/kernel/security", "sys/kernel/security", "none", "ro,bind,optional"),
+        # lxc.apparmor.allow_nesting = 1: LXC's nesting helpers, after the entries
+        ("proc", "dev/.lxc/proc", "proc", "create=dir,optional"),
+        ("sys", "dev/.lxc/sys", "sysfs", "create=dir,optional"),
     ]
     assert cfg.mount_entries[0].origin == Setting(
         path, 27, "lxc.mount.entry", "shm dev/shm tmpfs defaults,create=dir 0 0")
@@ -427,6 +430,21 @@ def test_override_can_reset_a_key(tmp_path):
 
 
 # --- fstab -------------------------------------------------------------------
+
+@pytest.mark.skipif(any(keys.lsm_enabled(lsm) for lsm in keys.LSM_PRESENT),
+                    reason="lxc.apparmor.* is refused on a host running AppArmor or SELinux")
+@pytest.mark.parametrize("entries, nesting, helped", [
+    (["lxc.mount.entry = tmpfs tmp tmpfs size=1M 0 0"], "1", True),
+    (["lxc.mount.entry = tmpfs tmp tmpfs size=1M 0 0"], "0", False),
+    ([], "1", False),   # LXC's setup_mount_entries() is not called without an lxc.mount.entry line
+])
+def test_apparmor_allow_nesting_appends_lxcs_nesting_helpers_to_the_mount_entries(tmp_path, entries, nesting, helped):
+    cfg = load_text(tmp_path, "".join(f"{line}\n" for line in entries) + f"lxc.apparmor.allow_nesting = {nesting}\n")
+    origin = Setting(str(tmp_path / "config"), len(entries) + 1, "lxc.apparmor.allow_nesting", nesting)
+    helpers = (MountEntry("proc", "dev/.lxc/proc", "proc", "create=dir,optional", origin),
+               MountEntry("sys", "dev/.lxc/sys", "sysfs", "create=dir,optional", origin))
+    assert cfg.mount_entries[len(entries):] == (helpers if helped else ())
+
 
 def test_fstab_entries_come_before_mount_entries(tmp_path):
     write(tmp_path / "fstab", (
