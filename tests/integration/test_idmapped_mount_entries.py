@@ -2,11 +2,13 @@
 disk, bound into an unprivileged container (lxc.idmap u/g 0 100000 65536) with
 ``idmap=container``, is its root's inside, and what its root makes there is owned by 0 on
 disk - under lxc-start 5.0.2 and under lxcsm alike, on an idmapped rootfs and on a shifted
-one; ro still makes such a bind read-only; an fstab line and an rbind (its submounts too)
-to another namespace's map are idmapped alike.  The one difference, as measured: mountinfo
-lists the idmapped binds before the container's other mounts, as lxcsm's monitor makes them
-before the child mounts anything.  A source the kernel cannot idmap is refused before
-anything starts, in one line naming the entry, the path and its filesystem.
+one; ro still makes such a bind read-only; an fstab line, an rbind (its submounts too) to
+another namespace's map and a relative source inside a shifted rootfs are idmapped alike.
+The one difference, as measured: mountinfo lists the idmapped binds before the container's
+other mounts, as lxcsm's monitor makes them before the child mounts anything.  A source the
+kernel cannot idmap is refused before anything starts, in one line naming the entry, the
+path and its filesystem; a bind the child cannot attach fails the start, naming it, and
+leaves nothing behind.
 
 The containers and the bound directories live below a directory of the test's own in /tmp,
 searchable by others: pytest's tmp_path is below a 0700 directory, which the container's
@@ -266,3 +268,19 @@ def test_a_relative_source_inside_a_shifted_rootfs_is_idmapped_as_under_lxc_star
 
     # Unmapped where it lies, root's through the idmapped bind.
     assert under_lxcsm == under_lxc == ["65534:65534 /opt/shared/by-0", "0:0 /srv/shared/by-0", "end"]
+
+
+def test_an_idmapped_bind_the_child_cannot_attach_fails_the_start_naming_it_and_leaves_nothing(with_idmapped_binds):
+    source = with_idmapped_binds.base / "a-directory"
+    source.mkdir()
+    c, _data, _ro = with_idmapped_binds(entries=False, extra=(
+        f"lxc.mount.entry = {source} srv/file none bind,create=file,idmap=container 0 0",))   # onto a file
+
+    result = c.run("start", "-F", "--", "/bin/true", env=WITHOUT_MAP_HELPERS)
+
+    line = 1 + next(i for i, setting in enumerate(c.config.read_text().splitlines())
+                    if setting.startswith(f"lxc.mount.entry = {source} "))
+    assert result.returncode != 0
+    assert (f'error="{c.config}:{line}: lxc.mount.entry: attaching the idmapped {source} on srv/file: '
+            f'Invalid argument (EINVAL)') in result.stderr.splitlines()[0], result.stderr
+    assert c.monitor_exited()   # and the fixture's leak check: no cgroup, mount or process left
