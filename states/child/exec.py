@@ -11,7 +11,12 @@ descriptor but 0, 1, 2 and the sync channel - which is close-on-exec: the
 monitor reads its end-of-file as "init runs".
 
 A daemonised container's init has the console (setup_ttys) as its stdin,
-stdout and stderr, and so has a foreground one started from a terminal,
+stdout and stderr when the console is a pty of the container's devpts
+(lxc.pty.max > 1), and /dev/null when it is the host's or there is none, as
+under lxc-start -d (LXC 5.0.2 makes a host pty init's stdio, then closes it
+and finds no console left: do_start() then gives a daemon /dev/null; what
+init writes to /dev/console itself, as busybox's askfirst and systemd do,
+reaches the console either way); a foreground one started from a terminal has it,
 whose monitor relays between that terminal and the console (poll), as
 lxc-start -F does, and so has one whose console is on a terminal of the
 user's (lxc.console.path, lxc-start -c); with -F from pipes, init keeps
@@ -49,6 +54,7 @@ import os
 import signal
 
 from lxcsm.engine.linux import kernel
+from lxcsm.states.child.setup_ttys import console_on_host_devpts
 
 TYPE_CHECKING = False   # typing itself costs every start ~5 ms to import
 if TYPE_CHECKING:
@@ -114,13 +120,18 @@ def enter(ctx: ChildContext) -> None:
     env = environment(request.config.environment)
     os.chdir(request.config.init_cwd or "/")
     os.setsid()
-    if ctx.console is not None:
-        console = ctx.console[1]
+    if not request.foreground and (ctx.console is None or console_on_host_devpts(request.config)):
+        null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        os.close(null)
+    elif ctx.console is not None:
         from lxcsm.engine.linux import terminal  # loaded by setup_ttys, before pivot_root
         if terminal.console_is_stdio(request.foreground, request.config.get_item("lxc.console.path")):
             for fd in (0, 1, 2):
-                os.dup2(console, fd)
-        os.close(console)
+                os.dup2(ctx.console[1], fd)
+    if ctx.console is not None:
+        os.close(ctx.console[1])
     _take_credentials(request.config, ctx.log)
     for sig in (signal.SIGPIPE, signal.SIGXFSZ):
         signal.signal(sig, signal.SIG_DFL)
@@ -137,6 +148,8 @@ def plan(request: StartRequest) -> list[str]:
     env = environment(config.environment)
     uid, gid, groups = credentials(config)
     steps = [f"chdir {config.init_cwd or '/'}; setsid()"]
+    if not request.foreground and (not config.has_console() or console_on_host_devpts(config)):
+        steps.append("dup2 /dev/null to stdin, stdout, stderr (a daemon whose console is none or the host's pty)")
     steps.append(f"fchown init's stdio (not /dev/null) to uid {uid or 0}, fchmod 0700")
     steps.append(f"setgroups({', '.join(map(str, groups)) or 'none'})")
     steps += [f"setresgid({gid})"] if gid is not None else []

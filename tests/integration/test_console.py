@@ -241,7 +241,8 @@ def test_the_console_log_is_kept_within_lxc_console_size(make_container, tmp_pat
     c = make_container("busybox", [f"lxc.console.logfile = {log}", "lxc.console.size = 1M",   # LXC reads 1 byte: a page
                                    f"lxc.console.rotate = {rotate}"])
     page = os.sysconf("SC_PAGE_SIZE")
-    lines = "i=0; while [ $i -lt 400 ]; do echo line-$i-of-the-console-log; i=$((i+1)); done"
+    # to /dev/console: a daemon whose console is the host's pty has /dev/null as stdout (as LXC's)
+    lines = "exec >/dev/console; i=0; while [ $i -lt 400 ]; do echo line-$i-of-the-console-log; i=$((i+1)); done"
     assert c.run("start", "-d", "--", "/bin/sh", "-c", lines).returncode == 0
     assert c.monitor_exited(30)
     kept = log.read_bytes()

@@ -203,8 +203,9 @@ def test_a_console_log_filling_its_disk_drops_output_and_the_container_runs_on(p
     log = tmp_path / "lxcsm.log"
     flooded = c.rootfs / "tmp" / "flooded"
     # 2 MB to the console, 8 times its disk: the pty holds far less, so by the time the flood is
-    # written the monitor has failed to log most of it, drain after drain.
-    flood = "head -c 2000000 /dev/zero | tr '\\0' x; touch /tmp/flooded; exec sleep 600"
+    # written the monitor has failed to log most of it, drain after drain.  To /dev/console: a
+    # daemon whose console is a pty of the host's has /dev/null as stdout, as under lxc-start -d.
+    flood = "exec >/dev/console; head -c 2000000 /dev/zero | tr '\\0' x; touch /tmp/flooded; exec sleep 600"
     started = private_mounts.lxcsm(c, "start", "-d", "-o", str(log), "-l", "WARN", "--", "/bin/sh", "-c", flood)
     assert started.returncode == 0, started.stderr
     try:

@@ -219,6 +219,7 @@ def test_exec_of_a_daemon_gives_init_the_console_a_clean_process_and_its_environ
         host, run, make_request, child_ctx, process, monkeypatch):
     monkeypatch.setenv("HOME", "/home/caller")
     request = make_request("lxc.environment = TERM=linux", "lxc.environment = HOME", "lxc.init.cwd = /srv",
+                           "lxc.pty.max = 8",   # a console of the container's devpts
                            command=("/sbin/init", "--log-level=debug"))
     ctx = child_ctx(request)
     master, peer = host.pipe()
@@ -247,6 +248,29 @@ def test_exec_of_a_daemon_gives_init_the_console_a_clean_process_and_its_environ
          {"container": "lxc", "TERM": "linux", "HOME": "/home/caller"}),
     ]
     assert not is_open(peer)
+
+
+@pytest.mark.state("child", "exec")
+@pytest.mark.parametrize("console", ["host pty", "none"])
+def test_exec_of_a_daemon_whose_console_is_the_hosts_or_none_gives_init_dev_null(
+        host, run, make_request, child_ctx, process, console):
+    # As lxc-start -d: LXC closes a host pty it made init's stdio, then gives a daemon /dev/null.
+    host.proxy(exec_state, "os", chdir=None, setsid=None, dup2=None, open=PASS, close=PASS, closerange=None,
+               execvpe=None, setgroups=None, fchown=None, fchmod=None, fstat=lambda fd: SimpleNamespace(st_rdev=PTY))
+    ctx = child_ctx(make_request(*(["lxc.console.path = none"] if console == "none" else [])))
+    if console == "host pty":
+        ctx.console = host.pipe()
+
+    assert run("child", "exec", ctx) is None
+
+    calls = host.calls("os")
+    assert calls[2][:2] == ("open", "/dev/null")
+    dups = [call for call in calls if call[0] == "dup2"]
+    (null,) = {call[1] for call in dups}   # one fd, /dev/null's, never the console's peer
+    assert [call[2] for call in dups] == [0, 1, 2] and calls[6] == ("close", null)
+    if console == "host pty":
+        assert null != ctx.console[1] and ("close", ctx.console[1]) in calls
+    assert "dup2 /dev/null" in "\n".join(exec_state.plan(ctx.request))
 
 
 @pytest.mark.state("child", "exec")
