@@ -138,7 +138,7 @@ def test_a_rootfs_the_kernel_cannot_idmap_is_refused_in_one_line_before_anything
     ram.mkdir(parents=True)
     kernel.mount("lxcsm-test", str(ram), "ramfs")   # ramfs has no idmapped mounts
     try:
-        result = c.start_fg("/bin/true")
+        result = c.run("start", "-F", "--", "/bin/true", env=WITHOUT_MAP_HELPERS)
     finally:
         kernel.umount2(str(ram))
     line = 1 + c.config.read_text().splitlines().index("lxc.rootfs.options = idmap=container")
@@ -152,7 +152,7 @@ def test_a_rootfs_the_kernel_cannot_idmap_is_refused_in_one_line_before_anything
 def test_a_reboot_idmaps_the_rootfs_again_for_the_new_user_namespace(unshifted):
     c = unshifted()
     c.config.write_text(c.config.read_text() + "lxc.signal.reboot = SIGTERM\nlxc.signal.halt = SIGUSR1\n")
-    assert c.run("start").returncode == 0
+    assert c.run("start", env=WITHOUT_MAP_HELPERS).returncode == 0
     try:
         first = c.run("info", "-p", "-H").stdout.strip()
         rebooted = c.run("stop", "-r", "-t", "30")
