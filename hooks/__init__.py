@@ -7,9 +7,13 @@ lxc.hook.version = 0 (the default) the shell runs
 ``exec HOOK 'NAME' 'lxc' 'KIND' [ARGS...]``; with version 1 it runs
 ``exec HOOK [ARGS...]`` and the kind is in the environment instead
 (LXC_HOOK_TYPE, LXC_HOOK_SECTION=lxc).  Either way the hook inherits the
-monitor's environment, which init_handler filled with LXC_NAME,
-LXC_CONFIG_FILE, LXC_ROOTFS_PATH and LXC_ROOTFS_MOUNT; stop and post-stop
-hooks also get LXC_TARGET (stop or reboot).  Its stdin is /dev/null; every
+monitor's environment, where the variables are set when and as LXC 5.0.2
+sets them in its own (so a child, cloned in between, has those set before):
+`environment()` at every boot's init_handler (lxc_init's), LXC_PID once init
+is cloned (`expose_pid`, lxc_spawn's), the namespaces and LXC_TARGET (stop or
+reboot) before the stop hooks (`run_stop`, lxc_delete_network's and
+lxc_end's).  None is ever unset: the next boot's pre-start sees the last
+boot's LXC_PID, LXC_TARGET and namespaces, as under LXC.  Its stdin is /dev/null; every
 line it writes is a DEBUG event of the state that runs it, as it comes.  Several
 hooks of one kind run in config order, each to its end.
 
@@ -25,9 +29,15 @@ the aborting state), naming the file, line and key; stop and post-stop hooks
 run on the way out, where a failure is logged and the way out goes on.
 A stop hook's extra arguments are the container's namespaces, TYPE:PATH
 with PATH a file of the monitor's (/proc/MONITOR/fd/N) that opens it: spawn
-keeps them open for it, only when the config has a stop hook.  They are
-in its environment too, as LXC puts them there: LXC_USER_NS, LXC_MNT_NS,
-LXC_PID_NS, ... = PATH (with lxc.hook.version = 1 only there).
+keeps them open for it, only when the config has a stop or post-stop hook.
+They are in the environment too, as LXC puts them there: LXC_USER_NS,
+LXC_MNT_NS, LXC_PID_NS, ... = PATH (with lxc.hook.version = 1 only there),
+and stay there for the post-stop hooks (which LXC runs after closing them).
+
+The start hook runs inside the container: as LXC's verify_start_hooks(),
+`verify_start` fails the start when the first lxc.hook.start's whole value is
+not an executable file of the rootfs (so `/bin/sh -c ...` is refused: LXC
+looks for a file of that name), after the autodev hooks.
 """
 
 from __future__ import annotations
@@ -58,20 +68,61 @@ POINTS = {
 STOP_HOOK_NAMESPACES = ("user", "mnt", "pid", "uts", "ipc", "net")
 
 
+def environment(name: str, config, log_level: str | None) -> dict[str, str]:
+    """The variables LXC 5.0.2's lxc_init() sets for the hooks, set in the monitor's environment
+    by init_handler at every boot.  `log_level`: lxcsm start -l's level name, if given; as
+    LXC's lxc_log_get_level(), lxc.log.level wins over it and ERROR is the default."""
+    env = {"LXC_NAME": name, "LXC_CONFIG_FILE": config.path}
+    rootfs_mount = config.rootfs_mount or config.rootfs_path   # where setup_rootfs mounts it
+    if rootfs_mount:
+        env["LXC_ROOTFS_MOUNT"] = rootfs_mount
+    if config.rootfs_path:
+        env["LXC_ROOTFS_PATH"] = config.rootfs_path
+    for variable, key in (("LXC_CONSOLE", "lxc.console.path"), ("LXC_CONSOLE_LOGPATH", "lxc.console.logfile")):
+        if config.get_item(key):
+            env[variable] = config.get_item(key)
+    if os.path.exists("/proc/self/ns/cgroup"):   # LXC's cgns_supported()
+        env["LXC_CGNS_AWARE"] = "1"
+    env["LXC_LOG_LEVEL"] = config.log_level or log_level or "ERROR"
+    env["LXC_HOOK_VERSION"] = "1" if config.get_item("lxc.hook.version") == "1" else "0"
+    return env
+
+
+def expose_pid(pid: int) -> None:
+    """LXC_PID, init's pid, in the monitor's environment once spawn cloned it: the start-host,
+    stop and post-stop hooks see it, the child's hooks (cloned before) do not."""
+    os.environ["LXC_PID"] = str(pid)
+
+
+def keeps_namespaces(config) -> bool:
+    """Whether spawn holds the container's namespaces open after init: for a stop hook's
+    arguments, and for the LXC_*_NS variables the stop and post-stop hooks see."""
+    return bool(configured(config, "stop") or configured(config, "post-stop"))
+
+
+def verify_start(config, rootfs: str) -> None:
+    """Fail as LXC's verify_start_hooks() does when the first lxc.hook.start's value, taken
+    whole as a path in the rootfs mounted at `rootfs`, is not executable there (LXC looks at
+    the first one only)."""
+    for _key, setting in configured(config, "start")[:1]:
+        if not os.access(rootfs.rstrip("/") + setting.value, os.X_OK):
+            raise StateError(f"{setting.file}:{setting.line}: {setting.key}: start hook {setting.value!r} "
+                             f"not found in container (no executable file of that name in {rootfs})")
+
+
 def configured(config, kind: str) -> list:
     """The (canonical key, setting) of each lxc.hook.KIND in effect, in config order."""
     return list(config.in_effect(f"lxc.hook.{kind}"))
 
 
-def run(config, kind: str, log, args: tuple[str, ...] = (), env: dict[str, str] | None = None,
-        must_succeed: bool = True, serve=None) -> None:
+def run(config, kind: str, log, args: tuple[str, ...] = (), must_succeed: bool = True, serve=None) -> None:
     """Run every lxc.hook.KIND; a failure raises StateError, or with must_succeed=False is
     logged at ERROR and the next hook runs.  `serve`: the monitor's command server."""
     version_one = config.get_item("lxc.hook.version") == "1"
     for _key, setting in configured(config, kind):
         words = [setting.value] if version_one else [setting.value, shlex.quote(config.name), "lxc", kind]
         command = "exec " + " ".join([*words, *map(shlex.quote, args)])
-        hook_env = dict(os.environ, **(env or {}))
+        hook_env = dict(os.environ)
         if version_one:
             hook_env.update(LXC_HOOK_TYPE=kind, LXC_HOOK_SECTION="lxc")
         status, output = _run_shell(command, hook_env, kind, log, serve)
@@ -93,15 +144,16 @@ def run_stop(ctx, target: str) -> None:
     it removes the network, whatever the hook version), and with lxc.hook.version = 0 also
     arguments, KIND:PATH."""
     paths = {kind: f"/proc/{os.getpid()}/fd/{fd}" for kind, fd in ctx.boot.namespace_fds.items()}
-    env = {"LXC_TARGET": target, **{f"LXC_{kind.upper()}_NS": path for kind, path in paths.items()}}
+    os.environ.update({f"LXC_{kind.upper()}_NS": path for kind, path in paths.items()}, LXC_TARGET=target)
     version_one = ctx.request.config.get_item("lxc.hook.version") == "1"
     spaces = () if version_one else tuple(f"{kind}:{path}" for kind, path in paths.items())
-    run(ctx.request.config, "stop", ctx.log, spaces, env, must_succeed=False)
+    run(ctx.request.config, "stop", ctx.log, spaces, must_succeed=False)
 
 
 def run_post_stop(ctx, target: str) -> None:
-    """The post-stop hooks, once the boot's cleanup is done."""
-    run(ctx.request.config, "post-stop", ctx.log, (), {"LXC_TARGET": target}, must_succeed=False)
+    """The post-stop hooks, once the boot's cleanup is done: the stop hooks' environment."""
+    os.environ["LXC_TARGET"] = target
+    run(ctx.request.config, "post-stop", ctx.log, must_succeed=False)
 
 
 def warn_after() -> float:

@@ -122,7 +122,8 @@ def run(parser: Parser, args) -> int:
         return fail(str(err))
     request = StartRequest(name=name, lxcpath=path, config=config, command=command,
                            foreground=args.foreground, pidfile=args.pidfile, breakpoints=pauses,
-                           sync_timeout=sync_timeout, lab_skips=lab_skips)
+                           sync_timeout=sync_timeout, lab_skips=lab_skips,
+                           log_level=level.name if level is not None else None)
     if args.plan:
         from lxcsm.engine.analysis import plan
         print(plan.render(request))

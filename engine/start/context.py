@@ -33,8 +33,8 @@ if TYPE_CHECKING:
 
 class StartRequest(namedtuple("StartRequest", (
         "name", "lxcpath", "config", "command", "foreground", "pidfile", "sync_timeout", "breakpoints",
-        "lab_skips",
-    ), defaults=(None, None, None, ()))):
+        "lab_skips", "log_level",
+    ), defaults=(None, None, None, (), None))):
     # The fields' types, for a type checker; a namedtuple costs a start nothing to import.
     name: str
     lxcpath: str
@@ -49,6 +49,8 @@ class StartRequest(namedtuple("StartRequest", (
     # Lab mode (engine/start/lab.py): the SKIPS names of the steps this start leaves out, for
     # teaching; `lxcsm start` sets them only with --lab, -F and a COMMAND.
     lab_skips: tuple[str, ...]
+    # -l's level name, if given: the hooks' LXC_LOG_LEVEL without lxc.log.level (hooks.environment).
+    log_level: str | None
 
     __slots__ = ()
 

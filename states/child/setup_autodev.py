@@ -66,6 +66,7 @@ def enter(ctx) -> str:
         os.close(root)
     try:
         bound = config.autodev and _make_nodes(dev)
+        hooks.verify_start(config, ctx.rootfs)   # where LXC's lxc_setup() does, after the nodes
         _make_links(ctx, dev)
         if config.has_devpts():
             _mount_devpts(dev, config)

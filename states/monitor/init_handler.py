@@ -20,8 +20,9 @@ Afterwards the kernel sees:
   own from the first boot on, every mount in it a slave of the host's, as
   lxc-start does right after its pid file: what the hooks the monitor runs
   mount stays out of the host, while the host's mounts still reach them;
-* LXC_NAME, LXC_CONFIG_FILE, LXC_ROOTFS_PATH and LXC_ROOTFS_MOUNT in the
-  monitor's environment, for hooks;
+* LXC_NAME, LXC_CONFIG_FILE, LXC_ROOTFS_PATH, LXC_ROOTFS_MOUNT, LXC_CONSOLE,
+  LXC_CONSOLE_LOGPATH, LXC_CGNS_AWARE, LXC_LOG_LEVEL and LXC_HOOK_VERSION in
+  the monitor's environment, for hooks (hooks.environment, as lxc_init's);
 * whatever the lxc.hook.pre-start hooks did, run here in the host's
   namespaces, before anything of the container exists (every boot).
 
@@ -99,12 +100,7 @@ def enter(ctx) -> str:
     ctx.command_server.new_ttys({})                                 # and its terminals
     ctx.command_server.set_state(LxcState.STARTING)
 
-    os.environ.update(
-        LXC_NAME=request.name,
-        LXC_CONFIG_FILE=config.path,
-        LXC_ROOTFS_PATH=config.rootfs_path or "",
-        LXC_ROOTFS_MOUNT=config.rootfs_mount or config.rootfs_path or "",
-    )
+    os.environ.update(hooks.environment(request.name, config, request.log_level))
 
     console_log = config.get_item("lxc.console.logfile")
     if console_log and ctx.console_log < 0:   # the first boot's; later boots append to it

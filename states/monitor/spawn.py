@@ -187,8 +187,9 @@ def enter(ctx) -> str:
     for hierarchy, path in zip(ctx.hierarchies, boot.payload_cgroups, strict=True):
         if hierarchy.version == 1:
             cgroups.attach(path, pid)
-    if hooks.configured(request.config, "stop"):
-        # A stop hook runs after init is gone: hold the namespaces open for it.
+    hooks.expose_pid(pid)
+    if hooks.keeps_namespaces(request.config):
+        # The stop hooks run after init is gone: hold the namespaces open for them.
         for kind in hooks.STOP_HOOK_NAMESPACES:
             if flags & ~unshared_by_child(flags) & kernel.NAMESPACE_FLAGS[kind]:
                 fd = os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC)

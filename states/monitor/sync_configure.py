@@ -65,7 +65,7 @@ def _keep_network_namespace(ctx) -> None:
     """A network namespace the child unshared after the clone (with a user namespace), held
     for the stop hooks, which run once init is gone."""
     namespaces = ctx.request.config.namespaces()
-    if "user" in namespaces and "net" in namespaces and hooks.configured(ctx.request.config, "stop"):
+    if "user" in namespaces and "net" in namespaces and hooks.keeps_namespaces(ctx.request.config):
         fd = os.open(f"/proc/{ctx.boot.init_pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         ctx.boot.undo.record("kept_fd", fd)
         ctx.boot.namespace_fds["net"] = fd

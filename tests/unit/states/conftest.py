@@ -212,8 +212,11 @@ def host(monkeypatch, tmp_path) -> Host:
 
 @pytest.fixture(autouse=True)
 def _lxc_environment(monkeypatch):
-    """init_handler exports LXC_NAME and the like into os.environ: put them back afterwards."""
-    for name in ("LXC_NAME", "LXC_CONFIG_FILE", "LXC_ROOTFS_PATH", "LXC_ROOTFS_MOUNT"):
+    """init_handler, spawn and the stop hooks export LXC_NAME and the like into os.environ:
+    put them back afterwards."""
+    for name in ("LXC_NAME", "LXC_CONFIG_FILE", "LXC_ROOTFS_PATH", "LXC_ROOTFS_MOUNT", "LXC_CONSOLE",
+                 "LXC_CONSOLE_LOGPATH", "LXC_CGNS_AWARE", "LXC_LOG_LEVEL", "LXC_HOOK_VERSION", "LXC_PID",
+                 "LXC_TARGET", *(f"LXC_{kind.upper()}_NS" for kind in ("user", "mnt", "pid", "uts", "ipc", "net"))):
         monkeypatch.setenv(name, "")   # remembered as it was (perhaps unset), restored afterwards
         monkeypatch.delenv(name)
 
