@@ -114,6 +114,21 @@ def usage_parser(summaries: bool | None = None):
     return parser
 
 
+def _undo_locale_coercion() -> None:
+    """LC_CTYPE as exec(2) gave it (/proc/self/environ), or unset: started without a locale,
+    Python sets LC_CTYPE=C.UTF-8 in its own environment (PEP 538), which lxc-start does not
+    do - and the hooks, a start server and `lxc.environment = NAME` take lxcsm's environment.
+    (Python's own encoding was chosen before this: it stays UTF-8.)"""
+    if "LC_CTYPE" not in os.environ:
+        return
+    with open("/proc/self/environ", "rb") as environ:
+        given = [entry for entry in environ.read().split(b"\0") if entry.startswith(b"LC_CTYPE=")]
+    if given:
+        os.environ["LC_CTYPE"] = os.fsdecode(given[0].partition(b"=")[2])
+    else:
+        del os.environ["LC_CTYPE"]
+
+
 def run() -> None:
     """The `lxcsm` command: main(), then exit at once.
 
@@ -125,6 +140,7 @@ def run() -> None:
     # the tens of thousands of objects the imports and the machines create, several times
     # over (~10 ms of a start).  The monitor turns it back on once the container is RUNNING.
     gc.disable()
+    _undo_locale_coercion()
     status = main()
     sys.stdout.flush()
     sys.stderr.flush()
