@@ -103,8 +103,13 @@ def _take_credentials(config, log) -> None:
 
 def _give_stdio(uid: int | None) -> None:
     """As LXC's fix_stdio_permissions(): init's stdio (but /dev/null) belongs to its user
-    (`uid`; None: left to root) and gets mode 0700, whoever init runs as."""
-    null = os.stat("/dev/null").st_rdev if os.path.exists("/dev/null") else None
+    (`uid`; None: left to root) and gets mode 0700, whoever init runs as.  Without a
+    /dev/null in the container nothing is changed, as LXC gives up then: init's stdio may
+    be the host's own /dev/null, which must keep its mode."""
+    try:
+        null = os.stat("/dev/null").st_rdev
+    except OSError:
+        return
     for fd in (0, 1, 2):
         try:
             if os.fstat(fd).st_rdev == null:

@@ -323,6 +323,18 @@ def test_exec_leaves_stdio_on_dev_null_alone(host, run, make_request, child_ctx,
 
 
 @pytest.mark.state("child", "exec")
+def test_exec_without_dev_null_in_the_container_changes_no_stdio(host, run, make_request, child_ctx, process):
+    # As LXC, which gives up: init's stdio may be the host's own /dev/null, whose mode must stay.
+    host.proxy(exec_state, "os", chdir=None, setsid=None, close=PASS, closerange=None, execvpe=None,
+               setgroups=None, fchown=None, fchmod=None, fstat=lambda fd: SimpleNamespace(st_rdev=PTY), stat=None)
+    host.on("os.stat", raises=FileNotFoundError(errno.ENOENT, "No such file or directory"))
+
+    assert run("child", "exec", child_ctx(make_request(foreground=True))) is None
+
+    assert [name for name in host.names() if name in ("os.fstat", "os.fchown", "os.fchmod")] == []
+
+
+@pytest.mark.state("child", "exec")
 def test_exec_whose_monitor_died_before_the_pdeath_signal_was_set_kills_itself(
         host, run, make_request, child_ctx, process):
     parents = iter((4242, 1))
