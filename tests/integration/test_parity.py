@@ -1,0 +1,253 @@
+"""Parity with lxc-start 5.0.2 (issue 11, "a user can switch without noticing"): the same
+container started by lxc-start and by lxcsm, each daemonized in turn, looked at from inside
+(lxc-attach) and from outside (/proc/PID of its init), and compared.
+
+Three containers: LXC's busybox template (`lxc-create -t busybox`, its network lines replaced
+by an empty one), the Debian 12 container booting systemd (fixtures/debian.py, config
+including Debian's debian.common.conf), and an lxc.idmap container (test_userns's busybox
+template with userns.conf on a shifted rootfs, both tools writing the maps themselves).
+
+What is compared (VIEW below, one shell script run inside, and init's /proc files outside):
+the mount table (/proc/1/mountinfo), /dev and /dev/pts (names, types, modes, owners, device
+numbers, link targets), init's status (ids, groups, umask, NoNewPrivs, seccomp, capabilities),
+environment, limits, oom_score_adj, personality and open files, the hostname, the cgroups of
+init and of an attached process, /sys/fs/cgroup's names, and whether /proc/sys and
+/proc/sys/net take a write (each file's own value written back: nothing changes).
+
+The normalisation is explicit (`normalise`); anything it does not remove must be equal, so a
+new difference fails the test:
+* the container's LXCPATH and name become LXCPATH and NAME;
+* mountinfo: the mount and parent ids, the device numbers of filesystems without a device
+  (major 0: each mount of a tmpfs, proc, devpts... gets the next free one), and the numbers of
+  peer groups (shared:N, master:N keep their kind) are dropped; the order is kept (it is the
+  order the mounts were made in), except under systemd, which mounts its cgroup hierarchies
+  in an order it picks at each boot (a hash table's): its mount table is compared sorted;
+* a pty of the host's devpts (the console of a container with lxc.pty.max <= 1) is whichever
+  pty was free: its number (mountinfo's root /N, the device's minor) is dropped;
+* init's open files: the inode numbers of pipes, sockets and anonymous inodes are dropped;
+  systemd's own files come and go as it works, so for it fds 0, 1 and 2 only;
+* init's status: the fields a start decides (ids, groups, umask, NoNewPrivs, seccomp,
+  capabilities), not its memory, pids or scheduling counters.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from fixtures import debian
+from fixtures import rootfs as rootfs_builders
+from tests.integration.harness import LXCSM, WITHOUT_MAP_HELPERS, Container, host_mounts, unique_name, wait_for
+from tests.integration.test_userns import TEMPLATE as USERNS_TEMPLATE
+from tests.integration.test_userns import _shift
+
+pytestmark = [pytest.mark.root, pytest.mark.usefixtures("lxc_pivot_removed"),
+              pytest.mark.skipif(not shutil.which("lxc-start") or not shutil.which("lxc-create"),
+                                 reason="LXC's tools are not installed")]
+
+# Run inside by lxc-attach, under busybox's sh or Debian's dash: sections headed "== WHAT".
+INSIDE = r"""
+echo "== mountinfo"; cat /proc/1/mountinfo
+echo "== dev"; cd /dev && find . -maxdepth 2 | sort | while read f; do
+  stat -c '%n %F %a %u:%g %t:%T' "$f"; [ -L "$f" ] && echo "  -> $(readlink "$f")"; done; cd /
+echo "== hostname"; hostname
+echo "== cgroup of an attached process"; cat /proc/self/cgroup
+echo "== /sys/fs/cgroup"; ls -A /sys/fs/cgroup
+echo "== /proc/sys writes"
+for f in /proc/sys/kernel/printk_ratelimit /proc/sys/net/ipv4/ip_forward; do
+  v=$(cat $f); if (echo "$v" > $f) 2>/dev/null; then echo "$f writable"; else echo "$f refused"; fi; done
+"""
+STATUS_FIELDS = ("Uid", "Gid", "Groups", "Umask", "NoNewPrivs", "Seccomp", "Seccomp_filters",
+                 "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")
+
+
+def _tool(*argv: str, env=None, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(list(argv), stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def _sections(text: str) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    lines: list[str] = []
+    for line in text.splitlines():
+        if line.startswith("== "):
+            lines = found.setdefault(line[3:], [])
+        else:
+            lines.append(line)
+    return found
+
+
+def _mountinfo_line(fields: list[str]) -> str:
+    dash = fields.index("-")
+    device = fields[2] if not fields[2].startswith("0:") else "0:*"
+    optional = [re.sub(r":\d+$", "", tag) for tag in fields[6:dash]]
+    return " ".join([device, fields[3], fields[4], fields[5], *optional, *fields[dash:]])
+
+
+def normalise(view: dict[str, list[str]], c: Container, systemd: bool) -> dict[str, list[str]]:
+    """The view with what differs between any two starts taken out (this module's docstring)."""
+    def names(line: str) -> str:
+        return line.replace(c.lxcpath, "LXCPATH").replace(c.name, "NAME")
+
+    view = {key: [names(line) for line in lines] for key, lines in view.items()}
+    table = [line.split() for line in view["mountinfo"]]
+    own_devpts = {fields[2] for fields in table if fields[4] == "/dev/pts"}
+    # Mount points of a pty of another devpts than the container's /dev/pts: the host's.
+    host_ptys = {fields[4] for fields in table
+                 if fields[fields.index("-") + 1] == "devpts" and fields[2] not in own_devpts}
+    mounts = []
+    for fields in table:
+        if fields[4] in host_ptys:
+            fields = [*fields[:3], "/N", *fields[4:]]
+        mounts.append(_mountinfo_line(fields))
+    view["mountinfo"] = sorted(mounts) if systemd else mounts
+    view["dev"] = [re.sub(r" 88:[0-9a-f]+$", " 88:N", line) if f"/dev/{line.split()[0][2:]}" in host_ptys else line
+                   for line in view["dev"]]
+    view["fds"] = [re.sub(r":\[\d+\]$", ":[N]", line) for line in view["fds"]
+                   if not systemd or line.split()[0] in ("0", "1", "2")]
+    return view
+
+
+def _outside(pid: int) -> dict[str, list[str]]:
+    proc = Path(f"/proc/{pid}")
+    status = [line for line in (proc / "status").read_text().splitlines() if line.split(":")[0] in STATUS_FIELDS]
+    environ = sorted(filter(None, (proc / "environ").read_bytes().decode().split("\0")))
+    fds = sorted(os.listdir(proc / "fd"), key=int)
+    return {"status": status, "environ": environ, "limits": (proc / "limits").read_text().splitlines(),
+            "oom_score_adj": [(proc / "oom_score_adj").read_text().strip()],
+            "personality": [(proc / "personality").read_text().strip()],
+            "cgroup of init": (proc / "cgroup").read_text().splitlines(),
+            "fds": [f"{fd} {os.readlink(proc / 'fd' / fd)}" for fd in fds]}
+
+
+def _init_settled(c: Container, systemd: bool) -> bool:
+    """systemd: it says the boot is over; busybox init: its sysinit script (rcS) has ended and
+    it has started the rest of its inittab."""
+    if systemd:
+        said = _tool("lxc-attach", "-n", c.name, "-P", c.lxcpath, "--", "/bin/systemctl", "is-system-running")
+        return said.stdout.strip() in ("running", "degraded")
+    found = _tool("lxc-attach", "-n", c.name, "-P", c.lxcpath, "--", "/bin/sh", "-c",
+                  "for p in $(cat /proc/1/task/1/children); do tr '\\0' ' ' < /proc/$p/cmdline; echo; done")
+    children = found.stdout.splitlines()
+    return bool(children) and not any("rcS" in child for child in children)
+
+
+def observe(c: Container, lxc: bool, systemd: bool = False, env=None) -> dict[str, list[str]]:
+    """Start `c` daemonized under lxc-start or lxcsm, wait for its init to settle, look, stop it."""
+    # lxc-start by its path: env may be harness.WITHOUT_MAP_HELPERS, whose PATH lacks /usr/bin
+    started = (_tool(shutil.which("lxc-start") or "lxc-start", "-n", c.name, "-P", c.lxcpath, env=env) if lxc
+               else _tool(*LXCSM, "start", "-n", c.name, "-P", c.lxcpath, env=env))
+    assert started.returncode == 0, started.stderr
+    try:
+        info = _tool("lxc-info", "-n", c.name, "-P", c.lxcpath, "-p", "-H")
+        assert info.returncode == 0, info.stderr
+        pid = int(info.stdout)
+        assert wait_for(lambda: _init_settled(c, systemd), timeout=300), "init never settled"
+        inside = _tool("lxc-attach", "-n", c.name, "-P", c.lxcpath, "--", "/bin/sh", "-c", INSIDE)
+        assert inside.returncode == 0, inside.stderr
+        view = {**_sections(inside.stdout), **_outside(pid)}
+    finally:
+        stopped = (_tool("lxc-stop", "-n", c.name, "-P", c.lxcpath, "-k") if lxc
+                   else _tool(*LXCSM, "stop", "-n", c.name, "-P", c.lxcpath, "-k"))
+        assert stopped.returncode == 0, stopped.stderr
+        assert wait_for(lambda: _tool("lxc-info", "-n", c.name, "-P", c.lxcpath, "-s", "-H").stdout.strip()
+                        in ("", "STOPPED"), timeout=30)
+    return normalise(view, c, systemd)
+
+
+def assert_same(under_lxc: dict[str, list[str]], under_lxcsm: dict[str, list[str]]) -> None:
+    """Section by section, so a difference names what differs."""
+    assert under_lxcsm.keys() == under_lxc.keys()
+    for key in under_lxc:
+        assert under_lxcsm[key] == under_lxc[key], f"{key} differs"
+
+
+@pytest.fixture
+def parity_dir():
+    """A directory of the test's own in /tmp, searchable by others (an idmapped container's
+    root, the host's uid 100000, must reach its rootfs); afterwards no monitor, cgroup, socket
+    or mount of its containers may be left, and it is removed."""
+    base = Path(tempfile.mkdtemp(prefix="lxcsm-parity-", dir="/tmp"))
+    os.chmod(base, 0o711)
+    made: list[Container] = []
+    try:
+        yield base, made
+        for c in made:
+            c.monitor_exited(timeout=10)
+        leaks = {c.name: c.leaks() for c in made}
+        assert {k: v for k, v in leaks.items() if v} == {}, "a start left things behind"
+        assert [m for m in host_mounts() if m.startswith(f"{base}/")] == [], "a host mount was left"
+    finally:
+        for c in made:
+            c.force_cleanup()
+        shutil.rmtree(base)
+
+
+def test_lxcs_busybox_template_is_seen_the_same_under_lxc_start_and_lxcsm(parity_dir):
+    base, made = parity_dir
+    name, lxcpath = unique_name("pb"), base / "lxc"
+    created = _tool("lxc-create", "-t", "busybox", "-n", name, "-P", str(lxcpath))
+    assert created.returncode == 0, created.stderr
+    config = lxcpath / name / "config"
+    lines = config.read_text().splitlines(keepends=True)
+    config.write_text("".join(line for line in lines if not line.startswith("lxc.net.")) + "lxc.net.0.type = empty\n")
+    c = Container(name, str(lxcpath), lxcpath / name / "rootfs", config)
+    made.append(c)
+
+    under_lxc = observe(c, lxc=True)
+    under_lxcsm = observe(c, lxc=False)
+
+    assert_same(under_lxc, under_lxcsm)
+    # What the template asks for, seen (not only equal): lxc.apparmor.allow_nesting's helpers,
+    # /proc/sys read-only but for its net, a daemon's init on /dev/null with its console 0620.
+    assert any(" /dev/.lxc/proc " in line for line in under_lxcsm["mountinfo"])
+    assert "/proc/sys/kernel/printk_ratelimit refused" in under_lxcsm["/proc/sys writes"]
+    assert "/proc/sys/net/ipv4/ip_forward writable" in under_lxcsm["/proc/sys writes"]
+    assert under_lxcsm["fds"][:3] == ["0 /dev/null", "1 /dev/null", "2 /dev/null"]
+    assert any(line.startswith("./console character special file 620 ") for line in under_lxcsm["dev"])
+
+
+def test_an_idmapped_busybox_is_seen_the_same_under_lxc_start_and_lxcsm(parity_dir):
+    base, made = parity_dir
+    name, lxcpath = unique_name("pu"), base / "lxc"
+    root = lxcpath / name / "rootfs"
+    fs = rootfs_builders.make_busybox_rootfs(root)
+    _shift(root)
+    c = Container(name, str(lxcpath), root, rootfs_builders.write_config(lxcpath, name, fs, USERNS_TEMPLATE))
+    made.append(c)
+
+    under_lxc = observe(c, lxc=True, env=WITHOUT_MAP_HELPERS)
+    under_lxcsm = observe(c, lxc=False, env=WITHOUT_MAP_HELPERS)
+
+    assert_same(under_lxc, under_lxcsm)
+    assert "Uid:\t100000\t100000\t100000\t100000" in under_lxcsm["status"]   # seen from the host
+
+
+@pytest.fixture
+def debian_rootfs():
+    try:
+        return debian.ensure_rootfs()
+    except debian.MirrorUnreachable as unreachable:
+        pytest.skip(f"no Debian rootfs can be built here: {unreachable}")
+
+
+def test_the_debian_systemd_container_is_seen_the_same_under_lxc_start_and_lxcsm(parity_dir, debian_rootfs):
+    base, made = parity_dir
+    name, lxcpath = unique_name("pd"), base / "lxc"
+    config = debian.make_container(lxcpath, name)
+    c = Container(name, str(lxcpath), lxcpath / name / "rootfs", config)
+    made.append(c)
+
+    under_lxc = observe(c, lxc=True, systemd=True)
+    under_lxcsm = observe(c, lxc=False, systemd=True)
+
+    assert_same(under_lxc, under_lxcsm)
+    # A console of the container's devpts (lxc.pty.max = 1024) is init's stdio: mode 0700, as
+    # LXC's fix_stdio_permissions() leaves it.
+    assert any(line.startswith("./console character special file 700 ") for line in under_lxcsm["dev"])
