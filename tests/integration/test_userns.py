@@ -291,8 +291,8 @@ def test_with_the_map_helpers_installed_root_needs_its_own_ranges_as_under_lxc_s
 def test_lxcs_common_conf_with_userns_conf_gives_init_what_lxc_start_gives_it(userns_container):
     """The download template's pairing: common.conf (its seccomp policy, lxc.tty.dir, caps) and
     userns.conf after it, which resets what a user namespace does not allow.  (/dev/console's
-    mode is left out: lxc-start leaves a console of the container's devpts 0700, lxcsm 0620,
-    with or without a user namespace.)"""
+    mode is left out: both make init's stdio 0700, and under `-F` from pipes lxc-start's init
+    has the console as stdio, lxcsm's the caller's pipes - README; test_parity compares it.)"""
     c = userns_container(["lxc.include = /usr/share/lxc/config/common.conf",
                           "lxc.include = /usr/share/lxc/config/userns.conf", *MAPS])
     probe = ("{ id; grep -E '^(Seccomp|NoNewPrivs|CapBnd|CapEff):' /proc/self/status; ls /dev;"
