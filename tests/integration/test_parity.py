@@ -251,3 +251,40 @@ def test_the_debian_systemd_container_is_seen_the_same_under_lxc_start_and_lxcsm
     # A console of the container's devpts (lxc.pty.max = 1024) is init's stdio: mode 0700, as
     # LXC's fix_stdio_permissions() leaves it.
     assert any(line.startswith("./console character special file 700 ") for line in under_lxcsm["dev"])
+
+
+def test_with_autodev_and_no_pty_max_only_the_ptys_differ_as_the_readme_says(parity_dir):
+    """The difference kept on purpose (README, "Side by side with lxc-start"): with lxc.autodev = 1
+    and no lxc.pty.max, LXC mounts no devpts in the container and binds ptys of the host's devpts
+    on the ttys; lxcsm gives the container a devpts of its own, with /dev/ptmx, and the ttys in
+    it.  Everything else is the same."""
+    base, made = parity_dir
+    name, lxcpath = unique_name("pp"), base / "lxc"
+    root = lxcpath / name / "rootfs"
+    fs = rootfs_builders.make_busybox_rootfs(root)
+    config = rootfs_builders.write_config(lxcpath, name, fs, ["lxc.autodev = 1", "lxc.tty.max = 2",
+                                                              "lxc.mount.auto = proc:mixed sys:ro"])
+    c = Container(name, str(lxcpath), root, config)
+    made.append(c)
+
+    under_lxc = observe(c, lxc=True)
+    under_lxcsm = observe(c, lxc=False)
+
+    def ptys(view: dict[str, list[str]]) -> tuple[list[str], list[str]]:
+        """(the mounts on /dev/pts, /dev/ptmx and the ttys; /dev's pts, ptmx and tty entries)"""
+        mounts = [line for line in view["mountinfo"] if line.split()[2] in ("/dev/pts", "/dev/ptmx", "/dev/tty1",
+                                                                            "/dev/tty2")]
+        nodes = [line for line in view["dev"] if line.startswith(("./pts", "./ptmx", "./tty1", "./tty2"))]
+        return mounts, nodes
+
+    lxc_mounts, lxc_nodes = ptys(under_lxc)
+    lxcsm_mounts, lxcsm_nodes = ptys(under_lxcsm)
+    assert [line.split()[1:3] for line in lxc_mounts] == [["/N", "/dev/tty1"], ["/N", "/dev/tty2"]]   # host ptys
+    assert [line.split()[1:3] for line in lxcsm_mounts] == [["/", "/dev/pts"], ["/ptmx", "/dev/ptmx"],
+                                                            ["/0", "/dev/tty1"], ["/1", "/dev/tty2"]]
+    assert all(" - devpts devpts rw,gid=5,mode=620,ptmxmode=666" in line for line in lxcsm_mounts)
+    assert "./ptmx" not in [line.split()[0] for line in lxc_nodes]
+    for view, (mounts, nodes) in ((under_lxc, (lxc_mounts, lxc_nodes)), (under_lxcsm, (lxcsm_mounts, lxcsm_nodes))):
+        view["mountinfo"] = [line for line in view["mountinfo"] if line not in mounts]
+        view["dev"] = [line for line in view["dev"] if line not in nodes]
+    assert_same(under_lxc, under_lxcsm)
