@@ -12,7 +12,7 @@ import uuid
 import pytest
 
 from fixtures import rootfs as rootfs_builders
-from tests.integration.harness import LXCSM, Container, IsolatedNetns, host_mounts, unique_name
+from tests.integration.harness import LXCSM, Container, IsolatedNetns, host_identity, host_mounts, unique_name
 
 
 def pytest_collection_modifyitems(config, items):
@@ -54,7 +54,7 @@ def start_server_mode():
 def make_container(tmp_path):
     """make_container(kind="hostbind"|"busybox", extra=[config lines]) -> Container."""
     made: list[Container] = []
-    mounts_before = host_mounts()
+    mounts_before, host_before = host_mounts(), host_identity()
 
     def make(kind: str = "hostbind", extra=(), name: str | None = None,
              netns: str | None = None) -> Container:
@@ -77,6 +77,7 @@ def make_container(tmp_path):
     mounts_after = host_mounts()
     assert {k: v for k, v in leaks.items() if v} == {}, "a start left things behind"
     assert mounts_after == mounts_before, "the host's mount table changed"
+    assert host_identity() == host_before, "the host's hostname or a device of its /dev changed"
 
 
 @pytest.fixture

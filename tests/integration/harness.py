@@ -68,6 +68,20 @@ def monitor_pids(lxcpath: str, name: str) -> list[int]:
     return pids
 
 
+# What a container must never change on the host, though a bug could reach it: the host's
+# hostname (a kept uts namespace), and the devices a container binds from the host's /dev or
+# gets as init's stdio (LXC's fix_stdio_permissions() chmods those, never /dev/null).
+HOST_DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty", "/dev/ptmx")
+
+
+def host_identity() -> dict[str, object]:
+    seen: dict[str, object] = {"hostname": os.uname().nodename}
+    for device in HOST_DEVICES:
+        st = os.stat(device)
+        seen[device] = (oct(st.st_mode), st.st_uid, st.st_gid)
+    return seen
+
+
 def host_mounts() -> list[str]:
     with open("/proc/self/mountinfo") as mountinfo:
         return sorted(line.split()[4] for line in mountinfo)
