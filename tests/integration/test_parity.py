@@ -7,12 +7,14 @@ by an empty one), the Debian 12 container booting systemd (fixtures/debian.py, c
 including Debian's debian.common.conf), and an lxc.idmap container (test_userns's busybox
 template with userns.conf on a shifted rootfs, both tools writing the maps themselves).
 
-What is compared (VIEW below, one shell script run inside, and init's /proc files outside):
-the mount table (/proc/1/mountinfo), /dev and /dev/pts (names, types, modes, owners, device
-numbers, link targets), init's status (ids, groups, umask, NoNewPrivs, seccomp, capabilities),
-environment, limits, oom_score_adj, personality and open files, the hostname, the cgroups of
-init and of an attached process, /sys/fs/cgroup's names, and whether /proc/sys and
-/proc/sys/net take a write (each file's own value written back: nothing changes).
+What is compared (INSIDE below, one shell script run by lxc-attach, and init's /proc files
+outside): the mount table (/proc/1/mountinfo), /dev and /dev/pts (names, types, modes, owners,
+device numbers, link targets), init's status (STATUS_FIELDS: ids, groups, umask, NoNewPrivs,
+seccomp, capabilities, blocked and ignored signals, CPUs and memory nodes, speculation
+mitigations), environment, limits, oom_score_adj, personality, loginuid, time namespace
+offsets, session, controlling terminal and open files, the hostname, the cgroups of init and
+of an attached process, /sys/fs/cgroup's names, and whether /proc/sys and /proc/sys/net take
+a write (each file's own value written back: nothing changes).
 
 The normalisation is explicit (`normalise`); anything it does not remove must be equal, so a
 new difference fails the test:
@@ -26,8 +28,8 @@ new difference fails the test:
   pty was free: its number (mountinfo's root /N, the device's minor) is dropped;
 * init's open files: the inode numbers of pipes, sockets and anonymous inodes are dropped;
   systemd's own files come and go as it works, so for it fds 0, 1 and 2 only;
-* init's status: the fields a start decides (ids, groups, umask, NoNewPrivs, seccomp,
-  capabilities), not its memory, pids or scheduling counters.
+* init's status: the fields a start decides (STATUS_FIELDS), not its memory, pids or
+  scheduling counters.
 """
 
 from __future__ import annotations
@@ -63,7 +65,9 @@ echo "== /proc/sys writes"
 for f in /proc/sys/kernel/printk_ratelimit /proc/sys/net/ipv4/ip_forward; do
   v=$(cat $f); if (echo "$v" > $f) 2>/dev/null; then echo "$f writable"; else echo "$f refused"; fi; done
 """
-STATUS_FIELDS = ("Uid", "Gid", "Groups", "Umask", "NoNewPrivs", "Seccomp", "Seccomp_filters",
+STATUS_FIELDS = ("Uid", "Gid", "Groups", "Umask", "NoNewPrivs", "Seccomp", "Seccomp_filters", "SigBlk", "SigIgn",
+                 "Cpus_allowed_list", "Mems_allowed_list", "THP_enabled", "Speculation_Store_Bypass",
+                 "SpeculationIndirectBranch", "CoreDumping",
                  "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")
 
 
@@ -119,10 +123,15 @@ def _outside(pid: int) -> dict[str, list[str]]:
     status = [line for line in (proc / "status").read_text().splitlines() if line.split(":")[0] in STATUS_FIELDS]
     environ = sorted(filter(None, (proc / "environ").read_bytes().decode().split("\0")))
     fds = sorted(os.listdir(proc / "fd"), key=int)
+    stat = (proc / "stat").read_text().rpartition(") ")[2].split()   # state ppid pgrp session tty_nr ...
     return {"status": status, "environ": environ, "limits": (proc / "limits").read_text().splitlines(),
             "oom_score_adj": [(proc / "oom_score_adj").read_text().strip()],
             "personality": [(proc / "personality").read_text().strip()],
             "cgroup of init": (proc / "cgroup").read_text().splitlines(),
+            "loginuid, timens_offsets": [(proc / "loginuid").read_text(),
+                                         *(proc / "timens_offsets").read_text().splitlines()],
+            # session leader of its own session, and whether it has a controlling terminal
+            "session": [str(int(stat[3]) == pid), str(int(stat[4]) == pid), str(stat[5] != "0")],
             "fds": [f"{fd} {os.readlink(proc / 'fd' / fd)}" for fd in fds]}
 
 
