@@ -114,11 +114,13 @@ def _proc_sys_read_only(proc: int) -> None:
             os.close(fd)
 
 
-def _mount_new(root: int, path: str, fstype: str, flags: int, data: str | None = None) -> int:
-    """A new `fstype` filesystem on directory `path` of the rootfs (made if missing); its mount's fd."""
+def _mount_new(root: int, path: str, fstype: str, flags: int, data: str | None = None,
+               source: str | None = "") -> int:
+    """A new `fstype` filesystem on directory `path` of the rootfs (made if missing); its mount's fd.
+    Its source is `fstype` unless given (None: none at all, which mountinfo shows as "none")."""
     target = paths.open_in_root(root, path, "dir")
     try:
-        mount = mounts.new_filesystem(fstype, fstype, flags, data)
+        mount = mounts.new_filesystem(fstype, fstype if source == "" else source, flags, data)
         try:
             mounts.attach(mount, target)
         except OSError:
@@ -185,12 +187,13 @@ def mount_cgroups(root: int, token: str, mode: str) -> None:
     net_cls,net_prio...), then makes it read-only itself."""
     readonly = kernel.MS_RDONLY if mode == "ro" else 0
     found = cgroups.hierarchies()
+    # No source, for the tmpfs and every hierarchy, as LXC's fs_prepare() sets none: mountinfo says "none".
     # The unified hierarchy alone, on /sys/fs/cgroup itself: asked for, or (as LXC, whatever
     # the token) all a cgroup2-only host has.
     if token.startswith("cgroup2") or cgroups.unified_only(found):
-        os.close(_mount_new(root, "/sys/fs/cgroup", "cgroup2", _SAFE | readonly))
+        os.close(_mount_new(root, "/sys/fs/cgroup", "cgroup2", _SAFE | readonly, source=None))
         return
-    base = _mount_new(root, "/sys/fs/cgroup", "tmpfs", _SAFE, "size=10240k,mode=755")
+    base = _mount_new(root, "/sys/fs/cgroup", "tmpfs", _SAFE, "size=10240k,mode=755", source=None)
     try:
         for hierarchy in found:
             name = os.path.basename(hierarchy.mountpoint)
@@ -199,11 +202,11 @@ def mount_cgroups(root: int, token: str, mode: str) -> None:
                                     paths.NO_SYMLINKS_BENEATH)
             try:
                 if hierarchy.version == 2:
-                    mount = mounts.new_filesystem("cgroup2", "cgroup2", _SAFE | readonly)
+                    mount = mounts.new_filesystem("cgroup2", None, _SAFE | readonly)
                 else:
                     named = [c for c in hierarchy.controllers if c.startswith("name=")]
                     options = ",".join(["none", *named] if named else hierarchy.controllers)
-                    mount = mounts.new_filesystem("cgroup", "cgroup", _SAFE | readonly, options)
+                    mount = mounts.new_filesystem("cgroup", None, _SAFE | readonly, options)
                 mounts.attach(mount, target)
                 os.close(mount)
             finally:

@@ -208,6 +208,21 @@ def test_setup_mounts_mounts_proc_sys_the_entries_then_the_cgroups_then_runs_the
 
 
 @pytest.mark.state("child", "setup_mounts")
+def test_setup_mounts_gives_the_cgroup_mounts_no_source_as_lxc_does(host, run, make_request, child_ctx):
+    ctx = child_ctx(make_request("lxc.mount.auto = proc:mixed sys:ro cgroup:mixed:force"))
+
+    assert run("child", "setup_mounts", ctx) == "mounts_done"
+
+    # mountinfo's source: "proc" and "sysfs", as LXC names them; none for the cgroups' tmpfs and
+    # hierarchies (LXC's fs_prepare() sets no source), which mountinfo shows as "none".
+    sources = {mount.view(ctx.rootfs)[0]: mount.source for mount in host.mounts.mounts
+               if mount.fstype not in ("bind", "rbind")}
+    assert (sources["/proc"], sources["/sys"]) == ("proc", "sysfs")
+    cgroup_mounts = [target for target in sources if target.startswith("/sys/fs/cgroup")]
+    assert len(cgroup_mounts) == 4 and all(sources[target] is None for target in cgroup_mounts)
+
+
+@pytest.mark.state("child", "setup_mounts")
 @pytest.mark.parametrize("size, options", [("0", "size=500000,mode=755"), ("1048576", "size=1048576,mode=755")])
 def test_setup_mounts_sizes_the_dev_tmpfs_by_lxc_autodev_tmpfs_size(host, run, make_request, child_ctx, size, options):
     ctx = child_ctx(make_request(f"lxc.autodev.tmpfs.size = {size}"))
