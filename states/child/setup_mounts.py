@@ -10,7 +10,8 @@ mount namespace:
   hiding whatever the rootfs has there; setup_autodev fills it after the
   hooks below, as LXC does;
 * proc, nosuid, nodev and noexec (proc:mixed: /proc/sys read-only but for
-  /proc/sys/net, which belongs to the container's own network namespace, and
+  /proc/sys/net, which belongs to the container's own network namespace - unless
+  the container loses CAP_NET_ADMIN, as LXC decides - and
   /proc/sysrq-trigger read-only - those two read-only binds with no other
   flag, as LXC remounts them; proc:rw: all writable);
 * sysfs (sys:ro read-only; sys:mixed read-only but for
@@ -85,25 +86,30 @@ def _bind_over(filesystem: int, name: str, flags: int) -> None:
                 os.close(fd)
 
 
-def _proc_sys_read_only(proc: int) -> None:
+def _proc_sys_read_only(proc: int, writable_net: bool) -> None:
     """proc:mixed's /proc/sys, read-only but for /proc/sys/net, as LXC 5.0.2's
     lxc_mount_auto_mounts() leaves it: LXC binds /proc/sys/net aside, binds /proc/sys onto
     itself and remounts that with MS_RDONLY alone (so it is "ro", without the nosuid, nodev
     and noexec of proc's mount, which the net bind keeps), then moves the net bind back on
     /proc/sys/net.  The net copy is made first here too: mountinfo lists mounts in the order
-    they were made, so it lists the two in LXC's order."""
+    they were made, so it lists the two in LXC's order.  A container without CAP_NET_ADMIN
+    (lxc.cap.drop, lxc.cap.keep) gets no writable net: LXC skips those two steps then."""
     opened = []
+    net = None
     try:
-        net_source = kernel.openat2(proc, "sys/net", os.O_PATH | os.O_CLOEXEC, 0, paths.NO_SYMLINKS_BENEATH)
-        opened.append(net_source)
-        net = mounts.copy_tree(net_source, recursive=False)
-        opened.append(net)
+        if writable_net:
+            net_source = kernel.openat2(proc, "sys/net", os.O_PATH | os.O_CLOEXEC, 0, paths.NO_SYMLINKS_BENEATH)
+            opened.append(net_source)
+            net = mounts.copy_tree(net_source, recursive=False)
+            opened.append(net)
         sys_target = kernel.openat2(proc, "sys", os.O_PATH | os.O_CLOEXEC, 0, paths.NO_SYMLINKS_BENEATH)
         opened.append(sys_target)
         sys_copy = mounts.copy_tree(sys_target, recursive=False)
         opened.append(sys_copy)
         mounts.attach(sys_copy, sys_target)
         kernel.mount(None, proc_fd(sys_copy), None, kernel.MS_REMOUNT | kernel.MS_BIND | kernel.MS_RDONLY)
+        if net is None:
+            return
         net_target = kernel.openat2(sys_copy, "net", os.O_PATH | os.O_CLOEXEC, 0, paths.NO_SYMLINKS_BENEATH)
         opened.append(net_target)
         mounts.attach(net, net_target)
@@ -131,11 +137,13 @@ def _mount_new(root: int, path: str, fstype: str, flags: int, data: str | None =
         os.close(target)
 
 
-def mount_proc(root: int, mode: str) -> None:
+def mount_proc(root: int, mode: str, net_admin: bool = True) -> None:
+    """proc on /proc; proc:mixed's read-only parts, its /proc/sys/net writable only for a
+    container that keeps CAP_NET_ADMIN (`net_admin`), as LXC's lxc_wants_cap() decides."""
     proc = _mount_new(root, "/proc", "proc", _SAFE)
     try:
         if mode == "mixed":
-            _proc_sys_read_only(proc)
+            _proc_sys_read_only(proc, writable_net=net_admin)
             _bind_over(proc, "sysrq-trigger", kernel.MS_RDONLY)   # LXC's remount: MS_RDONLY alone too
     finally:
         os.close(proc)
@@ -324,7 +332,8 @@ def _mount_all(ctx, root: int) -> None:
         mount_dev_tmpfs(root, options)
         ctx.log.trace("mounted", what="dev", options=options)
     if config.mount_proc:
-        mount_proc(root, config.mount_proc)
+        net_admin = kernel.CAPABILITIES["net_admin"] not in config.dropped_capabilities(kernel.last_capability())
+        mount_proc(root, config.mount_proc, net_admin)
         ctx.log.trace("mounted", what="proc", mode=config.mount_proc)
     if config.mount_sys:
         mount_sys(root, config.mount_sys)

@@ -208,6 +208,22 @@ def test_setup_mounts_mounts_proc_sys_the_entries_then_the_cgroups_then_runs_the
 
 
 @pytest.mark.state("child", "setup_mounts")
+@pytest.mark.parametrize("caps", ["lxc.cap.drop = net_admin", "lxc.cap.keep = sys_admin setuid setgid"])
+def test_setup_mounts_leaves_proc_sys_net_read_only_without_cap_net_admin(
+        host, run, make_request, child_ctx, caps):
+    ctx = child_ctx(make_request("lxc.autodev = 0", "lxc.mount.auto = proc:mixed", caps))
+
+    assert run("child", "setup_mounts", ctx) == "mounts_done"
+
+    # LXC's lxc_mount_auto_mounts() skips the net bind for a container that loses CAP_NET_ADMIN.
+    assert host.mounts.view(ctx.rootfs) == [
+        ("/proc", "proc", SAFE, None),
+        ("/proc/sys", "bind", "ro", None, "/proc/sys"),
+        ("/proc/sysrq-trigger", "bind", "ro", None, "/proc/sysrq-trigger"),
+    ]
+
+
+@pytest.mark.state("child", "setup_mounts")
 def test_setup_mounts_gives_the_cgroup_mounts_no_source_as_lxc_does(host, run, make_request, child_ctx):
     ctx = child_ctx(make_request("lxc.mount.auto = proc:mixed sys:ro cgroup:mixed:force"))
 
