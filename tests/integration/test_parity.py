@@ -34,6 +34,7 @@ new difference fails the test:
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import shutil
@@ -61,9 +62,9 @@ echo "== dev"; cd /dev && find . -maxdepth 2 | sort | while read f; do
 echo "== hostname"; hostname
 echo "== cgroup of an attached process"; cat /proc/self/cgroup
 echo "== /sys/fs/cgroup"; ls -A /sys/fs/cgroup
-echo "== /proc/sys writes"
+echo "== /proc/sys writes"   # errors to a closed stderr: 2>/dev/null would make a file on a /dev without null
 for f in /proc/sys/kernel/printk_ratelimit /proc/sys/net/ipv4/ip_forward; do
-  v=$(cat $f); if (echo "$v" > $f) 2>/dev/null; then echo "$f writable"; else echo "$f refused"; fi; done
+  v=$(cat $f); if (echo "$v" > $f) 2>&-; then echo "$f writable"; else echo "$f refused"; fi; done
 """
 STATUS_FIELDS = ("Uid", "Gid", "Groups", "Umask", "NoNewPrivs", "Seccomp", "Seccomp_filters", "SigBlk", "SigIgn",
                  "Cpus_allowed_list", "Mems_allowed_list", "THP_enabled", "Speculation_Store_Bypass",
@@ -174,7 +175,8 @@ def assert_same(under_lxc: dict[str, list[str]], under_lxcsm: dict[str, list[str
     """Section by section, so a difference names what differs."""
     assert under_lxcsm.keys() == under_lxc.keys()
     for key in under_lxc:
-        assert under_lxcsm[key] == under_lxc[key], f"{key} differs"
+        diff = "\n".join(difflib.unified_diff(under_lxc[key], under_lxcsm[key], "lxc-start", "lxcsm", lineterm=""))
+        assert under_lxcsm[key] == under_lxc[key], f"{key} differs:\n{diff}"
 
 
 @pytest.fixture
@@ -296,4 +298,27 @@ def test_with_autodev_and_no_pty_max_only_the_ptys_differ_as_the_readme_says(par
     for view, (mounts, nodes) in ((under_lxc, (lxc_mounts, lxc_nodes)), (under_lxcsm, (lxcsm_mounts, lxcsm_nodes))):
         view["mountinfo"] = [line for line in view["mountinfo"] if line not in mounts]
         view["dev"] = [line for line in view["dev"] if line not in nodes]
+    assert_same(under_lxc, under_lxcsm)
+
+
+@pytest.mark.parametrize("extra", [   # lxc.pty.max set: without it the ptys differ on purpose (above)
+    ["lxc.pty.max = 1", "lxc.mount.auto = proc:rw sys:rw cgroup:rw:force"],
+    ["lxc.pty.max = 1", "lxc.mount.auto = proc:mixed sys:mixed cgroup:mixed:force"],
+    ["lxc.pty.max = 1", "lxc.mount.auto = proc:mixed sys:ro cgroup:ro:force"],
+    ["lxc.include = /usr/share/lxc/config/common.conf"],
+    ["lxc.autodev = 0", "lxc.pty.max = 4", "lxc.tty.max = 2", "lxc.mount.auto = proc:mixed sys:mixed"],
+    ["lxc.pty.max = 8", "lxc.tty.max = 2", "lxc.tty.dir = lxc", "lxc.cap.keep = sys_admin setuid setgid",
+     "lxc.mount.auto = proc:mixed sys:ro", "lxc.mount.entry = tmpfs tmp tmpfs nosuid,size=1M 0 0"],
+], ids=["rw-all", "mixed-all", "ro-cgroups", "common.conf", "autodev-0", "tty-dir-cap-keep"])
+def test_a_busybox_with_each_mount_auto_and_dev_setting_is_seen_the_same(parity_dir, extra):
+    base, made = parity_dir
+    name, lxcpath = unique_name("pm"), base / "lxc"
+    root = lxcpath / name / "rootfs"
+    fs = rootfs_builders.make_busybox_rootfs(root)
+    c = Container(name, str(lxcpath), root, rootfs_builders.write_config(lxcpath, name, fs, extra))
+    made.append(c)
+
+    under_lxc = observe(c, lxc=True)
+    under_lxcsm = observe(c, lxc=False)
+
     assert_same(under_lxc, under_lxcsm)
