@@ -12,7 +12,8 @@ sets them in its own (so a child, cloned in between, has those set before):
 `environment()` at every boot's init_handler (lxc_init's), LXC_PID once init
 is cloned (`expose_pid`, lxc_spawn's), the namespaces and LXC_TARGET (stop or
 reboot) before the stop hooks (`run_stop`, lxc_delete_network's and
-lxc_end's).  None is ever unset: the next boot's pre-start sees the last
+lxc_end's); in the child, container_ttys once the ttys are made (`expose_ttys`,
+lxc_setup's), for the start hook.  None is ever unset: the next boot's pre-start sees the last
 boot's LXC_PID, LXC_TARGET and namespaces, as under LXC.  Its stdin is /dev/null; every
 line it writes is a DEBUG event of the state that runs it, as it comes.  Several
 hooks of one kind run in config order, each to its end.
@@ -92,6 +93,14 @@ def expose_pid(pid: int) -> None:
     """LXC_PID, init's pid, in the monitor's environment once spawn cloned it: the start-host,
     stop and post-stop hooks see it, the child's hooks (cloned before) do not."""
     os.environ["LXC_PID"] = str(pid)
+
+
+def expose_ttys(names: list[str]) -> None:
+    """container_ttys, the ttys' names in the container's devpts ("pts/N ..."), in the child's
+    environment once setup_ttys made them (with lxc.tty.max), as LXC's lxc_setup() sets it: the
+    start hook sees it (init's environment is made anew, in exec)."""
+    if names:
+        os.environ["container_ttys"] = " ".join(names)
 
 
 def keeps_namespaces(config) -> bool:

@@ -13,7 +13,9 @@ Afterwards the kernel sees, in the container's mount namespace:
   LXC's busybox template (lxc.pty.max = 1, lxc.tty.max = 5).  With lxc.idmap
   a host pty is the container root's, uid and gid, as LXC chowns it;
 * lxc.tty.max more ptys of the container's devpts, the Nth on /dev/ttyN
-  (where a getty of the container's init finds it);
+  (where a getty of the container's init finds it), and their names
+  ("pts/N ...") in container_ttys of this process's environment, for the
+  start hook (hooks.expose_ttys);
 * with lxc.tty.dir = DIR (LXC's common.conf says lxc), as LXC's
   lxc_setup_ttys() and lxc_setup_ttydir_console(): the ttys bound on
   /dev/DIR/ttyN instead, each /dev/ttyN a symlink to DIR/ttyN, and the
@@ -39,6 +41,7 @@ no symlink followed, as LXC does, and bound onto through its descriptor.
 
 import os
 
+from lxcsm import hooks
 from lxcsm.engine.linux import kernel, paths
 from lxcsm.engine.linux.paths import proc_fd
 
@@ -106,17 +109,20 @@ def enter(ctx) -> str:
                 finally:
                     os.close(console)
             ctx.log.trace("console devpts", devpts="host" if on_host else "container")
+        tty_names = []
         for number in range(1, config.tty_count() + 1):
             master, peer, index = terminal.open_pty(HOST_PTMX if ptmx is None else proc_fd(ptmx))
             ctx.tty_masters.append(master)
             ctx.tty_peers.append(peer)
             _bind_pty(ctx, ttys_at, peer, f"{prefix}tty{number}", index)
+            tty_names.append(f"pts/{index}")
             if subdir:
                 try:
                     os.unlink(f"tty{number}", dir_fd=dev)
                 except FileNotFoundError:
                     pass
                 os.symlink(f"{subdir}/tty{number}", f"tty{number}", dir_fd=dev)
+        hooks.expose_ttys(tty_names)
     finally:
         for fd in (root, dev, ptmx, in_dir):
             if fd is not None:
