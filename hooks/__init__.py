@@ -63,9 +63,9 @@ POINTS = {
     "stop": ("monitor", "stopping"),             # host namespaces, init gone; also reboot, aborting
     "post-stop": ("monitor", "stopping"),        # after the boot's cleanup; also reboot, aborting
 }
-# Namespaces a stop hook is told about, as LXC names them and in LXC's order, when the
-# container has its own: user (lxc.idmap) first.  (Not cgroup: the child makes that one
-# itself, after spawn has let go of it.)
+# Namespaces spawn keeps for the stop hooks, as LXC names them and in LXC's order, when the
+# container has its own: user (lxc.idmap) first.  The cgroup namespace, which the child makes
+# itself, is kept later, by sync_fds, and comes last, as under LXC.
 STOP_HOOK_NAMESPACES = ("user", "mnt", "pid", "uts", "ipc", "net")
 
 

@@ -13,12 +13,15 @@ does not hang up under its lxc-console.  Each fd is recorded, closed when
 the boot ends.  Any fd beyond those is closed rather than leaked.  The
 terminal the console is relayed to (lxc.console.path's, or -F's stdin) is
 opened here, as LXC's lxc_terminal_setup opens it before READY_START.
+With a stop or post-stop hook, the container's cgroup namespace is opened
+first and kept for them, as LXC keeps it (hooks.run_stop).
 """
 
 from __future__ import annotations
 
 import os
 
+from lxcsm import hooks
 from lxcsm.engine.protocol.sync import SyncMsg
 
 TYPE_CHECKING = False   # typing itself costs every start ~5 ms to import
@@ -30,8 +33,14 @@ def enter(ctx: MonitorContext) -> str:
     channel, server = ctx.boot.channel, ctx.command_server
     assert channel is not None and server is not None   # spawn opened the one, init_handler bound the other
     channel.wake(SyncMsg.FDS)
-    _payload, fds = channel.wait_for(SyncMsg.FDS)
     config = ctx.request.config
+    if "cgroup" not in config.namespace_keep and hooks.keeps_namespaces(config):
+        # The cgroup namespace the child made in configure, held for the stop hooks as the
+        # others are (spawn), last: where LXC's lxc_spawn() takes it, once FDS is sent.
+        fd = os.open(f"/proc/{ctx.boot.init_pid}/ns/cgroup", os.O_RDONLY | os.O_CLOEXEC)
+        ctx.boot.undo.record("kept_fd", fd)
+        ctx.boot.namespace_fds["cgroup"] = fd
+    _payload, fds = channel.wait_for(SyncMsg.FDS)
     console = 2 if config.has_console() else 0
     devpts = 1 if config.has_devpts() else 0
     seccomp = ctx.seccomp
