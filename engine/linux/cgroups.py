@@ -188,9 +188,10 @@ def vacate(hierarchy: Hierarchy) -> Hierarchy:
     cgroup2 hands controllers down only from a cgroup with no process in it, and an
     ordinary user's base is the very cgroup it started in (a delegated scope holding
     `lxcsm start` itself).  LXC's move_and_delegate_unified() empties the scope it makes
-    for an unprivileged start the same way; the leaf stays, as LXC leaves it."""
+    for an unprivileged start the same way; the leaf stays, as LXC leaves it.  A hierarchy
+    already vacated (a reboot: the monitor is back in the leaf) is returned as it is."""
     here = hierarchy.started_in
-    if not members(here):
+    if here != hierarchy.home or not members(here):
         return hierarchy
     leaf = create(hierarchy, here, LEAF, exist_ok=True)
     for pid in members(here):

@@ -182,6 +182,22 @@ def test_an_ordinary_user_starts_and_stops_a_container_in_its_delegated_cgroup(o
         assert Path(payload, "memory.max").read_text().strip() == "67108864"
         assert os.stat(payload).st_uid == user.pw_uid   # the user's, as LXC leaves it
         assert os.stat(payload).st_gid == first         # the container root's group
+
+        # A reboot (reboot(2) inside: init killed by SIGHUP) makes the cgroups again, in the
+        # same places: the monitor came back to the leaf, which is not vacated once more.
+        rebooted = _as_user(user, leaf, "lxc-attach", "-n", name, "-P", lxcpath, "--", "/bin/busybox", "reboot", "-f")
+        assert rebooted.returncode in (0, 137, 143), rebooted.stderr   # it may die with its container
+
+        def new_init() -> int | None:
+            answer = _as_user(user, leaf, "lxcsm", "info", "-n", name, "-p", "-H")
+            found = answer.stdout.split()
+            return int(found[-1]) if answer.returncode == 0 and found and int(found[-1]) != pid else None
+        assert wait_for(lambda: new_init() is not None, timeout=120)
+        assert new_init() in cgroups.members(payload)
+        assert Path(payload, "pids.max").read_text().strip() == "64"
+        assert sorted(e.name for e in os.scandir(delegated_cgroup) if e.is_dir()) == sorted(
+            [cgroups.LEAF, f"lxc.monitor.{name}", f"lxc.payload.{name}"])
+        assert [e.name for e in os.scandir(leaf) if e.is_dir()] == []
     finally:
         stopped = _as_user(user, os.path.join(delegated_cgroup, cgroups.LEAF), "lxcsm", "stop", "-n", name, "-k")
         assert stopped.returncode == 0, stopped.stderr

@@ -82,3 +82,22 @@ def test_monitor_cgroup_for_an_ordinary_user_moves_the_delegated_cgroups_process
     # Stopping moves the monitor back to the leaf: the delegated cgroup now hands controllers down.
     assert ctx.boot.undo.changes == [Change("cgroup", monitor), Change("cgroup_entered", leaf)]
 
+
+
+@pytest.mark.state("monitor", "monitor_cgroup")
+def test_monitor_cgroup_after_a_reboot_of_an_ordinary_users_container_keeps_the_leaf_it_made(
+        host, run, make_request, monitor_ctx, ordinary_user):
+    """reboot moved the monitor back to the leaf: it is not moved one level further down."""
+    ctx = monitor_ctx(make_request())
+    unified = host.cgroupfs.unified
+    leaf = os.path.join(unified.home, cgroups.LEAF)
+    os.mkdir(leaf)
+    Path(leaf, "cgroup.procs").write_text(f"{os.getpid()}\n")
+    Path(unified.home, "cgroup.controllers").write_text("memory pids\n")
+    ctx.hierarchies = [unified._replace(own=leaf)]
+
+    assert run("monitor", "monitor_cgroup", ctx) == "monitor_cgroup_entered"
+
+    monitor = os.path.join(unified.home, "lxc.monitor.c1")
+    assert host.calls("cgroups") == [("create", "unified", "lxc.monitor.c1"), ("attach", monitor, os.getpid())]
+    assert ctx.hierarchies == [unified._replace(own=leaf)]
