@@ -121,7 +121,9 @@ def run(parser: Parser, args) -> int:
     except ValueError as err:
         return fail(str(err))
     request = StartRequest(name=name, lxcpath=path, config=config, command=command,
-                           foreground=args.foreground, pidfile=args.pidfile, breakpoints=pauses,
+                           foreground=args.foreground, breakpoints=pauses,
+                           # absolute, as lxc-start makes it: a daemon writes it from /
+                           pidfile=os.path.abspath(args.pidfile) if args.pidfile else None,
                            sync_timeout=sync_timeout, lab_skips=lab_skips,
                            log_level=level.name if level is not None else None)
     if args.plan:

@@ -57,6 +57,10 @@ def run(request: StartRequest, log, on_running=lambda: None,
                            on_leftovers=lambda changes: _undo_leftovers(changes, record, ctx.log))
     ctx = MonitorContext(request=request, log=log, on_running=running, on_paused=on_paused,
                          undo=undo.UndoLog(journal))
+    if not request.foreground:
+        # As lxc-start's daemonized monitor: in /, which its hooks inherit (measured: their
+        # cwd, and so the PWD their shell exports), holding none of its caller's directories.
+        os.chdir("/")
     ctx.pause = lambda side, state: breakpoints.pause(ctx, side, state)
 
     def on_enter(state: str) -> None:

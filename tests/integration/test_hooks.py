@@ -3,6 +3,7 @@ environment, and a failing hook fails the start without leaving anything behind.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import stat
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import LXCSM, WITHOUT_MAP_HELPERS
+from tests.integration.harness import LXCSM, WITHOUT_MAP_HELPERS, wait_for
 from tests.integration.test_userns import userns_container  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.root
@@ -122,24 +123,56 @@ def _probed(c, version: str, start_hook: str = "/probe.sh") -> None:
         config.write(f"lxc.hook.start = {start_hook}\n")
 
 
-def _probe_run(c, lxc: bool, env=None) -> tuple[subprocess.CompletedProcess, list[str], list[str]]:
-    """A foreground start of `c` by lxc-start or lxcsm, from /: (its result, the kinds that ran,
-    the probe's records, normalised).  The records' files are made writable by anyone first:
-    with lxc.idmap, the hooks in the container's user namespace append to what host root made."""
+def _lxc_monitor_running(c) -> bool:
+    """Whether lxc-start's monitor of `c` is still there (a daemon's ends after its post-stop hook)."""
+    title = f"[lxc monitor] {c.lxcpath} {c.name}".encode()
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                if cmdline.read().startswith(title):
+                    return True
+        except OSError:   # gone meanwhile
+            pass
+    return False
+
+
+def _probe_run(c, lxc: bool, env=None, cwd="/", daemon: bool = False,
+               command: tuple[str, ...] = ("/bin/true",)) -> tuple[subprocess.CompletedProcess, list[str], list[str]]:
+    """A start of `c` by lxc-start or lxcsm, in the foreground or as a daemon, from `cwd`, until its
+    post-stop hook ran: (its result, the kinds that ran, the probe's records, normalised).  The
+    records' files are made writable by anyone first: with lxc.idmap, the hooks in the container's
+    user namespace append to what host root made."""
     for name in ("probe.log", "probe.env"):
         (c.rootfs / name).write_text("")
         (c.rootfs / name).chmod(0o666)
     argv = ([LXC_START, "-n", c.name, "-P", c.lxcpath] if lxc
             else [*LXCSM, "start", "-n", c.name, "-P", c.lxcpath])
-    result = subprocess.run([*argv, "-F", "--", "/bin/true"], stdin=subprocess.DEVNULL, capture_output=True,
-                            text=True, timeout=60, cwd="/", env=env)
-    assert c.monitor_exited()
+    result = subprocess.run([*argv, "-d" if daemon else "-F", "--", *command], stdin=subprocess.DEVNULL,
+                            capture_output=True, text=True, timeout=60, cwd=cwd, env=env)
+    assert wait_for(lambda: "post-stop" in (c.rootfs / "probe.log").read_text()) or result.returncode
+    assert c.monitor_exited() and wait_for(lambda: not _lxc_monitor_running(c))
     records = []
     for line in (c.rootfs / "probe.env").read_text().splitlines():
         for pattern, replacement in NORMALISED:
             line = pattern.sub(replacement, line)
         records.append(line)
     return result, [line.split()[0] for line in (c.rootfs / "probe.log").read_text().splitlines()], records
+
+
+@pytest.mark.skipif(not shutil.which("lxc-start"), reason="LXC's tools are not installed")
+@pytest.mark.usefixtures("lxc_pivot_removed")
+def test_a_daemons_hooks_run_in_slash_as_under_lxc_start(make_container, tmp_path):
+    """Started as a daemon from another directory, the monitor changes to / as lxc-start's does:
+    its hooks' cwd (and the PWD their shell exports) is /, wherever the start was asked from."""
+    c = make_container("busybox")
+    _probed(c, "0")
+    command = ("/bin/sleep", "1")   # a daemon's start returns once init runs: it must not end before
+    lxc_result, lxc_kinds, lxc_records = _probe_run(c, lxc=True, cwd=tmp_path, daemon=True, command=command)
+    result, kinds, records = _probe_run(c, lxc=False, cwd=tmp_path, daemon=True, command=command)
+    assert lxc_result.returncode == result.returncode == 0, (lxc_result.stderr, result.stderr)
+    assert kinds == lxc_kinds == list(KINDS)
+    assert records == lxc_records
+    assert "pre-start cwd: /" in records and "stop env: PWD='/'" in records
 
 
 @pytest.mark.skipif(not shutil.which("lxc-start"), reason="LXC's tools are not installed")
