@@ -98,6 +98,8 @@ SYSCALLS = {
     "cgroups.unified_only": ("(none)", "the layout: cgroup2 alone, or v1 controllers too"),
     "cgroups.placement": ("(none)", "lxc.cgroup.dir*, lxc.cgroup.relative: where the cgroups go"),
     "cgroups.delegate": ("write(2)", "/sys/fs/cgroup/.../cgroup.subtree_control: +CONTROLLER ..."),
+    "cgroups.vacate": ("mkdir(2) read(2) write(2)", "an ordinary user's cgroup2 scope: its processes moved "
+                       "to SCOPE/init/cgroup.procs"),
     "cgroups.cgroup2_limits": ("(none)", "the lxc.cgroup2.* settings"),
     "cgroups.write_cgroup2_limits": ("write(2)", "/sys/fs/cgroup/.../lxc.payload.NAME/FILE"),
     "cgroups.kill": ("write(2)", "/sys/fs/cgroup/.../cgroup.kill"),
