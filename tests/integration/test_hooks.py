@@ -159,6 +159,49 @@ def _probe_run(c, lxc: bool, env=None, cwd="/", daemon: bool = False,
     return result, [line.split()[0] for line in (c.rootfs / "probe.log").read_text().splitlines()], records
 
 
+def _probe_reboot(c, lxc: bool) -> list[str]:
+    """A daemon start of `c`, a reboot, a kill: the probe's records of both boots, normalised."""
+    for name in ("probe.log", "probe.env"):
+        (c.rootfs / name).write_text("")
+    log = c.rootfs / "probe.log"
+    start = [LXC_START] if lxc else [*LXCSM, "start"]
+    stop = ["lxc-stop"] if lxc else [*LXCSM, "stop"]
+    where = ["-n", c.name, "-P", c.lxcpath]
+    def ran(kind: str) -> int:
+        return [line.split()[0] for line in log.read_text().splitlines()].count(kind)
+
+    # Each step once the last has shown: init running (its start-host hook ran), then again.
+    steps = (([*start, *where, "-d"], 1), ([*stop, *where, "-r", "-t", "30"], 2), ([*stop, *where, "-k"], 2))
+    for argv, boots in steps:
+        result = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60, cwd="/")
+        assert result.returncode == 0, (argv, result.stderr)
+        assert wait_for(lambda boots=boots: ran("start-host") >= boots)
+    assert wait_for(lambda: ran("post-stop") == 2)
+    assert c.monitor_exited() and wait_for(lambda: not _lxc_monitor_running(c))
+    records = []
+    for line in (c.rootfs / "probe.env").read_text().splitlines():
+        for pattern, replacement in NORMALISED:
+            line = pattern.sub(replacement, line)
+        records.append(line)
+    return records
+
+
+@pytest.mark.skipif(not shutil.which("lxc-start"), reason="LXC's tools are not installed")
+@pytest.mark.usefixtures("lxc_pivot_removed")
+def test_after_a_reboot_the_hooks_see_the_last_boots_variables_as_under_lxc_start(make_container):
+    """LXC never unsets what it set: the second boot's pre-start sees LXC_TARGET=reboot, the first
+    init's LXC_PID and its namespaces, and its child's hooks, cloned after, too."""
+    c = make_container("busybox", extra=["lxc.signal.halt = SIGUSR1", "lxc.signal.reboot = SIGTERM"])
+    _probed(c, "0")
+    lxc_records = _probe_reboot(c, lxc=True)
+    records = _probe_reboot(c, lxc=False)
+    assert records == lxc_records
+    assert [line.split()[0] for line in records if " argv 0: " in line] == [*KINDS, *KINDS]
+    second_pre_start = records[records.index("start-host cwd: /") + 1:]
+    assert "pre-start env: LXC_TARGET='reboot'" in second_pre_start
+    assert "pre-mount env: LXC_PID='PID'" in second_pre_start
+
+
 @pytest.mark.skipif(not shutil.which("lxc-start"), reason="LXC's tools are not installed")
 @pytest.mark.usefixtures("lxc_pivot_removed")
 def test_a_daemons_hooks_run_in_slash_as_under_lxc_start(make_container, tmp_path):
