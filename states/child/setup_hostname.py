@@ -7,7 +7,10 @@ Afterwards the container's own uts namespace carries lxc.uts.name as its
 hostname; the host's is untouched.  Without lxc.uts.name the container keeps
 the name it inherited, as under LXC.  In a uts namespace joined with
 lxc.namespace.share.uts the hostname is left as it is, as LXC's lxc_setup()
-leaves it: it is the other container's (or process's) too.
+leaves it: it is the other container's (or process's) too.  So it is in the
+host's own uts namespace (lxc.namespace.keep = uts, or an
+lxc.namespace.clone without uts), where LXC 5.0.2 would set lxc.uts.name as
+the host's hostname: lxcsm never renames the host.
 
 And the child, so init and all it runs, has a new empty session keyring
 (keyctl JOIN_SESSION_KEYRING): no key of the session lxcsm was started from
@@ -32,8 +35,9 @@ if TYPE_CHECKING:
 
 def enter(ctx: ChildContext) -> str:
     name = ctx.request.config.uts_name
-    if "uts" in ctx.request.config.namespace_shares():
-        ctx.log.trace("hostname kept", reason="lxc.namespace.share.uts")
+    kept = _why_kept(ctx.request.config)
+    if kept:
+        ctx.log.trace("hostname kept", reason=kept)
     elif name:
         socket.sethostname(name)
         ctx.log.trace("hostname set", hostname=name)
@@ -46,14 +50,24 @@ def enter(ctx: ChildContext) -> str:
     return "hostname_set"
 
 
+def _why_kept(config) -> str | None:
+    """Why the uts namespace the child is in is not the container's own to name, or None."""
+    if "uts" in config.namespace_shares():
+        return "lxc.namespace.share.uts"
+    if "uts" not in config.namespaces():   # the host's: its hostname is not the container's
+        return "no uts namespace of its own (lxc.namespace.keep or lxc.namespace.clone)"
+    return None
+
+
 def _new_keyring(config) -> bool:
     return config.get_item("lxc.keyring.session") != "1"
 
 
 def plan(request: StartRequest) -> list[str]:
     name = request.config.uts_name
-    if "uts" in request.config.namespace_shares():
-        steps = ["keep the joined uts namespace's hostname (lxc.namespace.share.uts)"]
+    kept = _why_kept(request.config)
+    if kept:
+        steps = [f"keep the uts namespace's hostname ({kept})"]
     else:
         steps = [f"sethostname({name})"] if name else ["keep the inherited hostname (lxc.uts.name unset)"]
     if _new_keyring(request.config):

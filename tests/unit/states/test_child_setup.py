@@ -104,6 +104,19 @@ def test_setup_hostname_without_lxc_uts_name_keeps_the_inherited_one(host, run, 
     assert host.calls() == [("kernel.join_new_session_keyring",)]
 
 
+@pytest.mark.parametrize("setting", ["lxc.namespace.keep = uts", "lxc.namespace.clone = mnt pid ipc net"])
+@pytest.mark.state("child", "setup_hostname")
+def test_setup_hostname_in_the_hosts_uts_namespace_never_renames_the_host(
+        host, run, make_request, child_ctx, sethostname, setting):
+    # Without a uts namespace of its own the child is in the host's: lxc.uts.name is not set there.
+    request = make_request(setting, "lxc.uts.name = box")
+
+    assert run("child", "setup_hostname", child_ctx(request)) == "hostname_set"
+
+    assert host.calls() == [("kernel.join_new_session_keyring",)]
+    assert not any("sethostname" in step for step in setup_hostname.plan(request))
+
+
 @pytest.mark.state("child", "setup_hostname")
 def test_setup_hostname_with_lxc_keyring_session_1_keeps_the_inherited_keyring(
         host, run, make_request, child_ctx, sethostname):
