@@ -101,18 +101,23 @@ def _take_credentials(config, log) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
 
 
+NULL_DEVICE = os.makedev(1, 3)   # the kernel's null device, whatever node a rootfs has for it
+
+
 def _give_stdio(uid: int | None) -> None:
     """As LXC's fix_stdio_permissions(): init's stdio (but /dev/null) belongs to its user
     (`uid`; None: left to root) and gets mode 0700, whoever init runs as.  Without a
     /dev/null in the container nothing is changed, as LXC gives up then: init's stdio may
-    be the host's own /dev/null, which must keep its mode."""
+    be the host's own /dev/null, which must keep its mode.  That node is never changed
+    either when the container's /dev/null is not the null device (a plain file of a
+    rootfs's own /dev, lxc.autodev = 0), where LXC would chmod it."""
     try:
         null = os.stat("/dev/null").st_rdev
     except OSError:
         return
     for fd in (0, 1, 2):
         try:
-            if os.fstat(fd).st_rdev == null:
+            if os.fstat(fd).st_rdev in (null, NULL_DEVICE):
                 continue
             os.fchown(fd, -1 if uid is None else uid, -1)
             os.fchmod(fd, 0o700)

@@ -323,6 +323,22 @@ def test_exec_leaves_stdio_on_dev_null_alone(host, run, make_request, child_ctx,
 
 
 @pytest.mark.state("child", "exec")
+def test_exec_never_changes_the_hosts_dev_null_when_the_containers_is_a_plain_file(
+        host, run, make_request, child_ctx, process):
+    # lxc.autodev = 0 on a rootfs whose /dev/null is an empty file (no device number): a
+    # foreground init started from </dev/null has the host's null device as its stdin.
+    stdio = {0: os.makedev(1, 3), 1: PTY, 2: PTY}
+    host.proxy(exec_state, "os", chdir=None, setsid=None, close=PASS, closerange=None, execvpe=None,
+               setgroups=None, fchown=None, fchmod=None, fstat=lambda fd: SimpleNamespace(st_rdev=stdio[fd]),
+               stat=lambda path: SimpleNamespace(st_rdev=0))
+
+    assert run("child", "exec", child_ctx(make_request(foreground=True))) is None
+
+    assert [call for call in host.calls("os") if call[0] in ("fchown", "fchmod")] == [
+        call for fd in (1, 2) for call in (("fchown", fd, -1, -1), ("fchmod", fd, 0o700))]
+
+
+@pytest.mark.state("child", "exec")
 def test_exec_without_dev_null_in_the_container_changes_no_stdio(host, run, make_request, child_ctx, process):
     # As LXC, which gives up: init's stdio may be the host's own /dev/null, whose mode must stay.
     host.proxy(exec_state, "os", chdir=None, setsid=None, close=PASS, closerange=None, execvpe=None,
