@@ -126,10 +126,10 @@ def enter(ctx) -> str:
         for setting in config.unsupported:
             ctx.log.warn("not supported yet", key=setting.key, value=setting.value,
                          file=setting.file, line=setting.line)
-        if config.uts_name and "uts" in config.namespace_keep:
-            # As under LXC, whose lxc-start renames the host here without a word.
-            ctx.log.warn("lxc.uts.name renames this host: lxc.namespace.keep keeps the host's uts namespace",
-                         hostname=config.uts_name)
+        if config.uts_name and not {"uts"} & (config.namespaces() | set(config.namespace_shares())):
+            # lxc-start would rename the host here without a word; setup_hostname leaves it.
+            ctx.log.warn("lxc.uts.name not set: the container keeps the host's uts namespace, whose hostname"
+                         " lxcsm never changes", hostname=config.uts_name)
     hooks.run(config, "pre-start", ctx.log, serve=ctx.command_server)
     policies = config.in_effect("lxc.seccomp.profile")
     if policies and not seccomp_wanted(config):

@@ -117,15 +117,17 @@ def test_init_handler_builds_the_seccomp_filter_of_the_last_profile_after_pre_st
 
 
 @pytest.mark.state("monitor", "init_handler")
-@pytest.mark.parametrize("keep,renames", [("uts", True), ("ipc", False)])
-def test_init_handler_warns_that_a_kept_uts_namespace_gets_the_hostname_of_the_host(
-        host, run, make_request, monitor_ctx, bind, sigmask, keep, renames):
-    ctx = monitor_ctx(make_request(f"lxc.namespace.keep = {keep}", "lxc.uts.name = web"), fresh=True)
+@pytest.mark.parametrize("setting,kept", [("lxc.namespace.keep = uts", True), ("lxc.namespace.clone = mnt pid", True),
+                                          ("lxc.namespace.keep = ipc", False)])
+def test_init_handler_warns_that_lxc_uts_name_is_not_set_in_the_hosts_uts_namespace(
+        host, run, make_request, monitor_ctx, bind, sigmask, setting, kept):
+    ctx = monitor_ctx(make_request(setting, "lxc.uts.name = web"), fresh=True)
 
     assert run("monitor", "init_handler", ctx) == "handler_ready"
 
-    warnings = ctx.log.named("lxc.uts.name renames this host: lxc.namespace.keep keeps the host's uts namespace")
-    assert warnings == ([("warn", {"hostname": "web"})] if renames else [])
+    warnings = ctx.log.named("lxc.uts.name not set: the container keeps the host's uts namespace, whose hostname"
+                             " lxcsm never changes")
+    assert warnings == ([("warn", {"hostname": "web"})] if kept else [])
 
 
 @pytest.mark.state("monitor", "init_handler")
