@@ -158,7 +158,7 @@ def observe(c: Container, lxc: bool, systemd: bool = False, env=None) -> dict[st
         info = _tool("lxc-info", "-n", c.name, "-P", c.lxcpath, "-p", "-H")
         assert info.returncode == 0, info.stderr
         pid = int(info.stdout)
-        assert wait_for(lambda: _init_settled(c, systemd), timeout=300), "init never settled"
+        assert wait_for(lambda: _init_settled(c, systemd), timeout=300 if systemd else 60), "init never settled"
         inside = _tool("lxc-attach", "-n", c.name, "-P", c.lxcpath, "--", "/bin/sh", "-c", INSIDE)
         assert inside.returncode == 0, inside.stderr
         view = {**_sections(inside.stdout), **_outside(pid)}
@@ -309,7 +309,19 @@ def test_with_autodev_and_no_pty_max_only_the_ptys_differ_as_the_readme_says(par
     ["lxc.autodev = 0", "lxc.pty.max = 4", "lxc.tty.max = 2", "lxc.mount.auto = proc:mixed sys:mixed"],
     ["lxc.pty.max = 8", "lxc.tty.max = 2", "lxc.tty.dir = lxc", "lxc.cap.keep = sys_admin setuid setgid",
      "lxc.mount.auto = proc:mixed sys:ro", "lxc.mount.entry = tmpfs tmp tmpfs nosuid,size=1M 0 0"],
-], ids=["rw-all", "mixed-all", "ro-cgroups", "common.conf", "autodev-0", "tty-dir-cap-keep"])
+    ["lxc.pty.max = 1", "lxc.rootfs.options = ro", "lxc.mount.auto = proc:mixed sys:ro"],
+    ["lxc.pty.max = 1", "lxc.cap.drop = sys_admin", "lxc.mount.auto = proc:rw sys:mixed cgroup:mixed"],
+    ["lxc.pty.max = 1", "lxc.prlimit.nofile = 1024:2048", "lxc.proc.oom_score_adj = 10",
+     "lxc.sysctl.net.ipv4.ip_forward = 1", "lxc.environment = FOO=bar", "lxc.init.cwd = /tmp",
+     "lxc.mount.auto = proc:mixed"],
+    ["lxc.pty.max = 1", "lxc.mount.auto = proc:mixed",
+     "lxc.mount.entry = /usr/share/lxc srv none rbind,ro,create=dir,rslave 0 0",
+     "lxc.mount.entry = /etc/hostname etc/hostname-of-host none bind,ro,create=file 0 0",
+     "lxc.mount.entry = tmpfs run tmpfs nodev,noexec,mode=700,size=64k,create=dir 0 0"],
+    ["lxc.pty.max = 1", "lxc.no_new_privs = 1", "lxc.seccomp.profile = /usr/share/lxc/config/common.seccomp",
+     "lxc.mount.auto = proc:mixed sys:ro"],
+], ids=["rw-all", "mixed-all", "ro-cgroups", "common.conf", "autodev-0", "tty-dir-cap-keep", "ro-rootfs",
+        "no-sys-admin", "limits-sysctl-env", "entries", "nnp-seccomp"])
 def test_a_busybox_with_each_mount_auto_and_dev_setting_is_seen_the_same(parity_dir, extra):
     base, made = parity_dir
     name, lxcpath = unique_name("pm"), base / "lxc"
