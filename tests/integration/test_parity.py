@@ -195,7 +195,8 @@ def parity_dir():
         assert {k: v for k, v in leaks.items() if v} == {}, "a start left things behind"
         assert [m for m in host_mounts() if m.startswith(f"{base}/")] == [], "a host mount was left"
     finally:
-        for c in made:
+        for c in made:   # a start left running by a failed test, lxc-start's or lxcsm's
+            _tool("lxc-stop", "-n", c.name, "-P", c.lxcpath, "-k", timeout=60)
             c.force_cleanup()
         shutil.rmtree(base)
 
