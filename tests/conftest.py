@@ -12,7 +12,15 @@ import uuid
 import pytest
 
 from fixtures import rootfs as rootfs_builders
-from tests.integration.harness import LXCSM, Container, IsolatedNetns, host_identity, host_mounts, unique_name
+from tests.integration.harness import (
+    LXCSM,
+    Container,
+    IsolatedNetns,
+    host_identity,
+    host_mounts,
+    restore_host_identity,
+    unique_name,
+)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -50,11 +58,26 @@ def start_server_mode():
         shutil.rmtree(directory, ignore_errors=True)   # the socket, if the server left it
 
 
+@pytest.fixture(autouse=True)
+def host_left_alone(request):
+    """Around every integration test, whatever fixtures it uses: the host's hostname and the
+    devices of its /dev (harness.HOST_DEVICES) as they were.  A change is put back, then fails
+    the test: a kept uts namespace renamed this VM once, and an init's stdio chmod made the
+    host's /dev/null 0700, failing every later user-namespace start."""
+    if request.node.path.parent.name != "integration" or os.geteuid() != 0:
+        yield
+        return
+    before = host_identity()
+    yield
+    changed = restore_host_identity(before)
+    assert changed == {}, "the host's hostname or a device of its /dev changed (put back)"
+
+
 @pytest.fixture
 def make_container(tmp_path):
     """make_container(kind="hostbind"|"busybox", extra=[config lines]) -> Container."""
     made: list[Container] = []
-    mounts_before, host_before = host_mounts(), host_identity()
+    mounts_before = host_mounts()
 
     def make(kind: str = "hostbind", extra=(), name: str | None = None,
              netns: str | None = None) -> Container:
@@ -77,7 +100,6 @@ def make_container(tmp_path):
     mounts_after = host_mounts()
     assert {k: v for k, v in leaks.items() if v} == {}, "a start left things behind"
     assert mounts_after == mounts_before, "the host's mount table changed"
-    assert host_identity() == host_before, "the host's hostname or a device of its /dev changed"
 
 
 @pytest.fixture

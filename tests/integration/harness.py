@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -80,6 +81,22 @@ def host_identity() -> dict[str, object]:
         st = os.stat(device)
         seen[device] = (oct(st.st_mode), st.st_uid, st.st_gid)
     return seen
+
+
+def restore_host_identity(before: dict[str, object]) -> dict[str, tuple[object, object]]:
+    """Put back what host_identity() saw in `before` (the hostname; each device's owner and
+    mode), so that one test's damage does not fail every later one; returns what had changed,
+    {what: (before, found)}."""
+    found = host_identity()
+    changed = {what: (before[what], found[what]) for what in before if found[what] != before[what]}
+    for what, (was, _now) in changed.items():
+        if what == "hostname":
+            socket.sethostname(str(was))
+        else:
+            mode, uid, gid = was
+            os.chown(what, uid, gid)
+            os.chmod(what, int(mode, 8) & 0o7777)
+    return changed
 
 
 def host_mounts() -> list[str]:
