@@ -64,8 +64,8 @@ POINTS = {
     "post-stop": ("monitor", "stopping"),        # after the boot's cleanup; also reboot, aborting
 }
 # Namespaces spawn keeps for the stop hooks, as LXC names them and in LXC's order, when the
-# container has its own: user (lxc.idmap) first.  The cgroup namespace, which the child makes
-# itself, is kept later, by sync_fds, and comes last, as under LXC.
+# container has its own: user (lxc.idmap) first.  The cgroup and time namespaces, which the
+# child makes itself, are kept later, by sync_fds, and come last, as under LXC.
 STOP_HOOK_NAMESPACES = ("user", "mnt", "pid", "uts", "ipc", "net")
 
 

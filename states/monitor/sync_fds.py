@@ -13,8 +13,9 @@ does not hang up under its lxc-console.  Each fd is recorded, closed when
 the boot ends.  Any fd beyond those is closed rather than leaked.  The
 terminal the console is relayed to (lxc.console.path's, or -F's stdin) is
 opened here, as LXC's lxc_terminal_setup opens it before READY_START.
-With a stop or post-stop hook, the container's cgroup namespace is opened
-first and kept for them, as LXC keeps it (hooks.run_stop).
+With a stop or post-stop hook, the container's cgroup namespace (and time
+namespace, with lxc.time.offset.*) is opened first and kept for them, as LXC
+keeps them (hooks.run_stop).
 """
 
 from __future__ import annotations
@@ -34,12 +35,8 @@ def enter(ctx: MonitorContext) -> str:
     assert channel is not None and server is not None   # spawn opened the one, init_handler bound the other
     channel.wake(SyncMsg.FDS)
     config = ctx.request.config
-    if "cgroup" not in config.namespace_keep and hooks.keeps_namespaces(config):
-        # The cgroup namespace the child made in configure, held for the stop hooks as the
-        # others are (spawn), last: where LXC's lxc_spawn() takes it, once FDS is sent.
-        fd = os.open(f"/proc/{ctx.boot.init_pid}/ns/cgroup", os.O_RDONLY | os.O_CLOEXEC)
-        ctx.boot.undo.record("kept_fd", fd)
-        ctx.boot.namespace_fds["cgroup"] = fd
+    if hooks.keeps_namespaces(config):
+        _keep_own_namespaces(ctx)
     _payload, fds = channel.wait_for(SyncMsg.FDS)
     console = 2 if config.has_console() else 0
     devpts = 1 if config.has_devpts() else 0
@@ -65,6 +62,22 @@ def enter(ctx: MonitorContext) -> str:
     if ttys:
         ctx.log.trace("terminals received", ttys=" ".join(map(str, sorted(ttys))))
     return "fds_received"
+
+
+def _keep_own_namespaces(ctx: MonitorContext) -> None:
+    """The cgroup and time namespaces the child made itself in configure (those it has that
+    the monitor has not), held for the stop hooks as spawn holds the others, after them:
+    where LXC's lxc_spawn() takes them, once FDS is sent."""
+    pid = ctx.boot.init_pid
+    for kind in ("cgroup", "time"):
+        try:
+            if os.readlink(f"/proc/{pid}/ns/{kind}") == os.readlink(f"/proc/self/ns/{kind}"):
+                continue
+        except FileNotFoundError:   # a kernel without this kind of namespace
+            continue
+        fd = os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC)
+        ctx.boot.undo.record("kept_fd", fd)
+        ctx.boot.namespace_fds[kind] = fd
 
 
 def _console_peer(ctx: MonitorContext) -> int:

@@ -223,9 +223,10 @@ def test_a_daemons_hooks_run_in_slash_as_under_lxc_start(make_container, tmp_pat
 @pytest.mark.parametrize("version", ["0", "1"])
 def test_every_hook_is_given_the_arguments_and_environment_lxc_start_gives_it(make_container, tmp_path, version):
     """Arguments, ids, working directory and every variable of every kind, as lxc-start 5.0.2's
-    hooks have them (lxc.console.* and lxc.log.level set, for LXC_CONSOLE... and LXC_LOG_LEVEL)."""
+    hooks have them (lxc.console.* and lxc.log.level set, for LXC_CONSOLE... and LXC_LOG_LEVEL;
+    a time offset, for the time namespace the stop hooks are told about)."""
     c = make_container("busybox", extra=["lxc.console.path = none", f"lxc.console.logfile = {tmp_path}/console.log",
-                                         "lxc.log.level = NOTICE"])
+                                         "lxc.log.level = NOTICE", "lxc.time.offset.boot = 1h"])
     _probed(c, version)
     # Both started in an environment without a locale: Python would add LC_CTYPE to lxcsm's own
     # (PEP 538), which lxc-start's hooks never see.
@@ -238,6 +239,8 @@ def test_every_hook_is_given_the_arguments_and_environment_lxc_start_gives_it(ma
     assert {f"start env: LXC_HOOK_VERSION='{version}'", "start env: LXC_LOG_LEVEL='NOTICE'",
             "start env: LXC_CONSOLE='none'", "start-host env: LXC_PID='PID'"} <= set(records)
     assert not any(" env: LC_CTYPE=" in line for line in records)
+    if os.path.exists("/proc/self/ns/time"):   # a kernel with time namespaces: the offset made one
+        assert "stop env: LXC_TIME_NS='/proc/MONITOR/fd/FD'" in records
 
 
 @pytest.mark.skipif(not shutil.which("lxc-start"), reason="LXC's tools are not installed")

@@ -217,7 +217,7 @@ def _lxc_environment(monkeypatch):
     for name in ("LXC_NAME", "LXC_CONFIG_FILE", "LXC_ROOTFS_PATH", "LXC_ROOTFS_MOUNT", "LXC_CONSOLE",
                  "LXC_CONSOLE_LOGPATH", "LXC_CGNS_AWARE", "LXC_LOG_LEVEL", "LXC_HOOK_VERSION", "LXC_PID",
                  "LXC_TARGET", "container_ttys",
-                 *(f"LXC_{kind.upper()}_NS" for kind in ("user", "mnt", "pid", "uts", "ipc", "net", "cgroup"))):
+                 *(f"LXC_{kind.upper()}_NS" for kind in ("user", "mnt", "pid", "uts", "ipc", "net", "cgroup", "time"))):
         monkeypatch.setenv(name, "")   # remembered as it was (perhaps unset), restored afterwards
         monkeypatch.delenv(name)
 
