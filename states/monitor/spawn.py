@@ -175,9 +175,13 @@ def enter(ctx) -> str:
     if pid == 0:   # in the shared namespaces: the child does not go back
         monitor_sock.close()
         run_child(request, child_sock, ctx.signal_mask, ctx.seccomp)   # never returns
-    _leave(own)
+    boot.undo.record("child", pid, handle=pidfd)   # first: whatever fails next, aborting kills it
     child_sock.close()
-    boot.undo.record("child", pid, handle=pidfd)
+    try:
+        _leave(own)
+    except BaseException:
+        monitor_sock.close()   # the child reads its end-of-file
+        raise
     boot.init_pid, boot.init_pidfd = pid, pidfd
     ctx.command_server.clone_flags = flags
     ctx.log.trace("cloned", child=pid, flags=hex(flags), into_cgroup2=cgroup2_fd is not None)

@@ -75,6 +75,20 @@ def test_spawn_with_a_shared_container_not_running_fails_before_the_clone(
 
 
 @pytest.mark.state("monitor", "spawn")
+def test_spawn_that_cannot_go_back_after_the_clone_has_its_child_recorded_for_aborting(
+        host, run, make_request, monitor_ctx, clone3, no_child_machine):
+    me = os.getpid()
+    ctx = monitor_ctx(make_request(f"lxc.namespace.share.uts = {me}"))
+    joined = []
+    host.on("kernel.setns", effect=lambda fd, kind: joined.append(fd))
+    host.on("kernel.setns", raises=PermissionError(1, "Operation not permitted"), when=lambda fd, kind: bool(joined))
+
+    run.failing("monitor", "spawn", ctx, PermissionError)
+
+    assert "child" in [c.kind for c in ctx.boot.undo.changes]   # aborting kills it
+
+
+@pytest.mark.state("monitor", "spawn")
 def test_spawn_whose_clone3_fails_goes_back_into_its_own_namespaces(
         host, run, make_request, monitor_ctx, no_child_machine):
     host.on("kernel.clone3", raises=PermissionError(1, "Operation not permitted"))
