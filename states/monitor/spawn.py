@@ -53,7 +53,7 @@ import os
 
 from lxcsm import hooks
 from lxcsm.engine import log
-from lxcsm.engine.errors import StateError
+from lxcsm.engine.errors import StateError, describe
 from lxcsm.engine.linux import cgroups, kernel
 from lxcsm.engine.protocol import command_client, sync
 from lxcsm.engine.start.child import run_child
@@ -108,6 +108,9 @@ def _join(request, log) -> list[tuple[int, int]]:
                 own.append((os.open(f"/proc/self/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC),
                             kernel.NAMESPACE_FLAGS[kind]))
                 kernel.setns(source, kernel.NAMESPACE_FLAGS[kind])
+            except OSError as err:   # EINVAL: a file, or a namespace of another kind
+                why = f"not a {kind} namespace" if err.errno == errno.EINVAL else describe(err)
+                raise StateError(f"lxc.namespace.share.{kind} = {target}: cannot join it: {why}") from None
             finally:
                 os.close(source)
             log.trace("namespace joined", namespace=kind, of=target)

@@ -4,6 +4,7 @@ key itself: tests/unit/test_namespace_share.py)."""
 
 from __future__ import annotations
 
+import errno
 import os
 
 import pytest
@@ -72,6 +73,18 @@ def test_spawn_with_a_shared_container_not_running_fails_before_the_clone(
     assert str(error.value) == f"lxc.namespace.share.net = gone: container gone is not running (in {request.lxcpath})"
     assert host.calls("kernel") == [] and ctx.boot.channel is None
     assert [c.kind for c in ctx.boot.undo.changes] == ["cgroup"] * 3   # undone by aborting
+
+
+@pytest.mark.state("monitor", "spawn")
+def test_spawn_with_a_shared_file_that_is_no_such_namespace_fails_naming_the_key(
+        host, run, make_request, monitor_ctx, no_child_machine):
+    ctx = monitor_ctx(make_request("lxc.namespace.share.net = /etc/passwd"))
+    host.on("kernel.setns", raises=OSError(errno.EINVAL, "Invalid argument"), once=True)
+
+    error = run.failing("monitor", "spawn", ctx, StateError)
+
+    assert str(error.value) == "lxc.namespace.share.net = /etc/passwd: cannot join it: not a net namespace"
+    assert [call[0] for call in host.calls("kernel")] == ["setns", "setns"]   # and back into its own
 
 
 @pytest.mark.state("monitor", "spawn")
