@@ -48,6 +48,9 @@ def enter(ctx: MonitorContext) -> str:
     fds = fds[:expected]
     for fd in fds:
         ctx.boot.undo.record("kept_fd", fd)
+        # SCM_RIGHTS hands them over inheritable: the stop hooks (measured) and any other program
+        # the monitor runs would get the container's terminals, which LXC's never do.
+        os.set_inheritable(fd, False)
     if seccomp is not None and listener and fds:
         seccomp.listener = fds[0]
         ctx.log.trace("seccomp listener received", listener=fds[0])
