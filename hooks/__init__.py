@@ -14,7 +14,8 @@ is cloned (`expose_pid`, lxc_spawn's), the namespaces and LXC_TARGET (stop or
 reboot) before the stop hooks (`run_stop`, lxc_delete_network's and
 lxc_end's); in the child, container_ttys once the ttys are made (`expose_ttys`,
 lxc_setup's), for the start hook.  None is ever unset: the next boot's pre-start sees the last
-boot's LXC_PID, LXC_TARGET and namespaces, as under LXC.  Its stdin is /dev/null; every
+boot's LXC_PID, LXC_TARGET and namespaces, as under LXC.  Its stdin is left as LXC leaves it (the
+monitor's or the child's own, the console's for the start hook); every
 line it writes is a DEBUG event of the state that runs it, as it comes.  Several
 hooks of one kind run in config order, each to its end.
 
@@ -124,9 +125,11 @@ def configured(config, kind: str) -> list:
     return list(config.in_effect(f"lxc.hook.{kind}"))
 
 
-def run(config, kind: str, log, args: tuple[str, ...] = (), must_succeed: bool = True, serve=None) -> None:
+def run(config, kind: str, log, args: tuple[str, ...] = (), must_succeed: bool = True, serve=None,
+        stdin: int | None = None) -> None:
     """Run every lxc.hook.KIND; a failure raises StateError, or with must_succeed=False is
-    logged at ERROR and the next hook runs.  `serve`: the monitor's command server."""
+    logged at ERROR and the next hook runs.  `serve`: the monitor's command server.  `stdin`:
+    the hook's, if not this process's own."""
     version_one = config.get_item("lxc.hook.version") == "1"
     for _key, setting in configured(config, kind):
         words = [setting.value] if version_one else [setting.value, shlex.quote(config.name), "lxc", kind]
@@ -134,7 +137,7 @@ def run(config, kind: str, log, args: tuple[str, ...] = (), must_succeed: bool =
         hook_env = dict(os.environ)
         if version_one:
             hook_env.update(LXC_HOOK_TYPE=kind, LXC_HOOK_SECTION="lxc")
-        status, output = _run_shell(command, hook_env, kind, log, serve)
+        status, output = _run_shell(command, hook_env, kind, log, serve, stdin)
         log.trace("hook ended", kind=kind, status=status)
         if status == 0:
             continue
@@ -173,23 +176,24 @@ def warn_after() -> float:
         return WARN_AFTER
 
 
-def _run_shell(command: str, env: dict[str, str], kind: str, log, serve=None) -> tuple[int, list[str]]:
-    """/bin/sh -c COMMAND with stdin /dev/null and stdout+stderr read back: (wait status, lines).
-    Each line is logged as it comes; a hook still running is warned about (warn_after()).
+def _run_shell(command: str, env: dict[str, str], kind: str, log, serve=None,
+               stdin: int | None = None) -> tuple[int, list[str]]:
+    """/bin/sh -c COMMAND with stdout+stderr read back: (wait status, lines).  Its stdin is
+    ours, or `stdin`: as LXC's lxc_popen(), which leaves it alone (measured: the monitor's, the
+    child's, and the console for the start hook).  Each line is logged as it comes; a hook
+    still running is warned about (warn_after()).
 
     posix_spawn, not subprocess: the start hook runs after pivot_root, where the monitor's
     Python library is out of reach, and only modules loaded before (os, select, time) are
     sure to be there.  The monitor's blocked signals are unblocked for the hook."""
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
-    devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    given = [] if stdin is None else [(os.POSIX_SPAWN_DUP2, stdin, 0)]
     try:
         pid = os.posix_spawn("/bin/sh", ["sh", "-c", command], env, setsigmask=(),
-                             file_actions=[(os.POSIX_SPAWN_DUP2, devnull, 0),
-                                           (os.POSIX_SPAWN_DUP2, write_end, 1),
+                             file_actions=[*given, (os.POSIX_SPAWN_DUP2, write_end, 1),
                                            (os.POSIX_SPAWN_DUP2, write_end, 2)])
     finally:
         os.close(write_end)
-        os.close(devnull)
     log.trace("hook", kind=kind, command=command, hook_pid=pid)
     every = warn_after()
     started = time.monotonic()

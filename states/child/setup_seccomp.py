@@ -39,7 +39,8 @@ def enter(ctx: ChildContext) -> str:
     if ctx.seccomp is not None:
         ctx.seccomp.load()
         ctx.log.trace("seccomp filter loaded")
-    hooks.run(config, "start", ctx.log)
+    # Its stdin the console, as LXC's lxc_setup_console() made the console the child's own.
+    hooks.run(config, "start", ctx.log, stdin=ctx.console[1] if ctx.console else None)
     return "seccomp_loaded"
 
 

@@ -106,7 +106,7 @@ def install_monitor_end(monkeypatch, rec: Recorder, made: list[FakeChannel]) -> 
 
 def install_hooks(monkeypatch, rec: Recorder) -> None:
     """hooks.run(config, KIND, log, ARGS...) is recorded as ("hooks.run", KIND, *ARGS)."""
-    def run(config, kind, log, args=(), must_succeed=True, serve=None):
+    def run(config, kind, log, args=(), must_succeed=True, serve=None, stdin=None):
         return rec.call("hooks.run", (kind, *args), {})
 
     monkeypatch.setattr(hooks, "run", run)
