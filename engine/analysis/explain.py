@@ -120,6 +120,7 @@ SYSCALLS = {
     "hooks.run": ("posix_spawn(3) wait4(2)", "/bin/sh -c, the lxc.hook.* of this point"),
     "hooks.run_stop": ("posix_spawn(3) wait4(2)", "/bin/sh -c, lxc.hook.stop"),
     "hooks.run_post_stop": ("posix_spawn(3) wait4(2)", "/bin/sh -c, lxc.hook.post-stop"),
+    "hooks.verify_start": ("access(2)", "the first lxc.hook.start's value, as a file of the rootfs"),
     # engine/protocol/command_server.py, engine/protocol/sync.py: sockets
     "command_server.bind": ("socket(2) bind(2) listen(2)", "@LXCPATH/NAME/command"),
     "sync.socketpair": ("socketpair(2)", "AF_UNIX, SOCK_SEQPACKET"),
