@@ -207,6 +207,12 @@ class Config(namedtuple("Config", (
         (with lxc.autodev = 0 too: LXC binds it on the rootfs's own /dev/console)."""
         return self.get_item("lxc.console.path") != "none"
 
+    def console_on_host_devpts(self) -> bool:
+        """LXC's rule (lxc_terminal_parent()): the console is a pty of the container's devpts
+        only when lxc.pty.max leaves room for it beside the container's own ptys; otherwise
+        the monitor takes it from the host's."""
+        return int(self.get_item("lxc.pty.max") or 0) <= 1
+
     def has_devpts(self) -> bool:
         """Whether the container gets a devpts of its own on /dev/pts: always in the tmpfs of
         lxc.autodev = 1; on the rootfs's own /dev only with lxc.pty.max > 0, as LXC keeps one

@@ -52,9 +52,9 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 
 from lxcsm.engine.linux import kernel
-from lxcsm.states.child.setup_ttys import console_on_host_devpts
 
 TYPE_CHECKING = False   # typing itself costs every start ~5 ms to import
 if TYPE_CHECKING:
@@ -101,23 +101,24 @@ def _take_credentials(config, log) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-NULL_DEVICE = os.makedev(1, 3)   # the kernel's null device, whatever node a rootfs has for it
+PTY_SLAVE_MAJORS = range(136, 144)   # the kernel's Unix98 pty slaves (devices.txt): every devpts
 
 
 def _give_stdio(uid: int | None) -> None:
-    """As LXC's fix_stdio_permissions(): init's stdio (but /dev/null) belongs to its user
-    (`uid`; None: left to root) and gets mode 0700, whoever init runs as.  Without a
-    /dev/null in the container nothing is changed, as LXC gives up then: init's stdio may
-    be the host's own /dev/null, which must keep its mode.  That node is never changed
-    either when the container's /dev/null is not the null device (a plain file of a
-    rootfs's own /dev, lxc.autodev = 0), where LXC would chmod it."""
+    """As LXC's fix_stdio_permissions(): init's stdio belongs to its user (`uid`; None: left
+    to root) and gets mode 0700, whoever init runs as - when it is the console's pty, as it
+    always is under LXC.  Anything else is the caller's and stays as it is: the null device
+    (the host's own /dev/null, or a rootfs's stand-in for it), and the pipes or files
+    `lxcsm start -F` hands init where lxc-start would give it the console.  Without a
+    /dev/null in the container nothing is changed, as LXC gives up then."""
     try:
-        null = os.stat("/dev/null").st_rdev
+        os.stat("/dev/null")
     except OSError:
         return
     for fd in (0, 1, 2):
         try:
-            if os.fstat(fd).st_rdev in (null, NULL_DEVICE):
+            st = os.fstat(fd)
+            if not (stat.S_ISCHR(st.st_mode) and os.major(st.st_rdev) in PTY_SLAVE_MAJORS):
                 continue
             os.fchown(fd, -1 if uid is None else uid, -1)
             os.fchmod(fd, 0o700)
@@ -130,7 +131,7 @@ def enter(ctx: ChildContext) -> None:
     env = environment(request.config.environment)
     os.chdir(request.config.init_cwd or "/")
     os.setsid()
-    if not request.foreground and (ctx.console is None or console_on_host_devpts(request.config)):
+    if not request.foreground and (ctx.console is None or request.config.console_on_host_devpts()):
         null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
         for fd in (0, 1, 2):
             os.dup2(null, fd)
@@ -158,9 +159,9 @@ def plan(request: StartRequest) -> list[str]:
     env = environment(config.environment)
     uid, gid, groups = credentials(config)
     steps = [f"chdir {config.init_cwd or '/'}; setsid()"]
-    if not request.foreground and (not config.has_console() or console_on_host_devpts(config)):
+    if not request.foreground and (not config.has_console() or config.console_on_host_devpts()):
         steps.append("dup2 /dev/null to stdin, stdout, stderr (a daemon whose console is none or the host's pty)")
-    steps.append(f"fchown init's stdio (not /dev/null) to uid {uid or 0}, fchmod 0700")
+    steps.append(f"fchown init's stdio, if the console's pty, to uid {uid or 0}, fchmod 0700")
     steps.append(f"setgroups({', '.join(map(str, groups)) or 'none'})")
     steps += [f"setresgid({gid})"] if gid is not None else []
     steps += [f"setresuid({uid})"] if uid is not None else []

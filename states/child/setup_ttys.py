@@ -48,12 +48,6 @@ from lxcsm.engine.linux.paths import proc_fd
 HOST_PTMX = "/dev/ptmx"   # the host's: the child's mount namespace is still a copy of the host's
 
 
-def console_on_host_devpts(config) -> bool:
-    """LXC's rule (lxc_terminal_parent): the console comes from the container's devpts only
-    when lxc.pty.max leaves room for it beside the container's own ptys."""
-    return int(config.get_item("lxc.pty.max") or 0) <= 1
-
-
 def tty_dir(config) -> str | None:
     """lxc.tty.dir: the directory of /dev the ttys and console are bound in, or None."""
     return config.get_item("lxc.tty.dir") or None
@@ -92,7 +86,7 @@ def enter(ctx) -> str:
             ptmx = paths.open_in_root(root, "/dev/ptmx")
             ctx.devpts = paths.open_in_root(root, "/dev/pts")
         if config.has_console():
-            on_host = console_on_host_devpts(config)
+            on_host = config.console_on_host_devpts()
             master, peer, index = terminal.open_pty(HOST_PTMX if on_host or ptmx is None else proc_fd(ptmx))
             ctx.console = (master, peer)
             os.fchmod(peer, 0o620)
@@ -134,7 +128,7 @@ def plan(request) -> list[str]:
     config = request.config
     steps = [] if config.autodev else ["in the rootfs's own /dev (lxc.autodev = 0), each target made if missing"]
     if config.has_console():
-        where = "the host's devpts (lxc.pty.max <= 1)" if console_on_host_devpts(config) else "the container's devpts"
+        where = "the host's devpts (lxc.pty.max <= 1)" if config.console_on_host_devpts() else "the container's devpts"
         steps.append(f"open a pty in {where}; bind its peer on /dev/console" if not tty_dir(config) else
                      f"open a pty in {where}; bind its peer on /dev/{tty_dir(config)}/console, that on /dev/console")
     ttys = config.tty_count()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import stat
 from types import SimpleNamespace
 
 import pytest
@@ -195,6 +196,10 @@ def test_sync_fds_to_a_monitor_that_is_gone_fails(host, run, make_request, child
 PTY = os.makedev(136, 0)   # /dev/pts/0's device: what init's stdio is in these tests, unless said
 
 
+def _char_device(rdev: int) -> SimpleNamespace:
+    return SimpleNamespace(st_rdev=rdev, st_mode=stat.S_IFCHR | 0o620)
+
+
 @pytest.fixture
 def process(host, monkeypatch):
     """exec's os and signal calls that would change the test process, as recording fakes
@@ -202,7 +207,7 @@ def process(host, monkeypatch):
     stdio is a pty (fstat: not /dev/null's device)."""
     host.proxy(exec_state, "os", chdir=None, setsid=None, dup2=None, close=PASS, closerange=None, execvpe=None,
                setgroups=None, setresgid=None, setresuid=None, fchown=None, fchmod=None,
-               fstat=lambda fd: SimpleNamespace(st_rdev=PTY), getppid=lambda: 4242, kill=None)
+               fstat=lambda fd: _char_device(PTY), getppid=lambda: 4242, kill=None)
     host.proxy(exec_state, "signal", signal=None, pthread_sigmask=None)
     monkeypatch.setattr(terminal.os, "isatty", lambda fd: False)
 
@@ -256,7 +261,7 @@ def test_exec_of_a_daemon_whose_console_is_the_hosts_or_none_gives_init_dev_null
         host, run, make_request, child_ctx, process, console):
     # As lxc-start -d: LXC closes a host pty it made init's stdio, then gives a daemon /dev/null.
     host.proxy(exec_state, "os", chdir=None, setsid=None, dup2=None, open=PASS, close=PASS, closerange=None,
-               execvpe=None, setgroups=None, fchown=None, fchmod=None, fstat=lambda fd: SimpleNamespace(st_rdev=PTY))
+               execvpe=None, setgroups=None, fchown=None, fchmod=None, fstat=lambda fd: _char_device(PTY))
     ctx = child_ctx(make_request(*(["lxc.console.path = none"] if console == "none" else [])))
     if console == "host pty":
         ctx.console = host.pipe()
@@ -315,7 +320,7 @@ def test_exec_takes_lxc_init_uid_gid_groups_and_the_pdeath_signal(
 def test_exec_leaves_stdio_on_dev_null_alone(host, run, make_request, child_ctx, process):
     null = os.stat("/dev/null").st_rdev
     host.proxy(exec_state, "os", chdir=None, setsid=None, close=PASS, closerange=None, execvpe=None,
-               setgroups=None, fchown=None, fchmod=None, fstat=lambda fd: SimpleNamespace(st_rdev=null))
+               setgroups=None, fchown=None, fchmod=None, fstat=lambda fd: _char_device(null))
 
     assert run("child", "exec", child_ctx(make_request(foreground=True))) is None
 
@@ -329,7 +334,7 @@ def test_exec_never_changes_the_hosts_dev_null_when_the_containers_is_a_plain_fi
     # foreground init started from </dev/null has the host's null device as its stdin.
     stdio = {0: os.makedev(1, 3), 1: PTY, 2: PTY}
     host.proxy(exec_state, "os", chdir=None, setsid=None, close=PASS, closerange=None, execvpe=None,
-               setgroups=None, fchown=None, fchmod=None, fstat=lambda fd: SimpleNamespace(st_rdev=stdio[fd]),
+               setgroups=None, fchown=None, fchmod=None, fstat=lambda fd: _char_device(stdio[fd]),
                stat=lambda path: SimpleNamespace(st_rdev=0))
 
     assert run("child", "exec", child_ctx(make_request(foreground=True))) is None
@@ -339,10 +344,24 @@ def test_exec_never_changes_the_hosts_dev_null_when_the_containers_is_a_plain_fi
 
 
 @pytest.mark.state("child", "exec")
+def test_exec_leaves_the_files_and_pipes_of_a_foreground_caller_alone(host, run, make_request, child_ctx, process):
+    # lxcsm start -F >out 2>&1 </dev/null: init keeps the caller's stdio, which lxc-start would
+    # have replaced by the console; a file of the host's must keep its owner and mode.
+    stdio = {0: _char_device(os.makedev(1, 3)), 1: SimpleNamespace(st_rdev=0, st_mode=stat.S_IFREG | 0o644),
+             2: SimpleNamespace(st_rdev=0, st_mode=stat.S_IFIFO | 0o600)}
+    host.proxy(exec_state, "os", chdir=None, setsid=None, close=PASS, closerange=None, execvpe=None,
+               setgroups=None, fchown=None, fchmod=None, fstat=lambda fd: stdio[fd])
+
+    assert run("child", "exec", child_ctx(make_request(foreground=True))) is None
+
+    assert [name for name in host.names() if name in ("os.fchown", "os.fchmod")] == []
+
+
+@pytest.mark.state("child", "exec")
 def test_exec_without_dev_null_in_the_container_changes_no_stdio(host, run, make_request, child_ctx, process):
     # As LXC, which gives up: init's stdio may be the host's own /dev/null, whose mode must stay.
     host.proxy(exec_state, "os", chdir=None, setsid=None, close=PASS, closerange=None, execvpe=None,
-               setgroups=None, fchown=None, fchmod=None, fstat=lambda fd: SimpleNamespace(st_rdev=PTY), stat=None)
+               setgroups=None, fchown=None, fchmod=None, fstat=lambda fd: _char_device(PTY), stat=None)
     host.on("os.stat", raises=FileNotFoundError(errno.ENOENT, "No such file or directory"))
 
     assert run("child", "exec", child_ctx(make_request(foreground=True))) is None
@@ -355,7 +374,7 @@ def test_exec_whose_monitor_died_before_the_pdeath_signal_was_set_kills_itself(
         host, run, make_request, child_ctx, process):
     parents = iter((4242, 1))
     host.proxy(exec_state, "os", chdir=None, setsid=None, close=PASS, closerange=None, execvpe=None,
-               setgroups=None, fchown=None, fchmod=None, fstat=lambda fd: SimpleNamespace(st_rdev=PTY),
+               setgroups=None, fchown=None, fchmod=None, fstat=lambda fd: _char_device(PTY),
                getppid=lambda: next(parents), kill=None, getpid=lambda: 7)
     ctx = child_ctx(make_request("lxc.monitor.signal.pdeath = SIGTERM", foreground=True))
 
