@@ -148,7 +148,10 @@ class ConsolePeers:
         """The lxc-console has left: its proxy pty closes, the console is free again."""
         from lxcsm.engine.linux import terminal
         if isinstance(self.peer, terminal.ProxyPty):
-            self.poller.unregister(self.peer.user)
+            try:
+                self.poller.unregister(self.peer.user)
+            except KeyError:
+                pass   # already dropped by _supervise when its end stopped taking input
             self.peer.close()
             self.peer = None
             self.ctx.log.trace("lxc-console detached")
