@@ -123,6 +123,17 @@ def monitor_exited(reply: Reply, timeout: float = 10.0) -> None:
         reply.monitor = -1
 
 
+def _send_with_credentials(sock: socket.socket, request: bytes) -> None:
+    """The request, its first bytes with our credentials attached (SCM_CREDENTIALS), as LXC's
+    own clients send it.  Without them, a request that reaches lxc-start's monitor before it
+    has set SO_PASSCRED on the accepted connection carries the overflow ids instead of ours,
+    and LXC refuses it with -EPERM ("Message denied for '65534/65534'")."""
+    credentials = struct.pack("iII", os.getpid(), os.getuid(), os.getgid())
+    sent = sock.sendmsg([request], [(socket.SOL_SOCKET, socket.SCM_CREDENTIALS, credentials)])
+    if sent < len(request):
+        sock.sendall(request[sent:])
+
+
 def call(lxcpath: str, name: str, cmd: Cmd, payload: bytes = b"", keep: bool = False,
          inline: int = 0) -> Reply | None:
     """Send one command (with `inline`, the request's own data field) and read its reply;
@@ -133,7 +144,7 @@ def call(lxcpath: str, name: str, cmd: Cmd, payload: bytes = b"", keep: bool = F
     sock, peer = connected
     monitor = _monitor_pidfd(peer[0]) if keep else -1
     try:
-        sock.sendall(HEADER.pack(cmd, len(payload), inline) + payload)
+        _send_with_credentials(sock, HEADER.pack(cmd, len(payload), inline) + payload)
         header, fds, _flags, _addr = socket.recv_fds(sock, HEADER.size, 1)
         if len(header) < HEADER.size:
             sock.close()

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import errno
 import os
+import select
 import socket
+import struct
 import subprocess
 import threading
 import uuid
@@ -256,3 +258,34 @@ def test_stop_refused_with_eperm_raises(lxcpath, fake):
     fake(lambda cmd: (-errno.EPERM, 0, []))
     with pytest.raises(command_client.Refused):
         command_client.stop(lxcpath, "c1")
+
+
+def test_a_request_carries_our_credentials_even_to_a_monitor_that_asks_for_them_late(lxcpath):
+    # lxc-start's monitor sets SO_PASSCRED on a connection after accepting it; a request already
+    # queued by then carries the credentials its sender attached - none, unless sent explicitly,
+    # and the kernel then reports the overflow ids, which LXC answers with -EPERM.
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    sock.bind(socket_name(lxcpath, "late"))
+    sock.listen(1)
+    seen: dict[str, tuple[int, int, int]] = {}
+
+    def serve() -> None:
+        conn, _ = sock.accept()
+        with conn:
+            select.select([conn], [], [], 10)   # the request is queued before SO_PASSCRED
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+            _data, ancillary, _flags, _addr = conn.recvmsg(HEADER.size, socket.CMSG_SPACE(12))
+            for level, kind, payload in ancillary:
+                if (level, kind) == (socket.SOL_SOCKET, socket.SCM_CREDENTIALS):
+                    seen["credentials"] = struct.unpack("iII", payload)
+            conn.sendall(HEADER.pack(0, 0, 0))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        reply = command_client.call(lxcpath, "late", Cmd.GET_STATE)
+        thread.join(10)
+    finally:
+        sock.close()
+    assert reply is not None and reply.ret == 0
+    assert seen["credentials"] == (os.getpid(), os.getuid(), os.getgid())
