@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -32,6 +33,7 @@ _counter = itertools.count()
 # Tests comparing the two under lxc.idmap start both with a PATH without them (Debian installs
 # them in /usr/bin, with LXC's tools).
 WITHOUT_MAP_HELPERS = {**os.environ, "PATH": "/usr/sbin"}
+LXC_START = shutil.which("lxc-start") or "lxc-start"   # found before PATH loses /usr/bin
 
 
 def wait_for(condition, timeout: float = 30) -> bool:
@@ -73,6 +75,27 @@ def monitor_pids(lxcpath: str, name: str) -> list[int]:
 # hostname (a kept uts namespace), and the devices a container binds from the host's /dev or
 # gets as init's stdio (LXC's fix_stdio_permissions() chmods those, never /dev/null).
 HOST_DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty", "/dev/ptmx")
+
+
+def idmapped_init_report(c: Container, script: str, lxc: bool) -> list[str]:
+    """Start `c` in the foreground, by lxc-start or lxcsm (both writing the id maps themselves),
+    with `script` as init; its non-empty output lines, which must end with "end".  lxc-start
+    -F shows init's output only on its console, which -L copies to a file."""
+    if lxc:
+        console = Path(c.lxcpath) / c.name / "console.log"
+        result = subprocess.run([LXC_START, "-n", c.name, "-P", c.lxcpath, "-F", "-L", str(console),
+                                 "--", "/bin/sh", "-c", script], env=WITHOUT_MAP_HELPERS,
+                                stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+        output = console.read_text()
+        console.unlink()
+    else:
+        result = c.run("start", "-F", "-l", "WARN", "--", "/bin/sh", "-c", script, env=WITHOUT_MAP_HELPERS)
+        output = result.stdout
+    assert result.returncode == 0, result.stderr
+    assert c.monitor_exited()
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    assert lines[-1] == "end", output
+    return lines
 
 
 def host_identity() -> dict[str, object]:

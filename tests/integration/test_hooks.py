@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import LXCSM, WITHOUT_MAP_HELPERS, wait_for
+from tests.integration.harness import LXC_START, LXCSM, WITHOUT_MAP_HELPERS, wait_for
 from tests.integration.test_userns import userns_container  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.root
@@ -99,7 +99,6 @@ def test_a_failing_hook_fails_the_start_and_post_stop_still_runs(make_container,
 # --- what each hook is given, against lxc-start 5.0.2 -------------------------------------
 
 PROBE = Path(__file__).resolve().parents[2] / "fixtures" / "hook-probe.sh"
-LXC_START = shutil.which("lxc-start") or "lxc-start"
 # Normalised before the two probes' records are compared whole, each for a reason:
 NORMALISED = [
     # init's pid (LXC_PID) and the monitor's (the namespaces' /proc/PID/fd/N): each start's own,

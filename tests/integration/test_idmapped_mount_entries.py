@@ -27,7 +27,14 @@ import pytest
 
 from fixtures import rootfs as rootfs_builders
 from lxcsm.engine.linux import idmapped_mounts, kernel
-from tests.integration.harness import WITHOUT_MAP_HELPERS, Container, host_mounts, unique_name
+from tests.integration.harness import (
+    LXC_START,
+    WITHOUT_MAP_HELPERS,
+    Container,
+    host_mounts,
+    idmapped_init_report,
+    unique_name,
+)
 
 pytestmark = [pytest.mark.root, pytest.mark.usefixtures("lxc_pivot_removed")]
 
@@ -40,7 +47,6 @@ REPORT = ("id -u; stat -c '%u:%g %n' /srv/data/by-0 /srv/data/by-1000 /srv/data 
           "for d in data ro; do if touch /srv/$d/made 2>/dev/null; then stat -c '%u:%g %n' /srv/$d/made; "
           "else echo cannot create /srv/$d/made; fi; done; "
           "awk '$6 ~ /idmapped/ {print $5}' /proc/self/mountinfo | sort; echo end")
-LXC_START = shutil.which("lxc-start") or "lxc-start"   # found before PATH loses /usr/bin
 
 
 @pytest.fixture
@@ -103,20 +109,7 @@ def _report(c: Container, data: Path, ro: Path, lxc: bool) -> tuple[list[str], l
     path taken out of mount points, the owners on disk of the files it made in each bind)."""
     for source in (data, ro):
         (source / "made").unlink(missing_ok=True)
-    if lxc:
-        console = Path(c.lxcpath) / c.name / "console.log"
-        result = subprocess.run([LXC_START, "-n", c.name, "-P", c.lxcpath, "-F", "-L", str(console),
-                                 "--", "/bin/sh", "-c", REPORT], env=WITHOUT_MAP_HELPERS,
-                                stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
-        output = console.read_text()
-        console.unlink()
-    else:
-        result = c.run("start", "-F", "-l", "WARN", "--", "/bin/sh", "-c", REPORT, env=WITHOUT_MAP_HELPERS)
-        output = result.stdout
-    assert result.returncode == 0, result.stderr
-    assert c.monitor_exited()
-    lines = [line.strip() for line in output.splitlines() if line.strip()]
-    assert lines[-1] == "end", output
+    lines = idmapped_init_report(c, REPORT, lxc)
     owners = [((s := (source / "made").stat()).st_uid, s.st_gid) if (source / "made").exists() else None
               for source in (data, ro)]
     return lines, owners

@@ -22,7 +22,7 @@ import pytest
 
 from fixtures import rootfs as rootfs_builders
 from lxcsm.engine.linux import idmapped_mounts, kernel
-from tests.integration.harness import WITHOUT_MAP_HELPERS, Container, host_mounts, unique_name
+from tests.integration.harness import WITHOUT_MAP_HELPERS, Container, host_mounts, idmapped_init_report, unique_name
 
 pytestmark = [pytest.mark.root, pytest.mark.usefixtures("lxc_pivot_removed")]
 
@@ -67,7 +67,6 @@ def unshifted():
         for c in made:
             c.force_cleanup()
         shutil.rmtree(base)
-LXC_START = shutil.which("lxc-start") or "lxc-start"   # found before PATH loses /usr/bin
 
 
 def _report(c: Container, lxc: bool) -> tuple[list[str], tuple[int, int] | None]:
@@ -75,20 +74,7 @@ def _report(c: Container, lxc: bool) -> tuple[list[str], tuple[int, int] | None]
     disk of the file it created, if it could)."""
     made = c.rootfs / "made-by-root"
     made.unlink(missing_ok=True)
-    if lxc:
-        console = Path(c.lxcpath) / c.name / "console.log"
-        result = subprocess.run([LXC_START, "-n", c.name, "-P", c.lxcpath, "-F", "-L", str(console),
-                                 "--", "/bin/sh", "-c", REPORT], env=WITHOUT_MAP_HELPERS,
-                                stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
-        output = console.read_text()
-        console.unlink()
-    else:
-        result = c.run("start", "-F", "-l", "WARN", "--", "/bin/sh", "-c", REPORT, env=WITHOUT_MAP_HELPERS)
-        output = result.stdout
-    assert result.returncode == 0, result.stderr
-    assert c.monitor_exited()
-    lines = [line.strip() for line in output.splitlines() if line.strip()]
-    assert lines[-1] == "end", output
+    lines = idmapped_init_report(c, REPORT, lxc)
     owner = (made.stat().st_uid, made.stat().st_gid) if made.exists() else None
     return lines, owner
 

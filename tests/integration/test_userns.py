@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from fixtures import rootfs as rootfs_builders
-from tests.integration.harness import WITHOUT_MAP_HELPERS, Container, host_mounts, unique_name, wait_for
+from tests.integration.harness import LXC_START, WITHOUT_MAP_HELPERS, Container, host_mounts, unique_name, wait_for
 from tests.integration.test_network import veth_config
 from tests.integration.test_ttys import SHELL_ON_TTY1, Terminal, _running, _tty
 
@@ -99,7 +99,6 @@ def _tool(*argv: str, timeout: float = 60, env=None) -> subprocess.CompletedProc
                           env=env)
 
 
-LXC_START = shutil.which("lxc-start") or "lxc-start"
 
 
 def _start(c: Container, lxc: bool) -> subprocess.CompletedProcess:
