@@ -93,6 +93,8 @@ SYSCALLS = {
     "cgroups.create": ("mkdir(2)", "/sys/fs/cgroup/.../NAME"),
     "cgroups.attach": ("write(2)", "/sys/fs/cgroup/.../cgroup.procs"),
     "cgroups.members": ("read(2)", "/sys/fs/cgroup/.../cgroup.procs"),
+    "cgroups.own_procs_file": ("open(2) read(2)", "/proc/self/mountinfo, /proc/self/cgroup"),
+    "cgroups.begin_grace_period": ("write(2)", "/sys/fs/cgroup/.../cgroup.procs: 0, the cgroup it is in"),
     "cgroups.remove": ("rmdir(2)", "/sys/fs/cgroup/.../NAME"),
     "cgroups.write_limits": ("write(2)", "/sys/fs/cgroup/CONTROLLER/.../lxc.payload.NAME/FILE"),
     "cgroups.unified_only": ("(none)", "the layout: cgroup2 alone, or v1 controllers too"),

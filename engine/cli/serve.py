@@ -41,7 +41,7 @@ import struct
 import sys
 
 from lxcsm.engine.cli.options import Parser
-from lxcsm.engine.linux import kernel
+from lxcsm.engine.linux import cgroups, kernel
 from lxcsm.engine.start import server, server_client
 
 SUMMARY = "serve warm starts: a resident process that runs lxcsm start for root's clients"
@@ -86,6 +86,7 @@ def run(parser: Parser, args) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     code = _CodeOnDisk()
+    grace_periods = _GracePeriods()
     gc.collect()
     gc.freeze()   # what the imports made stays shared with every forked process
     pending = os.environ.pop(PENDING, None)   # a request the previous run of this server left to this one
@@ -97,6 +98,7 @@ def run(parser: Parser, args) -> int:
                 conn, _ = listener.accept()
             except InterruptedError:
                 continue
+        grace_periods.begin()
         pid, uid, _gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
                                                              struct.calcsize("3i")))
         if uid != 0:
@@ -110,8 +112,56 @@ def run(parser: Parser, args) -> int:
             _reexec_listening(listener, args.socket if owned else None, conn)
         if os.fork() == 0:
             listener.close()
+            grace_periods.close()
             _waiter(conn, pid)
         conn.close()
+
+
+class _GracePeriods:
+    """A process of the server's that begins, for each request, the RCU grace period its first
+    cgroup move waits for.
+
+    The first move of a start (the monitor's into lxc.monitor.NAME, or the waiter's into the
+    caller's cgroups) waits 5-20 ms for one when no process on the host has moved for a moment
+    (cgroups.begin_grace_period).  Begun as the request is accepted, that wait passes while the
+    request is read, the caller adopted and the config parsed, which take about as long.  Not
+    in the accept loop, which must not wait, and not a thread: glibc's first thread leaves a
+    handler for one of its own signals (SIGSETXID) in every process forked afterwards, and a
+    warm monitor must show the signal state of a cold one.  A request that comes while a
+    grace period is being begun shares it.  The process dies with the server.
+    """
+
+    def __init__(self) -> None:
+        self.wake: int | None = None
+        own_procs = cgroups.own_procs_file()
+        if own_procs is None:
+            return
+        asleep, self.wake = os.pipe2(os.O_CLOEXEC)
+        if os.fork() == 0:
+            os.close(self.wake)
+            for signo in (signal.SIGTERM, signal.SIGINT):   # not the server's handler: it owns the socket
+                signal.signal(signo, signal.SIG_DFL)
+            kernel.set_pdeathsig(signal.SIGKILL)
+            kernel.set_comm("lxcsm grace")
+            kernel.set_cmdline("lxcsm serve: grace periods")
+            while os.read(asleep, 512):   # end of file: the server is gone
+                cgroups.begin_grace_period(own_procs)
+            os._exit(0)
+        os.close(asleep)
+        os.set_blocking(self.wake, False)
+
+    def begin(self) -> None:
+        if self.wake is None:
+            return
+        try:
+            os.write(self.wake, b".")
+        except BlockingIOError:
+            pass   # the requests before this one are being served now: this one shares theirs
+
+    def close(self) -> None:
+        """In each forked waiter: only the server wakes it."""
+        if self.wake is not None:
+            os.close(self.wake)
 
 
 class _CodeOnDisk:

@@ -329,6 +329,41 @@ def attach(path: str, pid: int) -> None:
         procs.write(str(pid))
 
 
+def own_procs_file() -> str | None:
+    """cgroup.procs of the cgroup this process is in, on one mounted hierarchy (cgroup2's when
+    it is mounted, so that it is there on every layout); None without any."""
+    mounts = _mounts()
+    for controllers, path in sorted(_memberships("self").items()):   # () - cgroup2 - sorts first
+        mount = next((m for m in mounts
+                      if (m[0] == "cgroup2") == (not controllers) and m[1].issuperset(controllers)), None)
+        if mount is not None:
+            return os.path.join(_inside(mount[2], mount[3], path), "cgroup.procs")
+    return None
+
+
+def begin_grace_period(own_procs: str) -> None:
+    """Move this process into the cgroup it is already in (own_procs_file()): nothing moves.
+
+    What it is for is the kernel's side of any move.  Every cgroup migration takes the
+    global cgroup_threadgroup_rwsem for writing, and the first writer after a quiet moment
+    waits for an RCU grace period (rcu_sync: 5-20 ms on this 2-core VM) before it gets it;
+    writers that follow within about a grace period of the last one do not wait.  Called as a
+    start begins, in a thread of its own, the wait runs alongside that start's other work
+    instead of in front of its monitor's first move (monitor_cgroup).  Errors are ignored: the
+    move is only a means, and the start that follows moves its processes itself.
+    """
+    try:
+        fd = os.open(own_procs, os.O_WRONLY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.write(fd, b"0")
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def members(path: str) -> list[int]:
     with open(os.path.join(path, "cgroup.procs")) as procs:
         return [int(pid) for pid in procs.read().split()]

@@ -410,3 +410,26 @@ def test_a_container_outlives_a_killed_server_and_stops(make_container, start_se
             server.kill()
             server.wait()
 
+
+
+def test_beginning_a_grace_period_moves_nothing(make_container, start_server):
+    """The server begins the RCU grace period of each request's first cgroup move by moving itself into
+    the cgroup it is in (cgroups.begin_grace_period): it stays where it was on every hierarchy, and so
+    does a process that does the same itself."""
+    from lxcsm.engine.linux import cgroups
+    path, server = start_server
+    with open(f"/proc/{server.pid}/cgroup") as before:
+        server_cgroups = before.read()
+    with open("/proc/self/cgroup") as before:
+        ours = before.read()
+    own_procs = cgroups.own_procs_file()
+    assert own_procs is not None
+    with open(own_procs) as members:
+        assert str(os.getpid()) in members.read().split()
+    cgroups.begin_grace_period(own_procs)
+    c = make_container()
+    same(run_both(c, path, "start", "-F", "--", "/bin/true"))
+    with open("/proc/self/cgroup") as after:
+        assert after.read() == ours
+    with open(f"/proc/{server.pid}/cgroup") as after:
+        assert after.read() == server_cgroups
