@@ -4,14 +4,15 @@ It imports once what every start needs (the engine, every state of both
 machines, the child's path, structlog's logger for a traced start, pyroute2 with
 --netlink or when a container under the default LXCPATH has a veth), then
 listens on a unix socket only root may use (mode 0600, and the peer checked
-with SO_PEERCRED).  For each `lxcsm start` that connects
-(engine/start/server_client.py) it forks (and the same for `lxcsm stop`, cli.WARM):
+with SO_PEERCRED).  Each `lxcsm start` that connects (engine/start/server_client.py;
+and the same for `lxcsm stop`, cli.WARM) is served by two processes the server forked
+before it came (`_Spare`), and handed to them:
 
-* a waiter, which joins the caller's cgroups on every hierarchy, starts a
-  session of its own, forks the process below, waits for it and sends the
+* a waiter, in a session of its own, which joins the caller's cgroups on every
+  hierarchy, lets the process below run the request, waits for it and sends the
   client its wait status (the caller cannot wait for a process that is not its
   child, and this host's PID 1 may never reap an orphan);
-* the process that does the start: it becomes the caller (engine/start/server.py:
+* the process that does the start: it joins the same cgroups, becomes the caller (engine/start/server.py:
   namespaces, root, cwd, credentials, umask, rlimits, environment, signal
   state, its open fds at their numbers, its ps title), sends the client its pidfd for relaying
   signals, and runs `lxcsm start` with the caller's argv - the same code as a
@@ -19,10 +20,11 @@ with SO_PEERCRED).  For each `lxcsm start` that connects
   monitor; with -d it daemonizes the monitor as a cold start does, which
   leaves it reparented away from the server.
 
-Neither is the server's child for long (the waiter is reaped by SIGCHLD being
-ignored, the rest are its children), nothing of theirs is in the server's
-cgroups, and no parent-death signal ties them to it: stopping or restarting
-the server leaves every running container and its monitor alone.
+Once they have a request, nothing of theirs is in the server's cgroups and no
+parent-death signal ties them to it (the waiter is the server's child, reaped by
+SIGCHLD being ignored; the rest are the waiter's): stopping or restarting the
+server leaves every running container and its monitor alone.  A spare without a
+request reads end-of-file then, and ends.
 
 Socket activation: under systemd (LISTEN_FDS) the socket is fd 3; see
 tools/systemd/lxcsm-serve.{socket,service}.
@@ -90,6 +92,7 @@ def run(parser: Parser, args) -> int:
     gc.collect()
     gc.freeze()   # what the imports made stays shared with every forked process
     pending = os.environ.pop(PENDING, None)   # a request the previous run of this server left to this one
+    spare = _Spare(listener, grace_periods)
     while True:
         if pending is not None:
             conn, pending = socket.socket(fileno=int(pending)), None
@@ -110,11 +113,12 @@ def run(parser: Parser, args) -> int:
             # here with newer ones it imports later.  The server runs again with the code on
             # disk and serves this request first; the next ones wait in the listen queue.
             _reexec_listening(listener, args.socket if owned else None, conn)
-        if os.fork() == 0:
-            listener.close()
-            grace_periods.close()
-            _waiter(conn, pid)
+        if not spare.take(conn, pid):   # it died (killed by hand?): one made now serves
+            spare = _Spare(listener, grace_periods)
+            if not spare.take(conn, pid):
+                _send(conn, server_client.REFUSED + b"the server could not fork a process to serve it")
         conn.close()
+        spare = _Spare(listener, grace_periods)   # the next request's, made while this one is served
 
 
 class _GracePeriods:
@@ -299,24 +303,79 @@ def _send(conn: socket.socket, message: bytes, fds: tuple[int, ...] = ()) -> Non
         pass   # the client is gone: nobody to tell
 
 
-def _waiter(conn: socket.socket, caller: int) -> None:
+class _Spare:
+    """The next request's waiter and the worker below it, forked before the request comes.
+
+    Forking them, and what a forked Python process does first, took ~5 ms of each warm
+    start that nothing else could use; made ahead, while the server waits or while the
+    previous request is served, they only need the request handed to them (`take`).  Until
+    then the waiter waits on a socket pair from the server and the worker on one from the
+    waiter; end-of-file on either (the server gone, or re-run for new code) ends both.
+    """
+
+    def __init__(self, listener: socket.socket, grace_periods: _GracePeriods) -> None:
+        self.handoff, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        if os.fork() == 0:
+            listener.close()
+            grace_periods.close()
+            self.handoff.close()
+            _waiter(theirs)
+        theirs.close()
+
+    def take(self, conn: socket.socket, caller: int) -> bool:
+        """Hand it a request from `caller`; False if it is not there to take it."""
+        try:
+            _hand(self.handoff, conn, caller)
+            return True
+        except OSError:
+            return False
+        finally:
+            self.handoff.close()
+
+
+def _hand(sock: socket.socket, conn: socket.socket, caller: int) -> None:
+    socket.send_fds(sock, [str(caller).encode()], [conn.fileno()])
+
+
+def _handed(sock: socket.socket) -> tuple[socket.socket, int]:
+    """The request handed over `sock` (_hand); at end-of-file, when none will come, this process ends."""
+    data, fds, _flags, _addr = socket.recv_fds(sock, 32, 1)
+    if not fds:
+        os._exit(0)
+    return socket.socket(fileno=fds[0]), int(data)
+
+
+def _waiter(handoff: socket.socket) -> None:
+    """A spare waiter: joins the caller's cgroups on every hierarchy, lets its worker run the
+    request, waits for it and sends the client its wait status."""
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.setsid()
+    kernel.set_comm("lxcsm waiter")
+    go, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    worker = os.fork()
+    if worker == 0:
+        handoff.close()
+        go.close()
+        kernel.set_comm("lxcsm worker")   # until it takes on the caller's (server.take_title)
+        try:
+            conn, caller = _handed(theirs)
+            theirs.close()
+            _worker(conn, caller)
+        except BaseException:
+            import traceback
+            traceback.print_exc()
+        finally:
+            os._exit(1)   # only if the worker itself failed before the start ran
+    theirs.close()
+    conn, caller = _handed(handoff)
+    handoff.close()
     try:
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
         server.check(caller)
-        server.move_into_cgroups(caller)   # first: everything forked from here on is the caller's
-        os.setsid()
-        kernel.set_comm("lxcsm waiter")
-        worker = os.fork()
-        if worker == 0:
-            try:
-                _worker(conn, caller)
-            except BaseException:
-                import traceback
-                traceback.print_exc()
-            finally:
-                os._exit(1)   # only if the worker itself failed before the start ran
+        server.move_into_cgroups(caller)   # first: nothing of this request may run in the server's
+        _hand(go, conn, caller)
+        go.close()
         _pid, status = os.waitpid(worker, 0)
         _send(conn, server_client.EXIT + str(status).encode())
     except server.StartsCold as err:
@@ -327,7 +386,7 @@ def _waiter(conn: socket.socket, caller: int) -> None:
     except BaseException as err:   # a bug: the client falls back to a cold start
         _send(conn, server_client.REFUSED + f"the server failed: {err!r}".encode())
     finally:
-        os._exit(0)
+        os._exit(0)   # an unused worker reads end-of-file and ends too
 
 
 def _worker(conn: socket.socket, caller: int) -> None:
@@ -335,6 +394,7 @@ def _worker(conn: socket.socket, caller: int) -> None:
 
     server_client.IN_SERVER = True   # this process's `lxcsm start` is the one asked for, not a new request
     try:
+        server.move_into_cgroups(caller)   # as its waiter did: forked before either knew where to go
         payload, fds = server_client.read_request(conn)
         argv, environ, numbers, blocked, ignored = server_client.decode_request(payload)
         if len(argv) < 2 or argv[1] not in cli.WARM:

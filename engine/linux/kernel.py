@@ -303,7 +303,10 @@ def last_capability() -> int:
 
 def set_comm(name: str) -> None:
     """Set this process's `comm` (what ps -o comm and /proc/PID/comm show, 15 bytes)."""
-    _check(_libc.prctl(PR_SET_NAME, ctypes.cast(ctypes.c_char_p(name.encode()[:15]), ctypes.c_void_p).value, 0, 0, 0))
+    # A buffer that lives until prctl has copied it: a temporary's address may be freed (and
+    # reused) by the time prctl reads it, which left waiters with an empty or garbled comm.
+    buffer = ctypes.create_string_buffer(name.encode()[:15])
+    _check(_libc.prctl(PR_SET_NAME, ctypes.addressof(buffer), 0, 0, 0))
 
 
 def set_cmdline(title: str) -> None:
