@@ -55,9 +55,12 @@ Rows of the table (the issue's numbering):
    without -k - systemd's own halt, on SIGRTMIN+3 - until the monitor exited; 9a its boot,
    ``start -d`` until systemd says "running" (tools/benchmark/debian_row.py; at most 5 runs).
 
-``--server``: lxcsm is also measured through a start server (``lxcsm serve --netlink``) the
-bench runs for itself, as a third side of every row (LXCSM_START_SERVER=require: a start
-that cannot use it fails that run); cold lxcsm never asks any server (LXCSM_START_SERVER=off).
+``--server``: lxcsm is also measured through a start server (``lxcsm serve``) the bench runs
+for itself, as a third side of every row (LXCSM_START_SERVER=require: a start that cannot use
+it fails that run); row 2's veth starts go through a second one, ``lxcsm serve --netlink``,
+with pyroute2 preloaded (the first is the server of a host none of whose containers has a
+veth: its monitors carry no pyroute2, which row 4c's memory would otherwise include).  Cold
+lxcsm never asks any server (LXCSM_START_SERVER=off).
 So one run gives both, each as a ratio to lxc-start measured in the same run.
 ``--baseline REV``: cold lxcsm as of the commit REV is one more side (its engine, states
 and hooks from ``git archive``, first on PYTHONPATH), so that a before and an after are

@@ -52,6 +52,7 @@ class Tool:
     outdir: Path
     names: set[str] = field(default_factory=set)     # every container it may have started
     env: dict[str, str] | None = None   # its commands' environment, if not the bench's own
+    veth_env: dict[str, str] | None = None   # row 2's, if not `env` (the warm tool: the --netlink server)
 
     @property
     def word(self) -> str:
@@ -89,7 +90,9 @@ class Bench:
         # A cold lxcsm never asks a start server, not even one the host runs.
         cold_env = dict(self.env, LXCSM_START_SERVER="off")
         self.server_socket = str(tmp / "start.sock")
+        self.netlink_server_socket = str(tmp / "start-netlink.sock")
         warm_env = dict(self.env, LXCSM_START_SOCKET=self.server_socket, LXCSM_START_SERVER="require")
+        warm_veth_env = dict(warm_env, LXCSM_START_SOCKET=self.netlink_server_socket)
         # --baseline: lxcsm's packages as of that commit, found first on sys.path (lxcsm is a
         # namespace package: its engine, states and hooks come from the first portion that has them).
         base_env = dict(cold_env, PYTHONPATH=os.pathsep.join(
@@ -106,10 +109,11 @@ class Bench:
             outdir = tmp / "out" / key
             lxcpath.mkdir(parents=True)
             outdir.mkdir(parents=True)
-            self.tools.append(Tool(key, start, stop, str(lxcpath), outdir, env=env))
+            self.tools.append(Tool(key, start, stop, str(lxcpath), outdir, env=env,
+                                   veth_env=warm_veth_env if key == "warm" else None))
         self.lxcsm = next(tool for tool in self.tools if tool.key == "lxcsm")
         self.lxcsm_cmd = lxcsm_cmd
-        self.server: subprocess.Popen | None = None
+        self.servers: list[subprocess.Popen] = []
 
     def extract_baseline(self) -> None:
         """--baseline REV: lxcsm's engine, states and hooks as of REV (git archive), under
@@ -121,16 +125,18 @@ class Bench:
         subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
 
     def start_server(self) -> None:
-        """--server: an `lxcsm serve` of the bench's own (pyroute2 preloaded for row 2), which every
-        start of the "warm" tool must go through (LXCSM_START_SERVER=require)."""
-        path = self.server_socket
-        self.server = subprocess.Popen([*self.lxcsm_cmd, "serve", "--netlink", "--socket", path],
-                                       env=self.env, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 60
-        while not os.path.exists(path):
-            if self.server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("lxcsm serve did not start")
-            time.sleep(0.05)
+        """--server: two `lxcsm serve` of the bench's own, which every start of the "warm" tool must
+        go through (LXCSM_START_SERVER=require): row 2's with pyroute2 preloaded (--netlink), the
+        other rows' without it, as `lxcsm serve` runs where no container has a veth."""
+        for path, extra in ((self.server_socket, []), (self.netlink_server_socket, ["--netlink"])):
+            server = subprocess.Popen([*self.lxcsm_cmd, "serve", *extra, "--socket", path],
+                                      env=self.env, stdin=subprocess.DEVNULL)
+            self.servers.append(server)
+            deadline = time.monotonic() + 60
+            while not os.path.exists(path):
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("lxcsm serve did not start")
+                time.sleep(0.05)
 
     # -- containers
 
@@ -250,9 +256,9 @@ class Bench:
         """Stop every container started, remove their cgroups and row 2's namespace; what is left."""
         self.runner.reap()
         left = []
-        if self.server is not None:
-            self.server.terminate()
-            self.server.wait(timeout=30)
+        for server in self.servers:
+            server.terminate()
+            server.wait(timeout=30)
         for tool in self.tools:
             left += self.ensure_stopped(tool, tool.names)
         for pivot in set(glob.glob("/sys/fs/cgroup/*/lxc.pivot")) - self.pivots_before:

@@ -58,10 +58,11 @@ def failed(row: Row, tool: Tool) -> None:
 
 
 def foreground_run(bench: Bench, row: Row, tool: Tool, name: str, run: int, prefix: tuple[str, ...] = (),
-                   cpu: Row | None = None) -> Result:
-    """One timed `start -F -- /bin/true` (under `prefix`, e.g. nsenter), into `row` (its CPU time into `cpu`)."""
+                   cpu: Row | None = None, env: dict[str, str] | None = None) -> Result:
+    """One timed `start -F -- /bin/true` (under `prefix`, e.g. nsenter, with `env` if not the tool's),
+    into `row` (its CPU time into `cpu`)."""
     result = bench.runner.run([*prefix, *tool.argv("start", name, "-F", "--", "/bin/true")], bench.out(tool),
-                              env=tool.env)
+                              env=env or tool.env)
     if result.ok:
         getattr(row, tool.key).append(result.seconds)
         # Through the server, the start runs in the server's processes, not the command's.
@@ -209,9 +210,9 @@ def row2(bench: Bench) -> list[Row]:
     progress(f"row 2: {bench.args.runs} runs of start -F -- /bin/true with a veth per tool, alternating")
     for tool in bench.tools:   # untimed: the first veth start fills the caches (pyroute2's bytecode)
         bench.runner.run([*prefix, *tool.argv("start", names[tool.key], "-F", "--", "/bin/true")],
-                         bench.out(tool), env=tool.env)
+                         bench.out(tool), env=tool.veth_env or tool.env)
     for run, tool in alternate(bench, bench.args.runs):
-        foreground_run(bench, row, tool, names[tool.key], run, prefix)
+        foreground_run(bench, row, tool, names[tool.key], run, prefix, env=tool.veth_env)
     return [row]
 
 
