@@ -353,6 +353,7 @@ def _waiter(handoff: socket.socket) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.setsid()
     kernel.set_comm("lxcsm waiter")
+    own = server.Itself()   # the worker's too: it is forked from here, into the same places
     go, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     worker = os.fork()
     if worker == 0:
@@ -362,7 +363,7 @@ def _waiter(handoff: socket.socket) -> None:
         try:
             conn, caller = _handed(theirs)
             theirs.close()
-            _worker(conn, caller)
+            _worker(conn, caller, own)
         except BaseException:
             import traceback
             traceback.print_exc()
@@ -372,8 +373,8 @@ def _waiter(handoff: socket.socket) -> None:
     conn, caller = _handed(handoff)
     handoff.close()
     try:
-        server.check(caller)
-        server.move_into_cgroups(caller)   # first: nothing of this request may run in the server's
+        server.check(caller, own)
+        server.move_into_cgroups(caller, own)   # first: nothing of this request may run in the server's
         _hand(go, conn, caller)
         go.close()
         _pid, status = os.waitpid(worker, 0)
@@ -389,12 +390,12 @@ def _waiter(handoff: socket.socket) -> None:
         os._exit(0)   # an unused worker reads end-of-file and ends too
 
 
-def _worker(conn: socket.socket, caller: int) -> None:
+def _worker(conn: socket.socket, caller: int, own: server.Itself) -> None:
     from lxcsm.engine import cli
 
     server_client.IN_SERVER = True   # this process's `lxcsm start` is the one asked for, not a new request
     try:
-        server.move_into_cgroups(caller)   # as its waiter did: forked before either knew where to go
+        server.move_into_cgroups(caller, own)   # as its waiter did: forked before either knew where to go
         payload, fds = server_client.read_request(conn)
         argv, environ, numbers, blocked, ignored = server_client.decode_request(payload)
         if len(argv) < 2 or argv[1] not in cli.WARM:
@@ -406,7 +407,7 @@ def _worker(conn: socket.socket, caller: int) -> None:
         held = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, floor) for fd in fds]
         for fd in fds:
             os.close(fd)
-        server.enter_namespaces(caller)
+        server.enter_namespaces(caller, own)
         server.take_process_settings(caller)
         server.take_title(caller)
     except (server.Refused, ValueError, OSError) as err:

@@ -47,39 +47,61 @@ from lxcsm.engine.linux import cgroups, kernel
 # setns order: the mount namespace last, so the caller's /proc/PID files are opened in ours.
 NAMESPACES = ("cgroup", "ipc", "uts", "net", "mnt")
 CAPABILITY_SETS = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")
+# The namespaces a caller must share with the server, and why (else it starts cold).
+_COLD_NAMESPACES = {"pid": "its containers' monitors would be in the server's pid namespace",
+                    "user": "the server cannot take its credentials there",
+                    "time": "its clocks would be the server's",
+                    "time_for_children": "its container's clocks would be the server's"}
 
 
 class Refused(Exception):
     """A caller this server cannot become; the message says why (the client starts cold)."""
 
 
-def same_namespace(pid: int, kind: str) -> bool:
-    mine, theirs = os.stat(f"/proc/self/ns/{kind}"), os.stat(f"/proc/{pid}/ns/{kind}")
-    return (mine.st_dev, mine.st_ino) == (theirs.st_dev, theirs.st_ino)
+def _namespace(pid: int | str, kind: str) -> tuple[int, int] | None:
+    """The namespace of that kind the process is in; None on a kernel without the kind."""
+    try:
+        found = os.stat(f"/proc/{pid}/ns/{kind}")
+    except FileNotFoundError:
+        return None
+    return found.st_dev, found.st_ino
+
+
+class Itself:
+    """What the process that will serve a request is before the request comes: its namespaces,
+    capability sets, LSM label, cgroup mounts and cgroups.  A spare reads them while it waits
+    (engine/cli/serve.py), so that a request costs only the reading of its caller's."""
+
+    def __init__(self) -> None:
+        self.namespaces = {kind: _namespace("self", kind) for kind in (*_COLD_NAMESPACES, *NAMESPACES)}
+        status = _status("self")
+        self.capabilities = {cap: status.get(cap) for cap in CAPABILITY_SETS}
+        self.lsm_label = _lsm_label("self")
+        self.cgroup_mounts = cgroups._mounts()
+        self.cgroups = cgroups._memberships("self")
+
+    def shares_namespace(self, pid: int, kind: str) -> bool:
+        return self.namespaces[kind] == _namespace(pid, kind)
 
 
 class StartsCold(Refused):
     """A caller whose start this server cannot run as its own: it starts cold, as if no server answered."""
 
 
-def check(pid: int) -> None:
+def check(pid: int, own: Itself) -> None:
     """StartsCold for a caller the server cannot become."""
-    for kind, why in (("pid", "its containers' monitors would be in the server's pid namespace"),
-                      ("user", "the server cannot take its credentials there"),
-                      ("time", "its clocks would be the server's"),
-                      ("time_for_children", "its container's clocks would be the server's")):
-        if not same_namespace(pid, kind):
+    for kind, why in _COLD_NAMESPACES.items():
+        if not own.shares_namespace(pid, kind):
             raise StartsCold(f"the caller (pid {pid}) is in another {kind} namespace than the server: {why}")
     fields = _status(pid)
     if fields.get("Seccomp", "0") != "0" or fields.get("NoNewPrivs", "0") != "0":
         # Neither can be copied from another process: a start under them must run where they are.
         raise StartsCold(f"the caller (pid {pid}) runs under a seccomp filter or no_new_privs")
-    ours = _status("self")
-    if any(fields.get(cap) != ours.get(cap) for cap in CAPABILITY_SETS):
+    if any(fields.get(cap) != own.capabilities[cap] for cap in CAPABILITY_SETS):
         # Fewer capabilities than the server (capsh --drop, a systemd unit's CapabilityBoundingSet):
         # what the start may do is what they allow, so it runs where they apply.
         raise StartsCold(f"the caller (pid {pid}) has other capability sets than the server")
-    if _lsm_label(str(pid)) != _lsm_label("self"):
+    if _lsm_label(str(pid)) != own.lsm_label:
         raise StartsCold(f"the caller (pid {pid}) runs under another LSM label than the server")
 
 
@@ -97,12 +119,11 @@ def _lsm_label(pid: str) -> str | None:
         return None
 
 
-def move_into_cgroups(pid: int) -> None:
+def move_into_cgroups(pid: int, own: Itself) -> None:
     """Move this process into the caller's cgroup on every hierarchy the caller is in."""
-    mounts = cgroups._mounts()
-    ours = cgroups._memberships("self")
+    mounts = own.cgroup_mounts
     for controllers, path in cgroups._memberships(str(pid)).items():
-        if ours.get(controllers) == path:
+        if own.cgroups.get(controllers) == path:
             continue   # there already: a cgroup-v1 migration may wait for an RCU grace period
         mount = next((m for m in mounts
                       if (m[0] == "cgroup2") == (not controllers) and m[1].issuperset(controllers)), None)
@@ -119,12 +140,12 @@ def move_into_cgroups(pid: int) -> None:
             raise Refused(f"cannot join the caller's cgroup {directory}: {err.strerror}") from None
 
 
-def enter_namespaces(pid: int) -> None:
+def enter_namespaces(pid: int, own: Itself) -> None:
     """setns into the caller's namespaces, then take its root and cwd."""
     opened = {}
     try:
         for kind in NAMESPACES:
-            if not same_namespace(pid, kind):
+            if not own.shares_namespace(pid, kind):
                 opened[kind] = os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC)
         root = os.open(f"/proc/{pid}/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         cwd = os.open(f"/proc/{pid}/cwd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
