@@ -411,7 +411,6 @@ def test_a_container_outlives_a_killed_server_and_stops(make_container, start_se
             server.wait()
 
 
-
 def test_beginning_a_grace_period_moves_nothing(make_container, start_server):
     """The server begins the RCU grace period of each request's first cgroup move by moving itself into
     the cgroup it is in (cgroups.begin_grace_period): it stays where it was on every hierarchy, and so
@@ -433,3 +432,82 @@ def test_beginning_a_grace_period_moves_nothing(make_container, start_server):
         assert after.read() == ours
     with open(f"/proc/{server.pid}/cgroup") as after:
         assert after.read() == server_cgroups
+
+
+def _children(pid: int) -> dict[int, str]:
+    """{pid: comm} of the live processes whose parent is `pid`."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                text = stat.read()
+        except OSError:
+            continue
+        state, parent = text[text.rindex(")") + 2:].split()[:2]
+        if int(parent) == pid and state != "Z":
+            found[int(entry)] = text[text.index("(") + 1: text.rindex(")")]
+    return found
+
+
+def _one_child(pid: int, comm: str, timeout: float = 30) -> int:
+    deadline = time.monotonic() + timeout
+    while True:
+        named = [child for child, name in _children(pid).items() if name == comm]
+        if len(named) == 1:
+            return named[0]
+        assert time.monotonic() < deadline, f"{pid} has no single {comm!r} child: {_children(pid)}"
+        time.sleep(0.05)
+
+
+def _spare(server: int, timeout: float = 30) -> tuple[int, int]:
+    """(waiter, worker) of the server's idle spare: a waiter still serving a request (wait_for_server's
+    probe is one) has no "lxcsm worker" below it any more."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for waiter, name in _children(server).items():
+            workers = [pid for pid, comm in _children(waiter).items() if comm == "lxcsm worker"]
+            if name == "lxcsm waiter" and len(workers) == 1:
+                return waiter, workers[0]
+        assert time.monotonic() < deadline, f"server {server} has no idle spare: {_children(server)}"
+        time.sleep(0.05)
+
+
+def _ended(pid: int, timeout: float = 30) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                if stat.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return True
+        except OSError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_spare_is_ready_between_requests_replaced_if_killed_and_ended_with_the_server(make_container, tmp_path):
+    """Between requests the server keeps a spare waiter, with its worker below it, and the process that
+    begins grace periods.  A spare killed by hand is replaced: the next start is still served warm, with
+    a cold start's output; its worker, never handed a request, ends.  Stopping the server ends the spare
+    it has then and the grace-period process, and nothing else is left."""
+    path = str(tmp_path / "own.sock")
+    server = subprocess.Popen([*LXCSM, "serve", "--socket", path], stdin=subprocess.DEVNULL)
+    try:
+        wait_for_server(path, server)
+        grace = _one_child(server.pid, "lxcsm grace")
+        waiter, worker = _spare(server.pid)
+        os.kill(waiter, signal.SIGKILL)
+        assert _ended(worker), "the killed spare's worker did not end"
+        c = make_container()
+        same(run_both(c, path, "start", "-F", "--", "/bin/sh", "-c", "echo served; exit 3"))
+        waiter, worker = _spare(server.pid)   # the next request's
+        server.terminate()
+        assert server.wait(timeout=30) == 0
+        for pid in (grace, waiter, worker):
+            assert _ended(pid), f"{pid} outlived the server"
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
