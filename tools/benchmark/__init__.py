@@ -65,7 +65,7 @@ So one run gives both, each as a ratio to lxc-start measured in the same run.
 ``--baseline REV``: cold lxcsm as of the commit REV is one more side (its engine, states
 and hooks from ``git archive``, first on PYTHONPATH), so that a before and an after are
 measured in the same run, alternating with the others, on a machine whose load varies.  The targets
-are issue 13's: through the server its own (row 1 <= 2x, 1b <= 3x, 3 <= 4x, 5 <= 3x, 6 <= 4x,
+are issue 13's: through the server its own (row 8, isolated, <= 2x, 1b <= 3x, 3 <= 4x, 5 <= 3x, 6 <= 4x,
 4c <= 6 MiB); cold, "at least 25% faster than before", written as 0.75 x the ratios the
 issue measured before the work (rows.py COLD_TARGETS); 6s and 6t <= 2x either way.
 
