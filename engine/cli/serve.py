@@ -88,7 +88,7 @@ def run(parser: Parser, args) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     code = _CodeOnDisk()
-    grace_periods = _GracePeriods()
+    grace_periods = _GracePeriods(listener)
     gc.collect()
     gc.freeze()   # what the imports made stays shared with every forked process
     pending = os.environ.pop(PENDING, None)   # a request the previous run of this server left to this one
@@ -135,13 +135,14 @@ class _GracePeriods:
     grace period is being begun shares it.  The process dies with the server.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, listener: socket.socket) -> None:
         self.wake: int | None = None
         own_procs = cgroups.own_procs_file()
         if own_procs is None:
             return
         asleep, self.wake = os.pipe2(os.O_CLOEXEC)
         if os.fork() == 0:
+            listener.close()
             os.close(self.wake)
             for signo in (signal.SIGTERM, signal.SIGINT):   # not the server's handler: it owns the socket
                 signal.signal(signo, signal.SIG_DFL)
