@@ -51,10 +51,6 @@ def _lab_states(skips: tuple[str, ...]) -> dict:
 
 
 class Supervisor:
-    # Added by transitions' Machine, which this object is the model of (machine.build):
-    state: str                              # the current state's name
-    trigger: Callable[[str], bool]          # fire a trigger by name
-
     def __init__(self, table: Table, ctx, log, on_enter: Callable[[str], None] = lambda state: None,
                  lab_skips: tuple[str, ...] = ()) -> None:
         self.table = table
@@ -70,11 +66,20 @@ class Supervisor:
         # Every state's module is imported now: the child cannot import anything
         # once it has pivoted into the container's rootfs.
         self.modules = {state: table.module(state) for state in table.states}
-        self.machine = build(table, model=self)
+        self.position = build(table)   # the machine's model: the current state, and its triggers
         # The triggers leading out of each state, from the table.
         self.exits = {state: [trigger for trigger, source, _dest in table.transitions
                               if state == source or (isinstance(source, tuple) and state in source)]
                       for state in table.states}
+
+    @property
+    def state(self) -> str:
+        return self.position.state
+
+    def trigger(self, name: str) -> bool:
+        """Fire the trigger `name`: MachineError (or AttributeError, for a name no table has) if
+        the table does not allow it from here."""
+        return self.position.trigger(name)
 
     def run(self) -> None:
         while True:

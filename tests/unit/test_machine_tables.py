@@ -277,7 +277,7 @@ PAIRS = [(t, s, trig) for t in ALL_TABLES for s in t.states for trig in t.trigge
                          ids=[f"{t.side}:{s}+{trig}" for t, s, trig in PAIRS])
 def test_every_state_trigger_pair_moves_as_declared_or_is_refused(table, state, trigger):
     sup = new_supervisor(table)
-    sup.machine.set_state(state)
+    sup.position.machine.set_state(state)
     assert sup.state == state
     dest = declared_moves(table).get((state, trigger))
     if dest is None:
@@ -473,25 +473,23 @@ def test_supervisor_module_silences_transitions_logging():
     assert supervisor_mod.Supervisor is Supervisor
 
 
-def test_a_prebuilt_machine_goes_to_the_first_model_of_its_side_only():
+def test_a_prebuilt_machine_goes_to_the_first_supervisor_of_its_side_only():
     """What `lxcsm serve` makes before it forks (machine.prebuild): the first supervisor of each
-    side takes that side's machine, starting in the table's initial state; the next gets a new one."""
+    side takes that side's machine and position, in the table's initial state; the next gets new ones."""
     from lxcsm.engine.start import machine
-
-    class Model:
-        pass
 
     machine.prebuild()
     try:
         made = {side: machine.PREBUILT[side] for side in ("monitor", "child")}
-        first, second = Model(), Model()
-        assert machine.build(MONITOR, first) is made["monitor"]
-        assert machine.build(MONITOR, second) is not made["monitor"]
+        first, second = machine.build(MONITOR), machine.build(MONITOR)
+        assert first is made["monitor"] and second is not made["monitor"]
+        assert second.machine is not first.machine
         assert (first.state, second.state) == (MONITOR.initial, MONITOR.initial)
         assert machine.PREBUILT == {"child": made["child"]}
-        child = Model()
-        assert machine.build(CHILD, child) is made["child"] and child.state == CHILD.initial
+        child = machine.build(CHILD)
+        assert child is made["child"] and child.state == CHILD.initial
         first.trigger(next(t for t, source, _ in MONITOR.transitions if source == MONITOR.initial))
+        assert first.state != MONITOR.initial
         assert second.state == MONITOR.initial   # its own machine: the first one's move is not its
     finally:
         machine.PREBUILT.clear()
