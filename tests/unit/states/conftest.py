@@ -32,6 +32,7 @@ from lxcsm.engine.protocol.command_server import CommandServer
 from lxcsm.engine.start.context import Boot, ChildContext, MonitorContext, StartRequest
 from lxcsm.engine.start.machine import TABLES, Table
 from lxcsm.engine.start.undo import UndoLog
+from lxcsm.states.monitor import sync_idmapped_mounts
 from tests.unit.states import fake_host
 from tests.unit.states.fake_kernel import ModuleProxy, MountTable, Recorder, install_kernel
 
@@ -279,5 +280,22 @@ def child_ctx(host):
         ctx = ChildContext(request=request, channel=fake_host.FakeChannel(host.rec), log=fake_host.RecordingLog(),
                            signal_mask=frozenset({signal.SIGUSR2}))
         ctx.rootfs = request.config.rootfs_path
+        return ctx
+    return make
+
+
+@pytest.fixture
+def after_post_configure(host, make_request, monitor_ctx, tmp_path):
+    """after_post_configure(*CONFIG_LINES) -> a MonitorContext whose child (pid 4242) has its
+    channel, as sync_post_configure leaves it; any user namespace file sync_idmapped_mounts
+    opens (/proc/4242/ns/user, or one an entry names) is a file of the test's."""
+    userns = tmp_path / "userns"
+    userns.write_text("")
+    host.proxy(sync_idmapped_mounts, "os", open=lambda path, flags, *mode: os.open(userns, os.O_RDONLY | os.O_CLOEXEC))
+
+    def make(*lines: str) -> MonitorContext:
+        ctx = monitor_ctx(make_request(*lines))
+        ctx.boot.init_pid = 4242
+        ctx.boot.channel = fake_host.FakeChannel(host.rec)
         return ctx
     return make

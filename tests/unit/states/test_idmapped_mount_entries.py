@@ -19,8 +19,6 @@ import pytest
 from lxcsm.engine.errors import StateError
 from lxcsm.engine.linux import kernel
 from lxcsm.engine.protocol.sync import SyncMsg
-from lxcsm.states.monitor import sync_idmapped_mounts
-from tests.unit.states.fake_host import FakeChannel
 
 MAPS = ("lxc.idmap = u 0 100000 65536", "lxc.idmap = g 0 100000 65536")
 CLONE = kernel.OPEN_TREE_CLONE | os.O_CLOEXEC
@@ -52,22 +50,6 @@ def entries(sources, tmp_path):
             f"lxc.mount.entry = {logs} srv/plain none bind,create=dir 0 0",
             f"lxc.mount.entry = {data} srv/data none rbind,ro,create=dir,idmap=container 0 0",
             f"lxc.mount.entry = {logs} srv/logs none bind,create=dir,idmap=/run/other/userns 0 0")
-
-
-@pytest.fixture
-def after_post_configure(host, make_request, monitor_ctx, tmp_path):
-    """after_post_configure(*CONFIG_LINES) -> a MonitorContext whose child (pid 4242) has its
-    channel; any user namespace file the monitor opens is a file of the test's."""
-    userns = tmp_path / "userns"
-    userns.write_text("")
-    host.proxy(sync_idmapped_mounts, "os", open=lambda path, flags, *mode: os.open(userns, os.O_RDONLY | os.O_CLOEXEC))
-
-    def make(*lines: str):
-        ctx = monitor_ctx(make_request(*lines))
-        ctx.boot.init_pid = 4242
-        ctx.boot.channel = FakeChannel(host.rec)
-        return ctx
-    return make
 
 
 # --- the monitor: sync_post_configure, sync_idmapped_mounts -----------------------------------

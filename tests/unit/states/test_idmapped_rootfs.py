@@ -17,32 +17,10 @@ import pytest
 from lxcsm.engine.errors import StateError
 from lxcsm.engine.linux import kernel
 from lxcsm.engine.protocol.sync import SyncMsg
-from lxcsm.states.monitor import sync_idmapped_mounts
-from tests.unit.states.fake_host import FakeChannel
 
 MAPS = ("lxc.idmap = u 0 100000 65536", "lxc.idmap = g 0 100000 65536")
 IDMAPPED = (*MAPS, "lxc.rootfs.options = idmap=container")
 OPEN_TREE = kernel.OPEN_TREE_CLONE | os.O_CLOEXEC | kernel.AT_RECURSIVE
-
-
-@pytest.fixture
-def after_post_configure(host, make_request, monitor_ctx, tmp_path):
-    """after_post_configure(*CONFIG_LINES) -> a MonitorContext whose child (pid 4242) has its
-    channel; /proc/4242/ns/user opens a file of the test's."""
-    userns = tmp_path / "userns"
-    userns.write_text("")
-
-    def fake_open(path, flags, *mode):
-        return os.open(userns, os.O_RDONLY | os.O_CLOEXEC)
-
-    host.proxy(sync_idmapped_mounts, "os", open=fake_open)
-
-    def make(*lines: str):
-        ctx = monitor_ctx(make_request(*lines))
-        ctx.boot.init_pid = 4242
-        ctx.boot.channel = FakeChannel(host.rec)
-        return ctx
-    return make
 
 
 @pytest.mark.state("monitor", "sync_post_configure")
