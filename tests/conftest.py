@@ -18,6 +18,7 @@ from tests.integration.harness import (
     IsolatedNetns,
     host_identity,
     host_mounts,
+    left_behind,
     restore_host_identity,
     unique_name,
 )
@@ -92,13 +93,11 @@ def make_container(tmp_path):
         return container
 
     yield make
-    for c in made:   # a monitor whose clients already saw STOPPED may take a moment to exit
-        c.monitor_exited(timeout=5)
-    leaks = {c.name: c.leaks() for c in made}
+    leaks = left_behind(made)
     for container in made:
         container.force_cleanup()
     mounts_after = host_mounts()
-    assert {k: v for k, v in leaks.items() if v} == {}, "a start left things behind"
+    assert leaks == {}, "a start left things behind"
     assert mounts_after == mounts_before, "the host's mount table changed"
 
 

@@ -191,6 +191,20 @@ class Container:
                     time.sleep(0.02)
 
 
+def left_behind(made: list[Container], patience: float = 5) -> dict[str, list[str]]:
+    """What starts of these containers left on the host ({name: leaks}, only those with any),
+    once each monitor has had `patience` seconds to exit (one whose clients already saw
+    STOPPED may take a moment)."""
+    for c in made:
+        c.monitor_exited(timeout=patience)
+    return {c.name: found for c in made if (found := c.leaks())}
+
+
+def mounts_below(base) -> list[str]:
+    """Host mounts below a test's own directory (other tests mount and unmount meanwhile)."""
+    return [m for m in host_mounts() if m.startswith(f"{base}/")]
+
+
 def unique_name(prefix: str = "t") -> str:
     return f"lxcsm-{prefix}{next(_counter)}-{uuid.uuid4().hex[:6]}"
 

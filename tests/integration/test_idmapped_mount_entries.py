@@ -31,8 +31,9 @@ from tests.integration.harness import (
     LXC_START,
     WITHOUT_MAP_HELPERS,
     Container,
-    host_mounts,
     idmapped_init_report,
+    left_behind,
+    mounts_below,
     unique_name,
 )
 
@@ -92,12 +93,8 @@ def with_idmapped_binds():
     make.base = base   # type: ignore[attr-defined]
     try:
         yield make
-        for c in made:
-            c.monitor_exited(timeout=5)
-        leaks = {c.name: c.leaks() for c in made}
-        assert {k: v for k, v in leaks.items() if v} == {}, "a start left things behind"
-        # (only below our directory: other tests of the team mount and unmount meanwhile)
-        assert [m for m in host_mounts() if m.startswith(str(base))] == [], "mounts left below the containers"
+        assert left_behind(made) == {}, "a start left things behind"
+        assert mounts_below(base) == [], "mounts left below the containers"
     finally:
         for c in made:
             c.force_cleanup()

@@ -22,7 +22,14 @@ import pytest
 
 from fixtures import rootfs as rootfs_builders
 from lxcsm.engine.linux import idmapped_mounts, kernel
-from tests.integration.harness import WITHOUT_MAP_HELPERS, Container, host_mounts, idmapped_init_report, unique_name
+from tests.integration.harness import (
+    WITHOUT_MAP_HELPERS,
+    Container,
+    idmapped_init_report,
+    left_behind,
+    mounts_below,
+    unique_name,
+)
 
 pytestmark = [pytest.mark.root, pytest.mark.usefixtures("lxc_pivot_removed")]
 
@@ -57,12 +64,8 @@ def unshifted():
 
     try:
         yield make
-        for c in made:
-            c.monitor_exited(timeout=5)
-        leaks = {c.name: c.leaks() for c in made}
-        assert {k: v for k, v in leaks.items() if v} == {}, "a start left things behind"
-        # (only below our directory: other tests of the team mount and unmount netns meanwhile)
-        assert [m for m in host_mounts() if m.startswith(str(base))] == [], "mounts left below the containers"
+        assert left_behind(made) == {}, "a start left things behind"
+        assert mounts_below(base) == [], "mounts left below the containers"
     finally:
         for c in made:
             c.force_cleanup()

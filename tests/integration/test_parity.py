@@ -46,7 +46,15 @@ import pytest
 
 from fixtures import debian
 from fixtures import rootfs as rootfs_builders
-from tests.integration.harness import LXCSM, WITHOUT_MAP_HELPERS, Container, host_mounts, unique_name, wait_for
+from tests.integration.harness import (
+    LXCSM,
+    WITHOUT_MAP_HELPERS,
+    Container,
+    left_behind,
+    mounts_below,
+    unique_name,
+    wait_for,
+)
 from tests.integration.test_userns import TEMPLATE as USERNS_TEMPLATE
 from tests.integration.test_userns import _shift
 
@@ -189,11 +197,8 @@ def parity_dir():
     made: list[Container] = []
     try:
         yield base, made
-        for c in made:
-            c.monitor_exited(timeout=10)
-        leaks = {c.name: c.leaks() for c in made}
-        assert {k: v for k, v in leaks.items() if v} == {}, "a start left things behind"
-        assert [m for m in host_mounts() if m.startswith(f"{base}/")] == [], "a host mount was left"
+        assert left_behind(made, patience=10) == {}, "a start left things behind"
+        assert mounts_below(base) == [], "a host mount was left"
     finally:
         for c in made:   # a start left running by a failed test, lxc-start's or lxcsm's
             _tool("lxc-stop", "-n", c.name, "-P", c.lxcpath, "-k", timeout=60)

@@ -21,7 +21,15 @@ from pathlib import Path
 import pytest
 
 from fixtures import rootfs as rootfs_builders
-from tests.integration.harness import LXC_START, WITHOUT_MAP_HELPERS, Container, host_mounts, unique_name, wait_for
+from tests.integration.harness import (
+    LXC_START,
+    WITHOUT_MAP_HELPERS,
+    Container,
+    left_behind,
+    mounts_below,
+    unique_name,
+    wait_for,
+)
 from tests.integration.test_network import veth_config
 from tests.integration.test_ttys import SHELL_ON_TTY1, Terminal, _running, _tty
 
@@ -81,13 +89,11 @@ def userns_container():
 
     try:
         yield make
-        for c in made:
-            c.monitor_exited(timeout=5)
-        leaks = {c.name: c.leaks() for c in made}
+        leaks = left_behind(made)
         for c in made:
             c.force_cleanup()
-        assert {k: v for k, v in leaks.items() if v} == {}, "a start left things behind"
-        assert [m for m in host_mounts() if m.startswith(f"{base}/")] == [], "a host mount was left"
+        assert leaks == {}, "a start left things behind"
+        assert mounts_below(base) == [], "a host mount was left"
     finally:
         for c in made:
             c.force_cleanup()
