@@ -53,6 +53,12 @@ def test_fmt_bytes_and_ratio():
     assert report.fmt_ratio(None) == "n/a"
 
 
+def test_a_count_row_shows_whole_numbers():
+    row = report.Row("1p", "faults", unit="count", lxc=[321, 317, 325], lxcsm=[4604.5])
+    assert row.cell("lxc") == "321 (317–325)"
+    assert row.cell("lxcsm") == "4,604"
+
+
 # --- rows and the table ------------------------------------------------------------------------
 
 def test_row_cell_median_min_max_and_failures():
@@ -285,6 +291,15 @@ def test_wait_for_gives_the_exit_status_or_none_while_running():
     finally:
         running.kill()
         running.wait()
+
+
+def test_a_run_counts_the_page_faults_the_system_took_meanwhile(tmp_path):
+    """A process that writes 8 MiB of fresh memory takes a fault a page (2,048 of them);
+    the count is the whole system's, so it is at least that, and not absurdly more."""
+    writer = "b = bytearray(8 << 20)\nfor i in range(0, len(b), 4096): b[i] = 1"
+    result = timing.Runner().run([sys.executable, "-c", writer], tmp_path / "out")
+    assert result.ok
+    assert result.faults is not None and 2048 <= result.faults < 100_000
 
 
 # --- the launcher ---------------------------------------------------------------------------------

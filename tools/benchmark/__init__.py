@@ -21,7 +21,10 @@ Rows of the table (the issue's numbering):
    through the server, the start runs in the server's processes).  Row 1f, after
    each lxcsm run, times ``python -c 'import transitions'``: CPython starting and importing
    the state-machine package lxcsm is built on, with no lxcsm code - the floor under any
-   lxcsm command.
+   lxcsm command.  Row 1p: the page faults the whole system took during each run
+   (/proc/vmstat pgfault), every side's, the server's processes included: mostly the
+   copy-on-write faults of Python processes forked from a larger one, a count this
+   machine's noise does not move.
 2. The same with ``lxc.net.0.type = veth`` on a bridge.  The bridge, the veths and both
    tools' monitors are in a network namespace made for the bench (the commands run under
    ``nsenter --net``), so the host's own namespace sees none of it.

@@ -30,6 +30,10 @@ def fmt_bytes(size: float) -> str:
     return f"{size / MIB:.1f} MiB"
 
 
+def fmt_count(value: float) -> str:
+    return f"{value:,.0f}"
+
+
 def fmt_ratio(value: float | None) -> str:
     if value is None:
         return "n/a"
@@ -41,7 +45,7 @@ class Row:
     """One line of the table: samples of both tools and what they are held to."""
     key: str                       # "1", "3a", ...
     label: str
-    unit: str = "s"                # "s" or "bytes"
+    unit: str = "s"                # "s", "bytes" or "count"
     lxc: list[float] = field(default_factory=list)
     lxcsm: list[float] = field(default_factory=list)
     warm: list[float] = field(default_factory=list)   # lxcsm through a start server (--server)
@@ -54,7 +58,7 @@ class Row:
     na: str | None = None          # set: the row is not measured, this says why
 
     def fmt(self, value: float) -> str:
-        return fmt_bytes(value) if self.unit == "bytes" else fmt_seconds(value)
+        return {"bytes": fmt_bytes, "count": fmt_count}.get(self.unit, fmt_seconds)(value)
 
     def cell(self, side: str, available: bool = True) -> str:
         """The table cell of one side ("lxc" or "lxcsm"): median (min–max), failures."""

@@ -59,9 +59,10 @@ def failed(row: Row, tool: Tool) -> None:
 
 
 def foreground_run(bench: Bench, row: Row, tool: Tool, name: str, run: int, prefix: tuple[str, ...] = (),
-                   cpu: Row | None = None, env: dict[str, str] | None = None) -> Result:
+                   cpu: Row | None = None, faults: Row | None = None,
+                   env: dict[str, str] | None = None) -> Result:
     """One timed `start -F -- /bin/true` (under `prefix`, e.g. nsenter, with `env` if not the tool's),
-    into `row` (its CPU time into `cpu`)."""
+    into `row` (its CPU time into `cpu`, the system's page faults meanwhile into `faults`)."""
     result = bench.runner.run([*prefix, *tool.argv("start", name, "-F", "--", "/bin/true")], bench.out(tool),
                               env=env or tool.env)
     if result.ok:
@@ -69,11 +70,14 @@ def foreground_run(bench: Bench, row: Row, tool: Tool, name: str, run: int, pref
         # Through the server, the start runs in the server's processes, not the command's.
         if cpu is not None and result.cpu is not None and tool.key != "warm":
             getattr(cpu, tool.key).append(result.cpu)
+        if faults is not None and result.faults is not None:
+            getattr(faults, tool.key).append(result.faults)
         return result
     bench.fail(row.key, tool, run, result.detail)
     failed(row, tool)
-    if cpu is not None:
-        failed(cpu, tool)
+    for extra in (cpu, faults):
+        if extra is not None:
+            failed(extra, tool)
     bench.ensure_stopped(tool, [name])
     return result
 
@@ -86,6 +90,7 @@ def row1(bench: Bench) -> list[Row]:
     # The floor: a Python process that imports the state-machine package lxcsm must use,
     # and nothing else - no lxcsm code, no container.  Timed right after each lxcsm run.
     floor = Row("1f", "… floor: `python -c 'import transitions'` alone (no lxcsm code)")
+    faults = Row("1p", "… page faults per start, the whole system's (copy-on-write, mostly)", unit="count")
     names = {tool.key: bench.make(tool, "c") for tool in bench.tools}
     progress(f"row 1: {bench.args.runs} runs of start -F -- /bin/true per tool, alternating")
     for run, tool in alternate(bench, bench.args.runs):
@@ -95,9 +100,9 @@ def row1(bench: Bench) -> list[Row]:
                 floor.lxcsm.append(result.seconds)
             else:
                 floor.lxcsm_failed += 1
-        foreground_run(bench, row, tool, names[tool.key], run, cpu=cpu)
+        foreground_run(bench, row, tool, names[tool.key], run, cpu=cpu, faults=faults)
     floor.lxc = row.lxc
-    return [row, cpu, floor]
+    return [row, cpu, floor, faults]
 
 
 def row1b(bench: Bench) -> list[Row]:
