@@ -70,7 +70,7 @@ def _bind_pty(ctx, directory: int, peer: int, name: str, index: int) -> None:
 
 def enter(ctx) -> str:
     config = ctx.request.config
-    if not config.has_console() and not config.has_devpts():
+    if not config.has_console() and not config.has_devpts() and not config.tty_count():
         return "ttys_created"
     from lxcsm.engine.linux import terminal  # only containers with a console or ttys pay for it
     root = paths.open_root(ctx.rootfs)

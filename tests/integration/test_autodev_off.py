@@ -32,10 +32,10 @@ def _fresh_dev(c) -> None:
         old.unlink()
 
 
-def _boot(c, lxc: bool) -> tuple[dict[str, str], list[str]]:
+def _boot(c, lxc: bool, script: str = SCRIPT) -> tuple[dict[str, str], list[str]]:
     """Init's view of /dev under lxc-start or lxcsm, and what the start left in the rootfs's /dev."""
     _fresh_dev(c)
-    command = ["/bin/sh", "-c", SCRIPT]
+    command = ["/bin/sh", "-c", script]
     if lxc:
         result = subprocess.run(["lxc-start", "-n", c.name, "-P", c.lxcpath, "-F", "--", *command],
                                 stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
@@ -61,6 +61,29 @@ def test_autodev_off_with_ttys_as_under_lxc_start(make_container):
                       ["/dev/pts", "/", "devpts"], ["/dev/tty1", "/1", "devpts"], ["/dev/tty2", "/2", "devpts"]]
     assert "max=12" in under_lxcsm["mounts"]   # pty.max + tty.max
     assert left_by_lxcsm == ["console", "fd", "ptmx", "pts", "stderr", "stdin", "stdout", "tty1", "tty2"]
+
+
+# No lxc.pty.max (no devpts of the container's) and no console: the ttys' ptys are the host's,
+# whose numbers depend on what else runs, so only where they are mounted and their kind count.
+WITHOUT_DEVPTS = ["lxc.autodev = 0", "lxc.tty.max = 2", "lxc.console.path = none", "lxc.mount.auto = proc:mixed"]
+WITHOUT_DEVPTS_SCRIPT = ("awk '$5 ~ \"^/dev\" {for (i = 7; $i != \"-\"; i++); print $5, $(i+1)}' /proc/self/mountinfo"
+                         " > /out/mounts; ls /dev > /out/names; stat -c '%n %F %t' /dev/tty1 /dev/tty2 > /out/ttys")
+
+
+@pytest.mark.skipif(not shutil.which("lxc-start"), reason="LXC's tools are not installed")
+def test_autodev_off_without_devpts_or_console_still_gets_its_ttys_as_under_lxc_start(make_container):
+    """LXC 5.0.2 makes lxc.tty.max's ttys even with no devpts and no console to share one with:
+    ptys of the host's devpts, bound on the rootfs's own /dev/ttyN (made there when missing)."""
+    c = make_container("busybox", WITHOUT_DEVPTS)
+
+    under_lxc, left_by_lxc = _boot(c, lxc=True, script=WITHOUT_DEVPTS_SCRIPT)
+    under_lxcsm, left_by_lxcsm = _boot(c, lxc=False, script=WITHOUT_DEVPTS_SCRIPT)
+
+    assert under_lxcsm == under_lxc
+    assert left_by_lxcsm == left_by_lxc
+    assert sorted(under_lxcsm["mounts"].splitlines()) == ["/dev/tty1 devpts", "/dev/tty2 devpts"]
+    assert under_lxcsm["ttys"].splitlines() == ["/dev/tty1 character special file 88",
+                                                "/dev/tty2 character special file 88"]   # 136: a pty
 
 
 def test_autodev_off_tty1_reaches_a_shell(make_container):
