@@ -84,11 +84,12 @@ def enter(ctx) -> str:
     console = ctx.command_server.ttys.get(0, -1)
     console_log = ConsoleLog(ctx)
     relay = _seccomp_relay(ctx)
-    if relay is not None:
-        poller.register(relay.listener.fd, select.POLLIN)
-    peers = ConsolePeers(ctx, console, poller) if console >= 0 else None
-    ctx.command_server.console_peers = peers
-    try:
+    peers = None
+    try:   # from here on the relay is closed whatever fails, the console's peers too
+        if relay is not None:
+            poller.register(relay.listener.fd, select.POLLIN)
+        peers = ConsolePeers(ctx, console, poller) if console >= 0 else None
+        ctx.command_server.console_peers = peers
         return _supervise(ctx, poller, console, console_log, peers, relay)
     finally:
         ctx.command_server.console_peers = None

@@ -350,6 +350,25 @@ def test_poll_whose_seccomp_proxy_is_not_there_fails(host, run, notified, reap):
     assert notified.answers == []
 
 
+@pytest.mark.state("monitor", "poll")
+def test_poll_that_cannot_relay_the_console_closes_the_seccomp_proxys_connection(host, run, notified, reap,
+                                                                                  monkeypatch):
+    proxy = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    proxy.bind(notified.path)
+    proxy.listen(1)
+    notified.ctx.command_server.ttys = {0: host.pipe()[0]}
+
+    def no_relay(*_args):
+        raise OSError(errno.EIO, "the console's terminal went away")
+    monkeypatch.setattr(poll, "ConsolePeers", no_relay)
+
+    run.failing("monitor", "poll", notified.ctx, OSError)
+
+    with proxy, proxy.accept()[0] as relay:
+        relay.settimeout(10)
+        assert relay.recv(4096) == b""   # end-of-file: the monitor closed its connection
+
+
 # --- reboot, stopping, aborting, stopped -----------------------------------------------
 
 
