@@ -122,15 +122,12 @@ class Runner:
     def __init__(self, env: dict[str, str] | None = None):
         self.live: set[subprocess.Popen] = set()
         self.env = env
-        self.faults_at_spawn: dict[subprocess.Popen, int] = {}
 
     def spawn(self, argv: list[str], out: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
-        faults = _page_faults()
         with open(out, "wb") as stream:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stream, stderr=stream,
                                     start_new_session=True, env=env or self.env)
         self.live.add(proc)
-        self.faults_at_spawn[proc] = faults
         return proc
 
     def finish(self, proc: subprocess.Popen, out: Path, began: float, timeout: float) -> Result:
@@ -139,14 +136,13 @@ class Runner:
         cpu_before = _cpu_of_children()
         rc = wait_for(proc, max(0.0, began + timeout - time.perf_counter()))
         seconds = time.perf_counter() - began
-        faults = _page_faults() - self.faults_at_spawn.pop(proc, 0)
         if rc is None:
             self.kill(proc)
             return Result(False, timeout, f"timed out after {timeout:g} s: {' '.join(proc.args)}")
         cpu = _cpu_of_children() - cpu_before
         self.live.discard(proc)
         if rc == 0:
-            return Result(True, seconds, cpu=cpu, faults=faults)
+            return Result(True, seconds, cpu=cpu)
         try:
             text = out.read_text(errors="replace").strip().splitlines()
         except OSError:
@@ -156,8 +152,12 @@ class Runner:
 
     def run(self, argv: list[str], out: Path, timeout: float = 60, env: dict[str, str] | None = None) -> Result:
         began = time.perf_counter()
+        faults = _page_faults()
         proc = self.spawn(argv, out, env)
-        return self.finish(proc, out, began, timeout)
+        result = self.finish(proc, out, began, timeout)
+        if result.ok:   # one command at a time: the system's faults meanwhile are its own, near enough
+            result.faults = _page_faults() - faults
+        return result
 
     def kill(self, proc: subprocess.Popen) -> None:
         try:
